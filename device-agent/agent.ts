@@ -1,0 +1,182 @@
+/**
+ * The device agent: for each configured model it joins the model's channel,
+ * feeds datagrams to a Receiver, writes decoded segments to the store, checks
+ * the whole image against the signed digest, runs the installer and records
+ * the installed sequence. It never sends anything back.
+ */
+import { EventEmitter } from 'node:events';
+import type { FwcastError } from '../protocol/errors.js';
+import { DigestMismatchError } from '../protocol/errors.js';
+import type { PublicKey } from '../protocol/keys.js';
+import type { ReceiverLimits } from '../protocol/limits.js';
+import type { Logger } from '../protocol/log.js';
+import type { VerifiedManifest } from '../protocol/manifest.js';
+import type { Channel, Transport } from '../transport/transport.js';
+import type { Installer } from './installer.js';
+import { Receiver, type ReceiverEvent, type ReceiverStats } from './receiver.js';
+import { Store, type IncomingImage, type InstalledRecord } from './store.js';
+
+export interface AgentModel {
+  model: string;
+  channel: Channel;
+  installer: Installer;
+}
+
+export interface AgentInit {
+  models: AgentModel[];
+  trusted: readonly PublicKey[];
+  store: Store;
+  transport: Transport;
+  log: Logger;
+  limits?: ReceiverLimits;
+  /** Unix seconds; injectable for tests of expiry. */
+  now?: () => number;
+}
+
+export interface AgentProgress {
+  model: string;
+  version: string;
+  seq: number;
+  symbols: number;
+  symbolsNeeded: number;
+  segmentsDone: number;
+  segments: number;
+}
+
+export interface AgentEvents {
+  installed: [InstalledRecord];
+  rejected: [{ model: string; releaseId: string; error: FwcastError }];
+  failed: [{ model: string; error: Error }];
+}
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+class ModelWorker {
+  readonly receiver: Receiver;
+  #incoming: IncomingImage | undefined;
+  #installing = false;
+
+  constructor(readonly spec: AgentModel, private readonly agent: Agent, private readonly log: Logger, installed: InstalledRecord | undefined, init: AgentInit) {
+    this.receiver = new Receiver({
+      model: spec.model,
+      trusted: init.trusted,
+      ...(installed ? { installedSeq: installed.seq } : {}),
+      ...(init.limits ? { limits: init.limits } : {}),
+    });
+  }
+
+  onDatagram(data: Uint8Array, now: number): void {
+    for (const event of this.receiver.push(data, now)) this.#handle(event);
+  }
+
+  #handle(event: ReceiverEvent): void {
+    switch (event.kind) {
+      case 'rejected':
+        this.log.log('warn', `rejected release ${event.releaseId}: ${event.error.name}: ${event.error.message}`, { reason: event.error.reason });
+        this.agent.emit('rejected', { model: this.spec.model, releaseId: event.releaseId, error: event.error });
+        break;
+      case 'accepted': {
+        const m = event.release.manifest;
+        this.#incoming?.discard();
+        this.#incoming = this.agent.store.openIncoming(hex(event.release.releaseId), m.imageSize);
+        this.log.log('info', `receiving ${m.model} ${m.version} (seq ${m.seq}, ${m.imageSize} bytes in ${m.segments.length} segments), signed by key ${hex(event.release.kid)}`);
+        break;
+      }
+      case 'segment':
+        this.#incoming?.write(event.segment.offset, event.bytes);
+        break;
+      case 'complete':
+        void this.#install(event.release);
+        break;
+    }
+  }
+
+  async #install(release: VerifiedManifest): Promise<void> {
+    const incoming = this.#incoming;
+    this.#incoming = undefined;
+    if (!incoming || this.#installing) return;
+    this.#installing = true;
+    const m = release.manifest;
+    const releaseId = hex(release.releaseId);
+    try {
+      const sha256 = await incoming.finish();
+      if (sha256 !== hex(m.imageSha256)) {
+        incoming.discard();
+        throw new DigestMismatchError(`image ${m.version} decoded to SHA-256 ${sha256}, the manifest says ${hex(m.imageSha256)}`);
+      }
+      const imagePath = this.agent.store.keepRelease(m.model, releaseId, incoming, release.signed);
+      this.log.log('info', `verified ${m.model} ${m.version} (seq ${m.seq}) sha256 ${sha256}; installing: ${this.spec.installer.description}`);
+      await this.spec.installer.install({ imagePath, model: m.model, version: m.version, seq: m.seq, sha256 });
+      const record: InstalledRecord = {
+        model: m.model, seq: m.seq, version: m.version, sha256, releaseId,
+        installedAt: new Date().toISOString(), path: this.spec.installer.target ?? imagePath,
+      };
+      this.agent.store.recordInstalled(record);
+      this.agent.store.pruneReleases(m.model, releaseId);
+      this.receiver.markInstalled(release);
+      this.log.log('info', `installed ${m.model} ${m.version} (seq ${m.seq}) at ${record.path}`);
+      this.agent.emit('installed', record);
+    } catch (err) {
+      this.receiver.abandon('install-failed');
+      this.log.log('error', `install of ${m.model} ${m.version} (seq ${m.seq}) failed: ${(err as Error).message}; this release will not be retried until restart`);
+      this.agent.emit('failed', { model: m.model, error: err as Error });
+    } finally {
+      this.#installing = false;
+    }
+  }
+
+  progress(): AgentProgress | undefined {
+    const release = this.receiver.current;
+    const p = this.receiver.progress();
+    if (!release || !p) return undefined;
+    return { model: this.spec.model, version: release.manifest.version, seq: release.manifest.seq, ...p };
+  }
+
+  close(): void {
+    this.receiver.close();
+    this.#incoming?.discard();
+    this.#incoming = undefined;
+  }
+}
+
+export class Agent extends EventEmitter<AgentEvents> {
+  readonly store: Store;
+  #init: AgentInit;
+  #workers: ModelWorker[] = [];
+  #abort = new AbortController();
+
+  constructor(init: AgentInit) {
+    super();
+    if (init.models.length === 0) throw new TypeError('models: the agent needs at least one model');
+    if (init.trusted.length === 0) throw new TypeError('trusted: the agent needs at least one trusted public key');
+    this.#init = init;
+    this.store = init.store;
+  }
+
+  async start(): Promise<void> {
+    const now = this.#init.now ?? (() => Date.now() / 1000);
+    for (const spec of this.#init.models) {
+      const log = this.#init.log.child(`agent:${spec.model}`);
+      const installed = this.store.installed(spec.model);
+      const worker = new ModelWorker(spec, this, log, installed, this.#init);
+      this.#workers.push(worker);
+      await this.#init.transport.join(spec.channel, (data) => worker.onDatagram(data, now()), this.#abort.signal);
+      log.log('info', `listening on ${spec.channel.name} [${spec.channel.group}]:${spec.channel.port} via ${this.#init.transport.description}` +
+        (installed ? `; installed: ${installed.version} (seq ${installed.seq})` : '; nothing installed yet'));
+    }
+  }
+
+  progress(): AgentProgress[] {
+    return this.#workers.flatMap((w) => w.progress() ?? []);
+  }
+
+  stats(): Record<string, ReceiverStats> {
+    return Object.fromEntries(this.#workers.map((w) => [w.spec.model, w.receiver.stats]));
+  }
+
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    for (const w of this.#workers) w.close();
+    await this.#init.transport.close();
+  }
+}

@@ -1,0 +1,138 @@
+/**
+ * `fwcast-agent`: the device side. Runs the agent (default command), shows the
+ * installed state, and flashes MCUs over serial lines.
+ */
+import { Command, Option } from 'commander';
+import { createConsoleLogger } from '../cli/console-log.js';
+import { exitWithError, UsageError } from '../cli/fail.js';
+import { readTrustedKey } from '../cli/key-files.js';
+import * as ed25519 from '../protocol/ed25519.js';
+import type { LogLevel } from '../protocol/log.js';
+import { UdpMulticastTransport } from '../transport/udp-multicast.js';
+import { Agent, type AgentProgress } from './agent.js';
+import { resolveAgentConfig, type AgentFlags } from './config.js';
+import { createInstaller } from './installers/create.js';
+import { Store } from './store.js';
+
+interface RunOptions extends AgentFlags {
+  once?: boolean;
+  json?: boolean;
+  logFormat: 'text' | 'json';
+  logLevel: LogLevel;
+  timeout?: number;
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function portNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new UsageError(`--port must be 1..65535, got "${value}"`);
+  return n;
+}
+
+function seconds(value: string): number {
+  const n = Number(value);
+  if (!(n > 0)) throw new UsageError(`--timeout must be a positive number of seconds, got "${value}"`);
+  return n;
+}
+
+function progressText(p: AgentProgress[]): string {
+  return p.map((x) => `${x.model} ${x.version}: ${((100 * x.symbols) / x.symbolsNeeded).toFixed(1)}% (${x.segmentsDone}/${x.segments} segments)`).join(' | ');
+}
+
+async function run(opts: RunOptions): Promise<void> {
+  const config = resolveAgentConfig(opts);
+  await ed25519.ready();
+  const trusted = config.trustedKeys.map(readTrustedKey);
+  const store = new Store(config.store);
+  const live = process.stderr.isTTY && opts.logFormat === 'text';
+  const clear = (): void => {
+    if (live) process.stderr.write('\r\x1b[K');
+  };
+  const log = createConsoleLogger({ format: opts.logFormat, level: opts.logLevel, beforeWrite: clear });
+  const models = await Promise.all(config.models.map(async (m) => ({ model: m.model, channel: m.channel, installer: await createInstaller(m.installer) })));
+  const transport = new UdpMulticastTransport({ iface: config.iface });
+  const agent = new Agent({ models, trusted, store, transport, log, limits: config.limits });
+
+  const done = new Promise<number>((resolve) => {
+    const stop = (): void => resolve(0);
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    agent.on('installed', (record) => {
+      if (opts.json) process.stdout.write(JSON.stringify({ model: record.model, version: record.version, seq: record.seq, sha256: record.sha256, path: record.path, releaseId: record.releaseId }) + '\n');
+      if (opts.once) resolve(0);
+    });
+    agent.on('failed', () => {
+      if (opts.once) resolve(1);
+    });
+    if (opts.timeout) {
+      setTimeout(() => {
+        log.log('error', `no install within ${opts.timeout} s`);
+        resolve(3);
+      }, opts.timeout * 1000).unref();
+    }
+  });
+  await agent.start();
+  const ticker = setInterval(() => {
+    const p = agent.progress();
+    if (p.length === 0) return;
+    if (live) process.stderr.write(`\r\x1b[K${progressText(p)}`);
+    else for (const x of p) log.child(`agent:${x.model}`).log('info', 'progress', { version: x.version, seq: x.seq, symbols: x.symbols, needed: x.symbolsNeeded, segments: `${x.segmentsDone}/${x.segments}` });
+  }, live ? 250 : 2000);
+  const code = await done;
+  clearInterval(ticker);
+  clear();
+  for (const [model, s] of Object.entries(agent.stats())) {
+    log.log('info', `stats ${model}: ${s.datagrams} datagrams, ${s.symbolsAccepted} symbols used, ${s.duplicates} duplicates`, Object.fromEntries(Object.entries(s.dropped).map(([k, v]) => [`dropped.${k}`, v])));
+  }
+  await agent.stop();
+  process.exit(code);
+}
+
+export function buildProgram(): Command {
+  const program = new Command('fwcast-agent')
+    .description('Receive, verify and install firmware from fwcast multicast channels. Never sends anything back.')
+    .showHelpAfterError();
+
+  program.command('run', { isDefault: true })
+    .description('run the agent (the default command)')
+    .option('-c, --config <file>', 'JSON configuration file')
+    .option('-m, --model <model>', 'device model to receive (overrides the config\'s model list)')
+    .option('-k, --key <key>', 'trusted publisher public key: PEM file or base64 (repeatable)', collect)
+    .option('-i, --iface <name>', 'network interface to join the channel on')
+    .option('-s, --store <dir>', 'state and image directory (default /var/lib/fwcast)')
+    .option('--group <address>', 'IPv6 multicast group instead of the one derived from the channel name')
+    .option('--port <port>', 'UDP port (default 4242)', portNumber)
+    .option('--install-to <path>', 'install by writing the image to this path (atomic rename)')
+    .option('--install-command <cmd>', 'install by running this shell command (FWCAST_IMAGE, FWCAST_VERSION, … in its environment)')
+    .option('--once', 'exit 0 after the first successful install')
+    .option('--json', 'print one JSON line per install (model, version, seq, sha256, path)')
+    .option('--timeout <seconds>', 'give up (exit 3) if nothing was installed by then', seconds)
+    .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
+    .addOption(new Option('--log-level <level>', 'least severe level logged').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .action((opts: RunOptions) => run(opts));
+
+  program.command('status')
+    .description('show what the agent has installed')
+    .option('-s, --store <dir>', 'state directory', '/var/lib/fwcast')
+    .option('--json', 'print JSON')
+    .action((opts: { store: string; json?: boolean }) => {
+      const store = new Store(opts.store);
+      const records = store.list();
+      if (opts.json) process.stdout.write(JSON.stringify(records) + '\n');
+      else if (records.length === 0) process.stdout.write('nothing installed\n');
+      else for (const r of records) process.stdout.write(`${r.model} ${r.version} (seq ${r.seq}) sha256 ${r.sha256} at ${r.path}, installed ${r.installedAt}\n`);
+    });
+
+  return program;
+}
+
+export async function main(argv = process.argv): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    exitWithError('fwcast-agent', err);
+  }
+}

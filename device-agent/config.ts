@@ -1,0 +1,184 @@
+/**
+ * Agent configuration: a JSON file, overridden by command-line flags.
+ *
+ *   {
+ *     "interface": "eth0",
+ *     "store": "/var/lib/fwcast",
+ *     "trustedKeys": ["/etc/fwcast/publisher.pub"],
+ *     "port": 4242,
+ *     "models": [
+ *       { "model": "rpi4", "installer": { "type": "file", "path": "/var/lib/fwcast/current.img" } },
+ *       { "model": "sensor-mcu", "group": "ff15::5", "installer": { "type": "command", "command": "/usr/local/bin/flash-mcu" } }
+ *     ],
+ *     "limits": { "maxImageSize": 268435456 }
+ *   }
+ *
+ * Every error names the field it is about.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { channelGroup, checkMulticastGroup, DEFAULT_PORT, modelChannelName } from '../protocol/channel.js';
+import { ConfigError } from '../protocol/errors.js';
+import { DEFAULT_LIMITS, type ReceiverLimits } from '../protocol/limits.js';
+import { checkModelName } from '../protocol/manifest.js';
+import type { Channel } from '../transport/transport.js';
+
+export type InstallerConfig =
+  | { type: 'file'; path: string }
+  | { type: 'command'; command: string; timeoutSeconds?: number }
+  | { type: 'serial'; protocol: string; port: string; baud?: number; [option: string]: unknown };
+
+export interface ModelConfig {
+  model: string;
+  channel: Channel;
+  installer: InstallerConfig;
+}
+
+export interface AgentConfig {
+  iface: string;
+  store: string;
+  trustedKeys: string[];
+  models: ModelConfig[];
+  limits: ReceiverLimits;
+}
+
+/** What the command line may set; every field overrides the file's. */
+export interface AgentFlags {
+  config?: string;
+  model?: string;
+  key?: string[];
+  iface?: string;
+  store?: string;
+  group?: string;
+  port?: number;
+  installTo?: string;
+  installCommand?: string;
+}
+
+type Json = Record<string, unknown>;
+
+function isObject(v: unknown): v is Json {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function str(obj: Json, field: string, where: string): string | undefined {
+  const v = obj[field];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || v.length === 0) throw new ConfigError(`${where}.${field} must be a non-empty string`);
+  return v;
+}
+
+function port(v: unknown, where: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) throw new ConfigError(`${where} must be a port number 1..65535`);
+  return v;
+}
+
+function parseInstaller(v: unknown, where: string): InstallerConfig {
+  if (!isObject(v)) throw new ConfigError(`${where} must be an object with a "type"`);
+  switch (v.type) {
+    case 'file': {
+      const path = str(v, 'path', where);
+      if (!path) throw new ConfigError(`${where}.path is required for a file installer`);
+      return { type: 'file', path };
+    }
+    case 'command': {
+      const command = str(v, 'command', where);
+      if (!command) throw new ConfigError(`${where}.command is required for a command installer`);
+      const t = v.timeoutSeconds;
+      if (t !== undefined && (typeof t !== 'number' || !(t > 0))) throw new ConfigError(`${where}.timeoutSeconds must be a positive number`);
+      return { type: 'command', command, ...(t !== undefined ? { timeoutSeconds: t } : {}) };
+    }
+    case 'serial': {
+      const protocol = str(v, 'protocol', where);
+      const serialPort = str(v, 'port', where);
+      if (!protocol || !serialPort) throw new ConfigError(`${where} needs "protocol" and "port" for a serial installer`);
+      return { ...v, type: 'serial', protocol, port: serialPort };
+    }
+    default:
+      throw new ConfigError(`${where}.type must be "file", "command" or "serial", got ${JSON.stringify(v.type)}`);
+  }
+}
+
+function parseLimits(v: unknown): ReceiverLimits {
+  if (v === undefined) return { ...DEFAULT_LIMITS };
+  if (!isObject(v)) throw new ConfigError('limits must be an object');
+  const limits = { ...DEFAULT_LIMITS };
+  for (const [k, value] of Object.entries(v)) {
+    if (!(k in limits)) throw new ConfigError(`limits.${k} is not a known limit (${Object.keys(limits).join(', ')})`);
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) throw new ConfigError(`limits.${k} must be a positive integer`);
+    limits[k as keyof ReceiverLimits] = value;
+  }
+  return limits;
+}
+
+function readConfigFile(path: string): Json {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (!isObject(parsed)) throw new ConfigError(`config file ${path} must contain a JSON object`);
+  return parsed;
+}
+
+function channelFor(model: string, group: string | undefined, p: number): Channel {
+  const name = modelChannelName(model);
+  return { name, group: group ? checkMulticastGroup(group) : channelGroup(name), port: p };
+}
+
+export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
+  const file = flags.config ? readConfigFile(flags.config) : {};
+  const known = new Set(['interface', 'store', 'trustedKeys', 'port', 'models', 'limits']);
+  for (const k of Object.keys(file)) if (!known.has(k)) throw new ConfigError(`config: unknown field "${k}" (known: ${[...known].join(', ')})`);
+
+  const iface = flags.iface ?? str(file, 'interface', 'config');
+  if (!iface) throw new ConfigError('no network interface: set "interface" in the config or pass --iface');
+  const store = flags.store ?? str(file, 'store', 'config') ?? '/var/lib/fwcast';
+  const defaultPort = flags.port ?? (file.port === undefined ? DEFAULT_PORT : port(file.port, 'config.port'));
+
+  let trustedKeys: string[] = flags.key ?? [];
+  if (trustedKeys.length === 0 && file.trustedKeys !== undefined) {
+    if (!Array.isArray(file.trustedKeys) || !file.trustedKeys.every((k) => typeof k === 'string')) throw new ConfigError('config.trustedKeys must be an array of key file paths or base64 keys');
+    trustedKeys = file.trustedKeys as string[];
+  }
+  if (trustedKeys.length === 0) throw new ConfigError('no trusted public key: set "trustedKeys" in the config or pass --key');
+
+  const flagInstaller: InstallerConfig | undefined = flags.installCommand
+    ? { type: 'command', command: flags.installCommand }
+    : flags.installTo ? { type: 'file', path: flags.installTo } : undefined;
+
+  let models: ModelConfig[];
+  if (flags.model) {
+    const model = checkModelName(flags.model);
+    const fromFile = Array.isArray(file.models) ? (file.models as unknown[]).find((m) => isObject(m) && m.model === model) as Json | undefined : undefined;
+    const installer = flagInstaller ?? (fromFile?.installer !== undefined ? parseInstaller(fromFile.installer, `models[${model}].installer`) : { type: 'file' as const, path: join(store, 'current', `${model.replaceAll('/', '_')}.img`) });
+    const group = flags.group ?? (fromFile ? str(fromFile, 'group', `models[${model}]`) : undefined);
+    models = [{ model, channel: channelFor(model, group, defaultPort), installer }];
+  } else {
+    if (!Array.isArray(file.models) || file.models.length === 0) throw new ConfigError('no model: list "models" in the config or pass --model');
+    if (flags.group || flagInstaller) throw new ConfigError('--group, --install-to and --install-command apply to one model: pass --model too');
+    models = (file.models as unknown[]).map((m, i) => {
+      const where = `config.models[${i}]`;
+      if (!isObject(m)) throw new ConfigError(`${where} must be an object`);
+      const model = str(m, 'model', where);
+      if (!model) throw new ConfigError(`${where}.model is required`);
+      checkModelName(model);
+      const installer = m.installer === undefined ? { type: 'file' as const, path: join(store, 'current', `${model.replaceAll('/', '_')}.img`) } : parseInstaller(m.installer, `${where}.installer`);
+      const p = m.port === undefined ? defaultPort : port(m.port, `${where}.port`);
+      return { model, channel: channelFor(model, str(m, 'group', where), p), installer };
+    });
+  }
+  const seen = new Set<string>();
+  for (const m of models) {
+    if (seen.has(m.model)) throw new ConfigError(`model "${m.model}" is listed twice`);
+    seen.add(m.model);
+  }
+  return { iface, store, trustedKeys, models, limits: parseLimits(file.limits) };
+}

@@ -1,0 +1,67 @@
+/**
+ * Every way a datagram, manifest or release can be refused. The `reason` of
+ * each class is the name used in the agent's drop counters and log lines, so a
+ * user can go from a counter to the cause.
+ */
+export abstract class FwcastError extends Error {
+  abstract readonly reason: string;
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** Bytes that do not parse: truncated, oversized, wrong magic, bad CBOR. */
+export class MalformedPacketError extends FwcastError {
+  readonly reason = 'malformed';
+}
+
+/** A well-formed datagram of a protocol version this build does not speak. */
+export class UnsupportedVersionError extends FwcastError {
+  readonly reason = 'unsupported-version';
+}
+
+/** A manifest that parses as CBOR but breaks the manifest rules. */
+export class InvalidManifestError extends FwcastError {
+  readonly reason = 'invalid-manifest';
+}
+
+/** Declared sizes beyond what the receiver is configured to accept. */
+export class LimitExceededError extends FwcastError {
+  readonly reason = 'limit-exceeded';
+}
+
+/** COSE_Sign1 signature does not verify against the key it names. */
+export class InvalidSignatureError extends FwcastError {
+  readonly reason = 'bad-signature';
+}
+
+/** Signed by a key that is not in the receiver's trusted set. */
+export class UnknownKeyError extends FwcastError {
+  readonly reason = 'unknown-key';
+}
+
+/** A release for a different device model. */
+export class WrongModelError extends FwcastError {
+  readonly reason = 'wrong-model';
+}
+
+/** Sequence number not above the one already installed. */
+export class RollbackError extends FwcastError {
+  readonly reason = 'rollback';
+}
+
+/** Manifest whose expiry time has passed (freeze attack or stale release). */
+export class ExpiredManifestError extends FwcastError {
+  readonly reason = 'expired';
+}
+
+/** Decoded bytes whose digest differs from the signed one. */
+export class DigestMismatchError extends FwcastError {
+  readonly reason = 'digest-mismatch';
+}
+
+/** A key file or configuration value that cannot be used. */
+export class ConfigError extends FwcastError {
+  readonly reason = 'config';
+}

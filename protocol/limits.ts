@@ -1,0 +1,38 @@
+/**
+ * Wire-level constants and the default bounds a receiver enforces on what a
+ * sender declares. Receivers may tighten the bounds (see ReceiverLimits).
+ */
+
+/** UDP payload that never fragments at the IPv6 minimum MTU: 1280 − 40 (IPv6) − 8 (UDP). */
+export const DEFAULT_DATAGRAM_SIZE = 1232;
+
+/** RaptorQ symbol alignment Al (RFC 6330 §4.2); the raptorq crate uses 8. */
+export const SYMBOL_ALIGNMENT = 8;
+
+/**
+ * Largest source block fwcast uses. Keeps every segment a single RaptorQ source
+ * block with one sub-block (Z = 1, N = 1) under the crate's 10 MB working-memory
+ * default, and well inside RFC 6330's K'max of 56403.
+ */
+export const MAX_SOURCE_SYMBOLS = 8192;
+
+/** Default segment size: independent 1 MiB objects decode faster than one big block. */
+export const DEFAULT_SEGMENT_SIZE = 1 << 20;
+
+export interface ReceiverLimits {
+  /** Largest image a receiver will accept, bytes. */
+  maxImageSize: number;
+  /** Largest number of segments in one release. */
+  maxSegments: number;
+  /** Largest symbol size T, bytes. */
+  maxSymbolSize: number;
+  /** Largest signed manifest, bytes. */
+  maxManifestSize: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<ReceiverLimits> = {
+  maxImageSize: 2 ** 31,
+  maxSegments: 4096,
+  maxSymbolSize: 8192,
+  maxManifestSize: 256 * 1024,
+};

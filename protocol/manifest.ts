@@ -1,0 +1,227 @@
+/**
+ * The release manifest: what a receiver needs to accept, decode and verify one
+ * image. Fields are modelled on IETF SUIT (class id, sequence number, image
+ * digest and size) and carried as a CBOR map with integer keys, the payload of
+ * a COSE_Sign1 (see cose-sign1.ts). Key numbers are listed in protocol/SPEC.md.
+ */
+import { createHash } from 'node:crypto';
+import { decodeCbor, encodeCbor } from './cbor.js';
+import { decodeCoseSign1, signCoseSign1, verifyCoseSign1 } from './cose-sign1.js';
+import { InvalidManifestError, InvalidSignatureError, LimitExceededError, UnknownKeyError } from './errors.js';
+import { paddedBlockSize, segmentOti, sourceSymbolCount } from './fec.js';
+import type { PublicKey } from './keys.js';
+import { DEFAULT_LIMITS, MAX_SOURCE_SYMBOLS, SYMBOL_ALIGNMENT, type ReceiverLimits } from './limits.js';
+import { decodeOti, encodeOti, type Oti } from './oti.js';
+import { RELEASE_ID_SIZE } from './packet.js';
+
+export const MANIFEST_FORMAT = 1;
+/** RaptorQ's FEC Encoding ID (RFC 6330 §3.1). */
+export const FEC_RAPTORQ = 6;
+/** SHA-256 in the COSE algorithms registry. */
+export const DIGEST_SHA256 = -16;
+
+const K = {
+  format: 1, model: 2, seq: 3, version: 4, created: 5, expires: 6, size: 7, digest: 8, fec: 9,
+} as const;
+const F = { encoding: 1, symbolSize: 2, segmentSize: 3, repair: 4, segments: 5 } as const;
+
+export interface SegmentInfo {
+  index: number;
+  /** Byte offset of the segment in the image. */
+  offset: number;
+  oti: Oti;
+  /** K: source symbols in the segment. */
+  sourceSymbols: number;
+  /** Encoding symbols published for the segment: ESIs 0 .. published − 1. */
+  published: number;
+  sha256: Uint8Array;
+}
+
+export interface Manifest {
+  model: string;
+  seq: number;
+  version: string;
+  /** Unix time, seconds. */
+  created: number;
+  expires?: number;
+  imageSize: number;
+  imageSha256: Uint8Array;
+  symbolSize: number;
+  segmentSize: number;
+  /** Repair symbols published per segment, as a percentage of K. */
+  repairPercent: number;
+  segments: SegmentInfo[];
+}
+
+const MODEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$/;
+
+export function checkModelName(model: string): string {
+  if (!MODEL_PATTERN.test(model)) {
+    throw new InvalidManifestError(`model "${model}" must be 1-64 characters of letters, digits, ".", "_", "/" or "-", starting with a letter or digit`);
+  }
+  return model;
+}
+
+export function publishedSymbols(k: number, repairPercent: number): number {
+  return k + Math.ceil((k * repairPercent) / 100);
+}
+
+export interface SegmentPlan {
+  index: number;
+  offset: number;
+  length: number;
+}
+
+/**
+ * Splits an image into segments the way RFC 6330 §4.4.1.2 partitions an object
+ * into source blocks: Kt = ⌈F/T⌉ symbols into Z = ⌈Kt/Kmax⌉ segments of KL or KS
+ * symbols (Partition[Kt, Z]: the first ZL segments get KL = ⌈Kt/Z⌉, the rest
+ * KS = ⌊Kt/Z⌋), so all segments are nearly the same size and finish together.
+ * Only the last segment can end in a partial symbol.
+ */
+export function planSegments(imageSize: number, symbolSize: number, maxSegmentSize: number): SegmentPlan[] {
+  const kt = Math.ceil(imageSize / symbolSize);
+  const z = Math.ceil(kt / Math.floor(maxSegmentSize / symbolSize));
+  const kl = Math.ceil(kt / z);
+  const ks = Math.floor(kt / z);
+  const zl = kt - ks * z;
+  const plans: SegmentPlan[] = [];
+  let offset = 0;
+  for (let index = 0; index < z; index++) {
+    const length = Math.min((index < zl ? kl : ks) * symbolSize, imageSize - offset);
+    plans.push({ index, offset, length });
+    offset += length;
+  }
+  return plans;
+}
+
+export function checkFecParameters(symbolSize: number, segmentSize: number): void {
+  if (!Number.isInteger(symbolSize) || symbolSize < SYMBOL_ALIGNMENT || symbolSize % SYMBOL_ALIGNMENT !== 0 || symbolSize > 65535) {
+    throw new InvalidManifestError(`symbol size ${symbolSize} must be a multiple of ${SYMBOL_ALIGNMENT} between ${SYMBOL_ALIGNMENT} and 65528`);
+  }
+  if (!Number.isInteger(segmentSize) || segmentSize < symbolSize || segmentSize % symbolSize !== 0 || segmentSize / symbolSize > MAX_SOURCE_SYMBOLS) {
+    throw new InvalidManifestError(`segment size ${segmentSize} must be a multiple of the symbol size ${symbolSize}, at most ${MAX_SOURCE_SYMBOLS} symbols`);
+  }
+}
+
+export function encodeManifest(m: Manifest): Uint8Array {
+  const fields = new Map<number, unknown>([
+    [K.format, MANIFEST_FORMAT],
+    [K.model, m.model],
+    [K.seq, m.seq],
+    [K.version, m.version],
+    [K.created, m.created],
+  ]);
+  if (m.expires !== undefined) fields.set(K.expires, m.expires);
+  fields.set(K.size, m.imageSize);
+  fields.set(K.digest, [DIGEST_SHA256, m.imageSha256]);
+  fields.set(K.fec, new Map<number, unknown>([
+    [F.encoding, FEC_RAPTORQ],
+    [F.symbolSize, m.symbolSize],
+    [F.segmentSize, m.segmentSize],
+    [F.repair, m.repairPercent],
+    [F.segments, m.segments.map((s) => [encodeOti(s.oti), s.sha256])],
+  ]));
+  return encodeCbor(fields);
+}
+
+function uint(value: unknown, name: string, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof value === 'bigint' || typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > max) {
+    throw new InvalidManifestError(`manifest field "${name}" must be an integer in 0..${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+function text(value: unknown, name: string, maxLength: number): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > maxLength) {
+    throw new InvalidManifestError(`manifest field "${name}" must be a text string of 1..${maxLength} characters`);
+  }
+  return value;
+}
+
+function sha256Bytes(value: unknown, name: string): Uint8Array {
+  if (!(value instanceof Uint8Array) || value.length !== 32) throw new InvalidManifestError(`manifest field "${name}" must be a 32-byte SHA-256 digest`);
+  return new Uint8Array(value);
+}
+
+/** Decodes and validates a manifest payload against the receiver's limits. */
+export function decodeManifest(payload: Uint8Array, limits: ReceiverLimits = DEFAULT_LIMITS): Manifest {
+  const map = decodeCbor(payload, 'manifest');
+  if (!(map instanceof Map)) throw new InvalidManifestError('manifest is not a CBOR map');
+  const format = map.get(K.format);
+  if (format !== MANIFEST_FORMAT) throw new InvalidManifestError(`manifest format ${String(format)} is not supported (expected ${MANIFEST_FORMAT})`);
+  const model = checkModelName(text(map.get(K.model), 'model', 64));
+  const seq = uint(map.get(K.seq), 'seq');
+  const version = text(map.get(K.version), 'version', 64);
+  const created = uint(map.get(K.created), 'created');
+  const expires = map.has(K.expires) ? uint(map.get(K.expires), 'expires') : undefined;
+  const imageSize = uint(map.get(K.size), 'size');
+  if (imageSize === 0) throw new InvalidManifestError('manifest declares an empty image');
+  if (imageSize > limits.maxImageSize) throw new LimitExceededError(`image of ${imageSize} bytes exceeds the limit of ${limits.maxImageSize}`);
+  const digest = map.get(K.digest);
+  if (!Array.isArray(digest) || digest.length !== 2 || digest[0] !== DIGEST_SHA256) {
+    throw new InvalidManifestError('manifest digest must be [-16 (SHA-256), digest]');
+  }
+  const imageSha256 = sha256Bytes(digest[1], 'digest');
+
+  const fec = map.get(K.fec);
+  if (!(fec instanceof Map)) throw new InvalidManifestError('manifest has no FEC parameters');
+  if (fec.get(F.encoding) !== FEC_RAPTORQ) throw new InvalidManifestError(`FEC encoding ${String(fec.get(F.encoding))} is not RaptorQ (${FEC_RAPTORQ})`);
+  const symbolSize = uint(fec.get(F.symbolSize), 'fec.symbol-size', 65535);
+  if (symbolSize > limits.maxSymbolSize) throw new LimitExceededError(`symbol size ${symbolSize} exceeds the limit of ${limits.maxSymbolSize}`);
+  const segmentSize = uint(fec.get(F.segmentSize), 'fec.segment-size');
+  checkFecParameters(symbolSize, segmentSize);
+  const repairPercent = uint(fec.get(F.repair), 'fec.repair', 10000);
+  const list = fec.get(F.segments);
+  const plans = planSegments(imageSize, symbolSize, segmentSize);
+  if (plans.length > limits.maxSegments) throw new LimitExceededError(`${plans.length} segments exceed the limit of ${limits.maxSegments}`);
+  if (!Array.isArray(list) || list.length !== plans.length) {
+    throw new InvalidManifestError(`manifest must list ${plans.length} segments for ${imageSize} bytes in segments of at most ${segmentSize}`);
+  }
+  const segments = plans.map((plan, i): SegmentInfo => {
+    const entry: unknown = list[i];
+    if (!Array.isArray(entry) || entry.length !== 2 || !(entry[0] instanceof Uint8Array)) {
+      throw new InvalidManifestError(`segment ${i} must be [OTI, SHA-256]`);
+    }
+    const oti = decodeOti(entry[0]);
+    const expected = segmentOti(plan.length, symbolSize);
+    if (oti.transferLength !== expected.transferLength || oti.symbolSize !== expected.symbolSize || oti.sourceBlocks !== 1 || oti.subBlocks !== 1 || oti.alignment !== SYMBOL_ALIGNMENT) {
+      throw new InvalidManifestError(`segment ${i} OTI must describe ${plan.length} bytes as one source block of ${symbolSize}-byte symbols`);
+    }
+    const k = sourceSymbolCount(plan.length, symbolSize);
+    paddedBlockSize(k);
+    return { index: i, offset: plan.offset, oti, sourceSymbols: k, published: publishedSymbols(k, repairPercent), sha256: sha256Bytes(entry[1], `segment ${i} digest`) };
+  });
+  if (expires !== undefined && expires <= created) throw new InvalidManifestError('manifest expires before it was created');
+  return { model, seq, version, created, ...(expires !== undefined ? { expires } : {}), imageSize, imageSha256, symbolSize, segmentSize, repairPercent, segments };
+}
+
+export function releaseIdOf(signedManifest: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(signedManifest).digest().subarray(0, RELEASE_ID_SIZE));
+}
+
+export function signManifest(m: Manifest, seed: Uint8Array): Uint8Array {
+  return signCoseSign1(encodeManifest(m), seed);
+}
+
+export interface VerifiedManifest {
+  manifest: Manifest;
+  /** Key id of the trusted key that signed it. */
+  kid: Uint8Array;
+  releaseId: Uint8Array;
+  signed: Uint8Array;
+}
+
+/**
+ * Verifies a signed manifest against trusted keys, then decodes its payload.
+ * The signature is checked over the received bytes before the payload is parsed.
+ */
+export function openSignedManifest(signed: Uint8Array, trusted: readonly PublicKey[], limits: ReceiverLimits = DEFAULT_LIMITS): VerifiedManifest {
+  if (signed.length > limits.maxManifestSize) throw new LimitExceededError(`signed manifest of ${signed.length} bytes exceeds the limit of ${limits.maxManifestSize}`);
+  const cose = decodeCoseSign1(signed);
+  const hex = Buffer.from(cose.kid).toString('hex');
+  const key = trusted.find((k) => Buffer.compare(k.kid, cose.kid) === 0);
+  if (!key) throw new UnknownKeyError(`manifest is signed by key ${hex}, which is not trusted`);
+  if (!verifyCoseSign1(cose, key.publicKey)) throw new InvalidSignatureError(`manifest signature does not verify with trusted key ${hex}`);
+  return { manifest: decodeManifest(cose.payload, limits), kid: cose.kid, releaseId: releaseIdOf(signed), signed };
+}

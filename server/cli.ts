@@ -1,0 +1,196 @@
+/**
+ * `fwcast`: the publisher's command line. keygen → sign → inspect → publish.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { createConsoleLogger } from '../cli/console-log.js';
+import { exitWithError, UsageError } from '../cli/fail.js';
+import { readPrivateKey, readTrustedKey, writeKeyPair } from '../cli/key-files.js';
+import { formatRate, parseDuration, parseRate } from '../cli/units.js';
+import { channelGroup, DEFAULT_PORT, modelChannelName } from '../protocol/channel.js';
+import { decodeCoseSign1, verifyCoseSign1 } from '../protocol/cose-sign1.js';
+import * as ed25519 from '../protocol/ed25519.js';
+import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
+import { decodeManifest, releaseIdOf, type Manifest } from '../protocol/manifest.js';
+import { UdpMulticastTransport } from '../transport/udp-multicast.js';
+import { Carousel } from './carousel.js';
+import { runPublisher, type ChannelStats } from './publisher.js';
+import { buildRelease, readReleaseFile, readReleaseManifest, writeReleaseFile } from './release.js';
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) throw new UsageError(`${name} must be an integer in ${min}..${max}, got "${value}"`);
+    return n;
+  };
+}
+
+function manifestSummary(m: Manifest, releaseId: Uint8Array, kid: Uint8Array) {
+  return {
+    releaseId: hex(releaseId),
+    model: m.model,
+    version: m.version,
+    seq: m.seq,
+    created: new Date(m.created * 1000).toISOString(),
+    expires: m.expires !== undefined ? new Date(m.expires * 1000).toISOString() : null,
+    imageSize: m.imageSize,
+    sha256: hex(m.imageSha256),
+    keyId: hex(kid),
+    channel: modelChannelName(m.model),
+    group: channelGroup(modelChannelName(m.model)),
+    fec: { scheme: 'RaptorQ (RFC 6330)', symbolSize: m.symbolSize, segmentSize: m.segmentSize, segments: m.segments.length, repairPercent: m.repairPercent },
+  };
+}
+
+export function buildProgram(): Command {
+  const program = new Command('fwcast')
+    .description('Sign firmware releases and multicast them to device fleets (RaptorQ over IPv6 multicast).')
+    .showHelpAfterError()
+    .configureOutput({ outputError: (str, write) => write(str) });
+
+  program.command('keygen')
+    .description('create an Ed25519 publisher key pair: DIR/publisher.key (mode 0600) and DIR/publisher.pub')
+    .requiredOption('--out <dir>', 'directory for the key files')
+    .option('--force', 'replace existing key files')
+    .action(async (opts: { out: string; force?: boolean }) => {
+      const r = await writeKeyPair(opts.out, opts.force ?? false);
+      process.stdout.write(`private key: ${r.privatePath} (keep it secret, e.g. a CI secret)\npublic key:  ${r.publicPath} (give it to agents)\nkey id:      ${r.kid}\n`);
+    });
+
+  program.command('sign')
+    .description('sign an image into a release file (manifest + image), e.g. as a CI artifact')
+    .argument('<image>', 'firmware image file')
+    .requiredOption('--key <file>', 'publisher private key (PEM)')
+    .requiredOption('--model <model>', 'device model the image is for (its channel is fw/<model>)')
+    .requiredOption('--version <version>', 'human-readable version, e.g. 1.4.2')
+    .requiredOption('--seq <n>', 'sequence number; agents only install a higher one than they have', integer('--seq', 0))
+    .requiredOption('--out <file>', 'release file to write')
+    .option('--expires <duration>', 'reject the release after this long, e.g. 30d')
+    .option('--segment-size <bytes>', 'largest segment (independent RaptorQ object)', integer('--segment-size', 1024, 8 << 20), 1 << 20)
+    .option('--repair <percent>', 'repair symbols published per segment, percent of its source symbols', integer('--repair', 0, 10000), 200)
+    .option('--datagram-size <bytes>', 'UDP payload size of symbol datagrams', integer('--datagram-size', 128, 9000), DEFAULT_DATAGRAM_SIZE)
+    .action(async (imagePath: string, opts: { key: string; model: string; version: string; seq: number; out: string; expires?: string; segmentSize: number; repair: number; datagramSize: number }) => {
+      const seed = await readPrivateKey(opts.key);
+      const image = new Uint8Array(readFileSync(imagePath));
+      const created = Math.floor(Date.now() / 1000);
+      const release = buildRelease({
+        image, seed, model: opts.model, version: opts.version, seq: opts.seq, created,
+        ...(opts.expires ? { expires: created + Math.ceil(parseDuration(opts.expires) / 1000) } : {}),
+        segmentSize: opts.segmentSize, repairPercent: opts.repair, datagramSize: opts.datagramSize,
+      });
+      writeReleaseFile(opts.out, release);
+      const m = release.manifest;
+      process.stdout.write(`${opts.out}: ${m.model} ${m.version} seq ${m.seq}, ${m.imageSize} bytes, sha256 ${hex(m.imageSha256)}, release ${hex(release.releaseId)}\n`);
+    });
+
+  program.command('inspect')
+    .description('show what a release file contains; with --key, also check its signature')
+    .argument('<file>', 'release file')
+    .option('--key <pub>', 'publisher public key to verify against')
+    .option('--json', 'print JSON')
+    .action(async (file: string, opts: { key?: string; json?: boolean }) => {
+      await ed25519.ready();
+      const signed = readReleaseManifest(file);
+      const cose = decodeCoseSign1(signed);
+      const summary: Record<string, unknown> = manifestSummary(decodeManifest(cose.payload), releaseIdOf(signed), cose.kid);
+      if (opts.key) {
+        const key = readTrustedKey(opts.key);
+        summary.signature = Buffer.compare(key.kid, cose.kid) === 0 && verifyCoseSign1(cose, key.publicKey) ? 'valid' : 'INVALID';
+      }
+      readReleaseFile(file);
+      summary.image = 'matches manifest';
+      if (opts.json) {
+        process.stdout.write(JSON.stringify(summary) + '\n');
+      } else {
+        for (const [k, v] of Object.entries(summary)) process.stdout.write(`${k.padEnd(11)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}\n`);
+      }
+      if (summary.signature === 'INVALID') process.exitCode = 1;
+    });
+
+  program.command('channel')
+    .description("show a model's channel name and IPv6 multicast group (Librecast-compatible)")
+    .argument('<model>', 'device model')
+    .option('--json', 'print JSON')
+    .action((model: string, opts: { json?: boolean }) => {
+      const name = modelChannelName(model);
+      const out = { model, channel: name, group: channelGroup(name), port: DEFAULT_PORT };
+      process.stdout.write(opts.json ? JSON.stringify(out) + '\n' : `${out.channel} [${out.group}]:${out.port}\n`);
+    });
+
+  program.command('publish')
+    .description("carousel release files, each on its model's channel, until stopped")
+    .argument('<files...>', 'release files from `fwcast sign`')
+    .requiredOption('--iface <name>', 'network interface to send on')
+    .option('--rate <rate>', 'total rate on the wire, e.g. 20mbit', '20mbit')
+    .addOption(new Option('--duration <duration>', 'stop after this long, e.g. 10m').conflicts('rounds'))
+    .addOption(new Option('--rounds <n>', 'stop after every channel sent this many rounds').argParser(integer('--rounds', 1)))
+    .option('--port <port>', 'UDP port', integer('--port', 1, 65535), DEFAULT_PORT)
+    .option('--hops <n>', 'multicast hop limit', integer('--hops', 1, 255), 8)
+    .option('--group <model=address...>', 'override the group of a model, e.g. rpi4=ff15::42')
+    .option('--quiet', 'no progress display')
+    .action(async (files: string[], opts: { iface: string; rate: string; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean }) => {
+      const rate = parseRate(opts.rate);
+      const overrides = new Map((opts.group ?? []).map((g) => {
+        const at = g.indexOf('=');
+        if (at < 1) throw new UsageError(`--group expects model=address, got "${g}"`);
+        return [g.slice(0, at), g.slice(at + 1)] as const;
+      }));
+      const log = createConsoleLogger({ beforeWrite: clearLine }).child('publish');
+      const entries = files.map((file) => {
+        const release = readReleaseFile(file);
+        const name = modelChannelName(release.manifest.model);
+        const channel = { name, group: overrides.get(release.manifest.model) ?? channelGroup(name), port: opts.port };
+        log.log('info', `${file}: ${release.manifest.model} ${release.manifest.version} seq ${release.manifest.seq} on ${name} [${channel.group}]:${channel.port}`);
+        return { channel, carousel: new Carousel({ ...release }) };
+      });
+      const transport = new UdpMulticastTransport({ iface: opts.iface, hops: opts.hops });
+      const abort = new AbortController();
+      const stop = (): void => abort.abort();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      const live = !opts.quiet && process.stderr.isTTY;
+      let lastLine = 0;
+      const stats = await runPublisher({
+        transport, entries, rate, signal: abort.signal,
+        ...(opts.rounds !== undefined ? { rounds: opts.rounds } : {}),
+        ...(opts.duration ? { durationMs: parseDuration(opts.duration) } : {}),
+        onProgress: (s, ms) => {
+          if (opts.quiet) return;
+          const line = progressLine(s, ms);
+          if (live) process.stderr.write(`\r\x1b[K${line}`);
+          else if (ms - lastLine >= 5000) {
+            lastLine = ms;
+            log.log('info', line);
+          }
+        },
+      });
+      if (live) process.stderr.write('\n');
+      await transport.close();
+      for (const s of stats) log.log('info', `${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes`);
+      if (transport.sendErrors > 0) log.log('warn', `${transport.sendErrors} datagrams could not be sent (last error: ${transport.lastSendError?.message})`);
+      process.removeListener('SIGINT', stop);
+      process.removeListener('SIGTERM', stop);
+    });
+
+  return program;
+}
+
+function clearLine(): void {
+  if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+}
+
+function progressLine(stats: ChannelStats[], ms: number): string {
+  const bytes = stats.reduce((n, s) => n + s.bytes + s.packets * 48, 0);
+  const channels = stats.map((s) => `${s.channel} round ${s.rounds + 1} ${s.packets} pkts`).join(' | ');
+  return `${(ms / 1000).toFixed(1)}s ${formatRate((bytes * 8 * 1000) / Math.max(ms, 1))} | ${channels}`;
+}
+
+export async function main(argv = process.argv): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    exitWithError('fwcast', err);
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * Building and reading signed release files: image → manifest + signature.
+ */
+import { createHash } from 'node:crypto';
+import { closeSync, fsyncSync, openSync, readFileSync, readSync, renameSync, writeSync } from 'node:fs';
+import { DEFAULT_DATAGRAM_SIZE, DEFAULT_LIMITS, DEFAULT_SEGMENT_SIZE, SYMBOL_ALIGNMENT } from '../protocol/limits.js';
+import { checkFecParameters, checkModelName, decodeManifest, planSegments, publishedSymbols, releaseIdOf, signManifest, type Manifest } from '../protocol/manifest.js';
+import { decodeCoseSign1 } from '../protocol/cose-sign1.js';
+import { segmentOti, sourceSymbolCount } from '../protocol/fec.js';
+import { SYMBOL_OVERHEAD } from '../protocol/packet.js';
+import { decodeReleaseHeader, encodeReleaseHeader, RELEASE_HEADER_SIZE } from '../protocol/release-file.js';
+import { InvalidManifestError, MalformedPacketError } from '../protocol/errors.js';
+
+/** Largest symbol size whose symbol datagram fits in `datagramSize` bytes of UDP payload. */
+export function symbolSizeFor(datagramSize: number): number {
+  const room = datagramSize - SYMBOL_OVERHEAD;
+  return room - (room % SYMBOL_ALIGNMENT);
+}
+
+export interface ReleaseInit {
+  image: Uint8Array;
+  seed: Uint8Array;
+  model: string;
+  version: string;
+  seq: number;
+  /** Unix seconds; defaults to now. */
+  created?: number;
+  expires?: number;
+  /** UDP payload size of symbol datagrams (default 1232). */
+  datagramSize?: number;
+  /** Largest segment, bytes, rounded down to whole symbols (default 1 MiB). */
+  segmentSize?: number;
+  /** Repair symbols published per segment, percent of K (default 200). */
+  repairPercent?: number;
+}
+
+export interface Release {
+  manifest: Manifest;
+  signed: Uint8Array;
+  releaseId: Uint8Array;
+  image: Uint8Array;
+}
+
+const sha256 = (data: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(data).digest());
+
+export function buildRelease(init: ReleaseInit): Release {
+  checkModelName(init.model);
+  if (!Number.isSafeInteger(init.seq) || init.seq < 0) throw new InvalidManifestError(`sequence number must be a non-negative integer, got ${init.seq}`);
+  if (init.image.length === 0) throw new InvalidManifestError('the image is empty');
+  const symbolSize = symbolSizeFor(init.datagramSize ?? DEFAULT_DATAGRAM_SIZE);
+  const wanted = init.segmentSize ?? DEFAULT_SEGMENT_SIZE;
+  const segmentSize = Math.max(symbolSize, wanted - (wanted % symbolSize));
+  checkFecParameters(symbolSize, segmentSize);
+  const repairPercent = init.repairPercent ?? 200;
+  const created = init.created ?? Math.floor(Date.now() / 1000);
+  const segments = planSegments(init.image.length, symbolSize, segmentSize).map((plan) => {
+    const k = sourceSymbolCount(plan.length, symbolSize);
+    return {
+      index: plan.index,
+      offset: plan.offset,
+      oti: segmentOti(plan.length, symbolSize),
+      sourceSymbols: k,
+      published: publishedSymbols(k, repairPercent),
+      sha256: sha256(init.image.subarray(plan.offset, plan.offset + plan.length)),
+    };
+  });
+  const manifest: Manifest = {
+    model: init.model,
+    seq: init.seq,
+    version: init.version,
+    created,
+    ...(init.expires !== undefined ? { expires: init.expires } : {}),
+    imageSize: init.image.length,
+    imageSha256: sha256(init.image),
+    symbolSize,
+    segmentSize,
+    repairPercent,
+    segments,
+  };
+  const signed = signManifest(manifest, init.seed);
+  return { manifest, signed, releaseId: releaseIdOf(signed), image: init.image };
+}
+
+/** Writes a release file atomically (temp file, fsync, rename). */
+export function writeReleaseFile(path: string, release: Pick<Release, 'signed' | 'image'>): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w', 0o644);
+  try {
+    writeSync(fd, encodeReleaseHeader(release.signed.length));
+    writeSync(fd, release.signed);
+    writeSync(fd, release.image);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+}
+
+/**
+ * Reads a release file and checks its own consistency (manifest parses, image
+ * size and digest match). Signature trust is the receiver's decision, not this one's.
+ */
+export function readReleaseFile(path: string): Release {
+  const bytes = new Uint8Array(readFileSync(path));
+  const manifestLength = decodeReleaseHeader(bytes, DEFAULT_LIMITS.maxManifestSize);
+  const signed = bytes.slice(RELEASE_HEADER_SIZE, RELEASE_HEADER_SIZE + manifestLength);
+  if (signed.length !== manifestLength) throw new MalformedPacketError(`${path}: truncated release file (manifest cut short)`);
+  const manifest = decodeManifest(decodeCoseSign1(signed).payload);
+  const image = bytes.subarray(RELEASE_HEADER_SIZE + manifestLength);
+  if (image.length !== manifest.imageSize) throw new MalformedPacketError(`${path}: image is ${image.length} bytes, manifest says ${manifest.imageSize}`);
+  if (Buffer.compare(sha256(image), manifest.imageSha256) !== 0) throw new MalformedPacketError(`${path}: image does not match the manifest's SHA-256`);
+  return { manifest, signed, releaseId: releaseIdOf(signed), image };
+}
+
+/** Reads only the signed manifest of a release file (for inspect on large files). */
+export function readReleaseManifest(path: string): Uint8Array {
+  const fd = openSync(path, 'r');
+  try {
+    const header = new Uint8Array(RELEASE_HEADER_SIZE);
+    readSync(fd, header, 0, header.length, 0);
+    const length = decodeReleaseHeader(header, DEFAULT_LIMITS.maxManifestSize);
+    const signed = new Uint8Array(length);
+    if (readSync(fd, signed, 0, length, RELEASE_HEADER_SIZE) !== length) throw new MalformedPacketError(`${path}: truncated release file`);
+    return signed;
+  } finally {
+    closeSync(fd);
+  }
+}
