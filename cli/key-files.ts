@@ -1,5 +1,5 @@
 /** Reading and writing key files, with errors that say which file and why. */
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ed25519 from '../protocol/ed25519.js';
 import { ConfigError } from '../protocol/errors.js';
@@ -27,6 +27,7 @@ export function readTrustedKey(spec: string): PublicKey {
 
 export async function writeKeyPair(dir: string, force: boolean): Promise<{ privatePath: string; publicPath: string; kid: string }> {
   await ed25519.ready();
+  mkdirSync(dir, { recursive: true });
   const privatePath = join(dir, 'publisher.key');
   const publicPath = join(dir, 'publisher.pub');
   if (!force && (existsSync(privatePath) || existsSync(publicPath))) {

@@ -1,0 +1,124 @@
+/**
+ * The main path over real IPv6 multicast through the kernel: a publisher and
+ * agents in their own network namespaces on one bridge, loss injected by
+ * nftables on the bridge.
+ */
+import test from 'ava';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { NetLab } from '../scripts/lab/netlab.js';
+import { makeImage, sha256hex } from './helpers/fixtures.js';
+import { exitCode, FWCAST, FWCAST_AGENT, fwcast, stderrMatch, track, type Tracked } from './helpers/processes.js';
+
+function workdir(): string {
+  return mkdtempSync(join(tmpdir(), 'fwcast-mc-'));
+}
+
+function setupRelease(dir: string, size: number, opts: { model?: string; seq?: number; extra?: string[]; seed?: number; keyDir?: string } = {}) {
+  const keyDir = opts.keyDir ?? dir;
+  try {
+    readFileSync(join(keyDir, 'publisher.key'));
+  } catch {
+    fwcast('keygen', '--out', keyDir);
+  }
+  const image = makeImage(size, opts.seed ?? 11);
+  const imagePath = join(dir, `image-${opts.seq ?? 1}-${opts.model ?? 'rpi4'}.bin`);
+  writeFileSync(imagePath, image);
+  const release = join(dir, `release-${opts.seq ?? 1}-${opts.model ?? 'rpi4'}.fwc`);
+  fwcast('sign', imagePath, '--key', join(keyDir, 'publisher.key'), '--model', opts.model ?? 'rpi4', '--version', `1.0.${opts.seq ?? 1}`, '--seq', String(opts.seq ?? 1), '--out', release, ...(opts.extra ?? []));
+  return { image, release, pub: join(keyDir, 'publisher.pub') };
+}
+
+function agent(lab: NetLab, host: string, dir: string, pub: string, extra: string[] = []): Tracked {
+  return track(lab.spawn(host, process.execPath, [FWCAST_AGENT, '--model', 'rpi4', '--key', pub, '--iface', 'eth0', '--store', join(dir, `store-${host}`), '--once', '--json', '--timeout', '60', ...extra]));
+}
+
+function publish(lab: NetLab, releases: string[], extra: string[] = []): Tracked {
+  return track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', ...releases, '--iface', 'eth0', '--rate', '40mbit', '--duration', '90s', ...extra]));
+}
+
+test('publisher and 3 agents, one losing 20%: all install byte-identical images', async (t) => {
+  const lab = NetLab.create(['pub', 'a', 'b', 'c']);
+  t.teardown(() => lab.destroy());
+  const dir = workdir();
+  const { image, release, pub } = setupRelease(dir, 4 * 1024 * 1024 + 333);
+  lab.setLoss('c', 20);
+  const agents = ['a', 'b', 'c'].map((h) => agent(lab, h, dir, pub));
+  await Promise.all(agents.map((a) => stderrMatch(a, /listening on fw\/rpi4/, 20_000)));
+  const publisher = publish(lab, [release]);
+  const codes = await Promise.all(agents.map((a) => exitCode(a, 60_000)));
+  publisher.child.kill('SIGTERM');
+  t.deepEqual(codes, [0, 0, 0], agents.map((a) => a.stderr).join('\n'));
+  for (const [i, a] of agents.entries()) {
+    const result = JSON.parse(a.stdout.trim().split('\n').pop()!) as { sha256: string; path: string; seq: number; model: string };
+    t.is(result.model, 'rpi4');
+    t.is(result.seq, 1);
+    t.is(result.sha256, sha256hex(image), `agent ${i} reported digest`);
+    t.is(sha256hex(readFileSync(result.path)), sha256hex(image), `agent ${i} installed file`);
+  }
+  const dropped = lab.dropped();
+  t.true((dropped.c ?? 0) > 500, `loss rule dropped ${dropped.c} packets towards c`);
+  t.is(await exitCode(publisher, 10_000), 0, 'publisher stops cleanly on SIGTERM');
+});
+
+test('an agent started after the carousel began still completes', async (t) => {
+  const lab = NetLab.create(['pub', 'late']);
+  t.teardown(() => lab.destroy());
+  const dir = workdir();
+  const { image, release, pub } = setupRelease(dir, 3 * 1024 * 1024, { seed: 5 });
+  // 3 MiB at 10 Mbit/s: one round takes about 2.6 s.
+  const publisher = publish(lab, [release], ['--rate', '10mbit']);
+  await new Promise((r) => setTimeout(r, 4000));
+  t.is(publisher.child.exitCode, null, 'carousel still running when the agent joins');
+  const late = agent(lab, 'late', dir, pub);
+  t.is(await exitCode(late, 60_000), 0, late.stderr);
+  publisher.child.kill('SIGTERM');
+  const result = JSON.parse(late.stdout.trim()) as { sha256: string; path: string };
+  t.is(sha256hex(readFileSync(result.path)), sha256hex(image));
+});
+
+test('wrong key, wrong model, lower sequence and expired manifests are each rejected with a clear line, nothing installed', async (t) => {
+  const lab = NetLab.create(['pub', 'wrongkey', 'wrongmodel', 'rollback', 'expired']);
+  t.teardown(() => lab.destroy());
+  const dir = workdir();
+  const trustedDir = join(dir, 'trusted');
+  const otherDir = join(dir, 'other');
+  for (const d of [trustedDir, otherDir]) fwcast('keygen', '--out', d);
+  const image = makeImage(200_000, 9);
+  writeFileSync(join(dir, 'img.bin'), image);
+  const sign = (name: string, keyDir: string, model: string, seq: number, extra: string[] = []): string => {
+    const out = join(dir, `${name}.fwc`);
+    fwcast('sign', join(dir, 'img.bin'), '--key', join(keyDir, 'publisher.key'), '--model', model, '--version', name, '--seq', String(seq), '--out', out, ...extra);
+    return out;
+  };
+  // Each bad release goes out on its own port so each agent sees exactly one of them.
+  const cases = [
+    { host: 'wrongkey', release: sign('wrongkey', otherDir, 'rpi4', 5), reason: /UnknownKeyError: manifest is signed by key [0-9a-f]{16}, which is not trusted/ },
+    { host: 'wrongmodel', release: sign('wrongmodel', trustedDir, 'other-board', 5), reason: /WrongModelError: release is for model "other-board", this agent is "rpi4"/ },
+    { host: 'rollback', release: sign('rollback', trustedDir, 'rpi4', 3), reason: /RollbackError: sequence 3 is not above the installed 7/ },
+    { host: 'expired', release: sign('expired', trustedDir, 'rpi4', 9, ['--expires', '1s']), reason: /ExpiredManifestError: release expired \(seq 9\) expired at/ },
+  ];
+  // The rollback agent already has seq 7 installed.
+  const rollbackStore = join(dir, 'store-rollback');
+  const seeded = track(lab.spawn('rollback', process.execPath, [FWCAST_AGENT, 'status', '--store', rollbackStore]));
+  await exitCode(seeded, 20_000);
+  writeFileSync(join(rollbackStore, 'state.json'), JSON.stringify({ format: 1, models: { rpi4: { model: 'rpi4', seq: 7, version: '1.0.7', sha256: sha256hex(image), releaseId: '00', installedAt: new Date().toISOString(), path: '/nonexistent' } } }));
+  await new Promise((r) => setTimeout(r, 1500)); // let the expiring release expire
+  const group = 'ff1e:2bd7:ec2e:cb43:283:3ede:32a4:d45f';
+  const runs = cases.map((c, i) => {
+    const port = String(5000 + i);
+    const a = agent(lab, c.host, dir, join(trustedDir, 'publisher.pub'), ['--port', port, '--timeout', '6']);
+    const p = publish(lab, [c.release], ['--port', port, '--rate', '5mbit', '--duration', '20s', '--group', `other-board=${group}`]);
+    return { c, a, p };
+  });
+  for (const { c, a, p } of runs) {
+    const code = await exitCode(a, 30_000);
+    p.child.kill('SIGTERM');
+    t.is(code, 3, `${c.host}: the agent gives up without installing`);
+    t.regex(a.stderr, c.reason, `${c.host}: log line names the reason`);
+    t.is(a.stdout, '', `${c.host}: nothing reported installed`);
+    t.is((a.stderr.match(/rejected release/g) ?? []).length, 1, `${c.host}: rejected once, repeats counted silently`);
+    t.notRegex(a.stderr, /installed rpi4/);
+  }
+});
