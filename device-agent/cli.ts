@@ -20,6 +20,7 @@ interface RunOptions extends AgentFlags {
   logFormat: 'text' | 'json';
   logLevel: LogLevel;
   timeout?: number;
+  progressInterval: number;
 }
 
 function collect(value: string, previous: string[] = []): string[] {
@@ -34,7 +35,7 @@ function portNumber(value: string): number {
 
 function seconds(value: string): number {
   const n = Number(value);
-  if (!(n > 0)) throw new UsageError(`--timeout must be a positive number of seconds, got "${value}"`);
+  if (!(n > 0)) throw new UsageError(`expected a positive number of seconds, got "${value}"`);
   return n;
 }
 
@@ -80,7 +81,7 @@ async function run(opts: RunOptions): Promise<void> {
     if (p.length === 0) return;
     if (live) process.stderr.write(`\r\x1b[K${progressText(p)}`);
     else for (const x of p) log.child(`agent:${x.model}`).log('info', 'progress', { version: x.version, seq: x.seq, symbols: x.symbols, needed: x.symbolsNeeded, segments: `${x.segmentsDone}/${x.segments}` });
-  }, live ? 250 : 2000);
+  }, live ? 250 : opts.progressInterval * 1000);
   const code = await done;
   clearInterval(ticker);
   clear();
@@ -110,6 +111,7 @@ export function buildProgram(): Command {
     .option('--once', 'exit 0 after the first successful install')
     .option('--json', 'print one JSON line per install (model, version, seq, sha256, path)')
     .option('--timeout <seconds>', 'give up (exit 3) if nothing was installed by then', seconds)
+    .option('--progress-interval <seconds>', 'seconds between progress log lines when stderr is not a terminal', seconds, 2)
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
     .addOption(new Option('--log-level <level>', 'least severe level logged').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .action((opts: RunOptions) => run(opts));
