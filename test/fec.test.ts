@@ -1,0 +1,248 @@
+/**
+ * Unit tests of protocol/fec.ts alone (the raptorq WASM wrapper). Conformance
+ * against an independent RFC 6330 implementation is in fec-lcrq.test.ts.
+ */
+import test from 'ava';
+import * as raptorq from 'raptorq/raptorq.js';
+import { MAX_SOURCE_SYMBOLS } from '../protocol/limits.js';
+import {
+  SegmentDecoder,
+  SegmentEncoder,
+  loadRaptorq,
+  paddedBlockSize,
+  segmentOti,
+  sourceSymbolCount,
+  type EncodingSymbol,
+} from '../protocol/fec.js';
+
+/** xorshift32 with a fixed seed: deterministic test data and sampling. */
+function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s;
+  };
+}
+
+function randomBytes(length: number, seed: number): Uint8Array {
+  const next = rng(seed);
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) out[i] = next() & 0xff;
+  return out;
+}
+
+function shuffle<T>(items: readonly T[], seed: number): T[] {
+  const next = rng(seed);
+  const out = items.slice();
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = next() % (i + 1);
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+/**
+ * Counts calls into the WASM decoder (raptorq's Decoder.prototype.decode) while
+ * `body` runs. Test bodies here are synchronous, so no other test interleaves.
+ */
+function countingWasmDecodes<R>(body: (calls: () => number) => R): R {
+  const proto = loadRaptorq().Decoder.prototype as { decode(packet: Uint8Array): Uint8Array | undefined };
+  if (proto !== raptorq.Decoder.prototype) throw new Error('fec.ts uses a different raptorq module instance');
+  const original = proto.decode;
+  let calls = 0;
+  proto.decode = function (this: raptorq.Decoder, packet: Uint8Array) {
+    calls++;
+    return original.call(this, packet);
+  };
+  try {
+    return body(() => calls);
+  } finally {
+    proto.decode = original;
+  }
+}
+
+const equalBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0;
+
+const T = 1208;
+const F = 300_001; // K = 249 (not a multiple of T), K' = 257
+const DATA = randomBytes(F, 0xfec0001);
+
+function encode(count: (k: number) => number, data = DATA, symbolSize = T): { k: number; kPrime: number; symbols: EncodingSymbol[] } {
+  const encoder = new SegmentEncoder(data, symbolSize);
+  try {
+    return { k: encoder.k, kPrime: encoder.kPrime, symbols: encoder.symbols(count(encoder.k)) };
+  } finally {
+    encoder.free();
+  }
+}
+
+test('encoder numbers symbols with RFC ESIs: source 0..K-1, then repair from K', (t) => {
+  const { k, kPrime, symbols } = encode((k) => k + 20);
+  t.is(k, 249);
+  t.is(kPrime, 257);
+  t.is(k, sourceSymbolCount(F, T));
+  t.deepEqual(symbols.map((s) => s.esi), [...Array(k + 20).keys()]);
+  t.true(symbols.every((s) => s.data.length === T));
+  // Systematic: the source symbols are the data, the last one zero-padded.
+  for (let esi = 0; esi < k - 1; esi++) t.true(equalBytes(symbols[esi]!.data, DATA.subarray(esi * T, (esi + 1) * T)));
+  const tail = F - (k - 1) * T;
+  t.true(equalBytes(symbols[k - 1]!.data.subarray(0, tail), DATA.subarray((k - 1) * T)));
+  t.true(symbols[k - 1]!.data.subarray(tail).every((b) => b === 0));
+  t.deepEqual(segmentOti(F, T), { transferLength: F, symbolSize: T, sourceBlocks: 1, subBlocks: 1, alignment: 8 });
+});
+
+test('round trip with no loss decodes on the K-th source symbol', (t) => {
+  const { k, symbols } = encode((k) => k);
+  const decoder = new SegmentDecoder(F, T);
+  t.is(decoder.k, k);
+  let out: Uint8Array | undefined;
+  for (const [i, s] of shuffle(symbols, 11).entries()) {
+    out = decoder.push(s.esi, s.data);
+    if (i < k - 1) t.is(out?.length, undefined, `decoded early at symbol ${i + 1}`);
+  }
+  t.truthy(out);
+  t.true(decoder.done);
+  t.is(out!.length, F);
+  t.true(equalBytes(out!, DATA));
+});
+
+test('round trip with 30% of the source lost, using repair symbols', (t) => {
+  const { k, symbols } = encode((k) => 2 * k);
+  const lost = new Set(shuffle([...Array(k).keys()], 21).slice(0, Math.round(k * 0.3)));
+  t.is(lost.size, 75);
+  const arriving = shuffle(
+    symbols.filter((s) => !lost.has(s.esi)),
+    22,
+  );
+  const decoder = new SegmentDecoder(F, T);
+  let out: Uint8Array | undefined;
+  let used = 0;
+  for (const s of arriving) {
+    used++;
+    out = decoder.push(s.esi, s.data);
+    if (out) break;
+  }
+  decoder.free();
+  t.truthy(out, 'did not decode');
+  t.true(equalBytes(out!, DATA));
+  t.true(used >= k && used <= k + 2, `needed ${used} symbols for K = ${k}`);
+});
+
+test('round trip from repair symbols only, including far-out ESIs', (t) => {
+  const small = randomBytes(5000, 31); // K = 5 at T = 1208 → K' = 10
+  const encoder = new SegmentEncoder(small, T);
+  const repairs = encoder.symbols(5 + 4000).slice(5);
+  encoder.free();
+  const decoder = new SegmentDecoder(small.length, T);
+  let out: Uint8Array | undefined;
+  for (const s of shuffle(repairs, 32).slice(0, 8)) out ??= decoder.push(s.esi, s.data);
+  decoder.free();
+  t.truthy(out);
+  t.true(equalBytes(out!, small));
+});
+
+test('duplicate symbols are ignored and never reach WASM', (t) => {
+  const { k, symbols } = encode((k) => k);
+  countingWasmDecodes((calls) => {
+    const decoder = new SegmentDecoder(F, T);
+    // K-1 distinct source symbols, each delivered twice: only K-1 distinct
+    // symbols, which cannot decode, so duplicates must not have been counted.
+    for (const s of symbols.slice(0, k - 1)) {
+      t.is(decoder.push(s.esi, s.data)?.length, undefined);
+      t.is(decoder.push(s.esi, s.data)?.length, undefined);
+    }
+    t.is(decoder.received, k - 1);
+    t.false(decoder.done);
+    // A duplicate ESI with different bytes is ignored too (first copy wins).
+    t.is(decoder.push(0, new Uint8Array(T))?.length, undefined);
+    t.is(decoder.received, k - 1);
+    t.is(calls(), k - 1, 'a duplicate reached the WASM decoder');
+
+    const out = decoder.push(symbols[k - 1]!.esi, symbols[k - 1]!.data);
+    t.truthy(out);
+    t.true(equalBytes(out!, DATA));
+    t.is(decoder.received, k);
+    // After decoding, further pushes return the result without touching WASM.
+    t.is(decoder.push(3, symbols[3]!.data), out);
+    t.is(calls(), k);
+  });
+});
+
+test('wrong symbol length and bad ESIs are rejected with RangeError before reaching WASM', (t) => {
+  const { k, symbols } = encode((k) => k);
+  countingWasmDecodes((calls) => {
+    const decoder = new SegmentDecoder(F, T);
+    const good = symbols[0]!.data;
+    t.throws(() => decoder.push(0, good.subarray(0, T - 1)), { instanceOf: RangeError, message: /1207 bytes, expected 1208/ });
+    t.throws(() => decoder.push(0, new Uint8Array(T + 8)), { instanceOf: RangeError });
+    t.throws(() => decoder.push(0, new Uint8Array(0)), { instanceOf: RangeError });
+    for (const esi of [-1, 1.5, Number.NaN, 0x1000000]) {
+      t.throws(() => decoder.push(esi, good), { instanceOf: RangeError, message: /ESI/ }, `ESI ${esi}`);
+    }
+    t.is(calls(), 0, 'a rejected symbol reached the WASM decoder');
+    t.is(decoder.received, 0);
+
+    // The decoder is still usable, and the rejected ESI 0 was not marked as seen.
+    let out: Uint8Array | undefined;
+    for (const s of symbols) out = decoder.push(s.esi, s.data);
+    t.is(calls(), k, 'the spy did not see the real decode calls');
+    t.truthy(out);
+    t.true(equalBytes(out!, DATA));
+  });
+});
+
+test('encoder rejects a symbol size that is not a multiple of Al and a count below K', (t) => {
+  t.throws(() => new SegmentEncoder(DATA, 1204), { instanceOf: RangeError, message: /multiple of 8/ });
+  const encoder = new SegmentEncoder(DATA, T);
+  t.throws(() => encoder.symbols(encoder.k - 1), { instanceOf: RangeError });
+  t.throws(() => encoder.symbols(0x1000001), { instanceOf: RangeError });
+  encoder.free();
+});
+
+test('paddedBlockSize matches RFC 6330 Table 2', (t) => {
+  const known: Array<[k: number, kPrime: number]> = [
+    [1, 10],
+    [10, 10],
+    [11, 12],
+    [12, 12],
+    [13, 18],
+    [19, 20],
+    [21, 26],
+    [49, 49],
+    [50, 55],
+    [101, 101],
+    [102, 114],
+    [249, 257],
+    [868, 870],
+    [869, 870],
+    [870, 870],
+    [871, 891],
+    [1000, 1002],
+    [4096, 4112],
+    [8111, 8111],
+    [8112, 8194],
+    [8192, 8194],
+  ];
+  for (const [k, kPrime] of known) t.is(paddedBlockSize(k), kPrime, `K = ${k}`);
+  for (const bad of [0, -1, 1.5, Number.NaN, MAX_SOURCE_SYMBOLS + 1]) {
+    t.throws(() => paddedBlockSize(bad), { instanceOf: RangeError }, `K = ${bad}`);
+  }
+});
+
+test('free() makes later use throw a clear error, and is idempotent', (t) => {
+  const encoder = new SegmentEncoder(DATA, T);
+  const [first] = encoder.symbols(encoder.k);
+  encoder.free();
+  t.notThrows(() => encoder.free());
+  t.throws(() => encoder.symbols(encoder.k), { instanceOf: Error, message: 'SegmentEncoder used after free()' });
+
+  const decoder = new SegmentDecoder(F, T);
+  t.is(decoder.push(first!.esi, first!.data), undefined);
+  decoder.free();
+  t.notThrows(() => decoder.free());
+  t.throws(() => decoder.push(1, first!.data), { instanceOf: Error, message: 'SegmentDecoder used after free()' });
+});
