@@ -6,22 +6,26 @@
  *  - manifest fragments are reassembled per release id; a complete manifest
  *    must hash to its release id, carry a trusted signature, name this model,
  *    have a sequence above the installed one and not be expired;
- *  - symbols are accepted only for the release being received, after their
- *    segment, ESI and size are checked against that manifest;
+ *  - AUTH datagrams are checked against the manifest's Merkle root; symbols
+ *    are accepted only for the release being received, after their segment,
+ *    ESI and size are checked against that manifest and their digest against
+ *    a verified AUTH chunk. Symbols that arrive before their chunk is verified
+ *    wait in a bounded buffer; nothing unauthenticated reaches the decoder;
  *  - every decoded segment must match its signed SHA-256 before it is handed on.
  *
  * A release refused once is remembered by id (bounded), so repeats of its
  * manifest and its symbols are counted and dropped without further work.
  */
 import { createHash } from 'node:crypto';
-import { SegmentDecoder } from '../protocol/fec.js';
+import { ChunkLayout, decodeChunkBody, leafHash, symbolDigest, verifyProof } from '../protocol/auth.js';
+import { recycleRaptorq, SegmentDecoder } from '../protocol/fec.js';
 import {
   ExpiredManifestError, FwcastError, MalformedPacketError, RollbackError, WrongModelError,
 } from '../protocol/errors.js';
 import type { PublicKey } from '../protocol/keys.js';
 import { DEFAULT_LIMITS, type ReceiverLimits } from '../protocol/limits.js';
 import { openSignedManifest, releaseIdOf, type SegmentInfo, type VerifiedManifest } from '../protocol/manifest.js';
-import { decodePacket, PacketType, type ManifestFragment, type SymbolPacket } from '../protocol/packet.js';
+import { decodePacket, PacketType, type AuthPacket, type ManifestFragment, type SymbolPacket } from '../protocol/packet.js';
 
 export interface ReceiverInit {
   model: string;
@@ -42,6 +46,9 @@ export interface ReceiverStats {
   symbolsAccepted: number;
   duplicates: number;
   segmentsDecoded: number;
+  authChunksVerified: number;
+  /** WASM decoder traps survived (each recycles the codec instance). */
+  decoderTraps: number;
   /** Dropped datagrams by reason (the `reason` of the error class, or a plain name). */
   dropped: Record<string, number>;
 }
@@ -58,9 +65,19 @@ interface Transfer {
   decoders: Map<number, SegmentDecoder>;
   done: Uint8Array;
   remaining: number;
+  layout: ChunkLayout;
+  /** Verified chunks, by leaf. */
+  verified: Uint8Array;
+  /** Verified symbol digests per segment (published × digest length), made on first use. */
+  digests: Map<number, Uint8Array>;
+  /** Symbols waiting for their chunk, by leaf; at most MAX_PENDING in all. */
+  pending: Map<number, Array<{ segment: number; esi: number; symbol: Uint8Array }>>;
+  pendingCount: number;
 }
 
 const MAX_REASSEMBLIES = 4;
+/** Symbols held back until their AUTH chunk arrives (about 2.5 MB at the default size). */
+const MAX_PENDING = 2048;
 const MAX_REMEMBERED = 256;
 const NONE: ReceiverEvent[] = [];
 
@@ -68,7 +85,7 @@ const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');
 
 export class Receiver {
   readonly model: string;
-  readonly stats: ReceiverStats = { datagrams: 0, symbolsAccepted: 0, duplicates: 0, segmentsDecoded: 0, dropped: {} };
+  readonly stats: ReceiverStats = { datagrams: 0, symbolsAccepted: 0, duplicates: 0, segmentsDecoded: 0, authChunksVerified: 0, decoderTraps: 0, dropped: {} };
   #trusted: readonly PublicKey[];
   #limits: ReceiverLimits;
   #installedSeq: number | undefined;
@@ -131,7 +148,11 @@ export class Receiver {
     } catch (err) {
       return this.#drop(err instanceof FwcastError ? err.reason : 'malformed');
     }
-    return packet.type === PacketType.Manifest ? this.#onFragment(packet, now) : this.#onSymbol(packet);
+    switch (packet.type) {
+      case PacketType.Manifest: return this.#onFragment(packet, now);
+      case PacketType.Auth: return this.#onAuth(packet);
+      case PacketType.Symbol: return this.#onSymbol(packet);
+    }
   }
 
   #drop(reason: string): ReceiverEvent[] {
@@ -193,41 +214,126 @@ export class Receiver {
     const current = this.#transfer?.release.manifest.seq;
     if (current !== undefined && release.manifest.seq <= current) return this.#drop('superseded');
     this.#dropTransfer();
-    const n = release.manifest.segments.length;
-    this.#transfer = { release, decoders: new Map(), done: new Uint8Array(n), remaining: n };
+    const m = release.manifest;
+    const n = m.segments.length;
+    const layout = new ChunkLayout(m.segments.map((seg) => seg.published), m.auth.chunkSymbols);
+    this.#transfer = {
+      release, decoders: new Map(), done: new Uint8Array(n), remaining: n,
+      layout, verified: new Uint8Array(layout.leaves), digests: new Map(), pending: new Map(), pendingCount: 0,
+    };
     return [{ kind: 'accepted', release }];
   }
 
-  #onSymbol(p: SymbolPacket): ReceiverEvent[] {
+  /** The current transfer if `releaseId` is its release; otherwise counts the drop. */
+  #transferFor(releaseId: Uint8Array): Transfer | undefined {
     const t = this.#transfer;
-    const id = hex(p.releaseId);
-    if (!t || id !== hex(t.release.releaseId)) return this.#drop(this.#refused.get(id) ?? 'unknown-release');
+    const id = hex(releaseId);
+    if (t && id === hex(t.release.releaseId)) return t;
+    this.#drop(this.#refused.get(id) ?? 'unknown-release');
+    return undefined;
+  }
+
+  #onAuth(p: AuthPacket): ReceiverEvent[] {
+    const t = this.#transferFor(p.releaseId);
+    if (!t) return NONE;
+    if (p.leaf >= t.layout.leaves || p.path.length !== t.layout.depth) return this.#drop('bad-auth');
+    if (t.verified[p.leaf]) return this.#drop('auth-repeat');
+    const ref = t.layout.chunk(p.leaf);
+    if (t.done[ref.segment]) return this.#drop('segment-complete');
+    const auth = t.release.manifest.auth;
+    let chunk;
+    try {
+      chunk = decodeChunkBody(p.body, auth.digestLength);
+    } catch {
+      return this.#drop('bad-auth');
+    }
+    if (chunk.segment !== ref.segment || chunk.firstEsi !== ref.firstEsi || chunk.count !== ref.count) return this.#drop('bad-auth');
+    if (!verifyProof(leafHash(p.body), p.leaf, p.path, auth.root)) return this.#drop('bad-auth');
+    const seg = t.release.manifest.segments[ref.segment]!;
+    let table = t.digests.get(ref.segment);
+    if (!table) t.digests.set(ref.segment, (table = new Uint8Array(seg.published * auth.digestLength)));
+    table.set(chunk.digests, ref.firstEsi * auth.digestLength);
+    t.verified[p.leaf] = 1;
+    this.stats.authChunksVerified++;
+    const waiting = t.pending.get(p.leaf);
+    if (!waiting) return NONE;
+    t.pending.delete(p.leaf);
+    t.pendingCount -= waiting.length;
+    const events: ReceiverEvent[] = [];
+    for (const w of waiting) {
+      if (this.#transfer !== t) break;
+      events.push(...this.#checkedSymbol(t, w.segment, w.esi, w.symbol));
+    }
+    return events;
+  }
+
+  #onSymbol(p: SymbolPacket): ReceiverEvent[] {
+    const t = this.#transferFor(p.releaseId);
+    if (!t) return NONE;
     const m = t.release.manifest;
     const seg = m.segments[p.segment];
     if (!seg) return this.#drop('bad-segment');
     if (p.symbol.length !== m.symbolSize) return this.#drop('bad-symbol-size');
     if (p.esi >= seg.published) return this.#drop('bad-esi');
     if (t.done[seg.index]) return this.#drop('segment-complete');
-    let decoder = t.decoders.get(seg.index);
+    const leaf = t.layout.leafOf(seg.index, p.esi);
+    if (t.verified[leaf]) return this.#checkedSymbol(t, seg.index, p.esi, p.symbol);
+    let waiting = t.pending.get(leaf);
+    if (!waiting) t.pending.set(leaf, (waiting = []));
+    // Several candidates per ESI may wait (a forger cannot crowd out the genuine one),
+    // but never more than twice the chunk.
+    if (waiting.length >= 2 * m.auth.chunkSymbols) return this.#drop('pending-full');
+    if (t.pendingCount >= MAX_PENDING) {
+      const [oldest, list] = t.pending.entries().next().value!;
+      t.pending.delete(oldest);
+      t.pendingCount -= list.length;
+      this.stats.dropped['pending-evicted'] = (this.stats.dropped['pending-evicted'] ?? 0) + list.length;
+      if (oldest === leaf) t.pending.set(leaf, (waiting = []));
+    }
+    waiting.push({ segment: seg.index, esi: p.esi, symbol: p.symbol.slice() });
+    t.pendingCount++;
+    return NONE;
+  }
+
+  /** A symbol whose chunk is verified: check its digest, then decode. */
+  #checkedSymbol(t: Transfer, segment: number, esi: number, symbol: Uint8Array): ReceiverEvent[] {
+    if (t.done[segment]) return this.#drop('segment-complete');
+    const m = t.release.manifest;
+    const length = m.auth.digestLength;
+    const expected = t.digests.get(segment)!.subarray(esi * length, (esi + 1) * length);
+    if (Buffer.compare(symbolDigest(symbol, length), expected) !== 0) return this.#drop('bad-symbol-digest');
+    const seg = m.segments[segment]!;
+    let decoder = t.decoders.get(segment);
     if (!decoder) {
       decoder = new SegmentDecoder(seg.oti.transferLength, m.symbolSize);
-      t.decoders.set(seg.index, decoder);
+      t.decoders.set(segment, decoder);
     }
     const before = decoder.received;
-    const bytes = decoder.push(p.esi, p.symbol);
+    let bytes: Uint8Array | undefined;
+    try {
+      bytes = decoder.push(esi, symbol);
+    } catch {
+      // A trap inside the WASM codec: start afresh with a new instance. Segments
+      // already decoded are kept; partial ones collect their symbols again.
+      this.stats.decoderTraps++;
+      recycleRaptorq();
+      t.decoders.clear();
+      return this.#drop('decoder-trap');
+    }
     if (decoder.received === before) {
       this.stats.duplicates++;
       return NONE;
     }
     this.stats.symbolsAccepted++;
     if (!bytes) return NONE;
-    t.decoders.delete(seg.index);
+    t.decoders.delete(segment);
     if (Buffer.compare(createHash('sha256').update(bytes).digest(), seg.sha256) !== 0) {
-      // A forged symbol poisoned the decode: start the segment over.
+      // Cannot happen with authenticated symbols unless the publisher is broken; start the segment over.
       return this.#drop('segment-digest-mismatch');
     }
-    t.done[seg.index] = 1;
+    t.done[segment] = 1;
     t.remaining--;
+    t.digests.delete(segment);
     this.stats.segmentsDecoded++;
     const events: ReceiverEvent[] = [{ kind: 'segment', release: t.release, segment: seg, bytes }];
     if (t.remaining === 0) events.push({ kind: 'complete', release: t.release });

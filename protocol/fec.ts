@@ -25,15 +25,39 @@ import type { Oti } from './oti.js';
 import { MAX_ESI, PAYLOAD_ID_SIZE, readPayloadId, writePayloadId } from './payload-id.js';
 
 export type Raptorq = typeof raptorq;
-let loaded: Raptorq | undefined;
+let wasmBytes: Uint8Array | undefined;
+let generation = 0;
 
 export function loadRaptorq(): Raptorq {
-  if (!loaded) {
+  if (!wasmBytes) {
     const require = createRequire(import.meta.url);
-    raptorq.initSync(readFileSync(require.resolve('raptorq/raptorq_bg.wasm')));
-    loaded = raptorq;
+    wasmBytes = new Uint8Array(readFileSync(require.resolve('raptorq/raptorq_bg.wasm')));
+    raptorq.initSync(wasmBytes);
+    generation++;
   }
-  return loaded;
+  return raptorq;
+}
+
+/** Instance generation: encoders and decoders are only valid within the one they were made in. */
+export function raptorqGeneration(): number {
+  loadRaptorq();
+  return generation;
+}
+
+/**
+ * Replaces the WASM instance with a fresh one (after a trap, whose unwinding
+ * leaks the old instance's memory, or to give memory back after a big
+ * transfer). Every encoder and decoder made before becomes unusable.
+ */
+export function recycleRaptorq(): void {
+  loadRaptorq();
+  raptorq.initSync(wasmBytes!);
+  generation++;
+}
+
+/** Thrown by encoders and decoders whose WASM instance was recycled. */
+export class StaleCodecError extends Error {
+  override name = 'StaleCodecError';
 }
 
 /** K' for a block of K source symbols: the smallest K' ≥ K in RFC 6330 Table 2. */
@@ -71,17 +95,20 @@ export class SegmentEncoder {
   readonly k: number;
   readonly kPrime: number;
   #encoder: raptorq.Encoder | undefined;
+  #generation: number;
 
   constructor(data: Uint8Array, readonly symbolSize: number) {
     if (symbolSize % SYMBOL_ALIGNMENT !== 0) throw new RangeError(`symbol size must be a multiple of ${SYMBOL_ALIGNMENT}`);
     this.k = sourceSymbolCount(data.length, symbolSize);
     this.kPrime = paddedBlockSize(this.k);
     this.#encoder = loadRaptorq().Encoder.with_defaults(data, symbolSize);
+    this.#generation = generation;
   }
 
   /** The first `count` encoding symbols: the K source symbols, then repair symbols K, K+1, … */
   symbols(count: number): EncodingSymbol[] {
     if (!this.#encoder) throw new Error('SegmentEncoder used after free()');
+    if (this.#generation !== generation) throw new StaleCodecError('SegmentEncoder outlived its WASM instance');
     if (count < this.k || count > MAX_ESI + 1) throw new RangeError(`symbol count must be in ${this.k}..${MAX_ESI + 1}`);
     const packets = this.#encoder.encode(count - this.k);
     const shift = this.kPrime - this.k;
@@ -92,7 +119,7 @@ export class SegmentEncoder {
   }
 
   free(): void {
-    this.#encoder?.free();
+    if (this.#generation === generation) this.#encoder?.free();
     this.#encoder = undefined;
   }
 }
@@ -108,11 +135,13 @@ export class SegmentDecoder {
   #seen = new Set<number>();
   #packet: Uint8Array;
   #result: Uint8Array | undefined;
+  #generation: number;
 
   constructor(readonly length: number, readonly symbolSize: number) {
     this.k = sourceSymbolCount(length, symbolSize);
     this.kPrime = paddedBlockSize(this.k);
     this.#decoder = loadRaptorq().Decoder.with_defaults(BigInt(length), symbolSize);
+    this.#generation = generation;
     this.#packet = new Uint8Array(PAYLOAD_ID_SIZE + symbolSize);
   }
 
@@ -128,6 +157,7 @@ export class SegmentDecoder {
   push(esi: number, symbol: Uint8Array): Uint8Array | undefined {
     if (this.#result) return this.#result;
     if (!this.#decoder) throw new Error('SegmentDecoder used after free()');
+    if (this.#generation !== generation) throw new StaleCodecError('SegmentDecoder outlived its WASM instance');
     if (symbol.length !== this.symbolSize) throw new RangeError(`symbol is ${symbol.length} bytes, expected ${this.symbolSize}`);
     if (!Number.isInteger(esi) || esi < 0 || esi > MAX_ESI) throw new RangeError(`ESI ${esi} out of range`);
     if (this.#seen.has(esi)) return undefined;
@@ -145,7 +175,7 @@ export class SegmentDecoder {
   }
 
   free(): void {
-    this.#decoder?.free();
+    if (this.#generation === generation) this.#decoder?.free();
     this.#decoder = undefined;
   }
 }

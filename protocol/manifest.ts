@@ -12,6 +12,7 @@ import { paddedBlockSize, segmentOti, sourceSymbolCount } from './fec.js';
 import type { PublicKey } from './keys.js';
 import { DEFAULT_LIMITS, MAX_SOURCE_SYMBOLS, SYMBOL_ALIGNMENT, type ReceiverLimits } from './limits.js';
 import { decodeOti, encodeOti, type Oti } from './oti.js';
+import { AUTH_SCHEME_MERKLE_CHUNKS, ChunkLayout, NODE_SIZE, type AuthParams } from './auth.js';
 import { RELEASE_ID_SIZE } from './packet.js';
 
 export const MANIFEST_FORMAT = 1;
@@ -23,7 +24,8 @@ export const DIGEST_SHA256 = -16;
 const K = {
   format: 1, model: 2, seq: 3, version: 4, created: 5, expires: 6, size: 7, digest: 8, fec: 9,
 } as const;
-const F = { encoding: 1, symbolSize: 2, segmentSize: 3, repair: 4, segments: 5 } as const;
+const F = { encoding: 1, symbolSize: 2, segmentSize: 3, repair: 4, segments: 5, auth: 6 } as const;
+const A = { scheme: 1, digestLength: 2, chunkSymbols: 3, root: 4 } as const;
 
 export interface SegmentInfo {
   index: number;
@@ -51,6 +53,8 @@ export interface Manifest {
   /** Repair symbols published per segment, as a percentage of K. */
   repairPercent: number;
   segments: SegmentInfo[];
+  /** Per-packet authentication: every symbol's digest is rooted here. */
+  auth: AuthParams;
 }
 
 const MODEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$/;
@@ -121,6 +125,12 @@ export function encodeManifest(m: Manifest): Uint8Array {
     [F.segmentSize, m.segmentSize],
     [F.repair, m.repairPercent],
     [F.segments, m.segments.map((s) => [encodeOti(s.oti), s.sha256])],
+    [F.auth, new Map<number, unknown>([
+      [A.scheme, m.auth.scheme],
+      [A.digestLength, m.auth.digestLength],
+      [A.chunkSymbols, m.auth.chunkSymbols],
+      [A.root, m.auth.root],
+    ])],
   ]));
   return encodeCbor(fields);
 }
@@ -193,7 +203,23 @@ export function decodeManifest(payload: Uint8Array, limits: ReceiverLimits = DEF
     return { index: i, offset: plan.offset, oti, sourceSymbols: k, published: publishedSymbols(k, repairPercent), sha256: sha256Bytes(entry[1], `segment ${i} digest`) };
   });
   if (expires !== undefined && expires <= created) throw new InvalidManifestError('manifest expires before it was created');
-  return { model, seq, version, created, ...(expires !== undefined ? { expires } : {}), imageSize, imageSha256, symbolSize, segmentSize, repairPercent, segments };
+  const auth = decodeAuthParams(fec.get(F.auth), segments);
+  return { model, seq, version, created, ...(expires !== undefined ? { expires } : {}), imageSize, imageSha256, symbolSize, segmentSize, repairPercent, segments, auth };
+}
+
+function decodeAuthParams(value: unknown, segments: SegmentInfo[]): AuthParams {
+  if (!(value instanceof Map)) throw new InvalidManifestError('manifest has no per-packet authentication parameters (fec key 6)');
+  const scheme = value.get(A.scheme);
+  if (scheme !== AUTH_SCHEME_MERKLE_CHUNKS) throw new InvalidManifestError(`authentication scheme ${String(scheme)} is not supported (expected ${AUTH_SCHEME_MERKLE_CHUNKS})`);
+  const digestLength = uint(value.get(A.digestLength), 'fec.auth.digest-length', 32);
+  if (digestLength < 8) throw new InvalidManifestError(`symbol digests of ${digestLength} bytes are too short (at least 8)`);
+  const chunkSymbols = uint(value.get(A.chunkSymbols), 'fec.auth.chunk-symbols', 65535);
+  if (chunkSymbols === 0) throw new InvalidManifestError('fec.auth.chunk-symbols must be at least 1');
+  const root = value.get(A.root);
+  if (!(root instanceof Uint8Array) || root.length !== NODE_SIZE) throw new InvalidManifestError(`fec.auth.root must be ${NODE_SIZE} bytes`);
+  const layout = new ChunkLayout(segments.map((s) => s.published), chunkSymbols);
+  if (layout.depth > 24) throw new LimitExceededError(`${layout.leaves} authentication chunks are too many`);
+  return { scheme, digestLength, chunkSymbols, root: new Uint8Array(root) };
 }
 
 export function releaseIdOf(signedManifest: Uint8Array): Uint8Array {

@@ -21,10 +21,11 @@
  * Type 2, SYMBOL: one RaptorQ encoding symbol of one segment.
  *   | Segment index (32) | FEC Payload ID: SBN (8) = 0, ESI (24) | symbol (T bytes) |
  *
- * Type 3 is reserved for per-packet authentication material; receivers of
- * this version count it as an unknown type and drop it.
+ * Type 3, AUTH: one chunk of symbol digests and its Merkle path (auth.ts).
+ *   | Leaf index (32) | Depth d (8) | d × 16-byte sibling hashes | chunk body |
  */
 import { MalformedPacketError, UnsupportedVersionError } from './errors.js';
+import { NODE_SIZE } from './auth.js';
 import { PAYLOAD_ID_SIZE, readPayloadId, writePayloadId } from './payload-id.js';
 
 export const MAGIC_0 = 0x46;
@@ -36,12 +37,17 @@ export const RELEASE_ID_SIZE = 8;
 export const PacketType = {
   Manifest: 1,
   Symbol: 2,
+  Auth: 3,
 } as const;
 
 const MANIFEST_FIELDS = 8;
 const SYMBOL_FIELDS = 4 + PAYLOAD_ID_SIZE;
 export const SYMBOL_OVERHEAD = HEADER_SIZE + SYMBOL_FIELDS;
 export const MANIFEST_OVERHEAD = HEADER_SIZE + MANIFEST_FIELDS;
+/** Header and fixed fields of an AUTH datagram, before the path. */
+export const AUTH_OVERHEAD = HEADER_SIZE + 5;
+/** Deepest Merkle path accepted: 2^24 chunks is far beyond any limit. */
+export const MAX_AUTH_DEPTH = 24;
 
 /** Largest datagram any receiver accepts; IPv6 UDP payloads cannot be larger. */
 export const MAX_DATAGRAM = 65527;
@@ -62,7 +68,16 @@ export interface SymbolPacket {
   symbol: Uint8Array;
 }
 
-export type Packet = ManifestFragment | SymbolPacket;
+export interface AuthPacket {
+  type: typeof PacketType.Auth;
+  releaseId: Uint8Array;
+  leaf: number;
+  path: Uint8Array[];
+  /** The chunk body: segment, first ESI, count, digests (see auth.ts). */
+  body: Uint8Array;
+}
+
+export type Packet = ManifestFragment | SymbolPacket | AuthPacket;
 
 function writeHeader(out: Uint8Array, type: number, releaseId: Uint8Array): void {
   if (releaseId.length !== RELEASE_ID_SIZE) throw new RangeError(`release id must be ${RELEASE_ID_SIZE} bytes`);
@@ -100,6 +115,16 @@ export function encodeSymbolPacket(p: Omit<SymbolPacket, 'type'>): Uint8Array {
   return out;
 }
 
+export function encodeAuthPacket(p: Omit<AuthPacket, 'type'>): Uint8Array {
+  const out = new Uint8Array(AUTH_OVERHEAD + p.path.length * NODE_SIZE + p.body.length);
+  writeHeader(out, PacketType.Auth, p.releaseId);
+  new DataView(out.buffer).setUint32(HEADER_SIZE, p.leaf);
+  out[HEADER_SIZE + 4] = p.path.length;
+  p.path.forEach((node, i) => out.set(node, AUTH_OVERHEAD + i * NODE_SIZE));
+  out.set(p.body, AUTH_OVERHEAD + p.path.length * NODE_SIZE);
+  return out;
+}
+
 /**
  * Parses one datagram. Checks structure only; whether the release, segment and
  * ESI make sense is decided against the verified manifest. The returned byte
@@ -126,6 +151,16 @@ export function decodePacket(datagram: Uint8Array): Packet {
       const { sbn, esi } = readPayloadId(datagram, HEADER_SIZE + 4);
       if (sbn !== 0) throw new MalformedPacketError(`source block number ${sbn} is not 0 (each segment is one source block)`);
       return { type: PacketType.Symbol, releaseId, segment: view.getUint32(HEADER_SIZE), esi, symbol: datagram.subarray(SYMBOL_OVERHEAD) };
+    }
+    case PacketType.Auth: {
+      if (datagram.length < AUTH_OVERHEAD) throw new MalformedPacketError('auth packet truncated');
+      const depth = datagram[HEADER_SIZE + 4]!;
+      if (depth > MAX_AUTH_DEPTH) throw new MalformedPacketError(`auth path of depth ${depth} exceeds ${MAX_AUTH_DEPTH}`);
+      const bodyStart = AUTH_OVERHEAD + depth * NODE_SIZE;
+      if (datagram.length <= bodyStart) throw new MalformedPacketError('auth packet truncated in its path');
+      const path: Uint8Array[] = [];
+      for (let i = 0; i < depth; i++) path.push(datagram.subarray(AUTH_OVERHEAD + i * NODE_SIZE, AUTH_OVERHEAD + (i + 1) * NODE_SIZE));
+      return { type: PacketType.Auth, releaseId, leaf: view.getUint32(HEADER_SIZE), path, body: datagram.subarray(bodyStart) };
     }
     default:
       throw new MalformedPacketError(`unknown packet type ${datagram[3]}`);

@@ -3,75 +3,94 @@
  * datagrams. No sockets, no clocks: the publisher asks for `next()` as fast as
  * its rate allows.
  *
- * Each segment is encoded once into its published symbol set (ESIs
- * 0 .. published − 1). Round r sends, for every segment, K symbols starting at
- * ESI r·K (mod published): round 0 is the source symbols, later rounds fresh
- * repair symbols until the set wraps. Segments are interleaved symbol by symbol
- * so that a burst of loss hits many segments a little rather than one a lot.
- * All manifest fragments go out at the start and after every `manifestEvery`
- * symbol datagrams, so a receiver that joins late learns the release quickly.
+ * Each segment's published symbol set (ESIs 0 .. published − 1) is encoded
+ * once. Round r sends, for every segment, K symbols starting at ESI r·K (mod
+ * published): round 0 is the source symbols, later rounds fresh repair symbols
+ * until the set wraps. Segments are interleaved symbol by symbol so that a
+ * burst of loss hits many segments a little rather than one a lot.
+ *
+ * The AUTH datagram of a chunk goes out just before the chunk's first symbol
+ * (or the first one sent this round) and again halfway through the chunk, so a
+ * receiver that lost one copy verifies the symbols it held back with the other.
+ * All manifest fragments go out at the start of each round and after every
+ * `manifestEvery` datagrams per fragment.
  */
-import { SegmentEncoder } from '../protocol/fec.js';
 import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
 import type { Manifest } from '../protocol/manifest.js';
-import { encodeManifestFragment, encodeSymbolPacket, MANIFEST_OVERHEAD } from '../protocol/packet.js';
+import { encodeAuthPacket, encodeManifestFragment, encodeSymbolPacket, MANIFEST_OVERHEAD } from '../protocol/packet.js';
+import { buildSymbolSet, type SymbolSet } from '../protocol/symbol-set.js';
 
 export interface CarouselInit {
   manifest: Manifest;
   signed: Uint8Array;
   releaseId: Uint8Array;
   image: Uint8Array;
+  /** The encoded symbols, if already at hand (e.g. just signed); otherwise encoded here. */
+  symbolSet?: SymbolSet;
   /** UDP payload size for manifest fragments (default 1232). */
   datagramSize?: number;
-  /** Symbol datagrams between two copies of the manifest (default 100). */
+  /** Datagrams between two copies of a one-fragment manifest (default 100); scaled by the fragment count. */
   manifestEvery?: number;
+}
+
+export class ReleaseMismatchError extends Error {
+  override name = 'ReleaseMismatchError';
 }
 
 export class Carousel {
   readonly manifest: Manifest;
   readonly releaseId: Uint8Array;
   readonly manifestFragments: Uint8Array[];
-  /** Datagrams in one round, manifests included. */
+  /** Datagrams in one round (approximate: AUTH copies vary slightly by round). */
   readonly roundLength: number;
   #symbols: Uint8Array[][];
+  #auth: Uint8Array[];
+  #leafOf: (segment: number, esi: number) => number;
+  #chunkSymbols: number;
   #manifestEvery: number;
   #order: Array<[segment: number, position: number]>;
+  #queue: Uint8Array[] = [];
   #round = 0;
   #cursor = 0;
   #sinceManifest = 0;
-  #pendingManifest = 0;
   #sent = 0;
 
   constructor(init: CarouselInit) {
-    this.manifest = init.manifest;
+    const m = init.manifest;
+    this.manifest = m;
     this.releaseId = init.releaseId;
-    this.#manifestEvery = init.manifestEvery ?? 100;
     const fragment = (init.datagramSize ?? DEFAULT_DATAGRAM_SIZE) - MANIFEST_OVERHEAD;
     this.manifestFragments = [];
     for (let offset = 0; offset < init.signed.length; offset += fragment) {
       this.manifestFragments.push(encodeManifestFragment({
-        releaseId: init.releaseId,
-        totalLength: init.signed.length,
-        offset,
-        bytes: init.signed.subarray(offset, offset + fragment),
+        releaseId: init.releaseId, totalLength: init.signed.length, offset, bytes: init.signed.subarray(offset, offset + fragment),
       }));
     }
-    this.#symbols = init.manifest.segments.map((seg) => {
-      const encoder = new SegmentEncoder(init.image.subarray(seg.offset, seg.offset + seg.oti.transferLength), init.manifest.symbolSize);
-      try {
-        return encoder.symbols(seg.published).map(({ esi, data }) =>
-          encodeSymbolPacket({ releaseId: init.releaseId, segment: seg.index, esi, symbol: data }));
-      } finally {
-        encoder.free();
-      }
+    this.#manifestEvery = (init.manifestEvery ?? 100) * this.manifestFragments.length;
+
+    const set = init.symbolSet ?? buildSymbolSet(init.image, {
+      symbolSize: m.symbolSize,
+      segments: m.segments.map((s) => ({ offset: s.offset, length: s.oti.transferLength, published: s.published })),
+      digestLength: m.auth.digestLength,
+      chunkSymbols: m.auth.chunkSymbols,
     });
-    const maxK = Math.max(...init.manifest.segments.map((s) => s.sourceSymbols));
+    if (Buffer.compare(set.tree.root, m.auth.root) !== 0) {
+      throw new ReleaseMismatchError('the image does not produce the symbols the manifest signs (authentication root differs)');
+    }
+    this.#symbols = set.symbols.map((symbols, segment) =>
+      symbols.map((symbol, esi) => encodeSymbolPacket({ releaseId: init.releaseId, segment, esi, symbol })));
+    this.#auth = set.chunks.map((body, leaf) => encodeAuthPacket({ releaseId: init.releaseId, leaf, path: set.tree.proof(leaf), body }));
+    this.#leafOf = (segment, esi) => set.layout.leafOf(segment, esi);
+    this.#chunkSymbols = m.auth.chunkSymbols;
+
+    const maxK = Math.max(...m.segments.map((s) => s.sourceSymbols));
     this.#order = [];
     for (let position = 0; position < maxK; position++) {
-      for (const seg of init.manifest.segments) if (position < seg.sourceSymbols) this.#order.push([seg.index, position]);
+      for (const seg of m.segments) if (position < seg.sourceSymbols) this.#order.push([seg.index, position]);
     }
-    this.#pendingManifest = this.manifestFragments.length;
-    this.roundLength = this.#order.length + Math.ceil(this.#order.length / this.#manifestEvery) * this.manifestFragments.length;
+    this.#sinceManifest = this.#manifestEvery;
+    const n = this.#order.length;
+    this.roundLength = Math.ceil(n * (1 + 2 / this.#chunkSymbols)) + 2 * m.segments.length + Math.ceil(n / this.#manifestEvery + 1) * this.manifestFragments.length;
   }
 
   /** Completed rounds. */
@@ -85,22 +104,29 @@ export class Carousel {
   }
 
   next(): Uint8Array {
+    if (this.#queue.length === 0) this.#refill();
     this.#sent++;
-    if (this.#pendingManifest > 0) {
-      return this.manifestFragments[this.manifestFragments.length - this.#pendingManifest--]!;
+    return this.#queue.shift()!;
+  }
+
+  #refill(): void {
+    if (this.#sinceManifest >= this.#manifestEvery) {
+      this.#sinceManifest = 0;
+      this.#queue.push(...this.manifestFragments);
     }
     const [segment, position] = this.#order[this.#cursor]!;
     const seg = this.manifest.segments[segment]!;
     const esi = (this.#round * seg.sourceSymbols + position) % seg.published;
+    const inChunk = esi % this.#chunkSymbols;
+    if (position === 0 || inChunk === 0 || inChunk === this.#chunkSymbols >> 1) {
+      this.#queue.push(this.#auth[this.#leafOf(segment, esi)]!);
+    }
+    this.#queue.push(this.#symbols[segment]![esi]!);
+    this.#sinceManifest += this.#queue.length;
     if (++this.#cursor === this.#order.length) {
       this.#cursor = 0;
       this.#round++;
       this.#sinceManifest = this.#manifestEvery;
     }
-    if (++this.#sinceManifest >= this.#manifestEvery) {
-      this.#sinceManifest = 0;
-      this.#pendingManifest = this.manifestFragments.length;
-    }
-    return this.#symbols[segment]![esi]!;
   }
 }

@@ -7,7 +7,9 @@ import { DEFAULT_DATAGRAM_SIZE, DEFAULT_LIMITS, DEFAULT_SEGMENT_SIZE, SYMBOL_ALI
 import { checkFecParameters, checkModelName, decodeManifest, planSegments, publishedSymbols, releaseIdOf, signManifest, type Manifest } from '../protocol/manifest.js';
 import { decodeCoseSign1 } from '../protocol/cose-sign1.js';
 import { segmentOti, sourceSymbolCount } from '../protocol/fec.js';
-import { SYMBOL_OVERHEAD } from '../protocol/packet.js';
+import { AUTH_OVERHEAD, SYMBOL_OVERHEAD } from '../protocol/packet.js';
+import { AUTH_SCHEME_MERKLE_CHUNKS, ChunkLayout, chunkSymbolsFor, DEFAULT_DIGEST_LENGTH } from '../protocol/auth.js';
+import { authenticate, encodeSegments, type SymbolSet } from '../protocol/symbol-set.js';
 import { decodeReleaseHeader, encodeReleaseHeader, RELEASE_HEADER_SIZE } from '../protocol/release-file.js';
 import { InvalidManifestError, MalformedPacketError } from '../protocol/errors.js';
 
@@ -39,6 +41,20 @@ export interface Release {
   signed: Uint8Array;
   releaseId: Uint8Array;
   image: Uint8Array;
+  /** Present when the release was just built: saves encoding it again to send it. */
+  symbolSet?: SymbolSet;
+}
+
+/** Largest chunk of symbol digests whose AUTH datagram, path included, fits in a datagram. */
+function chunkSymbolsForRelease(published: number[], datagramSize: number, digestLength: number): number {
+  let depth = 0;
+  for (;;) {
+    const c = chunkSymbolsFor(datagramSize, AUTH_OVERHEAD, digestLength, depth);
+    if (c < 1) throw new InvalidManifestError(`datagram size ${datagramSize} leaves no room for authentication chunks`);
+    const needed = new ChunkLayout(published, c).depth;
+    if (needed <= depth) return c;
+    depth = needed;
+  }
 }
 
 const sha256 = (data: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(data).digest());
@@ -64,6 +80,10 @@ export function buildRelease(init: ReleaseInit): Release {
       sha256: sha256(init.image.subarray(plan.offset, plan.offset + plan.length)),
     };
   });
+  const datagramSize = init.datagramSize ?? DEFAULT_DATAGRAM_SIZE;
+  const symbols = encodeSegments(init.image, symbolSize, segments.map((seg) => ({ offset: seg.offset, length: seg.oti.transferLength, published: seg.published })));
+  const chunkSymbols = chunkSymbolsForRelease(segments.map((seg) => seg.published), datagramSize, DEFAULT_DIGEST_LENGTH);
+  const auth = authenticate(symbols, DEFAULT_DIGEST_LENGTH, chunkSymbols);
   const manifest: Manifest = {
     model: init.model,
     seq: init.seq,
@@ -76,9 +96,10 @@ export function buildRelease(init: ReleaseInit): Release {
     segmentSize,
     repairPercent,
     segments,
+    auth: { scheme: AUTH_SCHEME_MERKLE_CHUNKS, digestLength: DEFAULT_DIGEST_LENGTH, chunkSymbols, root: auth.tree.root },
   };
   const signed = signManifest(manifest, init.seed);
-  return { manifest, signed, releaseId: releaseIdOf(signed), image: init.image };
+  return { manifest, signed, releaseId: releaseIdOf(signed), image: init.image, symbolSet: { symbols, ...auth } };
 }
 
 /** Writes a release file atomically (temp file, fsync, rename). */

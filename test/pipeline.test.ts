@@ -2,6 +2,7 @@ import test from 'ava';
 import { Carousel } from '../server/carousel.js';
 import { buildRelease } from '../server/release.js';
 import { Receiver, type ReceiverEvent } from '../device-agent/receiver.js';
+import { decodePacket, PacketType } from '../protocol/packet.js';
 import { makeImage, makeKey, prng, sha256hex } from './helpers/fixtures.js';
 
 const NOW = 1_800_000_000;
@@ -39,14 +40,28 @@ test('a receiver rebuilds a multi-segment image through 30% loss, from symbols o
   t.is(receiver.stats.dropped['segment-digest-mismatch'] ?? 0, 0);
 });
 
-test('a lossless receiver completes within the first round plus manifests', async (t) => {
+test('a lossless receiver completes within the first round; authentication costs under 3% of the bytes', async (t) => {
   const key = await makeKey();
-  const source = makeImage(500_000, 3);
+  const source = makeImage(2 * 1024 * 1024 + 5, 3);
   const release = buildRelease({ image: source, seed: key.seed, model: 'm', version: '1', seq: 1, created: NOW });
   const carousel = new Carousel({ ...release });
   const receiver = new Receiver({ model: 'm', trusted: [key] });
-  const result = receive(receiver, carousel, 0, 1, carousel.roundLength * 2);
-  t.is(sha256hex(result.image!), sha256hex(source));
+  const bytes = { [PacketType.Manifest]: 0, [PacketType.Symbol]: 0, [PacketType.Auth]: 0 };
+  let image: Uint8Array | undefined;
+  const assembled = new Uint8Array(source.length);
+  while (!image && carousel.round === 0) {
+    const datagram = carousel.next();
+    bytes[decodePacket(datagram).type] += datagram.length;
+    for (const e of receiver.push(datagram, NOW)) {
+      if (e.kind === 'segment') assembled.set(e.bytes, e.segment.offset);
+      if (e.kind === 'complete') image = assembled;
+    }
+  }
+  t.truthy(image, 'complete within round 0');
+  t.is(sha256hex(image!), sha256hex(source));
   const k = release.manifest.segments.reduce((n, s) => n + s.sourceSymbols, 0);
-  t.true(result.sent <= k + 2 * carousel.manifestFragments.length + Math.ceil(k / 100) * carousel.manifestFragments.length);
+  t.is(receiver.stats.symbolsAccepted, k, 'exactly K symbols were needed');
+  const authShare = bytes[PacketType.Auth] / bytes[PacketType.Symbol];
+  t.true(authShare <= 0.03, `AUTH bytes are ${(authShare * 100).toFixed(2)}% of symbol bytes`);
+  t.true(bytes[PacketType.Manifest] / bytes[PacketType.Symbol] <= 0.015, 'manifest repeats cost under 1.5%');
 });
