@@ -65,8 +65,8 @@ class ModelWorker {
     });
   }
 
-  onDatagram(data: Uint8Array, now: number): void {
-    for (const event of this.receiver.push(data, now)) this.#handle(event);
+  onDatagram(data: Uint8Array, now: number, from: string): void {
+    for (const event of this.receiver.push(data, now, from)) this.#handle(event);
   }
 
   #handle(event: ReceiverEvent): void {
@@ -160,7 +160,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       const installed = this.store.installed(spec.model);
       const worker = new ModelWorker(spec, this, log, installed, this.#init);
       this.#workers.push(worker);
-      await this.#init.transport.join(spec.channel, (data) => worker.onDatagram(data, now()), this.#abort.signal);
+      await this.#init.transport.join(spec.channel, (data, from) => worker.onDatagram(data, now(), from), this.#abort.signal);
       log.log('info', `listening on ${spec.channel.name} [${spec.channel.group}]:${spec.channel.port} via ${this.#init.transport.description}` +
         (installed ? `; installed: ${installed.version} (seq ${installed.seq})` : '; nothing installed yet'));
     }

@@ -17,7 +17,7 @@
  * manifest and its symbols are counted and dropped without further work.
  */
 import { createHash } from 'node:crypto';
-import { ChunkLayout, decodeChunkBody, leafHash, symbolDigest, verifyProof } from '../protocol/auth.js';
+import { ChunkLayout, decodeChunkBody, leafHash, MerkleVerifier, symbolMatches } from '../protocol/auth.js';
 import { recycleRaptorq, SegmentDecoder } from '../protocol/fec.js';
 import {
   ExpiredManifestError, FwcastError, MalformedPacketError, RollbackError, WrongModelError,
@@ -54,6 +54,7 @@ export interface ReceiverStats {
 }
 
 interface Reassembly {
+  sender: string;
   releaseId: Uint8Array;
   bytes: Uint8Array;
   filled: Uint8Array;
@@ -66,6 +67,7 @@ interface Transfer {
   done: Uint8Array;
   remaining: number;
   layout: ChunkLayout;
+  merkle: MerkleVerifier;
   /** Verified chunks, by leaf. */
   verified: Uint8Array;
   /** Verified symbol digests per segment (published × digest length), made on first use. */
@@ -75,7 +77,9 @@ interface Transfer {
   pendingCount: number;
 }
 
-const MAX_REASSEMBLIES = 4;
+/** Manifests being reassembled, in all and per sender: junk from one sender only evicts its own. */
+const MAX_REASSEMBLIES = 16;
+const MAX_REASSEMBLIES_PER_SENDER = 2;
 /** Symbols held back until their AUTH chunk arrives (about 2.5 MB at the default size). */
 const MAX_PENDING = 2048;
 const MAX_REMEMBERED = 256;
@@ -140,7 +144,8 @@ export class Receiver {
     this.#dropTransfer();
   }
 
-  push(datagram: Uint8Array, now: number): ReceiverEvent[] {
+  /** Takes one datagram; `from` identifies its sender for per-sender bounds. Never throws. */
+  push(datagram: Uint8Array, now: number, from = ''): ReceiverEvent[] {
     this.stats.datagrams++;
     let packet;
     try {
@@ -149,7 +154,7 @@ export class Receiver {
       return this.#drop(err instanceof FwcastError ? err.reason : 'malformed');
     }
     switch (packet.type) {
-      case PacketType.Manifest: return this.#onFragment(packet, now);
+      case PacketType.Manifest: return this.#onFragment(packet, now, from);
       case PacketType.Auth: return this.#onAuth(packet);
       case PacketType.Symbol: return this.#onSymbol(packet);
     }
@@ -166,18 +171,21 @@ export class Receiver {
     if (this.#refused.size > MAX_REMEMBERED) this.#refused.delete(this.#refused.keys().next().value!);
   }
 
-  #onFragment(f: ManifestFragment, now: number): ReceiverEvent[] {
+  #onFragment(f: ManifestFragment, now: number, from: string): ReceiverEvent[] {
     const id = hex(f.releaseId);
     const refused = this.#refused.get(id);
     if (refused) return this.#drop(refused);
     if (this.#transfer && id === hex(this.#transfer.release.releaseId)) return this.#drop('manifest-repeat');
     if (f.totalLength > this.#limits.maxManifestSize) return this.#drop('limit-exceeded');
-    let r = this.#reassemblies.get(id);
+    const key = `${from}|${id}`;
+    let r = this.#reassemblies.get(key);
     if (r && r.bytes.length !== f.totalLength) return this.#drop('malformed');
     if (!r) {
-      if (this.#reassemblies.size >= MAX_REASSEMBLIES) this.#reassemblies.delete(this.#reassemblies.keys().next().value!);
-      r = { releaseId: new Uint8Array(f.releaseId), bytes: new Uint8Array(f.totalLength), filled: new Uint8Array(f.totalLength), missing: f.totalLength };
-      this.#reassemblies.set(id, r);
+      const own = [...this.#reassemblies.entries()].filter(([, x]) => x.sender === from);
+      if (own.length >= MAX_REASSEMBLIES_PER_SENDER) this.#reassemblies.delete(own[0]![0]);
+      else if (this.#reassemblies.size >= MAX_REASSEMBLIES) this.#reassemblies.delete(this.#reassemblies.keys().next().value!);
+      r = { sender: from, releaseId: new Uint8Array(f.releaseId), bytes: new Uint8Array(f.totalLength), filled: new Uint8Array(f.totalLength), missing: f.totalLength };
+      this.#reassemblies.set(key, r);
     }
     for (let i = 0; i < f.bytes.length; i++) {
       const at = f.offset + i;
@@ -188,7 +196,7 @@ export class Receiver {
       }
     }
     if (r.missing > 0) return NONE;
-    this.#reassemblies.delete(id);
+    this.#reassemblies.delete(key);
     if (hex(releaseIdOf(r.bytes)) !== id) return this.#drop('manifest-mismatch');
     return this.#onManifest(id, r.bytes, now);
   }
@@ -219,7 +227,7 @@ export class Receiver {
     const layout = new ChunkLayout(m.segments.map((seg) => seg.published), m.auth.chunkSymbols);
     this.#transfer = {
       release, decoders: new Map(), done: new Uint8Array(n), remaining: n,
-      layout, verified: new Uint8Array(layout.leaves), digests: new Map(), pending: new Map(), pendingCount: 0,
+      layout, merkle: new MerkleVerifier(m.auth.root, layout.depth), verified: new Uint8Array(layout.leaves), digests: new Map(), pending: new Map(), pendingCount: 0,
     };
     return [{ kind: 'accepted', release }];
   }
@@ -248,7 +256,7 @@ export class Receiver {
       return this.#drop('bad-auth');
     }
     if (chunk.segment !== ref.segment || chunk.firstEsi !== ref.firstEsi || chunk.count !== ref.count) return this.#drop('bad-auth');
-    if (!verifyProof(leafHash(p.body), p.leaf, p.path, auth.root)) return this.#drop('bad-auth');
+    if (!t.merkle.verify(leafHash(p.body), p.leaf, p.path)) return this.#drop('bad-auth');
     const seg = t.release.manifest.segments[ref.segment]!;
     let table = t.digests.get(ref.segment);
     if (!table) t.digests.set(ref.segment, (table = new Uint8Array(seg.published * auth.digestLength)));
@@ -300,8 +308,7 @@ export class Receiver {
     if (t.done[segment]) return this.#drop('segment-complete');
     const m = t.release.manifest;
     const length = m.auth.digestLength;
-    const expected = t.digests.get(segment)!.subarray(esi * length, (esi + 1) * length);
-    if (Buffer.compare(symbolDigest(symbol, length), expected) !== 0) return this.#drop('bad-symbol-digest');
+    if (!symbolMatches(symbol, t.digests.get(segment)!, esi * length, length)) return this.#drop('bad-symbol-digest');
     const seg = m.segments[segment]!;
     let decoder = t.decoders.get(segment);
     if (!decoder) {

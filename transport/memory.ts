@@ -16,8 +16,8 @@ export class MemoryHub {
     return () => set.delete(handler);
   }
 
-  deliver(channel: Channel, data: Uint8Array): void {
-    for (const handler of this.#members.get(`${channel.group}:${channel.port}`) ?? []) handler(data.slice());
+  deliver(channel: Channel, data: Uint8Array, from: string): void {
+    for (const handler of this.#members.get(`${channel.group}:${channel.port}`) ?? []) handler(data.slice(), from);
   }
 }
 
@@ -26,11 +26,11 @@ export class MemoryTransport implements Transport {
   readonly sendErrors = 0;
   #unsubscribe: Array<() => void> = [];
 
-  constructor(private readonly hub: MemoryHub, private readonly drop: (data: Uint8Array) => boolean = () => false) {}
+  constructor(private readonly hub: MemoryHub, private readonly drop: (data: Uint8Array) => boolean = () => false, private readonly address = 'memory') {}
 
   async join(channel: Channel, onDatagram: DatagramHandler, signal?: AbortSignal): Promise<void> {
-    const off = this.hub.subscribe(channel, (data) => {
-      if (!this.drop(data)) onDatagram(data);
+    const off = this.hub.subscribe(channel, (data, from) => {
+      if (!this.drop(data)) onDatagram(data, from);
     });
     this.#unsubscribe.push(off);
     signal?.addEventListener('abort', off, { once: true });
@@ -39,7 +39,7 @@ export class MemoryTransport implements Transport {
   async open(): Promise<void> {}
 
   send(channel: Channel, data: Uint8Array): void {
-    this.hub.deliver(channel, data);
+    this.hub.deliver(channel, data, this.address);
   }
 
   async close(): Promise<void> {

@@ -11,7 +11,8 @@ export interface Channel {
   port: number;
 }
 
-export type DatagramHandler = (data: Uint8Array) => void;
+/** `from` names the sender (e.g. its address) so receivers can bound state per sender. */
+export type DatagramHandler = (data: Uint8Array, from: string) => void;
 
 export interface Transport {
   readonly description: string;

@@ -46,7 +46,7 @@ export class UdpMulticastTransport implements Transport {
 
   async join(channel: Channel, onDatagram: DatagramHandler, signal?: AbortSignal): Promise<void> {
     const socket = dgram.createSocket({ type: 'udp6', reuseAddr: true });
-    socket.on('message', (msg) => onDatagram(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength)));
+    socket.on('message', (msg, rinfo) => onDatagram(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), rinfo.address));
     const bound = once(socket, 'listening');
     socket.bind({ port: channel.port, address: `${channel.group}%${this.#init.iface}` });
     await bound;
