@@ -14,7 +14,7 @@ import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
 import { decodeManifest, releaseIdOf, type Manifest } from '../protocol/manifest.js';
 import { UdpMulticastTransport } from '../transport/udp-multicast.js';
 import { Carousel } from './carousel.js';
-import { runPublisher, type ChannelStats } from './publisher.js';
+import { Publisher, type ChannelStats } from './publisher.js';
 import { buildRelease, readReleaseFile, readReleaseManifest, writeReleaseFile } from './release.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -152,13 +152,14 @@ export function buildProgram(): Command {
       process.once('SIGTERM', stop);
       const live = !opts.quiet && process.stderr.isTTY;
       let lastLine = 0;
-      const stats = await runPublisher({
-        transport, entries, rate, signal: abort.signal,
-        ...(opts.rounds !== undefined ? { rounds: opts.rounds } : {}),
+      const publisher = new Publisher({ transport, rate, ...(opts.rounds !== undefined ? { rounds: opts.rounds } : {}) });
+      for (const entry of entries) publisher.set(entry);
+      await publisher.run({
+        signal: abort.signal,
         ...(opts.duration ? { durationMs: parseDuration(opts.duration) } : {}),
-        onProgress: (s, ms) => {
+        onTick: (ms) => {
           if (opts.quiet) return;
-          const line = progressLine(s, ms);
+          const line = progressLine(publisher.stats(), ms);
           if (live) process.stderr.write(`\r\x1b[K${line}`);
           else if (ms - lastLine >= 5000) {
             lastLine = ms;
@@ -168,7 +169,7 @@ export function buildProgram(): Command {
       });
       if (live) process.stderr.write('\n');
       await transport.close();
-      for (const s of stats) log.log('info', `${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes`);
+      for (const s of publisher.stats()) log.log('info', `${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes`);
       if (transport.sendErrors > 0) log.log('warn', `${transport.sendErrors} datagrams could not be sent (last error: ${transport.lastSendError?.message})`);
       process.removeListener('SIGINT', stop);
       process.removeListener('SIGTERM', stop);
