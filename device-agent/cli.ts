@@ -12,6 +12,7 @@ import { UdpMulticastTransport } from '../transport/udp-multicast.js';
 import { Agent, type AgentProgress } from './agent.js';
 import { resolveAgentConfig, type AgentFlags } from './config.js';
 import { createInstaller } from './installers/create.js';
+import { addFlashCommand } from './serial/flash-command.js';
 import { Store } from './store.js';
 
 interface RunOptions extends AgentFlags {
@@ -128,6 +129,7 @@ export function buildProgram(): Command {
       else for (const r of records) process.stdout.write(`${r.model} ${r.version} (seq ${r.seq}) sha256 ${r.sha256} at ${r.path}, installed ${r.installedAt}\n`);
     });
 
+  addFlashCommand(program);
   return program;
 }
 

@@ -1,0 +1,63 @@
+// `fwcast-agent flash`: put one image into a microcontroller by hand, with
+// the same code the agent's serial installer uses. Exit code 0 means the
+// bootloader showed the image back; anything else prints one error line.
+import { readFile } from 'node:fs/promises';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { flashImage, parseSerialConfig, SERIAL_PROTOCOLS, withSerialLink } from './installer.js';
+
+function parseInteger(value: string, what: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${what} must be a non-negative integer (decimal or 0x hex)`);
+  return n;
+}
+
+/** Renders progress on stderr: in place on a terminal, every 10% otherwise. */
+function progressPrinter(stream: NodeJS.WriteStream): { update(done: number, total: number): void; end(): void } {
+  let lastStep = -1;
+  let drawn = false;
+  return {
+    update(done, total) {
+      const percent = total ? Math.floor((done * 100) / total) : 100;
+      if (stream.isTTY) {
+        stream.write(`\rflash: ${String(percent).padStart(3)}% (${done}/${total})`);
+        drawn = true;
+      } else if (Math.floor(percent / 10) !== lastStep) {
+        lastStep = Math.floor(percent / 10);
+        stream.write(`flash: ${percent}% (${done}/${total})\n`);
+      }
+    },
+    end() { if (drawn) stream.write('\n'); },
+  };
+}
+
+export function addFlashCommand(program: Command): void {
+  program
+    .command('flash')
+    .description('write IMAGE into a microcontroller through its serial bootloader, then verify it')
+    .addOption(new Option('--protocol <protocol>', 'bootloader protocol').choices([...SERIAL_PROTOCOLS]).makeOptionMandatory())
+    .requiredOption('--port <path>', 'serial port, e.g. /dev/ttyUSB0 or /dev/fwcast-mcu0')
+    .option('--baud <rate>', 'baud rate (default 115200)', (v) => parseInteger(v, '--baud'))
+    .option('--address <addr>', 'flash address (stm32 default 0x08000000, stk500 default 0)', (v) => parseInteger(v, '--address'))
+    .option('--start', 'reset (mcuboot, default) or jump (stm32) into the image after verifying it')
+    .option('--no-start', 'leave the device in its bootloader after verifying')
+    .option('--parity <parity>', 'stm32 only: even (AN3155, default) or none (ptys)')
+    .argument('<image>', 'MCUboot image (mcuboot), raw binary (stm32), Intel HEX or raw binary (stk500)')
+    .action(async (imagePath: string, opts: { protocol: string; port: string; baud?: number; address?: number; start?: boolean; parity?: string }) => {
+      const progress = progressPrinter(process.stderr);
+      try {
+        const config = parseSerialConfig({
+          type: 'serial', protocol: opts.protocol, port: opts.port, baud: opts.baud, address: opts.address, parity: opts.parity, start: opts.start,
+        });
+        const image = new Uint8Array(await readFile(imagePath));
+        const report = await withSerialLink(config, (link) => flashImage(link, config, image, { onProgress: (d, t) => progress.update(d, t) }));
+        progress.end();
+        process.stdout.write(`flash: ok: ${report.bytes} bytes, verified: ${report.verified}${report.retries ? `, ${report.retries} retries` : ''}\n`);
+        process.exitCode = 0;
+      } catch (error) {
+        progress.end();
+        const e = error as Error;
+        process.stderr.write(`flash: failed: ${e.name && e.name !== 'Error' ? `${e.name}: ` : ''}${e.message}\n`);
+        process.exitCode = 1;
+      }
+    });
+}

@@ -1,0 +1,164 @@
+// The serial bridge as an installer: a verified image from the agent's store
+// goes over a UART into a microcontroller's bootloader, and install()
+// resolves only once the bootloader has shown the image back to us.
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import type { Installer, InstallRequest } from '../installer.js';
+import { openSerialPort, type Parity, type SerialLink } from './link.js';
+import { flashMcuboot } from './mcuboot-smp.js';
+import { flashStm32, STM32_FLASH_BASE } from './stm32-an3155.js';
+import { flashStk500 } from './stk500.js';
+import { looksLikeIntelHex, parseIntelHex } from './intel-hex.js';
+
+export const SERIAL_PROTOCOLS = ['mcuboot', 'stm32', 'stk500'] as const;
+export type SerialProtocol = (typeof SERIAL_PROTOCOLS)[number];
+
+export interface SerialInstallerConfig {
+  type: 'serial';
+  protocol: SerialProtocol;
+  /** /dev/ttyUSB0, /dev/fwcast-* (see hardware/raspberry-pi/99-fwcast-serial.rules), or a pty. */
+  port: string;
+  /** Default 115200 for all three protocols. */
+  baud?: number;
+  /** Flash address of the image: stm32 default 0x08000000, stk500 default 0 (ignored for mcuboot). */
+  address?: number;
+  /** Per-answer timeout in ms; protocol default when absent. */
+  timeoutMs?: number;
+  /** Attempts per operation; protocol default when absent. */
+  tries?: number;
+  /** stm32: jump to the image after the verified write (default false). mcuboot: reset into it (default true). */
+  start?: boolean;
+  /** stm32 only: 'even' as AN3155 requires (default), 'none' for ptys and adapters without parity. */
+  parity?: Parity;
+}
+
+/** A configuration field that is missing or wrong; the message names the field. */
+export class SerialConfigError extends TypeError {
+  override readonly name = 'SerialConfigError';
+}
+
+function optionalNumber(config: Record<string, unknown>, field: string, check: (n: number) => boolean, rule: string): number | undefined {
+  const value = config[field];
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isInteger(value) || !check(value)) {
+    throw new SerialConfigError(`serial installer: "${field}" must be ${rule} (got ${JSON.stringify(value)})`);
+  }
+  return value;
+}
+
+/** Validates a raw configuration object (from JSON) into a SerialInstallerConfig. */
+export function parseSerialConfig(raw: unknown): SerialInstallerConfig {
+  if (typeof raw !== 'object' || raw === null) throw new SerialConfigError('serial installer: configuration must be an object');
+  const config = raw as Record<string, unknown>;
+  if (config.type !== 'serial') throw new SerialConfigError(`serial installer: "type" must be "serial" (got ${JSON.stringify(config.type)})`);
+  if (!SERIAL_PROTOCOLS.includes(config.protocol as SerialProtocol)) {
+    throw new SerialConfigError(`serial installer: "protocol" must be one of ${SERIAL_PROTOCOLS.join(', ')} (got ${JSON.stringify(config.protocol)})`);
+  }
+  if (typeof config.port !== 'string' || config.port === '') throw new SerialConfigError('serial installer: "port" must be a device path such as /dev/ttyUSB0');
+  if (config.start !== undefined && typeof config.start !== 'boolean') throw new SerialConfigError('serial installer: "start" must be true or false');
+  if (config.parity !== undefined && config.parity !== 'even' && config.parity !== 'none') throw new SerialConfigError('serial installer: "parity" must be "even" or "none"');
+  const parsed: SerialInstallerConfig = { type: 'serial', protocol: config.protocol as SerialProtocol, port: config.port };
+  const baud = optionalNumber(config, 'baud', (n) => n >= 50 && n <= 4_000_000, 'a baud rate between 50 and 4000000');
+  const address = optionalNumber(config, 'address', (n) => n >= 0 && n <= 0xffffffff, 'a flash address between 0 and 0xffffffff');
+  const timeoutMs = optionalNumber(config, 'timeoutMs', (n) => n > 0, 'a positive number of milliseconds');
+  const tries = optionalNumber(config, 'tries', (n) => n >= 1 && n <= 100, 'between 1 and 100');
+  if (baud !== undefined) parsed.baud = baud;
+  if (address !== undefined) parsed.address = address;
+  if (timeoutMs !== undefined) parsed.timeoutMs = timeoutMs;
+  if (tries !== undefined) parsed.tries = tries;
+  if (config.start !== undefined) parsed.start = config.start as boolean;
+  if (config.parity !== undefined) parsed.parity = config.parity as Parity;
+  return parsed;
+}
+
+export interface FlashReport {
+  protocol: SerialProtocol;
+  bytes: number;
+  retries: number;
+  /** How the image was proven, in words, e.g. "slot 0 lists SHA-256 0bd0…". */
+  verified: string;
+}
+
+/**
+ * Runs one protocol's flash-and-verify over an open link. `image` is the file
+ * as stored: an MCUboot image, a raw STM32 binary, or AVR HEX/binary.
+ */
+export async function flashImage(
+  link: SerialLink,
+  config: SerialInstallerConfig,
+  image: Uint8Array,
+  options: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {},
+): Promise<FlashReport> {
+  const common = { link, timeoutMs: config.timeoutMs, tries: config.tries, signal: options.signal, onProgress: options.onProgress };
+  switch (config.protocol) {
+    case 'mcuboot': {
+      const result = await flashMcuboot({ ...common, image, reset: config.start ?? true });
+      const slot0 = result.after.find((s) => s.slot === 0);
+      const how = result.verifiedBy === 'hash' ? `SHA-256 ${Buffer.from(slot0!.hash!).toString('hex')}` : `version ${slot0!.version} (build reports no hashes)`;
+      return { protocol: 'mcuboot', bytes: image.length, retries: result.retries, verified: `MCUboot lists slot 0 with ${how}` };
+    }
+    case 'stm32': {
+      const address = config.address ?? STM32_FLASH_BASE;
+      const result = await flashStm32({ ...common, image, address, go: config.start ?? false });
+      return {
+        protocol: 'stm32', bytes: image.length, retries: result.retries,
+        verified: `read back ${image.length} bytes at 0x${address.toString(16)} (product id 0x${result.productId.toString(16)})`,
+      };
+    }
+    case 'stk500': {
+      let flat = { base: config.address ?? 0, data: image };
+      if (looksLikeIntelHex(image)) {
+        flat = parseIntelHex(Buffer.from(image).toString('latin1'));
+        if (config.address !== undefined && config.address !== flat.base) {
+          throw new SerialConfigError(`serial installer: "address" 0x${config.address.toString(16)} contradicts the HEX file, which starts at 0x${flat.base.toString(16)}`);
+        }
+      }
+      const result = await flashStk500({ ...common, image: flat.data, address: flat.base });
+      return {
+        protocol: 'stk500', bytes: flat.data.length, retries: result.retries,
+        verified: `read back ${flat.data.length} bytes at 0x${flat.base.toString(16)} from ${result.part}`,
+      };
+    }
+  }
+}
+
+/** Opens the port, runs `work`, and always closes the port again. */
+export async function withSerialLink<T>(config: SerialInstallerConfig, work: (link: SerialLink) => Promise<T>): Promise<T> {
+  const link = await openSerialPort({
+    path: config.port,
+    baudRate: config.baud ?? 115200,
+    parity: config.protocol === 'stm32' ? (config.parity ?? 'even') : 'none',
+  });
+  try {
+    return await work(link);
+  } finally {
+    await link.close();
+  }
+}
+
+/** The image in the store no longer matches what the agent verified. */
+export class ImageChangedError extends Error {
+  override readonly name = 'ImageChangedError';
+}
+
+export function createSerialInstaller(raw: unknown): Installer {
+  const config = parseSerialConfig(raw);
+  // One flash at a time per port: a second one would interleave bytes.
+  let busy: Promise<unknown> = Promise.resolve();
+  return {
+    description: `serial ${config.protocol} bootloader on ${config.port}`,
+    install(req: InstallRequest): Promise<void> {
+      const run = async (): Promise<void> => {
+        const image = new Uint8Array(await readFile(req.imagePath));
+        const actual = createHash('sha256').update(image).digest('hex');
+        if (actual !== req.sha256.toLowerCase()) {
+          throw new ImageChangedError(`${req.imagePath}: SHA-256 ${actual} is not the verified ${req.sha256}; refusing to flash`);
+        }
+        await withSerialLink(config, (link) => flashImage(link, config, image, { signal: req.signal, onProgress: req.onProgress }));
+      };
+      const result = busy.then(run, run);
+      busy = result.catch(() => undefined);
+      return result;
+    },
+  };
+}
