@@ -177,9 +177,9 @@ export class Receiver {
     if (refused) return this.#drop(refused);
     if (this.#transfer && id === hex(this.#transfer.release.releaseId)) return this.#drop('manifest-repeat');
     if (f.totalLength > this.#limits.maxManifestSize) return this.#drop('limit-exceeded');
-    const key = `${from}|${id}`;
+    // Keyed by total length too: a spoofed fragment with another length cannot block the genuine one.
+    const key = `${from}|${id}|${f.totalLength}`;
     let r = this.#reassemblies.get(key);
-    if (r && r.bytes.length !== f.totalLength) return this.#drop('malformed');
     if (!r) {
       const own = [...this.#reassemblies.entries()].filter(([, x]) => x.sender === from);
       if (own.length >= MAX_REASSEMBLIES_PER_SENDER) this.#reassemblies.delete(own[0]![0]);
@@ -220,7 +220,10 @@ export class Receiver {
       return [{ kind: 'rejected', releaseId: id, error }];
     }
     const current = this.#transfer?.release.manifest.seq;
-    if (current !== undefined && release.manifest.seq <= current) return this.#drop('superseded');
+    if (current !== undefined && release.manifest.seq <= current) {
+      this.#remember(id, 'superseded');
+      return this.#drop('superseded');
+    }
     this.#dropTransfer();
     const m = release.manifest;
     const n = m.segments.length;

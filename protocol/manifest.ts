@@ -136,7 +136,9 @@ export function encodeManifest(m: Manifest): Uint8Array {
 }
 
 function uint(value: unknown, name: string, max = Number.MAX_SAFE_INTEGER): number {
-  if (typeof value === 'bigint' || typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > max) {
+  // cbor-x gives 8-byte integers as BigInt.
+  if (typeof value === 'bigint' && value >= 0n && value <= BigInt(max)) return Number(value);
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > max) {
     throw new InvalidManifestError(`manifest field "${name}" must be an integer in 0..${max}, got ${String(value)}`);
   }
   return value;
@@ -183,8 +185,9 @@ export function decodeManifest(payload: Uint8Array, limits: ReceiverLimits = DEF
   checkFecParameters(symbolSize, segmentSize);
   const repairPercent = uint(fec.get(F.repair), 'fec.repair', 10000);
   const list = fec.get(F.segments);
+  const segmentCount = Math.ceil(Math.ceil(imageSize / symbolSize) / (segmentSize / symbolSize));
+  if (segmentCount > limits.maxSegments) throw new LimitExceededError(`${segmentCount} segments exceed the limit of ${limits.maxSegments}`);
   const plans = planSegments(imageSize, symbolSize, segmentSize);
-  if (plans.length > limits.maxSegments) throw new LimitExceededError(`${plans.length} segments exceed the limit of ${limits.maxSegments}`);
   if (!Array.isArray(list) || list.length !== plans.length) {
     throw new InvalidManifestError(`manifest must list ${plans.length} segments for ${imageSize} bytes in segments of at most ${segmentSize}`);
   }
