@@ -14,7 +14,8 @@ import type { VerifiedManifest } from '../protocol/manifest.js';
 import type { Channel, Transport } from '../transport/transport.js';
 import type { Installer } from './installer.js';
 import { Receiver, type ReceiverEvent, type ReceiverStats } from './receiver.js';
-import { Store, type IncomingImage, type InstalledRecord } from './store.js';
+import { SpillAssembler } from './spill-assembler.js';
+import { sha256File, type InstalledRecord, type Store } from './store.js';
 
 export interface AgentModel {
   model: string;
@@ -53,7 +54,7 @@ const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 class ModelWorker {
   readonly receiver: Receiver;
-  #incoming: IncomingImage | undefined;
+  #assembler: SpillAssembler | undefined;
   #installing = false;
 
   constructor(readonly spec: AgentModel, private readonly agent: Agent, private readonly log: Logger, installed: InstalledRecord | undefined, init: AgentInit) {
@@ -62,7 +63,21 @@ class ModelWorker {
       trusted: init.trusted,
       ...(installed ? { installedSeq: installed.seq } : {}),
       ...(init.limits ? { limits: init.limits } : {}),
+      assemblerFor: (release) => this.#openTransfer(release),
     });
+  }
+
+  /** Symbols go to disk in the store: memory stays flat, and a restart resumes. */
+  #openTransfer(release: VerifiedManifest): SpillAssembler {
+    const releaseId = hex(release.releaseId);
+    this.agent.store.removeStaleTransfers(this.spec.model, releaseId);
+    this.#assembler?.close();
+    const assembler = new SpillAssembler(this.agent.store.transferDir(releaseId), release.manifest);
+    this.#assembler = assembler;
+    if (assembler.completed.size > 0 || assembler.resumedSymbols > 0) {
+      this.log.log('info', `resuming ${release.manifest.version}: ${assembler.completed.size}/${release.manifest.segments.length} segments done, ${assembler.resumedSymbols} symbols on disk`);
+    }
+    return assembler;
   }
 
   onDatagram(data: Uint8Array, now: number, from: string): void {
@@ -77,13 +92,10 @@ class ModelWorker {
         break;
       case 'accepted': {
         const m = event.release.manifest;
-        this.#incoming?.discard();
-        this.#incoming = this.agent.store.openIncoming(hex(event.release.releaseId), m.imageSize);
         this.log.log('info', `receiving ${m.model} ${m.version} (seq ${m.seq}, ${m.imageSize} bytes in ${m.segments.length} segments), signed by key ${hex(event.release.kid)}`);
         break;
       }
       case 'segment':
-        this.#incoming?.write(event.segment.offset, event.bytes);
         break;
       case 'complete':
         void this.#install(event.release);
@@ -92,19 +104,21 @@ class ModelWorker {
   }
 
   async #install(release: VerifiedManifest): Promise<void> {
-    const incoming = this.#incoming;
-    this.#incoming = undefined;
-    if (!incoming || this.#installing) return;
+    const assembler = this.#assembler;
+    this.#assembler = undefined;
+    if (!assembler || this.#installing) return;
     this.#installing = true;
     const m = release.manifest;
     const releaseId = hex(release.releaseId);
     try {
-      const sha256 = await incoming.finish();
+      assembler.close();
+      const sha256 = await sha256File(assembler.imagePath);
       if (sha256 !== hex(m.imageSha256)) {
-        incoming.discard();
+        assembler.destroy();
         throw new DigestMismatchError(`image ${m.version} decoded to SHA-256 ${sha256}, the manifest says ${hex(m.imageSha256)}`);
       }
-      const imagePath = this.agent.store.keepRelease(m.model, releaseId, incoming, release.signed);
+      const imagePath = this.agent.store.keepRelease(m.model, releaseId, assembler.imagePath, release.signed);
+      assembler.destroy();
       this.log.log('info', `verified ${m.model} ${m.version} (seq ${m.seq}) sha256 ${sha256}; installing: ${this.spec.installer.description}`);
       await this.spec.installer.install({ imagePath, model: m.model, version: m.version, seq: m.seq, sha256 });
       const record: InstalledRecord = {
@@ -134,8 +148,8 @@ class ModelWorker {
 
   close(): void {
     this.receiver.close();
-    this.#incoming?.discard();
-    this.#incoming = undefined;
+    this.#assembler?.close();
+    this.#assembler = undefined;
   }
 }
 

@@ -6,12 +6,12 @@ import { Command, Option } from 'commander';
 import { createConsoleLogger } from '../cli/console-log.js';
 import { exitWithError, UsageError } from '../cli/fail.js';
 import { readTrustedKey } from '../cli/key-files.js';
-import * as ed25519 from '../protocol/ed25519.js';
 import type { LogLevel } from '../protocol/log.js';
-import { UdpMulticastTransport } from '../transport/udp-multicast.js';
+import { createTransport, mqttStats } from '../transport/create.js';
 import { Agent, type AgentProgress } from './agent.js';
 import { resolveAgentConfig, type AgentFlags } from './config.js';
 import { createInstaller } from './installers/create.js';
+import { Relay } from './relay.js';
 import { addFlashCommand } from './serial/flash-command.js';
 import { Store } from './store.js';
 
@@ -46,7 +46,6 @@ function progressText(p: AgentProgress[]): string {
 
 async function run(opts: RunOptions): Promise<void> {
   const config = resolveAgentConfig(opts);
-  await ed25519.ready();
   const trusted = config.trustedKeys.map(readTrustedKey);
   const store = new Store(config.store);
   const live = process.stderr.isTTY && opts.logFormat === 'text';
@@ -55,8 +54,13 @@ async function run(opts: RunOptions): Promise<void> {
   };
   const log = createConsoleLogger({ format: opts.logFormat, level: opts.logLevel, beforeWrite: clear });
   const models = await Promise.all(config.models.map(async (m) => ({ model: m.model, channel: m.channel, installer: await createInstaller(m.installer) })));
-  const transport = new UdpMulticastTransport({ iface: config.iface });
+  const transport = createTransport({ iface: config.iface, mqtt: config.mqtt }, log.child('mqtt'));
   const agent = new Agent({ models, trusted, store, transport, log, limits: config.limits });
+  // Relay mode: each verified install is carouselled onward (device-agent/relay.ts).
+  const relay = config.relay
+    ? new Relay({ transport: createTransport({ iface: config.relay.iface, mqtt: config.relay.mqtt }, log.child('relay:mqtt'), 'relay.mqtt'), rate: config.relay.rate, store, models, log: log.child('relay') })
+    : undefined;
+  if (relay) agent.on('installed', (record) => relay.serve(record.model, record.releaseId));
 
   const done = new Promise<number>((resolve) => {
     const stop = (): void => resolve(0);
@@ -76,6 +80,8 @@ async function run(opts: RunOptions): Promise<void> {
       }, opts.timeout * 1000).unref();
     }
   });
+  // The relay first: it re-serves the kept release even while the agent waits for its broker.
+  await relay?.start();
   await agent.start();
   const ticker = setInterval(() => {
     const p = agent.progress();
@@ -89,6 +95,10 @@ async function run(opts: RunOptions): Promise<void> {
   for (const [model, s] of Object.entries(agent.stats())) {
     log.log('info', `stats ${model}: ${s.datagrams} datagrams, ${s.symbolsAccepted} symbols used, ${s.duplicates} duplicates`, Object.fromEntries(Object.entries(s.dropped).map(([k, v]) => [`dropped.${k}`, v])));
   }
+  const mq = mqttStats(transport);
+  if (mq) log.log('info', `stats mqtt: ${mq.reconnects} reconnects`);
+  for (const s of relay?.stats() ?? []) log.log('info', `stats relay ${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes`);
+  await relay?.stop();
   await agent.stop();
   process.exit(code);
 }
@@ -107,6 +117,16 @@ export function buildProgram(): Command {
     .option('-s, --store <dir>', 'state and image directory (default /var/lib/fwcast)')
     .option('--group <address>', 'IPv6 multicast group instead of the one derived from the channel name')
     .option('--port <port>', 'UDP port (default 4242)', portNumber)
+    .option('--mqtt <url>', 'also (or instead of --iface) receive through an MQTT broker, e.g. mqtts://broker:8883')
+    .option('--mqtt-ca <file>', 'CA certificate (PEM) for mqtts')
+    .option('--mqtt-cert <file>', 'client certificate (PEM) for mqtts')
+    .option('--mqtt-key <file>', 'client private key (PEM) for mqtts')
+    .option('--mqtt-username <user>', 'MQTT username')
+    .option('--mqtt-password-file <file>', 'file holding the MQTT password')
+    .option('--mqtt-topic-prefix <prefix>', 'topic prefix (default fwcast: channel fw/rpi4 is topic fwcast/fw/rpi4)')
+    .option('--relay-iface <name>', 'relay mode: re-multicast each installed release on this interface')
+    .option('--relay-mqtt <url>', 'relay mode: re-publish each installed release to this MQTT broker')
+    .option('--relay-rate <rate>', 'relay rate on the wire (default 10mbit)')
     .option('--install-to <path>', 'install by writing the image to this path (atomic rename)')
     .option('--install-command <cmd>', 'install by running this shell command (FWCAST_IMAGE, FWCAST_VERSION, … in its environment)')
     .option('--once', 'exit 0 after the first successful install')

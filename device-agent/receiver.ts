@@ -18,7 +18,8 @@
  */
 import { createHash } from 'node:crypto';
 import { ChunkLayout, decodeChunkBody, leafHash, MerkleVerifier, symbolMatches } from '../protocol/auth.js';
-import { recycleRaptorq, SegmentDecoder } from '../protocol/fec.js';
+import { recycleRaptorq } from '../protocol/fec.js';
+import { MemoryAssembler, type SegmentAssembler } from './assembler.js';
 import {
   ExpiredManifestError, FwcastError, MalformedPacketError, RollbackError, WrongModelError,
 } from '../protocol/errors.js';
@@ -33,6 +34,8 @@ export interface ReceiverInit {
   /** Sequence number already installed, if any: only higher ones are accepted. */
   installedSeq?: number;
   limits?: ReceiverLimits;
+  /** Where symbols of an accepted release go (default: in memory). */
+  assemblerFor?: (release: VerifiedManifest) => SegmentAssembler;
 }
 
 export type ReceiverEvent =
@@ -63,7 +66,7 @@ interface Reassembly {
 
 interface Transfer {
   release: VerifiedManifest;
-  decoders: Map<number, SegmentDecoder>;
+  assembler: SegmentAssembler;
   done: Uint8Array;
   remaining: number;
   layout: ChunkLayout;
@@ -96,8 +99,10 @@ export class Receiver {
   #reassemblies = new Map<string, Reassembly>();
   #refused = new Map<string, string>();
   #transfer: Transfer | undefined;
+  #assemblerFor: (release: VerifiedManifest) => SegmentAssembler;
 
   constructor(init: ReceiverInit) {
+    this.#assemblerFor = init.assemblerFor ?? ((release) => new MemoryAssembler(release.manifest.symbolSize));
     this.model = init.model;
     this.#trusted = init.trusted;
     this.#limits = init.limits ?? DEFAULT_LIMITS;
@@ -121,7 +126,7 @@ export class Receiver {
     let needed = 0;
     for (const seg of t.release.manifest.segments) {
       needed += seg.sourceSymbols;
-      symbols += t.done[seg.index] ? seg.sourceSymbols : Math.min(seg.sourceSymbols, t.decoders.get(seg.index)?.received ?? 0);
+      symbols += t.done[seg.index] ? seg.sourceSymbols : Math.min(seg.sourceSymbols, t.assembler.received(seg.index));
     }
     return { segments: t.done.length, segmentsDone: t.done.length - t.remaining, symbols, symbolsNeeded: needed };
   }
@@ -228,11 +233,21 @@ export class Receiver {
     const m = release.manifest;
     const n = m.segments.length;
     const layout = new ChunkLayout(m.segments.map((seg) => seg.published), m.auth.chunkSymbols);
-    this.#transfer = {
-      release, decoders: new Map(), done: new Uint8Array(n), remaining: n,
+    const assembler = this.#assemblerFor(release);
+    const t: Transfer = {
+      release, assembler, done: new Uint8Array(n), remaining: n,
       layout, merkle: new MerkleVerifier(m.auth.root, layout.depth), verified: new Uint8Array(layout.leaves), digests: new Map(), pending: new Map(), pendingCount: 0,
     };
-    return [{ kind: 'accepted', release }];
+    for (const index of assembler.completed) {
+      if (index < n && !t.done[index]) {
+        t.done[index] = 1;
+        t.remaining--;
+      }
+    }
+    this.#transfer = t;
+    const events: ReceiverEvent[] = [{ kind: 'accepted', release }];
+    if (t.remaining === 0) events.push({ kind: 'complete', release });
+    return events;
   }
 
   /** The current transfer if `releaseId` is its release; otherwise counts the drop. */
@@ -313,34 +328,30 @@ export class Receiver {
     const length = m.auth.digestLength;
     if (!symbolMatches(symbol, t.digests.get(segment)!, esi * length, length)) return this.#drop('bad-symbol-digest');
     const seg = m.segments[segment]!;
-    let decoder = t.decoders.get(segment);
-    if (!decoder) {
-      decoder = new SegmentDecoder(seg.oti.transferLength, m.symbolSize);
-      t.decoders.set(segment, decoder);
-    }
-    const before = decoder.received;
-    let bytes: Uint8Array | undefined;
+    let result;
     try {
-      bytes = decoder.push(esi, symbol);
+      result = t.assembler.add(seg, esi, symbol);
     } catch {
       // A trap inside the WASM codec: start afresh with a new instance. Segments
-      // already decoded are kept; partial ones collect their symbols again.
+      // already decoded are kept; what the assembler held in WASM is collected again.
       this.stats.decoderTraps++;
       recycleRaptorq();
-      t.decoders.clear();
+      t.assembler.recoverFromTrap();
       return this.#drop('decoder-trap');
     }
-    if (decoder.received === before) {
+    if (result.kind === 'duplicate') {
       this.stats.duplicates++;
       return NONE;
     }
     this.stats.symbolsAccepted++;
-    if (!bytes) return NONE;
-    t.decoders.delete(segment);
+    if (result.kind === 'stored') return NONE;
+    const bytes = result.bytes;
     if (Buffer.compare(createHash('sha256').update(bytes).digest(), seg.sha256) !== 0) {
       // Cannot happen with authenticated symbols unless the publisher is broken; start the segment over.
+      t.assembler.reset(seg);
       return this.#drop('segment-digest-mismatch');
     }
+    t.assembler.commit(seg, bytes);
     t.done[segment] = 1;
     t.remaining--;
     t.digests.delete(segment);
@@ -351,7 +362,7 @@ export class Receiver {
   }
 
   #dropTransfer(): void {
-    for (const d of this.#transfer?.decoders.values() ?? []) d.free();
+    this.#transfer?.assembler.close();
     this.#transfer = undefined;
   }
 }

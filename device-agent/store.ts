@@ -2,7 +2,7 @@
  * The agent's store directory:
  *
  *   state.json                  installed release per model (written atomically)
- *   incoming/<release>.part     image being received, written segment by segment
+ *   incoming/<release>/         a transfer in progress (see spill-assembler.ts)
  *   releases/<model>/<release>.img, .cose
  *                               the last verified release: image and signed manifest
  *
@@ -10,7 +10,7 @@
  * cut leaves the previous state intact.
  */
 import { createHash } from 'node:crypto';
-import { accessSync, closeSync, constants, createReadStream, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { accessSync, constants, createReadStream, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../protocol/errors.js';
 import { fsyncDir, writeFileAtomic } from './durable.js';
@@ -73,17 +73,32 @@ export class Store {
     this.#state = next;
   }
 
-  openIncoming(releaseId: string, size: number): IncomingImage {
-    return new IncomingImage(join(this.dir, 'incoming', `${releaseId}.part`), size);
+  transferDir(releaseId: string): string {
+    return join(this.dir, 'incoming', releaseId);
   }
 
-  /** Moves a verified image into releases/<model>/ with its signed manifest; removes older ones. */
-  keepRelease(model: string, releaseId: string, image: IncomingImage, signedManifest: Uint8Array): string {
+  /** Removes unfinished transfers of `model` other than `keep` (an older release a newer one replaced). */
+  removeStaleTransfers(model: string, keep: string): void {
+    const incoming = join(this.dir, 'incoming');
+    for (const name of readdirSync(incoming)) {
+      if (name === keep) continue;
+      let owner: string | undefined;
+      try {
+        owner = readFileSync(join(incoming, name, 'model'), 'utf8');
+      } catch {
+        owner = undefined;
+      }
+      if (owner === model) rmSync(join(incoming, name), { recursive: true, force: true });
+    }
+  }
+
+  /** Moves a verified image into releases/<model>/ with its signed manifest. */
+  keepRelease(model: string, releaseId: string, image: string, signedManifest: Uint8Array): string {
     const dir = join(this.dir, 'releases', model.replaceAll('/', '_'));
     mkdirSync(dir, { recursive: true });
     const imagePath = join(dir, `${releaseId}.img`);
     writeFileAtomic(join(dir, `${releaseId}.cose`), signedManifest);
-    renameSync(image.path, imagePath);
+    renameSync(image, imagePath);
     fsyncDir(dir);
     return imagePath;
   }
@@ -96,35 +111,9 @@ export class Store {
   }
 }
 
-/** An image being received: written at segment offsets, then fsynced and hashed. */
-export class IncomingImage {
-  #fd: number | undefined;
-
-  constructor(readonly path: string, readonly size: number) {
-    this.#fd = openSync(path, 'w', 0o600);
-  }
-
-  write(offset: number, bytes: Uint8Array): void {
-    if (this.#fd === undefined) throw new Error('incoming image already closed');
-    let done = 0;
-    while (done < bytes.length) done += writeSync(this.#fd, bytes, done, bytes.length - done, offset + done);
-  }
-
-  /** Flushes to disk and returns the SHA-256 of what is on disk. */
-  async finish(): Promise<string> {
-    if (this.#fd !== undefined) {
-      fsyncSync(this.#fd);
-      closeSync(this.#fd);
-      this.#fd = undefined;
-    }
-    const hash = createHash('sha256');
-    for await (const chunk of createReadStream(this.path)) hash.update(chunk as Buffer);
-    return hash.digest('hex');
-  }
-
-  discard(): void {
-    if (this.#fd !== undefined) closeSync(this.#fd);
-    this.#fd = undefined;
-    rmSync(this.path, { force: true });
-  }
+/** SHA-256 of a file, streamed. */
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }

@@ -1,7 +1,6 @@
 // The byte pipe every bootloader client and emulator talks through. Kept to
 // what a UART gives: bytes in, bytes out, no framing. Protocol code reads with
 // explicit timeouts because a bootloader that lost sync simply stays silent.
-import { SerialPort } from 'serialport';
 
 export interface ReadOptions {
   /** Give up after this many milliseconds without the requested bytes. */
@@ -170,6 +169,8 @@ export interface SerialPortLinkInit {
  * notes rather than by guessing here.
  */
 export async function openSerialPort(init: SerialPortLinkInit): Promise<SerialLink> {
+  // Loaded here, not at start-up: serialport's native binding costs memory an agent without MCUs should not pay.
+  const { SerialPort } = await import('serialport');
   const port = new SerialPort({
     path: init.path,
     baudRate: init.baudRate ?? 115200,

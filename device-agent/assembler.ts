@@ -1,0 +1,79 @@
+/**
+ * Where authenticated symbols go until their segment decodes. The receiver
+ * decides what is authentic; an assembler only stores and decodes.
+ *
+ *  - MemoryAssembler keeps a RaptorQ decoder per segment in WASM memory: fast,
+ *    but holds about one image's worth of symbols. For tests and small images.
+ *  - SpillAssembler (spill-assembler.ts) appends symbols to files and decodes
+ *    one segment at a time: memory stays flat whatever the image size, and
+ *    what was received survives a restart.
+ */
+import { SegmentDecoder } from '../protocol/fec.js';
+import type { SegmentInfo } from '../protocol/manifest.js';
+
+export type AddResult =
+  | { kind: 'duplicate' }
+  | { kind: 'stored'; received: number }
+  /** The segment decoded; its bytes still have to pass the segment digest. */
+  | { kind: 'decoded'; bytes: Uint8Array };
+
+export interface SegmentAssembler {
+  /** Segments already decoded and committed (after a restart). */
+  readonly completed: ReadonlySet<number>;
+  /** Distinct symbols held for an unfinished segment. */
+  received(segment: number): number;
+  /** Takes one authenticated symbol. May throw if the codec traps. */
+  add(segment: SegmentInfo, esi: number, symbol: Uint8Array): AddResult;
+  /** Keeps a decoded segment whose digest matched. */
+  commit(segment: SegmentInfo, bytes: Uint8Array): void;
+  /** Forgets a segment's symbols (its decode did not match its digest). */
+  reset(segment: SegmentInfo): void;
+  /** After a codec trap: forget whatever lived in the old WASM instance. */
+  recoverFromTrap(): void;
+  /** Releases memory and handles; what is persisted stays for a restart. */
+  close(): void;
+}
+
+export class MemoryAssembler implements SegmentAssembler {
+  readonly completed = new Set<number>();
+  #decoders = new Map<number, SegmentDecoder>();
+
+  constructor(private readonly symbolSize: number) {}
+
+  received(segment: number): number {
+    return this.#decoders.get(segment)?.received ?? 0;
+  }
+
+  add(segment: SegmentInfo, esi: number, symbol: Uint8Array): AddResult {
+    let decoder = this.#decoders.get(segment.index);
+    if (!decoder) {
+      decoder = new SegmentDecoder(segment.oti.transferLength, this.symbolSize);
+      this.#decoders.set(segment.index, decoder);
+    }
+    const before = decoder.received;
+    const bytes = decoder.push(esi, symbol);
+    if (decoder.received === before) return { kind: 'duplicate' };
+    if (!bytes) return { kind: 'stored', received: decoder.received };
+    this.#decoders.delete(segment.index);
+    return { kind: 'decoded', bytes };
+  }
+
+  commit(segment: SegmentInfo): void {
+    this.completed.add(segment.index);
+  }
+
+  reset(segment: SegmentInfo): void {
+    this.#decoders.get(segment.index)?.free();
+    this.#decoders.delete(segment.index);
+  }
+
+  recoverFromTrap(): void {
+    // The decoders lived in the dead instance; their symbols are gone.
+    this.#decoders.clear();
+  }
+
+  close(): void {
+    for (const d of this.#decoders.values()) d.free();
+    this.#decoders.clear();
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * A SegmentAssembler that keeps memory flat and survives restarts: every
+ * authenticated symbol is appended to its segment's spill file, and a segment
+ * is decoded (in WASM, one at a time) once it holds K symbols, again at K + 2,
+ * K + 4, … in the rare case K do not suffice. Decoded segments go straight to
+ * their place in the image file.
+ *
+ *   DIR/image.part     the image, written segment by segment
+ *   DIR/done           one byte per segment: 1 once its bytes are durable
+ *   DIR/<n>.sym        segment n's symbols: records of ESI (u32 BE) + T bytes
+ *   DIR/model          the model, so stale transfers can be found and removed
+ *
+ * Order of writes on completion: image bytes, fdatasync; done byte, fdatasync;
+ * then the spill file is removed. A kill at any point leaves either the spill
+ * file (the segment is decoded again) or a durable segment. A torn last record
+ * is cut off on reopening.
+ */
+import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { SegmentDecoder } from '../protocol/fec.js';
+import type { Manifest, SegmentInfo } from '../protocol/manifest.js';
+import type { AddResult, SegmentAssembler } from './assembler.js';
+
+const ESI_BYTES = 4;
+/** Open spill files kept at once; others are reopened on demand. */
+const MAX_OPEN = 32;
+
+interface SegmentState {
+  count: number;
+  seen: Uint8Array;
+  nextAttempt: number;
+}
+
+export class SpillAssembler implements SegmentAssembler {
+  readonly completed = new Set<number>();
+  readonly imagePath: string;
+  #dir: string;
+  #manifest: Manifest;
+  #record: number;
+  #image: number;
+  #done: number;
+  #state = new Map<number, SegmentState>();
+  #open = new Map<number, number>();
+
+  constructor(dir: string, manifest: Manifest) {
+    this.#dir = dir;
+    this.#manifest = manifest;
+    this.#record = ESI_BYTES + manifest.symbolSize;
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'model'), manifest.model);
+    this.imagePath = join(dir, 'image.part');
+    this.#image = openSync(this.imagePath, existsSync(this.imagePath) ? 'r+' : 'w+', 0o600);
+    if (fstatSync(this.#image).size !== manifest.imageSize) ftruncateSync(this.#image, manifest.imageSize);
+    const donePath = join(dir, 'done');
+    const n = manifest.segments.length;
+    const done = existsSync(donePath) ? new Uint8Array(readFileSync(donePath)) : new Uint8Array(0);
+    this.#done = openSync(donePath, existsSync(donePath) ? 'r+' : 'w+', 0o600);
+    if (done.length !== n) ftruncateSync(this.#done, n);
+    for (const seg of manifest.segments) {
+      if (done[seg.index] === 1) {
+        this.completed.add(seg.index);
+        rmSync(this.#spillPath(seg.index), { force: true });
+      } else {
+        this.#state.set(seg.index, this.#recover(seg));
+      }
+    }
+  }
+
+  /** Symbols already on disk from before a restart. */
+  get resumedSymbols(): number {
+    let n = 0;
+    for (const s of this.#state.values()) n += s.count;
+    return n;
+  }
+
+  #spillPath(index: number): string {
+    return join(this.#dir, `${index}.sym`);
+  }
+
+  /** Rebuilds a segment's state from its spill file, cutting off a torn last record. */
+  #recover(seg: SegmentInfo): SegmentState {
+    const state: SegmentState = { count: 0, seen: new Uint8Array(seg.published), nextAttempt: seg.sourceSymbols };
+    const path = this.#spillPath(seg.index);
+    if (!existsSync(path)) return state;
+    const fd = openSync(path, 'r+');
+    try {
+      const records = Math.floor(fstatSync(fd).size / this.#record);
+      const esi = new Uint8Array(ESI_BYTES);
+      let kept = 0;
+      for (let i = 0; i < records; i++) {
+        readSync(fd, esi, 0, ESI_BYTES, i * this.#record);
+        const value = new DataView(esi.buffer).getUint32(0);
+        if (value >= seg.published || state.seen[value]) break;
+        state.seen[value] = 1;
+        kept++;
+      }
+      ftruncateSync(fd, kept * this.#record);
+      state.count = kept;
+    } finally {
+      closeSync(fd);
+    }
+    return state;
+  }
+
+  #fd(index: number): number {
+    let fd = this.#open.get(index);
+    if (fd !== undefined) {
+      this.#open.delete(index);
+      this.#open.set(index, fd);
+      return fd;
+    }
+    if (this.#open.size >= MAX_OPEN) {
+      const [oldest, oldFd] = this.#open.entries().next().value!;
+      closeSync(oldFd);
+      this.#open.delete(oldest);
+    }
+    fd = openSync(this.#spillPath(index), 'a+', 0o600);
+    this.#open.set(index, fd);
+    return fd;
+  }
+
+  received(segment: number): number {
+    return this.#state.get(segment)?.count ?? 0;
+  }
+
+  add(segment: SegmentInfo, esi: number, symbol: Uint8Array): AddResult {
+    const state = this.#state.get(segment.index);
+    if (!state || state.seen[esi]) return { kind: 'duplicate' };
+    const record = new Uint8Array(this.#record);
+    new DataView(record.buffer).setUint32(0, esi);
+    record.set(symbol, ESI_BYTES);
+    writeSync(this.#fd(segment.index), record, 0, record.length, state.count * this.#record);
+    state.seen[esi] = 1;
+    state.count++;
+    if (state.count < state.nextAttempt) return { kind: 'stored', received: state.count };
+    const bytes = this.#decode(segment, state.count);
+    if (bytes) return { kind: 'decoded', bytes };
+    state.nextAttempt = state.count + 2;
+    return { kind: 'stored', received: state.count };
+  }
+
+  #decode(segment: SegmentInfo, count: number): Uint8Array | undefined {
+    const data = new Uint8Array(count * this.#record);
+    readSync(this.#fd(segment.index), data, 0, data.length, 0);
+    const view = new DataView(data.buffer);
+    const decoder = new SegmentDecoder(segment.oti.transferLength, this.#manifest.symbolSize);
+    try {
+      for (let i = 0; i < count; i++) {
+        const at = i * this.#record;
+        const bytes = decoder.push(view.getUint32(at), data.subarray(at + ESI_BYTES, at + this.#record));
+        if (bytes) return bytes;
+      }
+      return undefined;
+    } finally {
+      decoder.free();
+    }
+  }
+
+  commit(segment: SegmentInfo, bytes: Uint8Array): void {
+    let written = 0;
+    while (written < bytes.length) written += writeSync(this.#image, bytes, written, bytes.length - written, segment.offset + written);
+    fdatasyncSync(this.#image);
+    writeSync(this.#done, Uint8Array.of(1), 0, 1, segment.index);
+    fdatasyncSync(this.#done);
+    this.completed.add(segment.index);
+    this.#forget(segment.index);
+  }
+
+  reset(segment: SegmentInfo): void {
+    this.#forget(segment.index);
+    this.#state.set(segment.index, { count: 0, seen: new Uint8Array(segment.published), nextAttempt: segment.sourceSymbols });
+  }
+
+  #forget(index: number): void {
+    const fd = this.#open.get(index);
+    if (fd !== undefined) closeSync(fd);
+    this.#open.delete(index);
+    this.#state.delete(index);
+    rmSync(this.#spillPath(index), { force: true });
+  }
+
+  recoverFromTrap(): void {
+    // Decoders live only during one decode attempt; every symbol is still on disk.
+  }
+
+  close(): void {
+    for (const fd of this.#open.values()) closeSync(fd);
+    this.#open.clear();
+    for (const fd of [this.#image, this.#done]) {
+      try {
+        closeSync(fd);
+      } catch {
+        // Already closed.
+      }
+    }
+  }
+
+  /** Removes the whole transfer directory (after the image moved on, or when abandoned). */
+  destroy(): void {
+    this.close();
+    rmSync(this.#dir, { recursive: true, force: true });
+  }
+}
+
