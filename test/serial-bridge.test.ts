@@ -1,0 +1,167 @@
+/**
+ * The serial bridge end to end: `fwcast publish` multicasts an MCU image in
+ * one network namespace, `fwcast-agent` in another receives and verifies it,
+ * then its serial installer flashes an emulated microcontroller over a socat
+ * pty pair. The ptys live in the shared /dev/pts, so the agent inside its
+ * network namespace opens the host end while the emulator (outside any
+ * network namespace, like a board on a cable) serves the device end.
+ *
+ *   [pub] fwcast publish ── bridge ── [bridge] fwcast-agent ── pty ══ pty ── emulator ── flash file
+ */
+import test, { type ExecutionContext } from 'ava';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { buildMcubootImage } from '../device-agent/serial/mcuboot-image.js';
+import { NetLab } from '../scripts/lab/netlab.js';
+import { sha256hex } from './helpers/fixtures.js';
+import { exitCode, FWCAST, FWCAST_AGENT, fwcast, stderrMatch, track, type Tracked } from './helpers/processes.js';
+import { patternBytes, requireTools, run, startProcess, startTsx, tempDir, waitForOutput } from './serial/helpers.js';
+
+/**
+ * A socat pty pair, as test/serial/helpers.ts makes it, with more patience:
+ * this file starts several CLIs at once, and a loaded CI box can take more
+ * than 5 s to show socat's "ready" line.
+ */
+async function ptyPair(t: ExecutionContext, dir: string, name: string): Promise<{ device: string; host: string }> {
+  const device = join(dir, `${name}-dev`);
+  const host = join(dir, `${name}-host`);
+  const socat = startProcess(t, 'socat', ['-d', '-d', `pty,raw,echo=0,link=${device}`, `pty,raw,echo=0,link=${host}`]);
+  await waitForOutput(socat, /starting data transfer loop/, 20_000, 'socat');
+  return { device, host };
+}
+
+interface Release { image: Uint8Array; release: string; pub: string }
+
+/** Signs `image` for `model` with a fresh key (in `dir`). */
+function signRelease(dir: string, image: Uint8Array, model: string): Release {
+  fwcast('keygen', '--out', dir);
+  const imagePath = join(dir, `${model}.bin`);
+  writeFileSync(imagePath, image);
+  const release = join(dir, `${model}-1.0.1.fwc`);
+  fwcast('sign', imagePath, '--key', join(dir, 'publisher.key'), '--model', model, '--version', '1.0.1', '--seq', '1', '--out', release);
+  return { image, release, pub: join(dir, 'publisher.pub') };
+}
+
+/** Writes an agent config whose only model is flashed by a serial installer. */
+function bridgeConfig(dir: string, name: string, pub: string, model: string, installer: Record<string, unknown>): { config: string; store: string } {
+  const store = join(dir, `store-${name}`);
+  const config = join(dir, `agent-${name}.json`);
+  writeFileSync(config, JSON.stringify({
+    interface: 'eth0', store, trustedKeys: [pub],
+    models: [{ model, installer: { type: 'serial', ...installer } }],
+  }, null, 2));
+  return { config, store };
+}
+
+function bridgeAgent(lab: NetLab, host: string, config: string): Tracked {
+  return track(lab.spawn(host, process.execPath, [FWCAST_AGENT, '--config', config, '--once', '--json', '--timeout', '60']));
+}
+
+function publish(lab: NetLab, release: string): Tracked {
+  return track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', release, '--iface', 'eth0', '--rate', '10mbit', '--duration', '60s']));
+}
+
+/** What `fwcast-agent status --json` lists for a store. */
+async function installedRecords(store: string): Promise<{ model: string; sha256: string }[]> {
+  const status = await run(process.execPath, [FWCAST_AGENT, 'status', '--store', store, '--json'], 30_000);
+  if (status.code !== 0) throw new Error(`status exited ${status.code}: ${status.stderr}`);
+  return JSON.parse(status.stdout) as { model: string; sha256: string }[];
+}
+
+/** Publishes `rel` to agents already listening; returns their exit codes once all have ended. */
+async function deliver(t: ExecutionContext, lab: NetLab, rel: Release, agents: Tracked[], model: string): Promise<(number | null)[]> {
+  await Promise.all(agents.map((a) => stderrMatch(a, new RegExp(`listening on fw/${model}`), 40_000)));
+  const publisher = publish(lab, rel.release);
+  const started = Date.now();
+  const codes = await Promise.all(agents.map((a) => exitCode(a, 60_000)));
+  t.log(`agents done ${Date.now() - started} ms after the carousel started`);
+  publisher.child.kill('SIGTERM');
+  t.is(await exitCode(publisher, 10_000), 0, 'publisher stops cleanly');
+  return codes;
+}
+
+test('End to end: multicast → agent → serial (STM32 AN3155) → emulated flash equals the signed image', async (t) => {
+  requireTools(t, 'socat');
+  const lab = NetLab.create(['pub', 'bridge']);
+  t.teardown(() => lab.destroy());
+  const dir = tempDir(t, 'bridge-stm32');
+  const model = 'stm32f103';
+  const rel = signRelease(dir, readFileSync(new URL('../firmware-samples/sample-mcu-20k.bin', import.meta.url)), model);
+
+  const pair = await ptyPair(t, dir, 'stm32');
+  const flashPath = join(dir, 'stm32-flash.bin');
+  const emulator = startTsx(t, 'hardware/emulators/stm32-emulator.ts', ['--port', pair.device, '--flash', flashPath]);
+  await waitForOutput(emulator, /serving/, 30_000, 'stm32-emulator');
+
+  const { config, store } = bridgeConfig(dir, 'stm32', rel.pub, model, { protocol: 'stm32', port: pair.host });
+  const agent = bridgeAgent(lab, 'bridge', config);
+  const [code] = await deliver(t, lab, rel, [agent], model);
+
+  t.is(code, 0, agent.stderr);
+  const result = JSON.parse(agent.stdout.trim().split('\n').pop()!) as { model: string; seq: number; sha256: string };
+  t.is(result.model, model);
+  t.is(result.seq, 1);
+  t.is(result.sha256, sha256hex(rel.image), 'agent reports the signed image digest');
+  t.regex(agent.stderr, /installing: serial stm32 bootloader on /);
+  const flash = readFileSync(flashPath);
+  t.true(flash.subarray(0, rel.image.length).equals(rel.image), 'emulated flash at 0x08000000 holds the image byte for byte');
+  t.true(flash.subarray(rel.image.length, 21 * 1024).every((b) => b === 0xff), 'rest of the last erased page is erased');
+  t.deepEqual((await installedRecords(store)).map((r) => [r.model, r.sha256]), [[model, sha256hex(rel.image)]]);
+});
+
+test('End to end: multicast → agent → serial (MCUboot serial recovery) → slot 0 equals the signed MCUboot image', async (t) => {
+  requireTools(t, 'socat');
+  const lab = NetLab.create(['pub', 'bridge']);
+  t.teardown(() => lab.destroy());
+  const dir = tempDir(t, 'bridge-mcuboot');
+  const model = 'nrf52840-dk';
+  // MCUboot lists only real images: header, payload and SHA-256 TLV.
+  const rel = signRelease(dir, buildMcubootImage(patternBytes(30_000, 41), { major: 1, minor: 0, revision: 1, build: 0 }), model);
+
+  const pair = await ptyPair(t, dir, 'smp');
+  const slotPath = join(dir, 'slot0.bin');
+  const emulator = startTsx(t, 'hardware/emulators/smp-emulator.ts', ['--port', pair.device, '--flash', slotPath]);
+  await waitForOutput(emulator, /serving/, 30_000, 'smp-emulator');
+
+  const { config, store } = bridgeConfig(dir, 'mcuboot', rel.pub, model, { protocol: 'mcuboot', port: pair.host });
+  const agent = bridgeAgent(lab, 'bridge', config);
+  const [code] = await deliver(t, lab, rel, [agent], model);
+
+  t.is(code, 0, agent.stderr);
+  const result = JSON.parse(agent.stdout.trim().split('\n').pop()!) as { sha256: string };
+  t.is(result.sha256, sha256hex(rel.image));
+  const slot = readFileSync(slotPath);
+  t.true(slot.subarray(0, rel.image.length).equals(rel.image), 'slot 0 holds the MCUboot image byte for byte');
+  t.true(slot.subarray(rel.image.length).every((b) => b === 0xff), 'nothing written past the image');
+  await waitForOutput(emulator, /smp-emulator: reset/, 5000, 'smp-emulator reset after the verified upload');
+  t.deepEqual((await installedRecords(store)).map((r) => r.model), [model]);
+});
+
+test('serial installer fails (no such port; silent device): clear error, exit 1 with --once, nothing recorded as installed', async (t) => {
+  requireTools(t, 'socat');
+  const lab = NetLab.create(['pub', 'noport', 'silent']);
+  t.teardown(() => lab.destroy());
+  const dir = tempDir(t, 'bridge-fail');
+  const model = 'stm32f103';
+  const rel = signRelease(dir, readFileSync(new URL('../firmware-samples/sample-mcu-20k.bin', import.meta.url)), model);
+
+  const missing = join(dir, 'no-such-tty');
+  // A pty with nothing behind it: a board whose BOOT0 is low, or unpowered.
+  const pair = await ptyPair(t, dir, 'silent');
+  const noport = bridgeConfig(dir, 'noport', rel.pub, model, { protocol: 'stm32', port: missing });
+  const silent = bridgeConfig(dir, 'silent', rel.pub, model, { protocol: 'stm32', port: pair.host, timeoutMs: 200, tries: 2 });
+  const agents = [bridgeAgent(lab, 'noport', noport.config), bridgeAgent(lab, 'silent', silent.config)];
+  const codes = await deliver(t, lab, rel, agents, model);
+
+  t.deepEqual(codes, [1, 1], agents.map((a) => a.stderr).join('\n'));
+  const digest = sha256hex(rel.image);
+  for (const a of agents) {
+    t.regex(a.stderr, new RegExp(`verified ${model} 1\\.0\\.1 \\(seq 1\\) sha256 ${digest}`), 'the image itself was received and verified');
+    t.is(a.stdout, '', 'no install reported');
+    t.notRegex(a.stderr, /installed stm32f103/);
+  }
+  t.regex(agents[0]!.stderr, new RegExp(`error agent:${model}: install of ${model} 1\\.0\\.1 \\(seq 1\\) failed: cannot open ${missing}: No such file or directory`));
+  t.regex(agents[1]!.stderr, new RegExp(`error agent:${model}: install of ${model} 1\\.0\\.1 \\(seq 1\\) failed: Sync: no ACK to 0x7F`));
+  t.deepEqual(await installedRecords(noport.store), []);
+  t.deepEqual(await installedRecords(silent.store), []);
+});
