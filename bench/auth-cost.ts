@@ -9,7 +9,7 @@
  */
 import { leafHash, MerkleVerifier, symbolMatches } from '../protocol/auth.js';
 import { SegmentDecoder } from '../protocol/fec.js';
-import type { SymbolSet } from '../protocol/symbol-set.js';
+import { symbolOf, type SymbolSet } from '../protocol/symbol-set.js';
 import type { Manifest } from '../protocol/manifest.js';
 import { buildRelease } from '../server/release.js';
 import { makeImage, makeKey, prng } from '../test/helpers/fixtures.js';
@@ -35,7 +35,7 @@ function authenticateAll(m: Manifest, set: SymbolSet, paths: Uint8Array[][], inp
   for (const [s, esis] of inputs.entries()) {
     for (const esi of esis) {
       const leaf = set.layout.leafOf(s, esi);
-      if (!symbolMatches(set.symbols[s]![esi]!, tables[leaf]!, (esi % m.auth.chunkSymbols) * l, l)) throw new Error('digest mismatch');
+      if (!symbolMatches(symbolOf(set, s, esi), tables[leaf]!, (esi % m.auth.chunkSymbols) * l, l)) throw new Error('digest mismatch');
     }
   }
 }
@@ -45,7 +45,7 @@ function decodeAll(m: Manifest, set: SymbolSet, inputs: number[][]): void {
     const seg = m.segments[s]!;
     const decoder = new SegmentDecoder(seg.oti.transferLength, m.symbolSize);
     let out: Uint8Array | undefined;
-    for (const esi of esis) out = decoder.push(esi, set.symbols[s]![esi]!);
+    for (const esi of esis) out = decoder.push(esi, symbolOf(set, s, esi));
     decoder.free();
     if (!out) throw new Error(`segment ${s} did not decode`);
   }

@@ -3,6 +3,9 @@
  * from the image and the manifest's FEC parameters alone. The publisher builds
  * it to sign and to send; a relay rebuilds it from a verified release, and the
  * result matches the signed Merkle root bit for bit.
+ *
+ * Each segment's symbols are one contiguous buffer (ESI order, T bytes each):
+ * a 256 MiB release is a few hundred buffers, not hundreds of thousands.
  */
 import { ChunkLayout, encodeChunkBody, leafHash, MerkleTree, symbolDigest } from './auth.js';
 import { SegmentEncoder } from './fec.js';
@@ -20,40 +23,55 @@ export interface SymbolSetParams {
   chunkSymbols: number;
 }
 
-export interface SymbolSet {
-  /** symbols[segment][esi]: the symbol bytes, ESIs in RFC 6330 numbering. */
-  symbols: Uint8Array[][];
+export interface SymbolAuth {
   layout: ChunkLayout;
   /** Chunk bodies by leaf index. */
   chunks: Uint8Array[];
   tree: MerkleTree;
 }
 
-export function encodeSegments(image: Uint8Array, symbolSize: number, segments: readonly SymbolSetSegment[]): Uint8Array[][] {
-  return segments.map((seg) => {
-    const encoder = new SegmentEncoder(image.subarray(seg.offset, seg.offset + seg.length), symbolSize);
-    try {
-      return encoder.symbols(seg.published).map((s) => s.data);
-    } finally {
-      encoder.free();
-    }
-  });
+export interface SymbolSet extends SymbolAuth {
+  symbolSize: number;
+  /** Per segment: its published symbols in ESI order (RFC 6330 numbering), T bytes each. */
+  segments: Uint8Array[];
+}
+
+export function symbolOf(set: Pick<SymbolSet, 'segments' | 'symbolSize'>, segment: number, esi: number): Uint8Array {
+  return set.segments[segment]!.subarray(esi * set.symbolSize, (esi + 1) * set.symbolSize);
+}
+
+/** Encodes one segment's published symbols into one buffer. */
+export function encodeSegment(data: Uint8Array, symbolSize: number, published: number): Uint8Array {
+  const encoder = new SegmentEncoder(data, symbolSize);
+  try {
+    const out = new Uint8Array(published * symbolSize);
+    for (const { esi, data: symbol } of encoder.symbols(published)) out.set(symbol, esi * symbolSize);
+    return out;
+  } finally {
+    encoder.free();
+  }
+}
+
+export function encodeSegments(image: Uint8Array, symbolSize: number, segments: readonly SymbolSetSegment[]): Uint8Array[] {
+  return segments.map((seg) => encodeSegment(image.subarray(seg.offset, seg.offset + seg.length), symbolSize, seg.published));
 }
 
 /** Authentication material over already-encoded symbols. */
-export function authenticate(symbols: Uint8Array[][], digestLength: number, chunkSymbols: number): Omit<SymbolSet, 'symbols'> {
-  const layout = new ChunkLayout(symbols.map((s) => s.length), chunkSymbols);
+export function authenticate(segments: Uint8Array[], symbolSize: number, digestLength: number, chunkSymbols: number): SymbolAuth {
+  const layout = new ChunkLayout(segments.map((s) => s.length / symbolSize), chunkSymbols);
   const chunks: Uint8Array[] = [];
   for (let leaf = 0; leaf < layout.leaves; leaf++) {
     const ref = layout.chunk(leaf);
     const digests = new Uint8Array(ref.count * digestLength);
-    for (let i = 0; i < ref.count; i++) digests.set(symbolDigest(symbols[ref.segment]![ref.firstEsi + i]!, digestLength), i * digestLength);
+    for (let i = 0; i < ref.count; i++) {
+      digests.set(symbolDigest(symbolOf({ segments, symbolSize }, ref.segment, ref.firstEsi + i), digestLength), i * digestLength);
+    }
     chunks.push(encodeChunkBody(ref, digests));
   }
   return { layout, chunks, tree: new MerkleTree(chunks.map(leafHash)) };
 }
 
 export function buildSymbolSet(image: Uint8Array, params: SymbolSetParams): SymbolSet {
-  const symbols = encodeSegments(image, params.symbolSize, params.segments);
-  return { symbols, ...authenticate(symbols, params.digestLength, params.chunkSymbols) };
+  const segments = encodeSegments(image, params.symbolSize, params.segments);
+  return { symbolSize: params.symbolSize, segments, ...authenticate(segments, params.symbolSize, params.digestLength, params.chunkSymbols) };
 }

@@ -17,8 +17,8 @@
  */
 import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
 import type { Manifest } from '../protocol/manifest.js';
-import { encodeAuthPacket, encodeManifestFragment, encodeSymbolPacket, MANIFEST_OVERHEAD } from '../protocol/packet.js';
-import { buildSymbolSet, type SymbolSet } from '../protocol/symbol-set.js';
+import { encodeAuthPacket, encodeManifestFragment, MANIFEST_OVERHEAD, SYMBOL_OVERHEAD, writeSymbolPacket } from '../protocol/packet.js';
+import { buildSymbolSet, symbolOf, type SymbolSet } from '../protocol/symbol-set.js';
 
 export interface CarouselInit {
   manifest: Manifest;
@@ -43,7 +43,7 @@ export class Carousel {
   readonly manifestFragments: Uint8Array[];
   /** Datagrams in one round (approximate: AUTH copies vary slightly by round). */
   readonly roundLength: number;
-  #symbols: Uint8Array[][];
+  #set: SymbolSet;
   #auth: Uint8Array[];
   #leafOf: (segment: number, esi: number) => number;
   #chunkSymbols: number;
@@ -77,8 +77,7 @@ export class Carousel {
     if (Buffer.compare(set.tree.root, m.auth.root) !== 0) {
       throw new ReleaseMismatchError('the image does not produce the symbols the manifest signs (authentication root differs)');
     }
-    this.#symbols = set.symbols.map((symbols, segment) =>
-      symbols.map((symbol, esi) => encodeSymbolPacket({ releaseId: init.releaseId, segment, esi, symbol })));
+    this.#set = set;
     this.#auth = set.chunks.map((body, leaf) => encodeAuthPacket({ releaseId: init.releaseId, leaf, path: set.tree.proof(leaf), body }));
     this.#leafOf = (segment, esi) => set.layout.leafOf(segment, esi);
     this.#chunkSymbols = m.auth.chunkSymbols;
@@ -121,7 +120,10 @@ export class Carousel {
     if (position === 0 || inChunk === 0 || inChunk === this.#chunkSymbols >> 1) {
       this.#queue.push(this.#auth[this.#leafOf(segment, esi)]!);
     }
-    this.#queue.push(this.#symbols[segment]![esi]!);
+    // Built per send, not kept: the symbols are held once, in the symbol set.
+    const datagram = new Uint8Array(SYMBOL_OVERHEAD + this.manifest.symbolSize);
+    writeSymbolPacket(datagram, { releaseId: this.releaseId, segment, esi, symbol: symbolOf(this.#set, segment, esi) });
+    this.#queue.push(datagram);
     this.#sinceManifest += this.#queue.length;
     if (++this.#cursor === this.#order.length) {
       this.#cursor = 0;

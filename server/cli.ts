@@ -12,10 +12,15 @@ import { decodeCoseSign1, verifyCoseSign1 } from '../protocol/cose-sign1.js';
 import * as ed25519 from '../protocol/ed25519.js';
 import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
 import { decodeManifest, releaseIdOf, type Manifest } from '../protocol/manifest.js';
-import { UdpMulticastTransport } from '../transport/udp-multicast.js';
+import { createTransport, mqttStats } from '../transport/create.js';
 import { Carousel } from './carousel.js';
 import { Publisher, type ChannelStats } from './publisher.js';
-import { buildRelease, readReleaseFile, readReleaseManifest, writeReleaseFile } from './release.js';
+import { buildReleaseParallel, readReleaseFile, readReleaseManifest, writeReleaseFile } from './release.js';
+import { CodecPool } from './codec-pool.js';
+import { symbolSetFor } from './symbol-cache.js';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { addServeCommands } from './serve/serve-command.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
@@ -75,11 +80,12 @@ export function buildProgram(): Command {
       const seed = await readPrivateKey(opts.key);
       const image = new Uint8Array(readFileSync(imagePath));
       const created = Math.floor(Date.now() / 1000);
-      const release = buildRelease({
+      const pool = new CodecPool();
+      const release = await buildReleaseParallel({
         image, seed, model: opts.model, version: opts.version, seq: opts.seq, created,
         ...(opts.expires ? { expires: created + Math.ceil(parseDuration(opts.expires) / 1000) } : {}),
         segmentSize: opts.segmentSize, repairPercent: opts.repair, datagramSize: opts.datagramSize,
-      });
+      }, pool).finally(() => pool.close());
       writeReleaseFile(opts.out, release);
       const m = release.manifest;
       process.stdout.write(`${opts.out}: ${m.model} ${m.version} seq ${m.seq}, ${m.imageSize} bytes, sha256 ${hex(m.imageSha256)}, release ${hex(release.releaseId)}\n`);
@@ -122,15 +128,25 @@ export function buildProgram(): Command {
   program.command('publish')
     .description("carousel release files, each on its model's channel, until stopped")
     .argument('<files...>', 'release files from `fwcast sign`')
-    .requiredOption('--iface <name>', 'network interface to send on')
+    .option('--iface <name>', 'network interface to multicast on (optional with --mqtt; both may be given)')
     .option('--rate <rate>', 'total rate on the wire, e.g. 20mbit', '20mbit')
     .addOption(new Option('--duration <duration>', 'stop after this long, e.g. 10m').conflicts('rounds'))
     .addOption(new Option('--rounds <n>', 'stop after every channel sent this many rounds').argParser(integer('--rounds', 1)))
     .option('--port <port>', 'UDP port', integer('--port', 1, 65535), DEFAULT_PORT)
     .option('--hops <n>', 'multicast hop limit', integer('--hops', 1, 255), 8)
     .option('--group <model=address...>', 'override the group of a model, e.g. rpi4=ff15::42')
+    .option('--mqtt <url>', 'also (or instead of --iface) publish through an MQTT broker, e.g. mqtts://broker:8883 (topic fwcast/<channel>)')
+    .option('--mqtt-ca <file>', 'CA certificate (PEM) for mqtts')
+    .option('--mqtt-cert <file>', 'client certificate (PEM) for mqtts')
+    .option('--mqtt-key <file>', 'client private key (PEM) for mqtts')
+    .option('--mqtt-username <user>', 'MQTT username')
+    .option('--mqtt-password-file <file>', 'file holding the MQTT password')
+    .option('--mqtt-topic-prefix <prefix>', 'topic prefix (default fwcast)')
+    .option('--cache <dir>', 'keep encoded symbols here, so a restart does not encode again', defaultCacheDir())
+    .option('--no-cache', 'encode at every start')
     .option('--quiet', 'no progress display')
-    .action(async (files: string[], opts: { iface: string; rate: string; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean }) => {
+    .action(async (files: string[], opts: { cache: string | false; iface?: string; mqtt?: string; mqttCa?: string; mqttCert?: string; mqttKey?: string; mqttUsername?: string; mqttPasswordFile?: string; mqttTopicPrefix?: string; rate: string; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean }) => {
+      if (!opts.iface && !opts.mqtt) throw new UsageError('publish needs --iface (IPv6 multicast), --mqtt (a broker), or both');
       const rate = parseRate(opts.rate);
       const overrides = new Map((opts.group ?? []).map((g) => {
         const at = g.indexOf('=');
@@ -138,14 +154,23 @@ export function buildProgram(): Command {
         return [g.slice(0, at), g.slice(at + 1)] as const;
       }));
       const log = createConsoleLogger({ beforeWrite: clearLine }).child('publish');
-      const entries = files.map((file) => {
-        const release = readReleaseFile(file);
-        const name = modelChannelName(release.manifest.model);
-        const channel = { name, group: overrides.get(release.manifest.model) ?? channelGroup(name), port: opts.port };
-        log.log('info', `${file}: ${release.manifest.model} ${release.manifest.version} seq ${release.manifest.seq} on ${name} [${channel.group}]:${channel.port}`);
-        return { channel, carousel: new Carousel({ ...release }) };
-      });
-      const transport = new UdpMulticastTransport({ iface: opts.iface, hops: opts.hops });
+      const pool = new CodecPool();
+      const entries = [];
+      try {
+        for (const file of files) {
+          const release = readReleaseFile(file);
+          const name = modelChannelName(release.manifest.model);
+          const channel = { name, group: overrides.get(release.manifest.model) ?? channelGroup(name), port: opts.port };
+          const started = performance.now();
+          const { set, source } = await symbolSetFor(release, { pool, ...(opts.cache ? { dir: opts.cache } : {}) });
+          log.log('info', `${file}: ${release.manifest.model} ${release.manifest.version} seq ${release.manifest.seq} on ${name} [${channel.group}]:${channel.port}; symbols ${source === 'cache' ? 'from cache' : 'encoded'} in ${Math.round(performance.now() - started)} ms`);
+          entries.push({ channel, carousel: new Carousel({ ...release, symbolSet: set }) });
+        }
+      } finally {
+        await pool.close();
+      }
+      const mqtt = opts.mqtt ? { url: opts.mqtt, ca: opts.mqttCa, cert: opts.mqttCert, key: opts.mqttKey, username: opts.mqttUsername, passwordFile: opts.mqttPasswordFile, topicPrefix: opts.mqttTopicPrefix } : undefined;
+      const transport = createTransport({ iface: opts.iface, hops: opts.hops, mqtt }, log.child('mqtt'), '--mqtt');
       const abort = new AbortController();
       const stop = (): void => abort.abort();
       process.once('SIGINT', stop);
@@ -170,12 +195,21 @@ export function buildProgram(): Command {
       if (live) process.stderr.write('\n');
       await transport.close();
       for (const s of publisher.stats()) log.log('info', `${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes`);
-      if (transport.sendErrors > 0) log.log('warn', `${transport.sendErrors} datagrams could not be sent (last error: ${transport.lastSendError?.message})`);
+      if (transport.sendErrors > 0) log.log('warn', `${transport.sendErrors} datagrams could not be sent (last error: ${(transport as { lastSendError?: Error }).lastSendError?.message})`);
+      const mq = mqttStats(transport);
+      if (mq) log.log('info', `mqtt: ${mq.published} published, ${mq.droppedOffline} dropped while disconnected, ${mq.droppedBackpressure} dropped on a full write buffer, ${mq.reconnects} reconnects`);
       process.removeListener('SIGINT', stop);
       process.removeListener('SIGTERM', stop);
     });
 
+  addServeCommands(program);
+
   return program;
+}
+
+/** $XDG_CACHE_HOME/fwcast, else ~/.cache/fwcast. */
+function defaultCacheDir(): string {
+  return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'fwcast');
 }
 
 function clearLine(): void {

@@ -4,12 +4,13 @@
 import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, readSync, renameSync, writeSync } from 'node:fs';
 import { DEFAULT_DATAGRAM_SIZE, DEFAULT_LIMITS, DEFAULT_SEGMENT_SIZE, SYMBOL_ALIGNMENT } from '../protocol/limits.js';
-import { checkFecParameters, checkModelName, decodeManifest, planSegments, publishedSymbols, releaseIdOf, signManifest, type Manifest } from '../protocol/manifest.js';
+import { checkFecParameters, checkModelName, decodeManifest, planSegments, publishedSymbols, releaseIdOf, signManifest, type Manifest, type SegmentInfo } from '../protocol/manifest.js';
 import { decodeCoseSign1 } from '../protocol/cose-sign1.js';
 import { segmentOti, sourceSymbolCount } from '../protocol/fec.js';
 import { AUTH_OVERHEAD, SYMBOL_OVERHEAD } from '../protocol/packet.js';
 import { AUTH_SCHEME_MERKLE_CHUNKS, ChunkLayout, chunkSymbolsFor, DEFAULT_DIGEST_LENGTH } from '../protocol/auth.js';
-import { authenticate, encodeSegments, type SymbolSet } from '../protocol/symbol-set.js';
+import { authenticate, encodeSegments, type SymbolSet, type SymbolSetSegment } from '../protocol/symbol-set.js';
+import type { CodecPool } from './codec-pool.js';
 import { decodeReleaseHeader, encodeReleaseHeader, RELEASE_HEADER_SIZE } from '../protocol/release-file.js';
 import { InvalidManifestError, MalformedPacketError } from '../protocol/errors.js';
 
@@ -59,16 +60,27 @@ function chunkSymbolsForRelease(published: number[], datagramSize: number, diges
 
 const sha256 = (data: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(data).digest());
 
-export function buildRelease(init: ReleaseInit): Release {
+interface ReleasePlan {
+  datagramSize: number;
+  symbolSize: number;
+  segmentSize: number;
+  repairPercent: number;
+  created: number;
+  segments: SegmentInfo[];
+  /** What the encoder needs for each segment. */
+  encoding: SymbolSetSegment[];
+}
+
+function planRelease(init: ReleaseInit): ReleasePlan {
   checkModelName(init.model);
   if (!Number.isSafeInteger(init.seq) || init.seq < 0) throw new InvalidManifestError(`sequence number must be a non-negative integer, got ${init.seq}`);
   if (init.image.length === 0) throw new InvalidManifestError('the image is empty');
-  const symbolSize = symbolSizeFor(init.datagramSize ?? DEFAULT_DATAGRAM_SIZE);
+  const datagramSize = init.datagramSize ?? DEFAULT_DATAGRAM_SIZE;
+  const symbolSize = symbolSizeFor(datagramSize);
   const wanted = init.segmentSize ?? DEFAULT_SEGMENT_SIZE;
   const segmentSize = Math.max(symbolSize, wanted - (wanted % symbolSize));
   checkFecParameters(symbolSize, segmentSize);
   const repairPercent = init.repairPercent ?? 200;
-  const created = init.created ?? Math.floor(Date.now() / 1000);
   const segments = planSegments(init.image.length, symbolSize, segmentSize).map((plan) => {
     const k = sourceSymbolCount(plan.length, symbolSize);
     return {
@@ -80,26 +92,49 @@ export function buildRelease(init: ReleaseInit): Release {
       sha256: sha256(init.image.subarray(plan.offset, plan.offset + plan.length)),
     };
   });
-  const datagramSize = init.datagramSize ?? DEFAULT_DATAGRAM_SIZE;
-  const symbols = encodeSegments(init.image, symbolSize, segments.map((seg) => ({ offset: seg.offset, length: seg.oti.transferLength, published: seg.published })));
-  const chunkSymbols = chunkSymbolsForRelease(segments.map((seg) => seg.published), datagramSize, DEFAULT_DIGEST_LENGTH);
-  const auth = authenticate(symbols, DEFAULT_DIGEST_LENGTH, chunkSymbols);
+  return {
+    datagramSize, symbolSize, segmentSize, repairPercent, segments,
+    created: init.created ?? Math.floor(Date.now() / 1000),
+    encoding: segments.map((seg) => ({ offset: seg.offset, length: seg.oti.transferLength, published: seg.published })),
+  };
+}
+
+/** Signs the manifest once the symbols, and so the authentication root, are known. */
+function signRelease(init: ReleaseInit, plan: ReleasePlan, symbols: Uint8Array[]): Release {
+  const chunkSymbols = chunkSymbolsForRelease(plan.segments.map((seg) => seg.published), plan.datagramSize, DEFAULT_DIGEST_LENGTH);
+  const auth = authenticate(symbols, plan.symbolSize, DEFAULT_DIGEST_LENGTH, chunkSymbols);
   const manifest: Manifest = {
     model: init.model,
     seq: init.seq,
     version: init.version,
-    created,
+    created: plan.created,
     ...(init.expires !== undefined ? { expires: init.expires } : {}),
     imageSize: init.image.length,
     imageSha256: sha256(init.image),
-    symbolSize,
-    segmentSize,
-    repairPercent,
-    segments,
+    symbolSize: plan.symbolSize,
+    segmentSize: plan.segmentSize,
+    repairPercent: plan.repairPercent,
+    segments: plan.segments,
     auth: { scheme: AUTH_SCHEME_MERKLE_CHUNKS, digestLength: DEFAULT_DIGEST_LENGTH, chunkSymbols, root: auth.tree.root },
   };
   const signed = signManifest(manifest, init.seed);
-  return { manifest, signed, releaseId: releaseIdOf(signed), image: init.image, symbolSet: { symbols, ...auth } };
+  return { manifest, signed, releaseId: releaseIdOf(signed), image: init.image, symbolSet: { symbolSize: plan.symbolSize, segments: symbols, ...auth } };
+}
+
+/** Image → signed release, encoding on this thread. */
+export function buildRelease(init: ReleaseInit): Release {
+  const plan = planRelease(init);
+  return signRelease(init, plan, encodeSegments(init.image, plan.symbolSize, plan.encoding));
+}
+
+/** Image → signed release, encoding segments on a worker pool (all cores). */
+export async function buildReleaseParallel(init: ReleaseInit, pool: CodecPool): Promise<Release> {
+  const plan = planRelease(init);
+  return signRelease(init, plan, await encodeOnPool(pool, init.image, plan.symbolSize, plan.encoding));
+}
+
+export function encodeOnPool(pool: CodecPool, image: Uint8Array, symbolSize: number, segments: readonly SymbolSetSegment[]): Promise<Uint8Array[]> {
+  return Promise.all(segments.map((seg) => pool.encode(image.slice(seg.offset, seg.offset + seg.length), symbolSize, seg.published)));
 }
 
 /** Writes a release file atomically (temp file, fsync, rename). */

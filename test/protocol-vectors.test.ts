@@ -5,6 +5,7 @@
  * tests changes, SPEC.md must change with it.
  */
 import test from 'ava';
+import { symbolOf } from '../protocol/symbol-set.js';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -352,7 +353,8 @@ test('example: per-packet authentication material (symbol digests, chunk leaves,
   const release = exampleRelease();
   const set = release.symbolSet!;
   t.deepEqual({ ...release.manifest.auth, root: toHex(release.manifest.auth.root) }, { scheme: 1, digestLength: 12, chunkSymbols: 97, root: EXAMPLE_AUTH_ROOT });
-  t.deepEqual(set.symbols.map((seg) => seg.map((s) => toHex(symbolDigest(s, 12)))), EXAMPLE_SYMBOL_DIGESTS);
+  const digests = set.segments.map((_, seg) => Array.from({ length: release.manifest.segments[seg]!.published }, (_, esi) => toHex(symbolDigest(symbolOf(set, seg, esi), 12))));
+  t.deepEqual(digests, EXAMPLE_SYMBOL_DIGESTS);
   t.is(set.layout.leaves, 3);
   t.is(set.layout.depth, 2);
   t.deepEqual(set.chunks.map((c) => toHex(leafHash(c))), EXAMPLE_LEAVES);
@@ -367,7 +369,7 @@ test('example: per-packet authentication material (symbol digests, chunk leaves,
   const sha = (...parts: string[]) => createHash('sha256').update(unhex(parts.join(''))).digest('hex');
   t.is(sha('00', toHex(auth.body)).slice(0, 32), EXAMPLE_LEAVES[2]!);
   t.is(sha('01', EXAMPLE_NODES[0]!, EXAMPLE_NODES[1]!).slice(0, 32), EXAMPLE_AUTH_ROOT);
-  t.is(sha(toHex(set.symbols[0]![2]!)).slice(0, 24), EXAMPLE_SYMBOL_DIGESTS[0]![2]!);
+  t.is(sha(toHex(symbolOf(set, 0, 2))).slice(0, 24), EXAMPLE_SYMBOL_DIGESTS[0]![2]!);
 });
 
 test('the example carousel sends exactly these fragments, AUTH datagrams and the documented source symbol', (t) => {

@@ -1,0 +1,86 @@
+/**
+ * A pool of RaptorQ worker threads (codec-worker.ts): segments are
+ * independent, so they encode and decode in parallel, one per core.
+ */
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import type { CodecRequest, CodecResponse } from './codec-worker.js';
+
+type Pending = { resolve: (r: CodecResponse) => void; reject: (e: Error) => void };
+type Job = CodecRequest extends infer R ? (R extends unknown ? Omit<R, 'id'> : never) : never;
+
+/** Under tsx (development, tests) the worker is TypeScript: it registers the same loader first. */
+function startWorker(): Worker {
+  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./codec-worker.js', import.meta.url));
+  const entry = JSON.stringify(new URL('./codec-worker.ts', import.meta.url).href);
+  return new Worker(`import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${entry}); });`, { eval: true });
+}
+
+export class CodecPool {
+  #workers: Worker[] = [];
+  #idle: Worker[] = [];
+  #queue: Array<{ job: Job; pending: Pending }> = [];
+  #pending = new Map<number, Pending>();
+  #nextId = 0;
+
+  constructor(size = availableParallelism()) {
+    for (let i = 0; i < Math.max(1, size); i++) {
+      const worker = startWorker();
+      worker.on('message', (res: CodecResponse) => {
+        const p = this.#pending.get(res.id);
+        this.#pending.delete(res.id);
+        this.#release(worker);
+        if (!p) return;
+        if (res.error) p.reject(new Error(res.error));
+        else p.resolve(res);
+      });
+      worker.on('error', (err) => {
+        for (const p of this.#pending.values()) p.reject(err);
+        this.#pending.clear();
+      });
+      this.#workers.push(worker);
+      this.#idle.push(worker);
+    }
+  }
+
+  get size(): number {
+    return this.#workers.length;
+  }
+
+  #release(worker: Worker): void {
+    const next = this.#queue.shift();
+    if (next) this.#dispatch(worker, next.job, next.pending);
+    else this.#idle.push(worker);
+  }
+
+  #dispatch(worker: Worker, job: Job, pending: Pending): void {
+    const id = this.#nextId++;
+    this.#pending.set(id, pending);
+    worker.postMessage({ ...job, id } as CodecRequest);
+  }
+
+  #run(job: Job): Promise<CodecResponse> {
+    return new Promise((resolve, reject) => {
+      const pending = { resolve, reject };
+      const worker = this.#idle.pop();
+      if (worker) this.#dispatch(worker, job, pending);
+      else this.#queue.push({ job, pending });
+    });
+  }
+
+  /** The first `count` encoding symbols of a segment, ESI order, as one buffer of count × T bytes. */
+  async encode(data: Uint8Array, symbolSize: number, count: number): Promise<Uint8Array> {
+    return (await this.#run({ op: 'encode', data, symbolSize, count })).symbols!;
+  }
+
+  /** Decodes a segment from symbols (n × T bytes) with the given ESIs. */
+  async decode(length: number, symbolSize: number, esis: Uint32Array, symbols: Uint8Array): Promise<Uint8Array> {
+    return (await this.#run({ op: 'decode', length, symbolSize, esis, symbols })).bytes!;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.#workers.map((w) => w.terminate()));
+    this.#workers = [];
+    this.#idle = [];
+  }
+}

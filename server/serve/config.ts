@@ -1,0 +1,208 @@
+/**
+ * `fwcast serve` configuration: a JSON file, then environment variables, then
+ * command-line flags, each overriding the one before.
+ *
+ *   {
+ *     "listen": "[::1]:8080",                     FWCAST_LISTEN
+ *     "store": "/var/lib/fwcast-serve",           FWCAST_STORE
+ *     "interface": "eth0",                        FWCAST_IFACE
+ *     "rate": "20mbit",                           FWCAST_RATE
+ *     "port": 4242,                               FWCAST_PORT       (UDP)
+ *     "hops": 8,                                  FWCAST_HOPS
+ *     "trustedKeys": ["/etc/fwcast/publisher.pub"], FWCAST_TRUSTED_KEYS (comma-separated)
+ *     "models": ["rpi4", { "model": "sensor-v2", "group": "ff15::5" }], FWCAST_MODELS (comma-separated)
+ *     "tokenFile": "/etc/fwcast/serve.token",     FWCAST_TOKEN_FILE, or the token itself in FWCAST_TOKEN
+ *     "maxUploadSize": 536870912,                 FWCAST_MAX_UPLOAD (bytes)
+ *     "keepReleases": 2,                          FWCAST_KEEP_RELEASES
+ *     "logFormat": "text"                         FWCAST_LOG_FORMAT
+ *   }
+ *
+ * Every error names the field (or variable) it is about. The server never takes
+ * a signing key: it only verifies against `trustedKeys`.
+ */
+import { readFileSync } from 'node:fs';
+import { parseRate } from '../../cli/units.js';
+import { channelGroup, checkMulticastGroup, DEFAULT_PORT, modelChannelName } from '../../protocol/channel.js';
+import { ConfigError } from '../../protocol/errors.js';
+import { checkModelName } from '../../protocol/manifest.js';
+import type { Channel } from '../../transport/transport.js';
+
+export interface ServedModel {
+  model: string;
+  channel: Channel;
+}
+
+export interface ServeConfig {
+  /** HTTP listen host (IPv6 without brackets) and port; port 0 picks a free one. */
+  host: string;
+  httpPort: number;
+  store: string;
+  iface: string;
+  /** Bits per second on the wire, all channels together. */
+  rate: number;
+  hops: number;
+  trustedKeys: string[];
+  models: ServedModel[];
+  /** Bearer token for uploads and retirements. */
+  token: string;
+  maxUploadSize: number;
+  /** Superseded releases kept on disk per model, besides the live one. */
+  keepReleases: number;
+  logFormat: 'text' | 'json';
+}
+
+/** What the command line may set. */
+export interface ServeFlags {
+  config?: string;
+  listen?: string;
+  store?: string;
+  iface?: string;
+  rate?: string;
+  logFormat?: 'text' | 'json';
+}
+
+export const DEFAULT_MAX_UPLOAD = 512 * 1024 * 1024;
+const MIN_TOKEN_LENGTH = 16;
+
+type Json = Record<string, unknown>;
+const KNOWN = ['listen', 'store', 'interface', 'rate', 'port', 'hops', 'trustedKeys', 'models', 'tokenFile', 'maxUploadSize', 'keepReleases', 'logFormat'];
+
+function isObject(v: unknown): v is Json {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function readJson(path: string): Json {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (!isObject(parsed)) throw new ConfigError(`config file ${path} must contain a JSON object`);
+  for (const k of Object.keys(parsed)) if (!KNOWN.includes(k)) throw new ConfigError(`config: unknown field "${k}" (known: ${KNOWN.join(', ')})`);
+  return parsed;
+}
+
+/** One setting: the first of flag, environment variable, file field that is set, with its source's name for messages. */
+function pick(flag: unknown, env: NodeJS.ProcessEnv, variable: string, file: Json, field: string): { value: unknown; where: string } | undefined {
+  if (flag !== undefined) return { value: flag, where: `--${field === 'interface' ? 'iface' : field}` };
+  const e = env[variable];
+  if (e !== undefined && e !== '') return { value: e, where: variable };
+  if (file[field] !== undefined) return { value: file[field], where: `config.${field}` };
+  return undefined;
+}
+
+function integer(s: { value: unknown; where: string } | undefined, min: number, max: number, fallback: number): number {
+  if (!s) return fallback;
+  const n = typeof s.value === 'string' && /^\s*\d+\s*$/.test(s.value) ? Number(s.value) : s.value;
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < min || n > max) throw new ConfigError(`${s.where} must be an integer in ${min}..${max}, got ${JSON.stringify(s.value)}`);
+  return n;
+}
+
+function text(s: { value: unknown; where: string } | undefined): string | undefined {
+  if (!s) return undefined;
+  if (typeof s.value !== 'string' || s.value.trim() === '') throw new ConfigError(`${s.where} must be a non-empty string`);
+  return s.value.trim();
+}
+
+/** "[::1]:8080", "127.0.0.1:8080", ":8080" (all addresses) → host and port. */
+export function parseListen(value: string, where: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9A-Fa-f:.%\w-]+)\]|([\w.-]*)):(\d{1,5})$/.exec(value.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new ConfigError(`${where} must be HOST:PORT, e.g. "[::1]:8080" or "127.0.0.1:8080", got ${JSON.stringify(value)}`);
+  return { host: m[1] ?? (m[2] || '::'), port };
+}
+
+function list(s: { value: unknown; where: string } | undefined): unknown[] | undefined {
+  if (!s) return undefined;
+  if (typeof s.value === 'string') return s.value.split(',').map((x) => x.trim()).filter((x) => x !== '');
+  if (!Array.isArray(s.value)) throw new ConfigError(`${s.where} must be an array`);
+  return s.value;
+}
+
+function parseModels(entries: unknown[], where: string, port: number): ServedModel[] {
+  const seen = new Set<string>();
+  return entries.map((entry, i) => {
+    const at = `${where}[${i}]`;
+    let model: string;
+    let group: string | undefined;
+    if (typeof entry === 'string') model = entry;
+    else if (isObject(entry) && typeof entry.model === 'string') {
+      model = entry.model;
+      if (entry.group !== undefined) {
+        if (typeof entry.group !== 'string') throw new ConfigError(`${at}.group must be an IPv6 multicast address`);
+        group = entry.group;
+      }
+    } else throw new ConfigError(`${at} must be a model name or { "model": ..., "group": ... }`);
+    try {
+      checkModelName(model);
+      if (group !== undefined) checkMulticastGroup(group);
+    } catch (err) {
+      throw new ConfigError(`${at}: ${(err as Error).message}`);
+    }
+    if (seen.has(model)) throw new ConfigError(`${at}: model "${model}" is listed twice`);
+    seen.add(model);
+    const name = modelChannelName(model);
+    return { model, channel: { name, group: group ?? channelGroup(name), port } };
+  });
+}
+
+export function resolveServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = process.env): ServeConfig {
+  const file = flags.config ? readJson(flags.config) : {};
+
+  const listen = text(pick(flags.listen, env, 'FWCAST_LISTEN', file, 'listen')) ?? '[::1]:8080';
+  const { host, port: httpPort } = parseListen(listen, flags.listen !== undefined ? '--listen' : env.FWCAST_LISTEN ? 'FWCAST_LISTEN' : 'config.listen');
+  const store = text(pick(flags.store, env, 'FWCAST_STORE', file, 'store')) ?? '/var/lib/fwcast-serve';
+  const iface = text(pick(flags.iface, env, 'FWCAST_IFACE', file, 'interface'));
+  if (!iface) throw new ConfigError('no network interface to publish on: set "interface" in the config, FWCAST_IFACE, or --iface');
+  if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(iface)) throw new ConfigError(`interface "${iface}" is not a network interface name`);
+
+  const rateSetting = pick(flags.rate, env, 'FWCAST_RATE', file, 'rate');
+  let rate = 20e6;
+  if (rateSetting) {
+    try {
+      rate = parseRate(String(rateSetting.value));
+    } catch (err) {
+      throw new ConfigError(`${rateSetting.where}: ${(err as Error).message}`);
+    }
+  }
+  const udpPort = integer(pick(undefined, env, 'FWCAST_PORT', file, 'port'), 1, 65535, DEFAULT_PORT);
+  const hops = integer(pick(undefined, env, 'FWCAST_HOPS', file, 'hops'), 1, 255, 8);
+
+  const keySetting = pick(undefined, env, 'FWCAST_TRUSTED_KEYS', file, 'trustedKeys');
+  const trustedKeys = list(keySetting) ?? [];
+  if (!trustedKeys.every((k): k is string => typeof k === 'string' && k !== '')) throw new ConfigError(`${keySetting!.where} must list key files or base64 keys`);
+  if (trustedKeys.length === 0) throw new ConfigError('no trusted publisher key: set "trustedKeys" in the config or FWCAST_TRUSTED_KEYS (the server verifies uploads; it never holds a signing key)');
+
+  const modelSetting = pick(undefined, env, 'FWCAST_MODELS', file, 'models');
+  const models = parseModels(list(modelSetting) ?? [], modelSetting?.where ?? 'config.models', udpPort);
+  if (models.length === 0) throw new ConfigError('no model to serve: list "models" in the config or FWCAST_MODELS (uploads for other models are refused)');
+
+  let token = env.FWCAST_TOKEN?.trim() || undefined;
+  if (!token) {
+    const tokenFile = text(pick(undefined, env, 'FWCAST_TOKEN_FILE', file, 'tokenFile'));
+    if (tokenFile) {
+      try {
+        token = readFileSync(tokenFile, 'utf8').trim();
+      } catch (err) {
+        throw new ConfigError(`cannot read token file ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+    }
+  }
+  if (!token) throw new ConfigError('no upload token: set FWCAST_TOKEN, FWCAST_TOKEN_FILE or "tokenFile" (uploads need `Authorization: Bearer TOKEN`)');
+  if (token.length < MIN_TOKEN_LENGTH || /\s/.test(token)) throw new ConfigError(`the upload token must be at least ${MIN_TOKEN_LENGTH} characters without spaces (e.g. \`openssl rand -hex 32\`)`);
+
+  const maxUploadSize = integer(pick(undefined, env, 'FWCAST_MAX_UPLOAD', file, 'maxUploadSize'), 1024, Number.MAX_SAFE_INTEGER, DEFAULT_MAX_UPLOAD);
+  const keepReleases = integer(pick(undefined, env, 'FWCAST_KEEP_RELEASES', file, 'keepReleases'), 0, 1000, 2);
+  const format = pick(flags.logFormat, env, 'FWCAST_LOG_FORMAT', file, 'logFormat');
+  if (format && format.value !== 'text' && format.value !== 'json') throw new ConfigError(`${format.where} must be "text" or "json"`);
+  const logFormat = (format?.value as 'text' | 'json' | undefined) ?? 'text';
+
+  return { host, httpPort, store, iface, rate, hops, trustedKeys, models, token, maxUploadSize, keepReleases, logFormat };
+}

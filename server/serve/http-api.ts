@@ -1,0 +1,205 @@
+/**
+ * The server's HTTP API (node:http, no framework):
+ *
+ *   POST   /api/v1/releases       upload a release file (body: `fwcast sign`'s output)   bearer token
+ *   DELETE /api/v1/releases/ID    retire a release (stops publishing it)                 bearer token
+ *   GET    /api/v1/releases       list stored releases
+ *   GET    /api/v1/releases/ID    one release
+ *   GET    /api/v1/status         channels, releases and live rates (the status page polls it)
+ *   GET    /healthz               liveness: 200 {"status":"ok"}
+ *   GET    /metrics               Prometheus text exposition
+ *   GET    /                      the status page
+ *
+ * Upload answers: 201 stored, 200 already stored (same release id: CI can
+ * retry), 401 no or wrong token, 413 too large, 400 not a valid release file,
+ * 422 bad signature / unknown key / wrong model / expired, 409 sequence not
+ * above the stored ones (rollback) or retired. Every refusal body is
+ * {"error": reason, "message": text} and nothing is stored.
+ *
+ * A client that sends `Expect: 100-continue` (curl, `fwcast push`) gets 401 or
+ * 413 before it sends the body.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { PassThrough } from 'node:stream';
+import type { Logger } from '../../protocol/log.js';
+import { PROMETHEUS_CONTENT_TYPE, type ServeMetrics } from './metrics.js';
+import { RejectedError, REJECTIONS, type ReleaseStore, type StoredRelease } from './release-store.js';
+import { STATUS_PAGE_HTML } from './status-page.js';
+
+export interface HttpApiInit {
+  store: ReleaseStore;
+  metrics: ServeMetrics;
+  token: string;
+  maxUploadSize: number;
+  log: Logger;
+  /** JSON for /api/v1/status. */
+  status: () => unknown;
+  /** Prometheus text for /metrics. */
+  exposition: () => string;
+  /** Called after a model's releases changed (stored or retired). */
+  onChange: (model: string) => void;
+}
+
+const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
+
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body) + '\n';
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+/**
+ * After an answer that did not need the body: reads and discards what the client
+ * still sends, for a second (so it can see the answer), then closes the connection.
+ */
+function dropBody(req: IncomingMessage): void {
+  req.resume();
+  if (!req.complete) setTimeout(() => req.destroy(), 1000).unref();
+}
+
+export function createHttpApi(init: HttpApiInit): Server {
+  const { store, metrics, log } = init;
+  const tokenDigest = digest(init.token);
+
+  const authorized = (req: IncomingMessage): boolean => {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+    return m !== null && timingSafeEqual(digest(m[1]!), tokenDigest);
+  };
+
+  /** Refuses before the body is read; the client may still be sending, so the connection closes after. */
+  const refuseEarly = (req: IncomingMessage, res: ServerResponse, reason: 'unauthorized' | 'too-large', message: string): void => {
+    metrics.countRejection(reason);
+    log.log('warn', `refused ${req.method} ${req.url}: ${message}`, { reason, status: REJECTIONS[reason], remote: req.socket.remoteAddress });
+    send(res, REJECTIONS[reason], { error: reason, message }, { connection: 'close', ...(reason === 'unauthorized' ? { 'www-authenticate': 'Bearer realm="fwcast"' } : {}) });
+    dropBody(req);
+  };
+
+  /** The checks that need only the headers: auth and declared size. True if the request may go on. */
+  const precheck = (req: IncomingMessage, res: ServerResponse): boolean => {
+    if (!authorized(req)) {
+      refuseEarly(req, res, 'unauthorized', req.headers.authorization ? 'wrong token' : 'missing "Authorization: Bearer TOKEN" header');
+      return false;
+    }
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (req.method === 'POST' && declared > init.maxUploadSize) {
+      refuseEarly(req, res, 'too-large', `upload of ${declared} bytes exceeds the limit of ${init.maxUploadSize}`);
+      return false;
+    }
+    return true;
+  };
+
+  const upload = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    // The body goes through a PassThrough so that a refusal mid-stream does not destroy the socket before the answer.
+    const body = new PassThrough();
+    req.pipe(body);
+    req.on('close', () => {
+      if (!req.complete) body.destroy(new Error('the client closed the connection before the upload was complete'));
+    });
+    const started = performance.now();
+    try {
+      const { release, created } = await store.ingest(body, init.maxUploadSize);
+      metrics.countUpload(created ? 'stored' : 'duplicate');
+      log.log('info', created ? `stored ${release.model} ${release.version} (seq ${release.seq})` : `already stored: ${release.model} ${release.version} (seq ${release.seq})`, {
+        release: release.releaseId, model: release.model, version: release.version, seq: release.seq, bytes: release.imageSize, ms: Math.round(performance.now() - started),
+      });
+      send(res, created ? 201 : 200, { stored: created, release }, { location: `/api/v1/releases/${release.releaseId}` });
+      if (created) init.onChange(release.model);
+    } catch (err) {
+      if (err instanceof RejectedError) {
+        metrics.countRejection(err.reason);
+        log.log('warn', `refused upload: ${err.message}`, { reason: err.reason, status: err.status, remote: req.socket.remoteAddress });
+        if (!res.headersSent && !res.destroyed) send(res, err.status, { error: err.reason, message: err.message }, req.complete ? {} : { connection: 'close' });
+        dropBody(req);
+        return;
+      }
+      if (!req.complete) {
+        log.log('warn', `upload abandoned: ${(err as Error).message}`, { remote: req.socket.remoteAddress });
+        return;
+      }
+      throw err;
+    }
+  };
+
+  const retire = async (id: string, res: ServerResponse): Promise<void> => {
+    const r = await store.retire(id);
+    if (!r) {
+      send(res, 404, { error: 'not-found', message: `no release ${id}` });
+      return;
+    }
+    metrics.retirements++;
+    log.log('info', `retired ${r.model} ${r.version} (seq ${r.seq})`, { release: r.releaseId, model: r.model });
+    send(res, 200, { retired: true, release: r });
+    init.onChange(r.model);
+  };
+
+  const route = async (req: IncomingMessage, res: ServerResponse, continued: boolean): Promise<void> => {
+    const url = new URL(req.url ?? '/', 'http://fwcast');
+    const path = url.pathname.replace(/\/+$/, '') || '/';
+    const method = req.method ?? 'GET';
+    const one = /^\/api\/v1\/releases\/([0-9a-f]{16})$/.exec(path);
+    const allow = (methods: string): void => send(res, 405, { error: 'method-not-allowed', message: `${method} is not allowed on ${path}` }, { allow: methods });
+
+    if (path === '/api/v1/releases') {
+      if (method === 'POST') {
+        if (continued || precheck(req, res)) await upload(req, res);
+        return;
+      }
+      if (method === 'GET' || method === 'HEAD') return send(res, 200, { releases: store.list() });
+      return allow('GET, POST');
+    }
+    if (one) {
+      const id = one[1]!;
+      if (method === 'DELETE') {
+        if (continued || precheck(req, res)) await retire(id, res);
+        return;
+      }
+      if (method === 'GET' || method === 'HEAD') {
+        const r: StoredRelease | undefined = store.get(id);
+        return r ? send(res, 200, r) : send(res, 404, { error: 'not-found', message: `no release ${id}` });
+      }
+      return allow('GET, DELETE');
+    }
+    if (method !== 'GET' && method !== 'HEAD') return allow('GET');
+    switch (path) {
+      case '/healthz':
+        return send(res, 200, { status: 'ok', uptimeSeconds: Math.round((Date.now() - metrics.startedAt) / 1000) });
+      case '/metrics': {
+        const text = init.exposition();
+        res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'content-length': Buffer.byteLength(text) });
+        return void res.end(text);
+      }
+      case '/api/v1/status':
+        return send(res, 200, init.status());
+      case '/':
+      case '/index.html':
+        res.writeHead(200, {
+          'content-type': 'text/html; charset=utf-8',
+          'content-length': Buffer.byteLength(STATUS_PAGE_HTML),
+          'content-security-policy': "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+          'x-content-type-options': 'nosniff',
+        });
+        return void res.end(STATUS_PAGE_HTML);
+      default:
+        return send(res, 404, { error: 'not-found', message: `no such endpoint: ${path}` });
+    }
+  };
+
+  const handle = (req: IncomingMessage, res: ServerResponse, continued: boolean): void => {
+    route(req, res, continued).catch((err: unknown) => {
+      log.log('error', `${req.method} ${req.url} failed: ${(err as Error).stack ?? String(err)}`);
+      if (!res.headersSent) send(res, 500, { error: 'internal', message: (err as Error).message });
+      else res.destroy();
+    });
+  };
+
+  const server = createServer({ requestTimeout: 30 * 60_000, headersTimeout: 60_000 }, (req, res) => handle(req, res, false));
+  // `Expect: 100-continue`: answer 401/413 before the client sends the body.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    const writes = req.method === 'POST' || req.method === 'DELETE';
+    if (writes && !precheck(req, res)) return;
+    res.writeContinue();
+    handle(req, res, writes);
+  });
+  return server;
+}

@@ -1,0 +1,106 @@
+/**
+ * The client side of `fwcast push`: streams a release file to a server's
+ * upload endpoint. Sends `Expect: 100-continue`, so a wrong token or an
+ * oversized file is refused before the body goes out (after 1 s without an
+ * answer the body is sent anyway, for proxies that ignore Expect).
+ */
+import { createReadStream, statSync } from 'node:fs';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+
+/** `fwcast push` exit codes. */
+export const PUSH_EXIT = {
+  /** Stored, or the same release was already stored. */
+  stored: 0,
+  /** Anything unexpected (e.g. a malformed server answer). */
+  error: 1,
+  /** Bad command line, or the file cannot be read. */
+  usage: 2,
+  /** The server refused the release (400, 409, 413, 422, …): fix the release, do not retry. */
+  rejected: 3,
+  /** Missing or wrong token (401/403). */
+  auth: 4,
+  /** Server unreachable, timed out, or failing (5xx): retry later. */
+  unreachable: 5,
+} as const;
+
+export interface PushResult {
+  status: number;
+  body: Record<string, unknown>;
+}
+
+export class PushNetworkError extends Error {
+  override name = 'PushNetworkError';
+}
+
+export function uploadUrl(server: string): URL {
+  let url: URL;
+  try {
+    url = new URL(server);
+  } catch {
+    throw new TypeError(`--server must be a URL like http://[fd00::1]:8080, got "${server}"`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`--server must be http:// or https://, got "${server}"`);
+  return new URL(`${url.pathname.replace(/\/+$/, '')}/api/v1/releases`, url);
+}
+
+export function pushRelease(file: string, server: string, token: string | undefined, timeoutMs: number): Promise<PushResult> {
+  const url = uploadUrl(server);
+  const size = statSync(file).size;
+  return new Promise((resolve, reject) => {
+    const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    const req = request(url, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/octet-stream',
+        'content-length': size,
+        expect: '100-continue',
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+      },
+      timeout: timeoutMs,
+    });
+    let bodySent = false;
+    const sendBody = (): void => {
+      if (bodySent) return;
+      bodySent = true;
+      createReadStream(file).on('error', (err) => req.destroy(err)).pipe(req);
+    };
+    const fallback = setTimeout(sendBody, 1000);
+    req.on('continue', () => {
+      clearTimeout(fallback);
+      sendBody();
+    });
+    req.on('timeout', () => req.destroy(new PushNetworkError(`no answer from ${url.origin} within ${timeoutMs / 1000} s`)));
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(fallback);
+      reject(err instanceof PushNetworkError ? err : new PushNetworkError(`cannot reach ${url.origin}: ${err.code ?? err.message}`));
+    });
+    req.on('response', (res: IncomingMessage) => {
+      clearTimeout(fallback);
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        if (text.length < 65536) text += d;
+      });
+      res.on('end', () => {
+        let body: Record<string, unknown>;
+        try {
+          const parsed: unknown = JSON.parse(text);
+          body = typeof parsed === 'object' && parsed !== null ? parsed as Record<string, unknown> : { message: text };
+        } catch {
+          body = { message: text.trim().slice(0, 500) };
+        }
+        resolve({ status: res.statusCode ?? 0, body });
+        if (!bodySent) req.destroy();
+      });
+    });
+  });
+}
+
+export function exitCodeFor(status: number): number {
+  if (status === 200 || status === 201) return PUSH_EXIT.stored;
+  if (status === 401 || status === 403) return PUSH_EXIT.auth;
+  if (status >= 500) return PUSH_EXIT.unreachable;
+  if (status >= 400) return PUSH_EXIT.rejected;
+  return PUSH_EXIT.error;
+}

@@ -1,0 +1,83 @@
+/**
+ * `fwcast serve` (the long-running publisher with its HTTP API) and
+ * `fwcast push` (upload a signed release from CI).
+ */
+import { statSync } from 'node:fs';
+import { Option, type Command } from 'commander';
+import { createConsoleLogger } from '../../cli/console-log.js';
+import { resolveServeConfig, type ServeFlags } from './config.js';
+import { exitCodeFor, PUSH_EXIT, PushNetworkError, pushRelease, uploadUrl } from './push.js';
+import { FwcastServer } from './server.js';
+
+export function addServeCommands(program: Command): void {
+  program.command('serve')
+    .description('run the publisher as a service: a release store, an HTTP API to upload and retire releases, and a carousel of every model\'s newest release')
+    .option('-c, --config <file>', 'JSON configuration file (see README); FWCAST_* environment variables override it')
+    .option('--listen <host:port>', 'HTTP address, e.g. "[::1]:8080" (default) or "0.0.0.0:8080"')
+    .option('--store <dir>', 'release store directory (default /var/lib/fwcast-serve)')
+    .option('--iface <name>', 'network interface to send on')
+    .option('--rate <rate>', 'total rate on the wire, e.g. 20mbit (default)')
+    .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']))
+    .action(async (opts: ServeFlags) => {
+      const config = resolveServeConfig(opts);
+      const log = createConsoleLogger({ format: config.logFormat }, 'serve');
+      const server = new FwcastServer(config, log);
+      await server.start();
+      const failure = await Promise.race([
+        new Promise<undefined>((resolve) => {
+          process.once('SIGINT', () => resolve(undefined));
+          process.once('SIGTERM', () => resolve(undefined));
+        }),
+        server.failed,
+      ]);
+      log.log('info', 'stopping');
+      await server.stop();
+      if (failure) throw failure;
+    });
+
+  program.command('push')
+    .description('upload a signed release file to `fwcast serve` (for CI). Exit codes: 0 stored or already stored, 2 usage, 3 rejected by the server, 4 authentication failed, 5 server unreachable or failing')
+    .argument('<file>', 'release file from `fwcast sign`')
+    .requiredOption('--server <url>', 'server base URL, e.g. http://fwcast.example:8080')
+    .option('--token <token>', 'upload token (default: the FWCAST_TOKEN environment variable, which keeps it out of process lists)')
+    .option('--timeout <seconds>', 'give up after this many seconds without an answer', '120')
+    .option('--json', 'print one JSON line with the outcome')
+    .exitOverride((err) => {
+      // Commander has printed the message already; usage errors exit 2.
+      process.exit(err.exitCode === 0 ? 0 : PUSH_EXIT.usage);
+    })
+    .action(async (file: string, opts: { server: string; token?: string; timeout: string; json?: boolean }) => {
+      const finish = (code: number, outcome: Record<string, unknown>, line: string): void => {
+        if (opts.json) process.stdout.write(JSON.stringify({ ok: code === 0, exitCode: code, ...outcome }) + '\n');
+        (code === 0 ? process.stdout : process.stderr).write(opts.json && code === 0 ? '' : `${code === 0 ? '' : 'fwcast push: error: '}${line}\n`);
+        process.exitCode = code;
+      };
+      const timeout = Number(opts.timeout);
+      try {
+        uploadUrl(opts.server);
+        if (!(timeout > 0)) throw new TypeError(`--timeout must be a positive number of seconds, got "${opts.timeout}"`);
+        if (!statSync(file).isFile()) throw new TypeError(`${file} is not a file`);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        return finish(PUSH_EXIT.usage, { error: 'usage', message: code ? `cannot read ${file}: ${code}` : (err as Error).message }, code ? `cannot read ${file}: ${code}` : (err as Error).message);
+      }
+      const token = opts.token ?? (process.env.FWCAST_TOKEN || undefined);
+      let result;
+      try {
+        result = await pushRelease(file, opts.server, token, timeout * 1000);
+      } catch (err) {
+        if (err instanceof PushNetworkError) return finish(PUSH_EXIT.unreachable, { error: 'unreachable', message: err.message }, err.message);
+        throw err;
+      }
+      const code = exitCodeFor(result.status);
+      const release = result.body.release as { model?: string; version?: string; seq?: number; releaseId?: string } | undefined;
+      if (code === PUSH_EXIT.stored && release) {
+        const what = `${release.model} ${release.version} (seq ${release.seq}), release ${release.releaseId}`;
+        return finish(code, { status: result.status, stored: result.status === 201, release }, `${result.status === 201 ? 'stored' : 'already stored'}: ${what} on ${opts.server}`);
+      }
+      const reason = typeof result.body.error === 'string' ? result.body.error : `http-${result.status}`;
+      const message = typeof result.body.message === 'string' ? result.body.message : `HTTP ${result.status}`;
+      const hint = code === PUSH_EXIT.auth ? (token ? ' (check the token)' : ' (pass --token or set FWCAST_TOKEN)') : '';
+      return finish(code === PUSH_EXIT.stored ? PUSH_EXIT.error : code, { status: result.status, error: reason, message }, `server answered ${result.status} ${reason}: ${message}${hint}`);
+    });
+}

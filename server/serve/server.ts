@@ -1,0 +1,170 @@
+/**
+ * The long-running publisher behind `fwcast serve`: the release store, one
+ * Publisher carouselling the live release of every served model within one
+ * rate budget, and the HTTP API. New uploads replace a model's carousel on the
+ * fly; retiring the live release puts the next newest on the air (or none).
+ */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { readTrustedKey } from '../../cli/key-files.js';
+import * as ed25519 from '../../protocol/ed25519.js';
+import { ConfigError } from '../../protocol/errors.js';
+import type { Logger } from '../../protocol/log.js';
+import type { Transport } from '../../transport/transport.js';
+import { UdpMulticastTransport } from '../../transport/udp-multicast.js';
+import { Carousel } from '../carousel.js';
+import { Publisher } from '../publisher.js';
+import type { ServeConfig, ServedModel } from './config.js';
+import { createHttpApi } from './http-api.js';
+import { ServeMetrics } from './metrics.js';
+import { ReleaseStore, type StoredRelease } from './release-store.js';
+
+interface OnAir {
+  release: StoredRelease;
+  since: string;
+}
+
+export class FwcastServer {
+  readonly config: ServeConfig;
+  readonly metrics = new ServeMetrics();
+  #log: Logger;
+  #store!: ReleaseStore;
+  #transport: Transport;
+  #publisher: Publisher;
+  #http!: Server;
+  #abort = new AbortController();
+  #running: Promise<void> | undefined;
+  #sampler: NodeJS.Timeout | undefined;
+  #onAir = new Map<string, OnAir>();
+  #models: Map<string, ServedModel>;
+
+  #fail!: (err: Error) => void;
+  /** Settles if the server cannot go on (the publisher's send loop failed). */
+  readonly failed = new Promise<Error>((resolve) => (this.#fail = resolve));
+
+  constructor(config: ServeConfig, log: Logger, transport?: Transport) {
+    this.config = config;
+    this.#log = log;
+    this.#models = new Map(config.models.map((m) => [m.model, m]));
+    this.#transport = transport ?? new UdpMulticastTransport({ iface: config.iface, hops: config.hops });
+    this.#publisher = new Publisher({ transport: this.#transport, rate: config.rate });
+  }
+
+  /** Opens the store, puts every model's live release on the air, and listens. Returns the HTTP address. */
+  async start(): Promise<AddressInfo> {
+    await ed25519.ready();
+    const trusted = this.config.trustedKeys.map(readTrustedKey);
+    this.#store = new ReleaseStore({
+      dir: this.config.store, trusted, models: [...this.#models.keys()], keep: this.config.keepReleases, log: this.#log.child('serve:store'),
+    });
+    this.#store.open();
+    const counts = this.#store.list();
+    this.#log.log('info', `store ${this.config.store}: ${counts.length} release(s)`, { live: counts.filter((r) => r.state === 'live').length });
+    try {
+      await this.#transport.open();
+    } catch (err) {
+      throw new ConfigError(`cannot multicast on interface "${this.config.iface}": ${(err as Error).message}`);
+    }
+    for (const model of this.#models.keys()) this.#sync(model);
+    this.#running = this.#publisher.run({ signal: this.#abort.signal }).catch((err: unknown) => {
+      this.#log.log('error', `the publisher stopped: ${(err as Error).message}`);
+      this.#fail(err as Error);
+    });
+    this.#sampler = setInterval(() => this.metrics.sample(this.#publisher.stats()), 1000);
+    this.#http = createHttpApi({
+      store: this.#store,
+      metrics: this.metrics,
+      token: this.config.token,
+      maxUploadSize: this.config.maxUploadSize,
+      log: this.#log.child('serve:http'),
+      status: () => this.status(),
+      exposition: () => this.#exposition(),
+      onChange: (model) => this.#sync(model),
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.#http.once('error', reject);
+      this.#http.listen({ host: this.config.host, port: this.config.httpPort }, () => resolve());
+    });
+    const address = this.#http.address() as AddressInfo;
+    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    this.#log.log('info', `listening on http://${host}:${address.port}`, { rate: this.config.rate, interface: this.config.iface });
+    return address;
+  }
+
+  /** Puts the model's live release on the air, replaces an older one, or stops the channel. */
+  #sync(model: string): void {
+    const served = this.#models.get(model);
+    if (!served) return;
+    const live = this.#store.live(model);
+    const current = this.#onAir.get(model);
+    if (live?.releaseId === current?.release.releaseId) return;
+    const log = this.#log.child('serve:publisher');
+    if (!live) {
+      this.#publisher.remove(served.channel.name);
+      this.#onAir.delete(model);
+      log.log('info', `${served.channel.name}: off the air (no release)`, { model });
+      return;
+    }
+    try {
+      const started = performance.now();
+      const carousel = new Carousel({ ...this.#store.load(live.releaseId) });
+      this.#publisher.set({ channel: served.channel, carousel });
+      this.#onAir.set(model, { release: live, since: new Date().toISOString() });
+      log.log('info', `${served.channel.name}: on the air ${model} ${live.version} (seq ${live.seq})`, {
+        release: live.releaseId, group: served.channel.group, port: served.channel.port, encodeMs: Math.round(performance.now() - started),
+      });
+    } catch (err) {
+      log.log('error', `${served.channel.name}: cannot publish release ${live.releaseId}: ${(err as Error).message}`, { model });
+    }
+  }
+
+  status(): unknown {
+    const stats = this.#publisher.stats();
+    return {
+      server: {
+        interface: this.config.iface,
+        rate: this.config.rate,
+        startedAt: new Date(this.metrics.startedAt).toISOString(),
+        uptimeSeconds: Math.round((Date.now() - this.metrics.startedAt) / 1000),
+        sendErrors: this.#transport.sendErrors,
+      },
+      channels: [...this.#models.values()].map((m) => {
+        const air = this.#onAir.get(m.model);
+        const s = air ? stats.find((x) => x.channel === m.channel.name && x.releaseId === air.release.releaseId) : undefined;
+        return {
+          model: m.model,
+          channel: m.channel.name,
+          group: m.channel.group,
+          port: m.channel.port,
+          release: air ? { releaseId: air.release.releaseId, version: air.release.version, seq: air.release.seq, since: air.since } : null,
+          rounds: s?.rounds ?? 0,
+          packets: s?.packets ?? 0,
+          bytes: s?.bytes ?? 0,
+          rateBitsPerSecond: air ? this.metrics.rate(m.channel.name, air.release.releaseId) : 0,
+        };
+      }),
+      releases: this.#store.list(),
+    };
+  }
+
+  #exposition(): string {
+    const releases: Record<string, number> = { live: 0, superseded: 0, retired: 0 };
+    for (const r of this.#store.list()) releases[r.state] = (releases[r.state] ?? 0) + 1;
+    const live = [...this.#onAir].map(([model, a]) => ({ channel: this.#models.get(model)!.channel.name, model, releaseId: a.release.releaseId, version: a.release.version, seq: a.release.seq }));
+    return this.metrics.exposition(this.#publisher.stats(), live, { rate: this.config.rate, sendErrors: this.#transport.sendErrors, releases });
+  }
+
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    if (this.#sampler) clearInterval(this.#sampler);
+    if (this.#http?.listening) {
+      const closed = new Promise<void>((resolve) => this.#http.close(() => resolve()));
+      this.#http.closeIdleConnections();
+      setTimeout(() => this.#http.closeAllConnections(), 2000).unref();
+      await closed;
+    }
+    await this.#running;
+    await this.#transport.close();
+    for (const s of this.#publisher.stats()) this.#log.log('info', `${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes`, { release: s.releaseId });
+  }
+}
