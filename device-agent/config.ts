@@ -10,8 +10,16 @@
  *       { "model": "rpi4", "installer": { "type": "file", "path": "/var/lib/fwcast/current.img" } },
  *       { "model": "sensor-mcu", "group": "ff15::5", "installer": { "type": "command", "command": "/usr/local/bin/flash-mcu" } }
  *     ],
- *     "limits": { "maxImageSize": 268435456 }
+ *     "limits": { "maxImageSize": 268435456 },
+ *     "mqtt": { "url": "mqtts://broker:8883", "ca": "/etc/fwcast/ca.pem", "username": "agent", "passwordFile": "/etc/fwcast/mqtt.pass" },
+ *     "relay": { "iface": "eth1", "rate": "10mbit" }
  *   }
+ *
+ * "interface" (IPv6 multicast) and "mqtt" (a broker, see docs/mqtt.md) may both
+ * be given: the agent listens on both and merges what it hears; one of them is
+ * required. "mqtt" takes url (required), ca, cert, key, username, passwordFile,
+ * topicPrefix. "relay" re-sends each installed release onward on "iface" and/or
+ * "mqtt" at "rate" (default 10mbit); see device-agent/relay.ts and transports.ts.
  *
  * Every error names the field it is about.
  */
@@ -22,6 +30,7 @@ import { ConfigError } from '../protocol/errors.js';
 import { DEFAULT_LIMITS, type ReceiverLimits } from '../protocol/limits.js';
 import { checkModelName } from '../protocol/manifest.js';
 import type { Channel } from '../transport/transport.js';
+import { resolveMqtt, resolveRelay, type MqttConfig, type RelayConfig, type TransportFlags } from './transports.js';
 
 export type InstallerConfig =
   | { type: 'file'; path: string }
@@ -35,15 +44,18 @@ export interface ModelConfig {
 }
 
 export interface AgentConfig {
-  iface: string;
+  /** Multicast interface; undefined when the agent listens on MQTT only. */
+  iface: string | undefined;
   store: string;
   trustedKeys: string[];
   models: ModelConfig[];
   limits: ReceiverLimits;
+  mqtt?: MqttConfig;
+  relay?: RelayConfig;
 }
 
 /** What the command line may set; every field overrides the file's. */
-export interface AgentFlags {
+export interface AgentFlags extends TransportFlags {
   config?: string;
   model?: string;
   key?: string[];
@@ -135,11 +147,13 @@ function channelFor(model: string, group: string | undefined, p: number): Channe
 
 export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
   const file = flags.config ? readConfigFile(flags.config) : {};
-  const known = new Set(['interface', 'store', 'trustedKeys', 'port', 'models', 'limits']);
+  const known = new Set(['interface', 'store', 'trustedKeys', 'port', 'models', 'limits', 'mqtt', 'relay']);
   for (const k of Object.keys(file)) if (!known.has(k)) throw new ConfigError(`config: unknown field "${k}" (known: ${[...known].join(', ')})`);
 
   const iface = flags.iface ?? str(file, 'interface', 'config');
-  if (!iface) throw new ConfigError('no network interface: set "interface" in the config or pass --iface');
+  const mqtt = resolveMqtt(file.mqtt, flags);
+  if (!iface && !mqtt) throw new ConfigError('no network interface: set "interface" in the config or pass --iface (or use a broker: "mqtt" or --mqtt)');
+  const relay = resolveRelay(file.relay, flags);
   const store = flags.store ?? str(file, 'store', 'config') ?? '/var/lib/fwcast';
   const defaultPort = flags.port ?? (file.port === undefined ? DEFAULT_PORT : port(file.port, 'config.port'));
 
@@ -180,5 +194,5 @@ export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
     if (seen.has(m.model)) throw new ConfigError(`model "${m.model}" is listed twice`);
     seen.add(m.model);
   }
-  return { iface, store, trustedKeys, models, limits: parseLimits(file.limits) };
+  return { iface, store, trustedKeys, models, limits: parseLimits(file.limits), ...(mqtt ? { mqtt } : {}), ...(relay ? { relay } : {}) };
 }

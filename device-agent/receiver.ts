@@ -253,9 +253,9 @@ export class Receiver {
   /** The current transfer if `releaseId` is its release; otherwise counts the drop. */
   #transferFor(releaseId: Uint8Array): Transfer | undefined {
     const t = this.#transfer;
-    const id = hex(releaseId);
-    if (t && id === hex(t.release.releaseId)) return t;
-    this.#drop(this.#refused.get(id) ?? 'unknown-release');
+    // Byte comparison first: this runs for every datagram.
+    if (t && Buffer.compare(releaseId, t.release.releaseId) === 0) return t;
+    this.#drop(this.#refused.get(hex(releaseId)) ?? 'unknown-release');
     return undefined;
   }
 

@@ -24,11 +24,17 @@ import type { AddResult, SegmentAssembler } from './assembler.js';
 const ESI_BYTES = 4;
 /** Open spill files kept at once; others are reopened on demand. */
 const MAX_OPEN = 32;
+/** Records are written in batches, one write per batch; all batches together stay under this. */
+const BATCH_BUDGET = 2 << 20;
+const MAX_BATCH = 32;
 
 interface SegmentState {
+  /** Records in the file plus those waiting in `batch`. */
   count: number;
   seen: Uint8Array;
   nextAttempt: number;
+  batch?: Uint8Array;
+  batched: number;
 }
 
 export class SpillAssembler implements SegmentAssembler {
@@ -41,11 +47,13 @@ export class SpillAssembler implements SegmentAssembler {
   #done: number;
   #state = new Map<number, SegmentState>();
   #open = new Map<number, number>();
+  #batchRecords: number;
 
   constructor(dir: string, manifest: Manifest) {
     this.#dir = dir;
     this.#manifest = manifest;
     this.#record = ESI_BYTES + manifest.symbolSize;
+    this.#batchRecords = Math.max(1, Math.min(MAX_BATCH, Math.floor(BATCH_BUDGET / (manifest.segments.length * this.#record))));
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, 'model'), manifest.model);
     this.imagePath = join(dir, 'image.part');
@@ -79,7 +87,7 @@ export class SpillAssembler implements SegmentAssembler {
 
   /** Rebuilds a segment's state from its spill file, cutting off a torn last record. */
   #recover(seg: SegmentInfo): SegmentState {
-    const state: SegmentState = { count: 0, seen: new Uint8Array(seg.published), nextAttempt: seg.sourceSymbols };
+    const state: SegmentState = { count: 0, seen: new Uint8Array(seg.published), nextAttempt: seg.sourceSymbols, batched: 0 };
     const path = this.#spillPath(seg.index);
     if (!existsSync(path)) return state;
     const fd = openSync(path, 'r+');
@@ -126,17 +134,28 @@ export class SpillAssembler implements SegmentAssembler {
   add(segment: SegmentInfo, esi: number, symbol: Uint8Array): AddResult {
     const state = this.#state.get(segment.index);
     if (!state || state.seen[esi]) return { kind: 'duplicate' };
-    const record = new Uint8Array(this.#record);
-    new DataView(record.buffer).setUint32(0, esi);
-    record.set(symbol, ESI_BYTES);
-    writeSync(this.#fd(segment.index), record, 0, record.length, state.count * this.#record);
+    state.batch ??= new Uint8Array(this.#batchRecords * this.#record);
+    const at = state.batched * this.#record;
+    new DataView(state.batch.buffer).setUint32(at, esi);
+    state.batch.set(symbol, at + ESI_BYTES);
+    state.batched++;
     state.seen[esi] = 1;
     state.count++;
+    if (state.batched === this.#batchRecords) this.#flush(segment.index, state);
     if (state.count < state.nextAttempt) return { kind: 'stored', received: state.count };
+    this.#flush(segment.index, state);
     const bytes = this.#decode(segment, state.count);
     if (bytes) return { kind: 'decoded', bytes };
     state.nextAttempt = state.count + 2;
     return { kind: 'stored', received: state.count };
+  }
+
+  /** Writes the waiting records of a segment to its spill file. */
+  #flush(index: number, state: SegmentState): void {
+    if (!state.batch || state.batched === 0) return;
+    const length = state.batched * this.#record;
+    writeSync(this.#fd(index), state.batch, 0, length, (state.count - state.batched) * this.#record);
+    state.batched = 0;
   }
 
   #decode(segment: SegmentInfo, count: number): Uint8Array | undefined {
@@ -168,7 +187,7 @@ export class SpillAssembler implements SegmentAssembler {
 
   reset(segment: SegmentInfo): void {
     this.#forget(segment.index);
-    this.#state.set(segment.index, { count: 0, seen: new Uint8Array(segment.published), nextAttempt: segment.sourceSymbols });
+    this.#state.set(segment.index, { count: 0, seen: new Uint8Array(segment.published), nextAttempt: segment.sourceSymbols, batched: 0 });
   }
 
   #forget(index: number): void {
@@ -184,6 +203,7 @@ export class SpillAssembler implements SegmentAssembler {
   }
 
   close(): void {
+    for (const [index, state] of this.#state) this.#flush(index, state);
     for (const fd of this.#open.values()) closeSync(fd);
     this.#open.clear();
     for (const fd of [this.#image, this.#done]) {

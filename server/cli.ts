@@ -179,6 +179,7 @@ export function buildProgram(): Command {
       let lastLine = 0;
       const publisher = new Publisher({ transport, rate, ...(opts.rounds !== undefined ? { rounds: opts.rounds } : {}) });
       for (const entry of entries) publisher.set(entry);
+      const sendingSince = performance.now();
       await publisher.run({
         signal: abort.signal,
         ...(opts.duration ? { durationMs: parseDuration(opts.duration) } : {}),
@@ -194,7 +195,8 @@ export function buildProgram(): Command {
       });
       if (live) process.stderr.write('\n');
       await transport.close();
-      for (const s of publisher.stats()) log.log('info', `${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes`);
+      const seconds = (performance.now() - sendingSince) / 1000;
+      for (const s of publisher.stats()) log.log('info', `${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes in ${seconds.toFixed(2)} s (${Math.round(s.packets / seconds)} datagrams/s)`);
       if (transport.sendErrors > 0) log.log('warn', `${transport.sendErrors} datagrams could not be sent (last error: ${(transport as { lastSendError?: Error }).lastSendError?.message})`);
       const mq = mqttStats(transport);
       if (mq) log.log('info', `mqtt: ${mq.published} published, ${mq.droppedOffline} dropped while disconnected, ${mq.droppedBackpressure} dropped on a full write buffer, ${mq.reconnects} reconnects`);

@@ -1,0 +1,77 @@
+/**
+ * Peak resident memory of a real agent receiving, verifying and installing an
+ * image over multicast in the lab: publisher and agent in their own network
+ * namespaces. The agent runs exactly as installed (bin/fwcast-agent.js and its
+ * node flags); VmHWM is read from /proc while it runs.
+ *
+ *   bash scripts/lab.sh npx tsx bench/agent-rss.ts [SIZE_MIB...]
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeSampleImage } from '../firmware-samples/generate.js';
+import { NetLab } from '../scripts/lab/netlab.js';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const FWCAST = join(ROOT, 'bin/fwcast.js');
+const AGENT = join(ROOT, 'bin/fwcast-agent.js');
+const KEY = join(ROOT, 'firmware-samples/demo-keys/DEMO-ONLY-publisher.key');
+const PUB = join(ROOT, 'firmware-samples/demo-keys/DEMO-ONLY-publisher.pub');
+
+/** The node flags of the agent's shebang line, so the measurement is of the agent as shipped. */
+function agentNodeFlags(): string[] {
+  const shebang = readFileSync(AGENT, 'utf8').split('\n')[0]!;
+  return shebang.split(/\s+/).filter((w) => w.startsWith('--'));
+}
+
+export interface AgentRss {
+  imageMiB: number;
+  peakRssMiB: number;
+  seconds: number;
+  verified: boolean;
+}
+
+export async function measureAgentRss(imageMiB: number, rate = '150mbit', timeoutS = 240): Promise<AgentRss> {
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-rss-'));
+  const lab = NetLab.create(['pub', 'dev']);
+  try {
+    const image = join(dir, 'image');
+    await writeSampleImage(image, imageMiB * 1024 * 1024, imageMiB);
+    const release = join(dir, 'release.fwc');
+    execFileSync(process.execPath, [FWCAST, 'sign', image, '--key', KEY, '--model', 'bench', '--version', '1', '--seq', '1', '--out', release]);
+    const expected = JSON.parse(execFileSync(process.execPath, [FWCAST, 'inspect', release, '--json'], { encoding: 'utf8' })) as { sha256: string };
+    const agent = lab.spawn('dev', process.execPath, [...agentNodeFlags(), AGENT, '--model', 'bench', '--key', PUB, '--iface', 'eth0', '--store', join(dir, 'store'), '--once', '--json', '--timeout', String(timeoutS)]);
+    let stdout = '';
+    agent.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    agent.stderr!.resume();
+    const exited = new Promise<number | null>((resolve) => agent.on('exit', resolve));
+    await new Promise((r) => setTimeout(r, 1000));
+    const publisher = lab.spawn('pub', process.execPath, [FWCAST, 'publish', release, '--iface', 'eth0', '--rate', rate, '--duration', `${timeoutS}s`, '--quiet', '--cache', join(dir, 'cache')]);
+    publisher.stderr!.resume();
+    const started = performance.now();
+    let peakKiB = 0;
+    const poll = setInterval(() => {
+      try {
+        const m = /VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${agent.pid}/status`, 'utf8'));
+        if (m) peakKiB = Math.max(peakKiB, Number(m[1]));
+      } catch {
+        // The agent has just exited.
+      }
+    }, 100);
+    const code = await exited;
+    clearInterval(poll);
+    publisher.kill('SIGTERM');
+    const result = code === 0 ? (JSON.parse(stdout.trim().split('\n').pop()!) as { sha256: string }) : undefined;
+    return { imageMiB, peakRssMiB: peakKiB / 1024, seconds: (performance.now() - started) / 1000, verified: result?.sha256 === expected.sha256 };
+  } finally {
+    lab.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const sizes = process.argv.slice(2).map(Number);
+  for (const size of sizes.length ? sizes : [16, 256]) console.log(JSON.stringify(await measureAgentRss(size)));
+}

@@ -1,0 +1,116 @@
+/**
+ * `npm run bench`: every fwcast benchmark in one run, each compared with a
+ * baseline measured in the same run (these machines are shared and noisy).
+ * Prints a table and writes bench/results/<time>.json with the machine.
+ *
+ *   npm run bench            the full benchmark (several minutes)
+ *   npm run bench -- --smoke small sizes, for CI (about a minute)
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { measureAgentRss } from './agent-rss.js';
+import { measureAuthCost } from './auth-cost.js';
+import { measureCodec } from './codec.js';
+import { simulateFleet } from './simulation.js';
+import { measureThroughput } from './throughput.js';
+import { measureWireEfficiency } from './wire-efficiency.js';
+
+const smoke = process.argv.includes('--smoke');
+const outDir = new URL('./results/', import.meta.url);
+
+interface Row {
+  benchmark: string;
+  measured: string;
+  baseline: string;
+  ratio: string;
+  target: string;
+  pass: boolean | null;
+}
+
+const rows: Row[] = [];
+const fixed = (n: number, d = 2): string => n.toFixed(d);
+
+function machine(): Record<string, unknown> {
+  return {
+    cpu: cpus()[0]?.model,
+    cores: cpus().length,
+    memoryGiB: +(totalmem() / 2 ** 30).toFixed(1),
+    kernel: execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim(),
+    node: process.version,
+    loadAverageAtStart: execFileSync('cat', ['/proc/loadavg'], { encoding: 'utf8' }).trim(),
+    rmemMax: Number(execFileSync('cat', ['/proc/sys/net/core/rmem_max'], { encoding: 'utf8' })),
+  };
+}
+
+const results: Record<string, unknown> = { smoke, startedAt: new Date().toISOString(), machine: machine() };
+
+async function section<T>(name: string, run: () => Promise<T>, report: (r: T) => void): Promise<void> {
+  process.stderr.write(`bench: ${name}…\n`);
+  const started = performance.now();
+  try {
+    const r = await run();
+    results[name] = r;
+    report(r);
+  } catch (err) {
+    results[name] = { error: (err as Error).message };
+    rows.push({ benchmark: name, measured: `error: ${(err as Error).message}`, baseline: '', ratio: '', target: '', pass: false });
+  }
+  process.stderr.write(`bench: ${name} done in ${((performance.now() - started) / 1000).toFixed(0)} s\n`);
+}
+
+await section('codec', () => measureCodec(smoke ? 4 : 16), (r) => {
+  rows.push({ benchmark: `codec encode ${r.imageMiB} MiB (${r.workers} workers)`, measured: `${fixed(r.encodeMBs, 1)} MB/s`, baseline: `${fixed(r.baselineEncodeMBs, 1)} MB/s single block`, ratio: `${fixed(r.encodeSpeedup)}×`, target: '≥100 MB/s, ≥3×', pass: r.encodeMBs >= 100 && r.encodeSpeedup >= 3 });
+  rows.push({ benchmark: `codec decode ${r.imageMiB} MiB (${r.workers} workers)`, measured: `${fixed(r.decodeMBs, 1)} MB/s`, baseline: `${fixed(r.baselineDecodeMBs, 1)} MB/s single block`, ratio: `${fixed(r.decodeSpeedup)}×`, target: '≥100 MB/s, ≥3×', pass: r.decodeMBs >= 100 && r.decodeSpeedup >= 3 });
+});
+
+await section('authCost', () => measureAuthCost(smoke ? 2 : 16, [0.1, 0.3]), (list) => {
+  for (const r of list) {
+    rows.push({ benchmark: `auth CPU vs decode CPU, ${fixed(r.loss * 100, 0)}% loss`, measured: `${fixed(r.authMs, 1)} ms`, baseline: `${fixed(r.decodeMs, 1)} ms decode`, ratio: fixed(r.ratio, 3), target: '≤0.15', pass: r.ratio <= 0.15 });
+  }
+});
+
+await section('wireEfficiency', () => measureWireEfficiency(smoke
+  ? { imageMiB: 2, agents: 3, rate: '100mbit', losses: [0, 0.1], uftp: true }
+  : { imageMiB: 16, agents: 8, rate: '100mbit', losses: [0, 0.1], uftp: true }), (list) => {
+  for (const r of list) {
+    if (r.tool === 'ideal') continue;
+    const target = r.tool === 'fwcast' ? (r.loss === 0 ? '≤1.06× ideal' : '≤1.10× ideal, < uftp') : 'comparison';
+    const uftp = list.find((x) => x.tool === 'uftp' && x.loss === r.loss);
+    const pass = r.tool !== 'fwcast' ? null : r.ratioToIdeal <= (r.loss === 0 ? 1.06 : 1.10) && (r.loss === 0 || !uftp || r.bytes < uftp.bytes);
+    rows.push({ benchmark: `wire ${r.tool}, ${fixed(r.loss * 100, 0)}% loss, ${r.agentsOk} agents ok`, measured: `${fixed(r.ratioToImage, 3)}× image`, baseline: 'ideal K/(1−p)·(T+48)', ratio: `${fixed(r.ratioToIdeal, 3)}× ideal`, target, pass });
+  }
+});
+
+await section('simulation', () => simulateFleet(smoke
+  ? { agents: 50, imageBytes: 512 * 1024, maxLoss: 0.3, seed: 1 }
+  : { agents: 1000, imageBytes: 4 * 1024 * 1024, maxLoss: 0.3, seed: 1 }), (r) => {
+  rows.push({ benchmark: `simulation ${r.agents} agents, loss 0–${fixed(r.maxLoss * 100, 0)}%`, measured: `${r.symbolsSent} symbols`, baseline: `${fixed(r.ideal, 0)} ideal`, ratio: `${fixed(r.ratio, 3)}×`, target: '≤1.03×', pass: r.ratio <= 1.03 });
+});
+
+await section('throughput', () => measureThroughput(smoke ? 10_000 : 30_000, smoke ? 8 : 48), (r) => {
+  rows.push({ benchmark: `publisher pacing to a real agent`, measured: `${fixed(r.achievedPps, 0)} datagrams/s, ${r.receiveBufferDrops} receiver drops`, baseline: `${r.targetPps} target`, ratio: fixed(r.achievedPps / r.targetPps), target: `≥${r.targetPps}/s, 0 drops`, pass: r.achievedPps >= r.targetPps * 0.97 && r.receiveBufferDrops === 0 && r.installed });
+});
+
+await section('agentRss', async () => {
+  const sizes = smoke ? [4] : [16, 256];
+  const out = [];
+  for (const size of sizes) out.push(await measureAgentRss(size));
+  return out;
+}, (list) => {
+  for (const r of list) {
+    const cap = r.imageMiB <= 16 ? 64 : 96;
+    rows.push({ benchmark: `agent peak RSS, ${r.imageMiB} MiB image`, measured: `${fixed(r.peakRssMiB, 1)} MiB`, baseline: '', ratio: '', target: `≤${cap} MiB${r.verified ? '' : ', NOT VERIFIED'}`, pass: r.verified && r.peakRssMiB <= cap });
+  }
+});
+
+results.finishedAt = new Date().toISOString();
+results.rows = rows;
+const widths = ['benchmark', 'measured', 'baseline', 'ratio', 'target'].map((k) => Math.max(k.length, ...rows.map((r) => String(r[k as keyof Row]).length)));
+const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ');
+console.log(line(['benchmark', 'measured', 'baseline', 'ratio', 'target']) + '  pass');
+for (const r of rows) console.log(line([r.benchmark, r.measured, r.baseline, r.ratio, r.target]) + '  ' + (r.pass === null ? '-' : r.pass ? 'yes' : 'NO'));
+mkdirSync(outDir, { recursive: true });
+const file = new URL(`${smoke ? 'smoke-' : ''}${(results.startedAt as string).replace(/[:.]/g, '-')}.json`, outDir);
+writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
+console.log(`\nwritten: bench/results/${file.pathname.split('/').pop()}`);

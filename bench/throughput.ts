@@ -1,0 +1,82 @@
+/**
+ * Publisher pacing at high packet rates: one release sent at a target rate
+ * across the lab's veth bridge to a real agent, which must install it with
+ * zero receive-buffer drops (Udp6RcvbufErrors in its namespace).
+ *
+ *   bash scripts/lab.sh npx tsx bench/throughput.ts [PACKETS_PER_SECOND] [SIZE_MIB]
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeSampleImage } from '../firmware-samples/generate.js';
+import { NetLab } from '../scripts/lab/netlab.js';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const FWCAST = join(ROOT, 'bin/fwcast.js');
+const AGENT = join(ROOT, 'bin/fwcast-agent.js');
+const KEY = join(ROOT, 'firmware-samples/demo-keys/DEMO-ONLY-publisher.key');
+const PUB = join(ROOT, 'firmware-samples/demo-keys/DEMO-ONLY-publisher.pub');
+/** Symbol datagram on the wire: 1228 bytes of UDP payload + 48 of IPv6/UDP headers. */
+const WIRE_BYTES = 1228 + 48;
+
+export interface ThroughputResult {
+  targetPps: number;
+  achievedPps: number;
+  datagrams: number;
+  receiveBufferDrops: number;
+  receiveBufferBytes: number;
+  installed: boolean;
+  seconds: number;
+}
+
+function udp6Counter(lab: NetLab, host: string, name: string): number {
+  const text = execFileSync('ip', ['netns', 'exec', lab.ns(host), 'cat', '/proc/net/snmp6'], { encoding: 'utf8' });
+  return Number(new RegExp(`^${name}\\s+(\\d+)`, 'm').exec(text)?.[1] ?? 0);
+}
+
+export async function measureThroughput(targetPps = 30_000, imageMiB = 48): Promise<ThroughputResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-pps-'));
+  const lab = NetLab.create(['pub', 'dev']);
+  try {
+    await writeSampleImage(join(dir, 'image'), imageMiB * 1024 * 1024, 3);
+    execFileSync(process.execPath, [FWCAST, 'sign', join(dir, 'image'), '--key', KEY, '--model', 'pps', '--version', '1', '--seq', '1', '--out', join(dir, 'r.fwc')]);
+    const agent = lab.spawn('dev', process.execPath, ['--max-semi-space-size=1', AGENT, '--model', 'pps', '--key', PUB, '--iface', 'eth0', '--store', join(dir, 'store'), '--once', '--json', '--timeout', '90', '--log-format', 'json']);
+    let stderr = '';
+    agent.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    agent.stdout!.resume();
+    const exited = new Promise<number | null>((resolve) => agent.on('exit', resolve));
+    await new Promise((r) => setTimeout(r, 1200));
+    const dropsBefore = udp6Counter(lab, 'dev', 'Udp6RcvbufErrors');
+    const rate = `${Math.round((targetPps * WIRE_BYTES * 8) / 1e6)}mbit`;
+    const publisher = lab.spawn('pub', process.execPath, [FWCAST, 'publish', join(dir, 'r.fwc'), '--iface', 'eth0', '--rate', rate, '--duration', '60s', '--cache', join(dir, 'cache')]);
+    let pubErr = '';
+    publisher.stderr!.setEncoding('utf8').on('data', (d: string) => (pubErr += d));
+    const started = performance.now();
+    const code = await exited;
+    const seconds = (performance.now() - started) / 1000;
+    publisher.kill('SIGTERM');
+    await new Promise((resolve) => publisher.on('exit', resolve));
+    // The publisher reports its own sending rate: datagrams over the time it was sending.
+    const sent = /fw\/pps: \d+ rounds, (\d+) datagrams, \d+ bytes in [\d.]+ s \((\d+) datagrams\/s\)/.exec(pubErr);
+    const stats = /"msg":"stats pps: (\d+) datagrams/.exec(stderr);
+    const datagrams = Number(stats?.[1] ?? 0);
+    return {
+      targetPps,
+      achievedPps: Number(sent?.[2] ?? 0),
+      datagrams,
+      receiveBufferDrops: udp6Counter(lab, 'dev', 'Udp6RcvbufErrors') - dropsBefore,
+      receiveBufferBytes: Number(execFileSync('cat', ['/proc/sys/net/core/rmem_max'], { encoding: 'utf8' })),
+      installed: code === 0,
+      seconds,
+    };
+  } finally {
+    lab.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  console.log(JSON.stringify(await measureThroughput(Number(process.argv[2] ?? 30_000), Number(process.argv[3] ?? 48))));
+}

@@ -1,0 +1,111 @@
+/**
+ * Relay mode: an agent that has installed (verified) a release carousels it
+ * onward on another transport, e.g. received over MQTT and re-multicast on its
+ * LAN, at its own rate. The relay holds no signing key and signs nothing: it
+ * sends the original signed manifest and the symbols that manifest commits to
+ * (regenerated from the kept image; Carousel refuses an image whose symbols do
+ * not match the signed authentication root), so downstream agents verify
+ * against the original publisher's key exactly as if they heard it directly.
+ *
+ * It serves the release the store keeps for each model (releases/<model>/
+ * <release>.img and .cose): at start (so a restarted relay goes on serving) and
+ * after each install (the newer release replaces the older on the channel).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { decodeCoseSign1 } from '../protocol/cose-sign1.js';
+import type { Logger } from '../protocol/log.js';
+import { decodeManifest, releaseIdOf } from '../protocol/manifest.js';
+import { Carousel } from '../server/carousel.js';
+import { Publisher, type ChannelStats } from '../server/publisher.js';
+import type { Channel, Transport } from '../transport/transport.js';
+import type { Store } from './store.js';
+
+export interface RelayInit {
+  /** Where to send onward (not the transport the agent receives on, or it hears itself). */
+  transport: Transport;
+  /** Bits per second, all relayed channels together. */
+  rate: number;
+  store: Store;
+  /** The models to relay and the channel each goes out on. */
+  models: ReadonlyArray<{ model: string; channel: Channel }>;
+  log: Logger;
+}
+
+/** The kept release of a model, as Store.keepRelease() left it. */
+export function keptReleasePaths(store: Store, model: string, releaseId: string): { image: string; manifest: string } {
+  const dir = join(store.dir, 'releases', model.replaceAll('/', '_'));
+  return { image: join(dir, `${releaseId}.img`), manifest: join(dir, `${releaseId}.cose`) };
+}
+
+export class Relay {
+  #init: RelayInit;
+  #publisher: Publisher;
+  #abort = new AbortController();
+  #running: Promise<void> | undefined;
+  #serving = new Map<string, string>();
+
+  constructor(init: RelayInit) {
+    if (!(init.rate > 0)) throw new RangeError('rate must be positive');
+    this.#init = init;
+    this.#publisher = new Publisher({ transport: init.transport, rate: init.rate });
+  }
+
+  /**
+   * Starts sending (the publisher opens the transport) and re-serves what the
+   * store already keeps. Does not wait for the transport: a relay whose
+   * upstream or onward broker is down still starts.
+   */
+  async start(): Promise<void> {
+    this.#running = this.#publisher.run({ signal: this.#abort.signal }).catch((err: Error) => {
+      this.#init.log.log('error', `relay stopped: ${err.message}`);
+    });
+    for (const { model } of this.#init.models) {
+      const installed = this.#init.store.installed(model);
+      if (installed) this.serve(model, installed.releaseId);
+    }
+  }
+
+  /**
+   * Starts carouselling the kept release `releaseId` of `model`, replacing the
+   * one relayed before. Returns false (and logs why) if it cannot.
+   */
+  serve(model: string, releaseId: string): boolean {
+    const log = this.#init.log;
+    const spec = this.#init.models.find((m) => m.model === model);
+    if (!spec) return false;
+    if (this.#serving.get(model) === releaseId) return true;
+    const paths = keptReleasePaths(this.#init.store, model, releaseId);
+    if (!existsSync(paths.image) || !existsSync(paths.manifest)) {
+      log.log('warn', `relay: no kept release ${releaseId} for ${model} in ${this.#init.store.dir}; nothing to relay until the next install`);
+      return false;
+    }
+    try {
+      const signed = new Uint8Array(readFileSync(paths.manifest));
+      const image = new Uint8Array(readFileSync(paths.image));
+      const manifest = decodeManifest(decodeCoseSign1(signed).payload);
+      const id = releaseIdOf(signed);
+      if (Buffer.from(id).toString('hex') !== releaseId) throw new Error(`${paths.manifest} is not release ${releaseId}`);
+      const digest = createHash('sha256').update(image).digest();
+      if (Buffer.compare(digest, manifest.imageSha256) !== 0) throw new Error(`${paths.image} does not match its signed SHA-256`);
+      this.#publisher.set({ channel: spec.channel, carousel: new Carousel({ manifest, signed, releaseId: id, image }) });
+      this.#serving.set(model, releaseId);
+      log.log('info', `relaying ${model} ${manifest.version} (seq ${manifest.seq}) on ${spec.channel.name} via ${this.#init.transport.description} at ${this.#init.rate / 1e6} Mbit/s`);
+      return true;
+    } catch (err) {
+      log.log('error', `relay: cannot relay ${model} release ${releaseId}: ${(err as Error).message}`);
+      return false;
+    }
+  }
+
+  stats(): ChannelStats[] {
+    return this.#publisher.stats();
+  }
+
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    await this.#running;
+    await this.#init.transport.close();
+  }
+}

@@ -1,0 +1,29 @@
+/**
+ * The benchmark itself is not a test (`npm run bench`); CI runs its small
+ * smoke version to prove every part still runs end to end and measures
+ * something sensible.
+ */
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { ROOT } from './helpers/processes.js';
+
+test('npm run bench -- --smoke runs every benchmark and writes its results', (t) => {
+  const started = Date.now();
+  const out = execFileSync(process.execPath, ['--import', 'tsx', join(ROOT, 'bench/run.ts'), '--smoke'], { encoding: 'utf8', timeout: 240_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.regex(out, /benchmark\s+measured\s+baseline/);
+  const dir = join(ROOT, 'bench/results');
+  const file = readdirSync(dir).filter((f) => f.startsWith('smoke-')).map((f) => join(dir, f)).filter((f) => statSync(f).mtimeMs >= started).pop();
+  t.truthy(file, 'a smoke results file was written');
+  const r = JSON.parse(readFileSync(file!, 'utf8')) as Record<string, any>;
+  for (const section of ['codec', 'authCost', 'wireEfficiency', 'simulation', 'throughput', 'agentRss']) {
+    t.falsy(r[section]?.error, `${section}: ${r[section]?.error}`);
+  }
+  t.true(r.codec.encodeMBs > 0 && r.codec.decodeMBs > 0);
+  t.true(r.authCost.every((x: { ratio: number }) => x.ratio > 0 && x.ratio < 1), 'authentication costs less than decoding');
+  for (const row of r.wireEfficiency) if (row.tool !== 'ideal') t.is(row.agentsOk, 3, `${row.tool} at ${row.loss}: every agent verified`);
+  t.true(r.simulation.ratio >= 0.9 && r.simulation.ratio < 1.5, `simulation ratio ${r.simulation.ratio}`);
+  t.true(r.throughput.installed, 'the agent installed at the paced rate');
+  t.true(r.agentRss.every((x: { verified: boolean }) => x.verified));
+});
