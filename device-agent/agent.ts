@@ -32,6 +32,8 @@ export interface AgentInit {
   limits?: ReceiverLimits;
   /** Unix seconds; injectable for tests of expiry. */
   now?: () => number;
+  /** First delay before retrying a failed install, ms (default 30 s; doubles up to 15 min). */
+  retryBaseMs?: number;
 }
 
 export interface AgentProgress {
@@ -54,10 +56,12 @@ const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 class ModelWorker {
   readonly receiver: Receiver;
+  readonly retryBaseMs: number;
   #assembler: SpillAssembler | undefined;
   #installing = false;
 
   constructor(readonly spec: AgentModel, private readonly agent: Agent, private readonly log: Logger, installed: InstalledRecord | undefined, init: AgentInit) {
+    this.retryBaseMs = init.retryBaseMs ?? 30_000;
     this.receiver = new Receiver({
       model: spec.model,
       trusted: init.trusted,
@@ -120,23 +124,52 @@ class ModelWorker {
       const imagePath = this.agent.store.keepRelease(m.model, releaseId, assembler.imagePath, release.signed);
       assembler.destroy();
       this.log.log('info', `verified ${m.model} ${m.version} (seq ${m.seq}) sha256 ${sha256}; installing: ${this.spec.installer.description}`);
-      await this.spec.installer.install({ imagePath, model: m.model, version: m.version, seq: m.seq, sha256 });
-      const record: InstalledRecord = {
-        model: m.model, seq: m.seq, version: m.version, sha256, releaseId,
-        installedAt: new Date().toISOString(), path: this.spec.installer.target ?? imagePath,
-      };
-      this.agent.store.recordInstalled(record);
-      this.agent.store.pruneReleases(m.model, releaseId);
-      this.receiver.markInstalled(release);
-      this.log.log('info', `installed ${m.model} ${m.version} (seq ${m.seq}) at ${record.path}`);
-      this.agent.emit('installed', record);
+      // Verified and kept: from here on a failed install is retried from the kept image, not received again.
+      this.receiver.abandon('install-pending');
+      await this.#deliver(release, imagePath, sha256, 0);
     } catch (err) {
       this.receiver.abandon('install-failed');
-      this.log.log('error', `install of ${m.model} ${m.version} (seq ${m.seq}) failed: ${(err as Error).message}; this release will not be retried until restart`);
+      this.log.log('error', `${m.model} ${m.version} (seq ${m.seq}) was not installed: ${(err as Error).name}: ${(err as Error).message}`);
       this.agent.emit('failed', { model: m.model, error: err as Error });
     } finally {
       this.#installing = false;
     }
+  }
+
+  /** Runs the installer; on failure tries again later (30 s, doubling to 15 min) until a newer release is installed. */
+  async #deliver(release: VerifiedManifest, imagePath: string, sha256: string, attempt: number): Promise<void> {
+    const m = release.manifest;
+    if ((this.receiver.installedSeq ?? -1) >= m.seq || this.agent.signal.aborted) return;
+    let reported = -1;
+    try {
+      await this.spec.installer.install({
+        imagePath, model: m.model, version: m.version, seq: m.seq, sha256, signal: this.agent.signal,
+        onProgress: (done, total) => {
+          const tenth = Math.floor((10 * done) / Math.max(total, 1));
+          if (tenth > reported) {
+            reported = tenth;
+            this.log.log('info', `installing ${m.version}: ${tenth * 10}%`, { done, total });
+          }
+        },
+      });
+    } catch (err) {
+      const delay = Math.min(this.retryBaseMs * 2 ** attempt, 15 * 60_000);
+      this.log.log('error', `install of ${m.model} ${m.version} (seq ${m.seq}) failed: ${(err as Error).name}: ${(err as Error).message}; retrying in ${delay / 1000} s`);
+      this.agent.emit('failed', { model: m.model, error: err as Error });
+      const timer = setTimeout(() => void this.#deliver(release, imagePath, sha256, attempt + 1), delay);
+      this.agent.signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
+      return;
+    }
+    const releaseId = hex(release.releaseId);
+    const record: InstalledRecord = {
+      model: m.model, seq: m.seq, version: m.version, sha256, releaseId,
+      installedAt: new Date().toISOString(), path: this.spec.installer.target ?? imagePath,
+    };
+    this.agent.store.recordInstalled(record);
+    this.agent.store.pruneReleases(m.model, releaseId);
+    this.receiver.markInstalled(release);
+    this.log.log('info', `installed ${m.model} ${m.version} (seq ${m.seq}) at ${record.path}`);
+    this.agent.emit('installed', record);
   }
 
   progress(): AgentProgress | undefined {
@@ -165,6 +198,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (init.trusted.length === 0) throw new TypeError('trusted: the agent needs at least one trusted public key');
     this.#init = init;
     this.store = init.store;
+  }
+
+  /** Aborted when the agent stops: installers in progress see it. */
+  get signal(): AbortSignal {
+    return this.#abort.signal;
   }
 
   async start(): Promise<void> {

@@ -133,9 +133,10 @@ export class Receiver {
 
   /** Called once the release has been installed: its sequence becomes the floor. */
   markInstalled(release: VerifiedManifest): void {
-    this.#installedSeq = release.manifest.seq;
+    this.#installedSeq = Math.max(this.#installedSeq ?? -1, release.manifest.seq);
     this.#remember(hex(release.releaseId), 'already-installed');
-    this.#dropTransfer();
+    // A transfer of this release or an older one is moot now; a newer one goes on.
+    if (this.#transfer && this.#transfer.release.manifest.seq <= this.#installedSeq) this.#dropTransfer();
   }
 
   /** Abandons the current release (e.g. its install failed) and refuses it until restart. */

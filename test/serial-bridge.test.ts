@@ -160,8 +160,8 @@ test('serial installer fails (no such port; silent device): clear error, exit 1 
     t.is(a.stdout, '', 'no install reported');
     t.notRegex(a.stderr, /installed stm32f103/);
   }
-  t.regex(agents[0]!.stderr, new RegExp(`error agent:${model}: install of ${model} 1\\.0\\.1 \\(seq 1\\) failed: cannot open ${missing}: No such file or directory`));
-  t.regex(agents[1]!.stderr, new RegExp(`error agent:${model}: install of ${model} 1\\.0\\.1 \\(seq 1\\) failed: Sync: no ACK to 0x7F`));
+  t.regex(agents[0]!.stderr, new RegExp(`error agent:${model}: install of ${model} 1\\.0\\.1 \\(seq 1\\) failed: \\w+: cannot open ${missing}: No such file or directory; retrying in 30 s`));
+  t.regex(agents[1]!.stderr, new RegExp(`error agent:${model}: install of ${model} 1\\.0\\.1 \\(seq 1\\) failed: \\w+: Sync: no ACK to 0x7F`));
   t.deepEqual(await installedRecords(noport.store), []);
   t.deepEqual(await installedRecords(silent.store), []);
 });
