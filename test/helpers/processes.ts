@@ -17,7 +17,8 @@ export function track(child: ChildProcess): Tracked {
   const out = { stdout: '', stderr: '' };
   child.stdout?.setEncoding('utf8').on('data', (d: string) => (out.stdout += d));
   child.stderr?.setEncoding('utf8').on('data', (d: string) => (out.stderr += d));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  // 'close', not 'exit': the process's last output may still be in its pipes at exit.
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
   return {
     child,
     get stdout() { return out.stdout; },
