@@ -83,8 +83,8 @@ interface Transfer {
 /** Manifests being reassembled, in all and per sender: junk from one sender only evicts its own. */
 const MAX_REASSEMBLIES = 16;
 const MAX_REASSEMBLIES_PER_SENDER = 2;
-/** Symbols held back until their AUTH chunk arrives (about 2.5 MB at the default size). */
-const MAX_PENDING = 2048;
+/** Symbols held back until their AUTH chunk arrives (about 1.2 MB at the default size). */
+const MAX_PENDING = 1024;
 const MAX_REMEMBERED = 256;
 const NONE: ReceiverEvent[] = [];
 

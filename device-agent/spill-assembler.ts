@@ -25,7 +25,7 @@ const ESI_BYTES = 4;
 /** Open spill files kept at once; others are reopened on demand. */
 const MAX_OPEN = 32;
 /** Records are written in batches, one write per batch; all batches together stay under this. */
-const BATCH_BUDGET = 2 << 20;
+const BATCH_BUDGET = 512 << 10;
 const MAX_BATCH = 32;
 
 interface SegmentState {
