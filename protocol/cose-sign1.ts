@@ -53,6 +53,8 @@ export function decodeCoseSign1(bytes: Uint8Array): CoseSign1 {
   if (!isBytes(protectedBytes) || !isBytes(payload) || !isBytes(signature) || !(unprotected instanceof Map)) {
     throw new MalformedPacketError('COSE_Sign1 fields have the wrong types');
   }
+  // Nothing unsigned may ride along: fwcast puts every header in the protected map.
+  if (unprotected.size > 0) throw new MalformedPacketError('COSE_Sign1 unprotected header must be empty');
   const headers = decodeCbor(protectedBytes, 'COSE protected header');
   if (!(headers instanceof Map)) throw new MalformedPacketError('COSE protected header is not a map');
   const alg = headers.get(HDR_ALG);

@@ -16,6 +16,13 @@ export const SYMBOL_ALIGNMENT = 8;
  */
 export const MAX_SOURCE_SYMBOLS = 8192;
 
+/**
+ * Largest segment: keeps K'·T under the raptorq crate's 10 MB working-memory
+ * bound, above which it would split the block into sub-blocks (N > 1) and no
+ * longer match the advertised OTI.
+ */
+export const MAX_SEGMENT_SIZE = 8 << 20;
+
 /** Default segment size: independent 1 MiB objects decode faster than one big block. */
 export const DEFAULT_SEGMENT_SIZE = 1 << 20;
 

@@ -10,7 +10,7 @@ import { decodeCoseSign1, signCoseSign1, verifyCoseSign1 } from './cose-sign1.js
 import { InvalidManifestError, InvalidSignatureError, LimitExceededError, UnknownKeyError } from './errors.js';
 import { paddedBlockSize, segmentOti, sourceSymbolCount } from './fec.js';
 import type { PublicKey } from './keys.js';
-import { DEFAULT_LIMITS, MAX_SOURCE_SYMBOLS, SYMBOL_ALIGNMENT, type ReceiverLimits } from './limits.js';
+import { DEFAULT_LIMITS, MAX_SEGMENT_SIZE, MAX_SOURCE_SYMBOLS, SYMBOL_ALIGNMENT, type ReceiverLimits } from './limits.js';
 import { decodeOti, encodeOti, type Oti } from './oti.js';
 import { AUTH_SCHEME_MERKLE_CHUNKS, ChunkLayout, NODE_SIZE, type AuthParams } from './auth.js';
 import { RELEASE_ID_SIZE } from './packet.js';
@@ -103,8 +103,8 @@ export function checkFecParameters(symbolSize: number, segmentSize: number): voi
   if (!Number.isInteger(symbolSize) || symbolSize < SYMBOL_ALIGNMENT || symbolSize % SYMBOL_ALIGNMENT !== 0 || symbolSize > 65535) {
     throw new InvalidManifestError(`symbol size ${symbolSize} must be a multiple of ${SYMBOL_ALIGNMENT} between ${SYMBOL_ALIGNMENT} and 65528`);
   }
-  if (!Number.isInteger(segmentSize) || segmentSize < symbolSize || segmentSize % symbolSize !== 0 || segmentSize / symbolSize > MAX_SOURCE_SYMBOLS) {
-    throw new InvalidManifestError(`segment size ${segmentSize} must be a multiple of the symbol size ${symbolSize}, at most ${MAX_SOURCE_SYMBOLS} symbols`);
+  if (!Number.isInteger(segmentSize) || segmentSize < symbolSize || segmentSize % symbolSize !== 0 || segmentSize / symbolSize > MAX_SOURCE_SYMBOLS || segmentSize > MAX_SEGMENT_SIZE) {
+    throw new InvalidManifestError(`segment size ${segmentSize} must be a multiple of the symbol size ${symbolSize}, at most ${MAX_SOURCE_SYMBOLS} symbols and ${MAX_SEGMENT_SIZE} bytes`);
   }
 }
 
@@ -144,9 +144,10 @@ function uint(value: unknown, name: string, max = Number.MAX_SAFE_INTEGER): numb
   return value;
 }
 
-function text(value: unknown, name: string, maxLength: number): string {
-  if (typeof value !== 'string' || value.length === 0 || value.length > maxLength) {
-    throw new InvalidManifestError(`manifest field "${name}" must be a text string of 1..${maxLength} characters`);
+function text(value: unknown, name: string, maxBytes: number): string {
+  // Counted in UTF-8 bytes, as a C receiver counts them.
+  if (typeof value !== 'string' || value.length === 0 || Buffer.byteLength(value, 'utf8') > maxBytes) {
+    throw new InvalidManifestError(`manifest field "${name}" must be a text string of 1..${maxBytes} bytes (UTF-8)`);
   }
   return value;
 }

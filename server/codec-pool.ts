@@ -13,7 +13,9 @@ type Job = CodecRequest extends infer R ? (R extends unknown ? Omit<R, 'id'> : n
 function startWorker(): Worker {
   if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./codec-worker.js', import.meta.url));
   const entry = JSON.stringify(new URL('./codec-worker.ts', import.meta.url).href);
-  return new Worker(`import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${entry}); });`, { eval: true });
+  // Resolved from here, not from the working directory an eval worker would use.
+  const tsx = JSON.stringify(import.meta.resolve('tsx/esm/api'));
+  return new Worker(`import(${tsx}).then((tsx) => { tsx.register(); return import(${entry}); });`, { eval: true });
 }
 
 export class CodecPool {

@@ -5,6 +5,7 @@
  *   STORE/incoming/<random>.part    uploads in progress (removed at start-up)
  *   STORE/releases/<release id>.fwc complete, verified releases (fwcast sign's format)
  *   STORE/retired/<release id>.cose signed manifests of retired releases
+ *   STORE/symbols/                  encoded symbols of live releases (the server's cache, see symbol-cache.ts)
  *
  * An upload is streamed to incoming/, fsynced, verified (signature by a trusted
  * key, served model, not expired, sequence above every release of the model

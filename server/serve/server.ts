@@ -4,7 +4,9 @@
  * rate budget, and the HTTP API. New uploads replace a model's carousel on the
  * fly; retiring the live release puts the next newest on the air (or none).
  */
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import type { Server } from 'node:http';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { readTrustedKey } from '../../cli/key-files.js';
 import * as ed25519 from '../../protocol/ed25519.js';
@@ -13,11 +15,16 @@ import type { Logger } from '../../protocol/log.js';
 import type { Transport } from '../../transport/transport.js';
 import { UdpMulticastTransport } from '../../transport/udp-multicast.js';
 import { Carousel } from '../carousel.js';
+import { CodecPool } from '../codec-pool.js';
 import { Publisher } from '../publisher.js';
+import { symbolSetFor } from '../symbol-cache.js';
 import type { ServeConfig, ServedModel } from './config.js';
 import { createHttpApi } from './http-api.js';
 import { ServeMetrics } from './metrics.js';
 import { ReleaseStore, type StoredRelease } from './release-store.js';
+
+/** Images this large are encoded on worker threads; smaller ones take well under a second here. */
+const POOL_THRESHOLD = 4 << 20;
 
 interface OnAir {
   release: StoredRelease;
@@ -36,6 +43,7 @@ export class FwcastServer {
   #running: Promise<void> | undefined;
   #sampler: NodeJS.Timeout | undefined;
   #onAir = new Map<string, OnAir>();
+  #syncing: Promise<void> = Promise.resolve();
   #models: Map<string, ServedModel>;
 
   #fail!: (err: Error) => void;
@@ -91,8 +99,17 @@ export class FwcastServer {
     return address;
   }
 
-  /** Puts the model's live release on the air, replaces an older one, or stops the channel. */
+  /**
+   * Puts the model's live release on the air, replaces an older one, or stops
+   * the channel. Changes are applied one at a time, in order.
+   */
   #sync(model: string): void {
+    this.#syncing = this.#syncing.then(() => this.#syncNow(model)).catch((err: unknown) => {
+      this.#log.child('serve:publisher').log('error', `${model}: cannot publish: ${(err as Error).message}`, { model });
+    });
+  }
+
+  async #syncNow(model: string): Promise<void> {
     const served = this.#models.get(model);
     if (!served) return;
     const live = this.#store.live(model);
@@ -105,17 +122,39 @@ export class FwcastServer {
       log.log('info', `${served.channel.name}: off the air (no release)`, { model });
       return;
     }
+    const started = performance.now();
+    const release = this.#store.load(live.releaseId);
+    // Encoded once per release (the symbols are kept in STORE/symbols for
+    // restarts); large images on worker threads so the HTTP API stays responsive.
+    const pool = release.image.length >= POOL_THRESHOLD ? new CodecPool() : undefined;
+    let symbols;
     try {
-      const started = performance.now();
-      const carousel = new Carousel({ ...this.#store.load(live.releaseId) });
-      this.#publisher.set({ channel: served.channel, carousel });
-      this.#onAir.set(model, { release: live, since: new Date().toISOString() });
-      log.log('info', `${served.channel.name}: on the air ${model} ${live.version} (seq ${live.seq})`, {
-        release: live.releaseId, group: served.channel.group, port: served.channel.port, encodeMs: Math.round(performance.now() - started),
-      });
+      symbols = await symbolSetFor(release, { dir: this.#symbolDir, ...(pool ? { pool } : {}) });
     } catch (err) {
-      log.log('error', `${served.channel.name}: cannot publish release ${live.releaseId}: ${(err as Error).message}`, { model });
+      if (!pool) throw err;
+      log.log('warn', `${served.channel.name}: worker threads failed (${(err as Error).message}); encoding on the main thread`, { model });
+      symbols = await symbolSetFor(release, { dir: this.#symbolDir });
+    } finally {
+      await pool?.close();
     }
+    if (this.#store.live(model)?.releaseId !== live.releaseId) return; // superseded meanwhile: the next change is queued
+    this.#publisher.set({ channel: served.channel, carousel: new Carousel({ ...release, symbolSet: symbols.set }) });
+    this.#onAir.set(model, { release: live, since: new Date().toISOString() });
+    log.log('info', `${served.channel.name}: on the air ${model} ${live.version} (seq ${live.seq})`, {
+      release: live.releaseId, group: served.channel.group, port: served.channel.port, symbols: symbols.source, ms: Math.round(performance.now() - started),
+    });
+    this.#dropStaleSymbols();
+  }
+
+  /** Deletes cached symbols of releases that are no longer live. */
+  #dropStaleSymbols(): void {
+    if (!existsSync(this.#symbolDir)) return;
+    const live = new Set(this.#store.list().filter((r) => r.state === 'live').map((r) => `${r.releaseId}.symbols`));
+    for (const name of readdirSync(this.#symbolDir)) if (!live.has(name)) rmSync(join(this.#symbolDir, name), { force: true });
+  }
+
+  get #symbolDir(): string {
+    return join(this.config.store, 'symbols');
   }
 
   status(): unknown {
@@ -163,6 +202,7 @@ export class FwcastServer {
       setTimeout(() => this.#http.closeAllConnections(), 2000).unref();
       await closed;
     }
+    await this.#syncing;
     await this.#running;
     await this.#transport.close();
     for (const s of this.#publisher.stats()) this.#log.log('info', `${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes`, { release: s.releaseId });
