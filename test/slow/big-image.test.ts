@@ -4,7 +4,7 @@
  * one segment at a time, so its resident memory does not grow with the image.
  */
 import test from 'ava';
-import { measureAgentRss } from '../bench/agent-rss.js';
+import { measureAgentRss } from '../../bench/agent-rss.js';
 
 const CAP_MIB = 96;
 

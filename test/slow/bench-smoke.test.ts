@@ -7,7 +7,7 @@ import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT } from './helpers/processes.js';
+import { ROOT } from '../helpers/processes.js';
 
 test('npm run bench -- --smoke runs every benchmark and writes its results', (t) => {
   const started = Date.now();
