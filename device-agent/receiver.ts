@@ -73,7 +73,7 @@ interface Transfer {
   merkle: MerkleVerifier;
   /** Verified chunks, by leaf. */
   verified: Uint8Array;
-  /** Verified symbol digests per segment (published × digest length), made on first use. */
+  /** Verified symbol digests by leaf (chunk), until their segment is decoded. */
   digests: Map<number, Uint8Array>;
   /** Symbols waiting for their chunk, by leaf; at most MAX_PENDING in all. */
   pending: Map<number, Array<{ segment: number; esi: number; symbol: Uint8Array }>>;
@@ -276,10 +276,7 @@ export class Receiver {
     }
     if (chunk.segment !== ref.segment || chunk.firstEsi !== ref.firstEsi || chunk.count !== ref.count) return this.#drop('bad-auth');
     if (!t.merkle.verify(leafHash(p.body), p.leaf, p.path)) return this.#drop('bad-auth');
-    const seg = t.release.manifest.segments[ref.segment]!;
-    let table = t.digests.get(ref.segment);
-    if (!table) t.digests.set(ref.segment, (table = new Uint8Array(seg.published * auth.digestLength)));
-    table.set(chunk.digests, ref.firstEsi * auth.digestLength);
+    t.digests.set(p.leaf, chunk.digests.slice());
     t.verified[p.leaf] = 1;
     this.stats.authChunksVerified++;
     const waiting = t.pending.get(p.leaf);
@@ -327,7 +324,8 @@ export class Receiver {
     if (t.done[segment]) return this.#drop('segment-complete');
     const m = t.release.manifest;
     const length = m.auth.digestLength;
-    if (!symbolMatches(symbol, t.digests.get(segment)!, esi * length, length)) return this.#drop('bad-symbol-digest');
+    const digests = t.digests.get(t.layout.leafOf(segment, esi))!;
+    if (!symbolMatches(symbol, digests, (esi % m.auth.chunkSymbols) * length, length)) return this.#drop('bad-symbol-digest');
     const seg = m.segments[segment]!;
     let result;
     try {
@@ -355,7 +353,7 @@ export class Receiver {
     t.assembler.commit(seg, bytes);
     t.done[segment] = 1;
     t.remaining--;
-    t.digests.delete(segment);
+    for (let leaf = t.layout.leafOf(segment, 0); leaf <= t.layout.leafOf(segment, seg.published - 1); leaf++) t.digests.delete(leaf);
     this.stats.segmentsDecoded++;
     const events: ReceiverEvent[] = [{ kind: 'segment', release: t.release, segment: seg, bytes }];
     if (t.remaining === 0) events.push({ kind: 'complete', release: t.release });
