@@ -6,10 +6,12 @@
  * Each segment's published symbol set (ESIs 0 .. published − 1) is encoded
  * once. Round r sends, for every segment, K symbols starting at ESI r·K (mod
  * published): round 0 is the source symbols, later rounds fresh repair symbols
- * until the set wraps. Segments go in pairs, interleaved symbol by symbol
- * within a pair: a burst of loss is shared by two segments, and receivers
- * finish (and decode) pair after pair while the round goes on, instead of all
- * segments at its very end.
+ * until the set wraps. All segments are interleaved symbol by symbol: a
+ * burst of loss hits many segments a little, and a receiver short of a few
+ * symbols in every segment gets them all early in the next round. (Sending
+ * segments in groups would let receivers decode during the round, but a
+ * lossy receiver would then wait for the end of the next round for the last
+ * group's repair symbols: measured 1.98× instead of 1.58× the ideal at 10%.)
  *
  * The AUTH datagram of a chunk goes out just before the chunk's first symbol
  * (or the first one sent this round) and again halfway through the chunk, so a
@@ -34,9 +36,6 @@ export interface CarouselInit {
   /** Datagrams between two copies of a one-fragment manifest (default 250); scaled by the fragment count. */
   manifestEvery?: number;
 }
-
-/** Segments interleaved with each other within a round. */
-const INTERLEAVE = 2;
 
 export class ReleaseMismatchError extends Error {
   override name = 'ReleaseMismatchError';
@@ -87,13 +86,10 @@ export class Carousel {
     this.#leafOf = (segment, esi) => set.layout.leafOf(segment, esi);
     this.#chunkSymbols = m.auth.chunkSymbols;
 
+    const maxK = Math.max(...m.segments.map((s) => s.sourceSymbols));
     this.#order = [];
-    for (let first = 0; first < m.segments.length; first += INTERLEAVE) {
-      const group = m.segments.slice(first, first + INTERLEAVE);
-      const maxK = Math.max(...group.map((s) => s.sourceSymbols));
-      for (let position = 0; position < maxK; position++) {
-        for (const seg of group) if (position < seg.sourceSymbols) this.#order.push([seg.index, position]);
-      }
+    for (let position = 0; position < maxK; position++) {
+      for (const seg of m.segments) if (position < seg.sourceSymbols) this.#order.push([seg.index, position]);
     }
     this.#sinceManifest = this.#manifestEvery;
     const n = this.#order.length;
