@@ -116,7 +116,7 @@ function parseLimits(v: unknown): ReceiverLimits {
   if (!isObject(v)) throw new ConfigError('limits must be an object');
   const limits = { ...DEFAULT_LIMITS };
   for (const [k, value] of Object.entries(v)) {
-    if (!(k in limits)) throw new ConfigError(`limits.${k} is not a known limit (${Object.keys(limits).join(', ')})`);
+    if (!Object.hasOwn(limits, k)) throw new ConfigError(`limits.${k} is not a known limit (${Object.keys(limits).join(', ')})`);
     if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) throw new ConfigError(`limits.${k} must be a positive integer`);
     limits[k as keyof ReceiverLimits] = value;
   }

@@ -43,7 +43,7 @@ const isBytes = (v: unknown): v is Uint8Array => v instanceof Uint8Array;
 
 /** Parses the COSE_Sign1 structure (tagged or untagged). Does not verify. */
 export function decodeCoseSign1(bytes: Uint8Array): CoseSign1 {
-  let item = decodeCbor(bytes, 'signed manifest');
+  let item = decodeCbor(bytes, 'signed manifest', true);
   if (item instanceof Tag) {
     if (item.tag !== COSE_SIGN1_TAG) throw new MalformedPacketError(`signed manifest has CBOR tag ${item.tag}, expected ${COSE_SIGN1_TAG} (COSE_Sign1)`);
     item = item.value;

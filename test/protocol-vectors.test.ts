@@ -645,8 +645,8 @@ const MANIFEST_ERRORS: ManifestErrorFixture[] = [
     message: 'COSE algorithm -7 is not EdDSA (-8)',
   },
   { name: 'unknown key', signed: () => unhex(EXAMPLE_SIGNED), trusted: 'other', error: UnknownKeyError, message: `manifest is signed by key ${EXAMPLE_KID}, which is not trusted` },
-  { name: 'wrong CBOR tag', signed: () => { const b = unhex(EXAMPLE_SIGNED); b[0] = 0xd1; return b; }, error: MalformedPacketError, message: 'CBOR tag 17, expected 18' },
-  { name: 'trailing garbage after the COSE_Sign1', signed: () => Uint8Array.from([...unhex(EXAMPLE_SIGNED), 0x00]), error: MalformedPacketError, message: 'not valid CBOR' },
+  { name: 'wrong CBOR tag', signed: () => { const b = unhex(EXAMPLE_SIGNED); b[0] = 0xd1; return b; }, error: MalformedPacketError, message: 'tag 17 is not allowed' },
+  { name: 'trailing garbage after the COSE_Sign1', signed: () => Uint8Array.from([...unhex(EXAMPLE_SIGNED), 0x00]), error: MalformedPacketError, message: 'trailing bytes after the item' },
 ];
 
 for (const e of MANIFEST_ERRORS) {
