@@ -176,7 +176,7 @@ export class MerkleVerifier {
   constructor(readonly root: Uint8Array, readonly depth: number) {}
 
   verify(leaf: Uint8Array, index: number, path: readonly Uint8Array[]): boolean {
-    if (path.length !== this.depth) return false;
+    if (path.length !== this.depth || !Number.isInteger(index) || index < 0 || index >= 2 ** this.depth) return false;
     const computed: Array<[key: number, node: Uint8Array]> = [];
     let node = leaf;
     for (let d = 0, i = index; d <= this.depth; d++, i >>= 1) {
@@ -196,6 +196,7 @@ export class MerkleVerifier {
 
 /** Recomputes the root from a leaf and its path; true if it equals `root`. */
 export function verifyProof(leaf: Uint8Array, index: number, path: readonly Uint8Array[], root: Uint8Array): boolean {
+  if (!Number.isInteger(index) || index < 0 || index >= 2 ** path.length) return false;
   let node = leaf;
   for (let d = 0, i = index; d < path.length; d++, i >>= 1) {
     node = i & 1 ? nodeHash(path[d]!, node) : nodeHash(node, path[d]!);

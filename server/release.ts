@@ -12,7 +12,7 @@ import { AUTH_SCHEME_MERKLE_CHUNKS, ChunkLayout, chunkSymbolsFor, DEFAULT_DIGEST
 import { authenticate, encodeSegments, type SymbolSet, type SymbolSetSegment } from '../protocol/symbol-set.js';
 import type { CodecPool } from './codec-pool.js';
 import { decodeReleaseHeader, encodeReleaseHeader, RELEASE_HEADER_SIZE } from '../protocol/release-file.js';
-import { InvalidManifestError, MalformedPacketError } from '../protocol/errors.js';
+import { ConfigError, InvalidManifestError, MalformedPacketError } from '../protocol/errors.js';
 
 /** Largest symbol size whose symbol datagram fits in `datagramSize` bytes of UDP payload. */
 export function symbolSizeFor(datagramSize: number): number {
@@ -157,7 +157,12 @@ export function writeReleaseFile(path: string, release: Pick<Release, 'signed' |
  * size and digest match). Signature trust is the receiver's decision, not this one's.
  */
 export function readReleaseFile(path: string): Release {
-  const bytes = new Uint8Array(readFileSync(path));
+  let bytes: Uint8Array;
+  try {
+    bytes = new Uint8Array(readFileSync(path));
+  } catch (err) {
+    throw new ConfigError(`cannot read release file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
   const manifestLength = decodeReleaseHeader(bytes, DEFAULT_LIMITS.maxManifestSize);
   const signed = bytes.slice(RELEASE_HEADER_SIZE, RELEASE_HEADER_SIZE + manifestLength);
   if (signed.length !== manifestLength) throw new MalformedPacketError(`${path}: truncated release file (manifest cut short)`);
