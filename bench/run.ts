@@ -12,7 +12,7 @@ import { cpus, totalmem } from 'node:os';
 import { measureAgentRss } from './agent-rss.js';
 import { measureAuthCost } from './auth-cost.js';
 import { measureCodec } from './codec.js';
-import { simulateFleet } from './simulation.js';
+import { FULL as SIMULATION_FULL, SMOKE as SIMULATION_SMOKE, simulateFleet } from './simulation.js';
 import { measureThroughput } from './throughput.js';
 import { measureWireEfficiency } from './wire-efficiency.js';
 
@@ -82,9 +82,7 @@ await section('wireEfficiency', () => measureWireEfficiency(smoke
   }
 });
 
-await section('simulation', () => simulateFleet(smoke
-  ? { agents: 50, imageBytes: 512 * 1024, maxLoss: 0.3, seed: 1 }
-  : { agents: 1000, imageBytes: 4 * 1024 * 1024, maxLoss: 0.3, seed: 1 }), (r) => {
+await section('simulation', () => simulateFleet(smoke ? SIMULATION_SMOKE : SIMULATION_FULL), (r) => {
   rows.push({ benchmark: `simulation ${r.agents} agents, loss 0–${fixed(r.maxLoss * 100, 0)}%`, measured: `${r.symbolsSent} symbols`, baseline: `${fixed(r.ideal, 0)} ideal`, ratio: `${fixed(r.ratio, 3)}×`, target: '≤1.03×', pass: r.ratio <= 1.03 });
 });
 

@@ -85,6 +85,12 @@ const MAX_REASSEMBLIES = 16;
 const MAX_REASSEMBLIES_PER_SENDER = 2;
 /** Symbols held back until their AUTH chunk arrives (about 1.2 MB at the default size). */
 const MAX_PENDING = 1024;
+/**
+ * Symbol and AUTH datagrams of a release whose manifest has not arrived yet,
+ * kept (about 0.6 MB) and replayed once it is accepted: a receiver that joins
+ * between two manifest copies does not throw away what it heard meanwhile.
+ */
+const MAX_EARLY = 512;
 const MAX_REMEMBERED = 256;
 const NONE: ReceiverEvent[] = [];
 
@@ -99,6 +105,7 @@ export class Receiver {
   #reassemblies = new Map<string, Reassembly>();
   #refused = new Map<string, string>();
   #transfer: Transfer | undefined;
+  #early: Array<{ id: string; datagram: Uint8Array }> = [];
   #assemblerFor: (release: VerifiedManifest) => SegmentAssembler;
 
   constructor(init: ReceiverInit) {
@@ -161,8 +168,8 @@ export class Receiver {
     }
     switch (packet.type) {
       case PacketType.Manifest: return this.#onFragment(packet, now, from);
-      case PacketType.Auth: return this.#onAuth(packet);
-      case PacketType.Symbol: return this.#onSymbol(packet);
+      case PacketType.Auth: return this.#onAuth(packet, datagram);
+      case PacketType.Symbol: return this.#onSymbol(packet, datagram);
     }
   }
 
@@ -248,20 +255,45 @@ export class Receiver {
     this.#transfer = t;
     const events: ReceiverEvent[] = [{ kind: 'accepted', release }];
     if (t.remaining === 0) events.push({ kind: 'complete', release });
+    else events.push(...this.#replayEarly(id));
     return events;
   }
 
-  /** The current transfer if `releaseId` is its release; otherwise counts the drop. */
-  #transferFor(releaseId: Uint8Array): Transfer | undefined {
+  /**
+   * The current transfer if `releaseId` is its release; otherwise counts the
+   * drop, keeping a copy of datagrams of a release not seen yet (MAX_EARLY).
+   */
+  #transferFor(releaseId: Uint8Array, datagram: Uint8Array): Transfer | undefined {
     const t = this.#transfer;
     // Byte comparison first: this runs for every datagram.
     if (t && Buffer.compare(releaseId, t.release.releaseId) === 0) return t;
-    this.#drop(this.#refused.get(hex(releaseId)) ?? 'unknown-release');
+    const id = hex(releaseId);
+    const refused = this.#refused.get(id);
+    if (!refused) {
+      this.#early.push({ id, datagram: datagram.slice() });
+      if (this.#early.length > MAX_EARLY) this.#early.shift();
+    }
+    this.#drop(refused ?? 'unknown-release');
     return undefined;
   }
 
-  #onAuth(p: AuthPacket): ReceiverEvent[] {
-    const t = this.#transferFor(p.releaseId);
+  /** Runs the kept datagrams of a just-accepted release; they are no longer drops. */
+  #replayEarly(id: string): ReceiverEvent[] {
+    const mine = this.#early.filter((e) => e.id === id);
+    if (mine.length === 0) return NONE;
+    this.#early = this.#early.filter((e) => e.id !== id);
+    this.stats.dropped['unknown-release']! -= mine.length;
+    const events: ReceiverEvent[] = [];
+    for (const { datagram } of mine) {
+      const p = decodePacket(datagram);
+      if (p.type === PacketType.Auth) events.push(...this.#onAuth(p, datagram));
+      else if (p.type === PacketType.Symbol) events.push(...this.#onSymbol(p, datagram));
+    }
+    return events;
+  }
+
+  #onAuth(p: AuthPacket, datagram: Uint8Array): ReceiverEvent[] {
+    const t = this.#transferFor(p.releaseId, datagram);
     if (!t) return NONE;
     if (p.leaf >= t.layout.leaves || p.path.length !== t.layout.depth) return this.#drop('bad-auth');
     if (t.verified[p.leaf]) return this.#drop('auth-repeat');
@@ -291,8 +323,8 @@ export class Receiver {
     return events;
   }
 
-  #onSymbol(p: SymbolPacket): ReceiverEvent[] {
-    const t = this.#transferFor(p.releaseId);
+  #onSymbol(p: SymbolPacket, datagram: Uint8Array): ReceiverEvent[] {
+    const t = this.#transferFor(p.releaseId, datagram);
     if (!t) return NONE;
     const m = t.release.manifest;
     const seg = m.segments[p.segment];

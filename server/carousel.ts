@@ -14,8 +14,10 @@
  * group's repair symbols: measured 1.98× instead of 1.58× the ideal at 10%.)
  *
  * The AUTH datagram of a chunk goes out just before the chunk's first symbol
- * (or the first one sent this round) and again halfway through the chunk, so a
- * receiver that lost one copy verifies the symbols it held back with the other.
+ * (or the first one sent this round) and again a third and two thirds of the
+ * way through it: a receiver that lost one or two copies verifies the symbols
+ * it held back with the next. (With two copies, a receiver at 30% loss lost
+ * both for 9% of chunks: 1000 simulated agents needed 1.55× the ideal.)
  * All manifest fragments go out at the start of each round and after every
  * `manifestEvery` datagrams per fragment (0.4% of the traffic by default).
  */
@@ -93,7 +95,7 @@ export class Carousel {
     }
     this.#sinceManifest = this.#manifestEvery;
     const n = this.#order.length;
-    this.roundLength = Math.ceil(n * (1 + 2 / this.#chunkSymbols)) + 2 * m.segments.length + Math.ceil(n / this.#manifestEvery + 1) * this.manifestFragments.length;
+    this.roundLength = Math.ceil(n * (1 + 3 / this.#chunkSymbols)) + 2 * m.segments.length + Math.ceil(n / this.#manifestEvery + 1) * this.manifestFragments.length;
   }
 
   /** Completed rounds. */
@@ -121,7 +123,7 @@ export class Carousel {
     const seg = this.manifest.segments[segment]!;
     const esi = (this.#round * seg.sourceSymbols + position) % seg.published;
     const inChunk = esi % this.#chunkSymbols;
-    if (position === 0 || inChunk === 0 || inChunk === this.#chunkSymbols >> 1) {
+    if (position === 0 || inChunk === 0 || inChunk === Math.floor(this.#chunkSymbols / 3) || inChunk === Math.floor((2 * this.#chunkSymbols) / 3)) {
       this.#queue.push(this.#auth[this.#leafOf(segment, esi)]!);
     }
     // Built per send, not kept: the symbols are held once, in the symbol set.

@@ -35,6 +35,8 @@ export interface ReleaseInit {
   segmentSize?: number;
   /** Repair symbols published per segment, percent of K (default 200). */
   repairPercent?: number;
+  /** Bytes of each symbol digest in AUTH chunks (default 10). */
+  digestLength?: number;
 }
 
 export interface Release {
@@ -101,8 +103,9 @@ function planRelease(init: ReleaseInit): ReleasePlan {
 
 /** Signs the manifest once the symbols, and so the authentication root, are known. */
 function signRelease(init: ReleaseInit, plan: ReleasePlan, symbols: Uint8Array[]): Release {
-  const chunkSymbols = chunkSymbolsForRelease(plan.segments.map((seg) => seg.published), plan.datagramSize, DEFAULT_DIGEST_LENGTH);
-  const auth = authenticate(symbols, plan.symbolSize, DEFAULT_DIGEST_LENGTH, chunkSymbols);
+  const digestLength = init.digestLength ?? DEFAULT_DIGEST_LENGTH;
+  const chunkSymbols = chunkSymbolsForRelease(plan.segments.map((seg) => seg.published), plan.datagramSize, digestLength);
+  const auth = authenticate(symbols, plan.symbolSize, digestLength, chunkSymbols);
   const manifest: Manifest = {
     model: init.model,
     seq: init.seq,
@@ -115,7 +118,7 @@ function signRelease(init: ReleaseInit, plan: ReleasePlan, symbols: Uint8Array[]
     segmentSize: plan.segmentSize,
     repairPercent: plan.repairPercent,
     segments: plan.segments,
-    auth: { scheme: AUTH_SCHEME_MERKLE_CHUNKS, digestLength: DEFAULT_DIGEST_LENGTH, chunkSymbols, root: auth.tree.root },
+    auth: { scheme: AUTH_SCHEME_MERKLE_CHUNKS, digestLength, chunkSymbols, root: auth.tree.root },
   };
   const signed = signManifest(manifest, init.seed);
   return { manifest, signed, releaseId: releaseIdOf(signed), image: init.image, symbolSet: { symbolSize: plan.symbolSize, segments: symbols, ...auth } };

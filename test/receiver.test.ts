@@ -454,3 +454,20 @@ test('after a burst of garbage the genuine release still completes', async (t) =
   t.deepEqual(kinds(events).filter((x) => x !== 'segment'), ['accepted', 'complete']);
   t.true(decodePacket(carousel.manifestFragments[0]!).type === PacketType.Manifest);
 });
+
+test('symbols and AUTH heard before the manifest are kept and used once it arrives', async (t) => {
+  const k = await key();
+  const release = testRelease(k);
+  const receiver = new Receiver({ model: 'rpi4', trusted: [k] });
+  const carousel = carouselOf(release, 1000);
+  const all = take(carousel, 400);
+  // Join just after the manifest went by: everything until its next copy comes first.
+  const early = all.slice(1).filter((d) => decodePacket(d).type !== PacketType.Manifest).slice(0, 60);
+  feed(receiver, early, NOW);
+  t.is(receiver.stats.symbolsAccepted, 0, 'nothing usable without the manifest');
+  t.is(receiver.stats.dropped['unknown-release'], early.length);
+  const { events } = feed(receiver, [all[0]!], NOW);
+  t.is(kinds(events)[0], 'accepted');
+  t.true(receiver.stats.symbolsAccepted > 0, 'the kept symbols were authenticated and used');
+  t.is(receiver.stats.dropped['unknown-release'] ?? 0, 0, 'they are no longer counted as drops');
+});

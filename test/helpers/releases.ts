@@ -42,6 +42,8 @@ export const EXAMPLE_INIT = {
   expires: 1_900_000_000,
   segmentSize: 2416,
   repairPercent: 50,
+  // The SPEC.md vectors were made with 12-byte digests.
+  digestLength: 12,
 } as const;
 
 /** The SPEC.md example release, signed with FIXED_SEED (Ed25519 is deterministic). */

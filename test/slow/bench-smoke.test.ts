@@ -23,7 +23,9 @@ test('npm run bench -- --smoke runs every benchmark and writes its results', (t)
   t.true(r.codec.encodeMBs > 0 && r.codec.decodeMBs > 0);
   t.true(r.authCost.every((x: { ratio: number }) => x.ratio > 0 && x.ratio < 1), 'authentication costs less than decoding');
   for (const row of r.wireEfficiency) if (row.tool !== 'ideal') t.is(row.agentsOk, 3, `${row.tool} at ${row.loss}: every agent verified`);
-  t.true(r.simulation.ratio >= 0.9 && r.simulation.ratio < 1.5, `simulation ratio ${r.simulation.ratio}`);
+  // The smoke fleet is too small for the 1.03 target to mean anything; it must run, match the real receiver, and not beat the ideal.
+  t.true(r.simulation.ratio >= 0.95, `simulation ratio ${r.simulation.ratio}`);
+  t.true(r.simulation.crossCheck.agree, 'the simulated agents behave exactly like the real Receiver');
   t.true(r.throughput.installed, 'the agent installed at the paced rate');
   t.true(r.agentRss.every((x: { verified: boolean }) => x.verified));
 });
