@@ -23,8 +23,8 @@
  *
  * Every error names the field it is about.
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { isJsonObject, readJsonConfig, type JsonObject } from '../cli/config-file.js';
 import { channelGroup, checkMulticastGroup, DEFAULT_PORT, modelChannelName } from '../protocol/channel.js';
 import { ConfigError } from '../protocol/errors.js';
 import { DEFAULT_LIMITS, type ReceiverLimits } from '../protocol/limits.js';
@@ -67,11 +67,8 @@ export interface AgentFlags extends TransportFlags {
   installCommand?: string;
 }
 
-type Json = Record<string, unknown>;
-
-function isObject(v: unknown): v is Json {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
+type Json = JsonObject;
+const isObject = isJsonObject;
 
 function str(obj: Json, field: string, where: string): string | undefined {
   const v = obj[field];
@@ -123,22 +120,6 @@ function parseLimits(v: unknown): ReceiverLimits {
   return limits;
 }
 
-function readConfigFile(path: string): Json {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (err) {
-    throw new ConfigError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
-  }
-  if (!isObject(parsed)) throw new ConfigError(`config file ${path} must contain a JSON object`);
-  return parsed;
-}
 
 function channelFor(model: string, group: string | undefined, p: number): Channel {
   const name = modelChannelName(model);
@@ -146,7 +127,7 @@ function channelFor(model: string, group: string | undefined, p: number): Channe
 }
 
 export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
-  const file = flags.config ? readConfigFile(flags.config) : {};
+  const file = flags.config ? readJsonConfig(flags.config) : {};
   const known = new Set(['interface', 'store', 'trustedKeys', 'port', 'models', 'limits', 'mqtt', 'relay']);
   for (const k of Object.keys(file)) if (!known.has(k)) throw new ConfigError(`config: unknown field "${k}" (known: ${[...known].join(', ')})`);
 

@@ -21,6 +21,7 @@
  * a signing key: it only verifies against `trustedKeys`.
  */
 import { readFileSync } from 'node:fs';
+import { isJsonObject, readJsonConfig, type JsonObject } from '../../cli/config-file.js';
 import { parseRate } from '../../cli/units.js';
 import { channelGroup, checkMulticastGroup, DEFAULT_PORT, modelChannelName } from '../../protocol/channel.js';
 import { ConfigError } from '../../protocol/errors.js';
@@ -64,27 +65,13 @@ export interface ServeFlags {
 export const DEFAULT_MAX_UPLOAD = 512 * 1024 * 1024;
 const MIN_TOKEN_LENGTH = 16;
 
-type Json = Record<string, unknown>;
+type Json = JsonObject;
 const KNOWN = ['listen', 'store', 'interface', 'rate', 'port', 'hops', 'trustedKeys', 'models', 'tokenFile', 'maxUploadSize', 'keepReleases', 'logFormat'];
 
-function isObject(v: unknown): v is Json {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
+const isObject = isJsonObject;
 
 function readJson(path: string): Json {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new ConfigError(`cannot read config file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (err) {
-    throw new ConfigError(`config file ${path} is not valid JSON: ${(err as Error).message}`);
-  }
-  if (!isObject(parsed)) throw new ConfigError(`config file ${path} must contain a JSON object`);
+  const parsed = readJsonConfig(path);
   for (const k of Object.keys(parsed)) if (!KNOWN.includes(k)) throw new ConfigError(`config: unknown field "${k}" (known: ${KNOWN.join(', ')})`);
   return parsed;
 }
