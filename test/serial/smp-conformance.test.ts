@@ -1,5 +1,5 @@
 // Conformance against the byte-exact recording of the real MCUboot serial
-// recovery (shared/context/mcuboot-serial-recovery-transcript.json):
+// recovery (a copy of shared/context/mcuboot-serial-recovery-transcript.json in fixtures/):
 //  - our emulator answers every recorded request with the recorded bytes;
 //  - our client sends the recorded request bytes and reads the recorded answers.
 import test from 'ava';
@@ -15,7 +15,7 @@ interface Side { raw_hex: string | null; header?: { seq: number; op: number; gro
 interface Exchange { name: string; session: 'A' | 'B' | 'C'; request: Side & { malformation?: string; not_decodable_as_sent?: boolean }; response: Side | null }
 interface Transcript { image: string; image_layout: { tlv_area: { tlvs: { value_hex: string }[] } }; exchanges: Exchange[] }
 
-const TRANSCRIPT_PATH = new URL('../../../shared/context/mcuboot-serial-recovery-transcript.json', import.meta.url);
+const TRANSCRIPT_PATH = new URL('./fixtures/mcuboot-serial-recovery-transcript.json', import.meta.url);
 
 function loadTranscript(): Transcript {
   if (!existsSync(TRANSCRIPT_PATH)) throw new Error(`transcript fixture missing at ${TRANSCRIPT_PATH.pathname} (shared/ must sit beside the repo)`);
