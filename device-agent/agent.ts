@@ -59,9 +59,13 @@ class ModelWorker {
   readonly retryBaseMs: number;
   #assembler: SpillAssembler | undefined;
   #installing = false;
+  #flusher: NodeJS.Timeout;
 
   constructor(readonly spec: AgentModel, private readonly agent: Agent, private readonly log: Logger, installed: InstalledRecord | undefined, init: AgentInit) {
     this.retryBaseMs = init.retryBaseMs ?? 30_000;
+    // What was received reaches the disk at least twice a second, whatever the rate.
+    this.#flusher = setInterval(() => this.#assembler?.flush(), 500);
+    this.#flusher.unref();
     this.receiver = new Receiver({
       model: spec.model,
       trusted: init.trusted,
@@ -180,6 +184,7 @@ class ModelWorker {
   }
 
   close(): void {
+    clearInterval(this.#flusher);
     this.receiver.close();
     this.#assembler?.close();
     this.#assembler = undefined;

@@ -15,6 +15,8 @@
  * kill at any point leaves either the spill file (the segment is decoded
  * again) or a durable segment. A torn last record is cut off on reopening.
  * A segment whose K source symbols all arrived is copied, not decoded.
+ * Symbols are appended in batches; the agent flushes them every 500 ms, so a
+ * kill loses at most that much reception.
  */
 import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -154,6 +156,11 @@ export class SpillAssembler implements SegmentAssembler {
     return { kind: 'stored', received: state.count };
   }
 
+  /** Writes every segment's waiting records (the agent calls this twice a second). */
+  flush(): void {
+    for (const [index, state] of this.#state) this.#flush(index, state);
+  }
+
   /** Writes the waiting records of a segment to its spill file. */
   #flush(index: number, state: SegmentState): void {
     if (!state.batch || state.batched === 0) return;
@@ -236,7 +243,7 @@ export class SpillAssembler implements SegmentAssembler {
 
   close(): void {
     this.#makeDurable();
-    for (const [index, state] of this.#state) this.#flush(index, state);
+    this.flush();
     for (const fd of this.#open.values()) closeSync(fd);
     this.#open.clear();
     for (const fd of [this.#image, this.#done]) {
