@@ -19,6 +19,7 @@ import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { MAX_SOURCE_SYMBOLS } from '../protocol/limits.js';
 import { SegmentDecoder, SegmentEncoder, paddedBlockSize, type EncodingSymbol } from '../protocol/fec.js';
+import { makeImage, shuffle } from './helpers/fixtures.js';
 
 const INSTALL = 'apt-get install -y gcc liblcrq-dev';
 const SOURCE = fileURLToPath(new URL('./lcrq/lcrq-decode.c', import.meta.url));
@@ -35,36 +36,6 @@ test.before(() => {
 });
 
 // ---- helpers -------------------------------------------------------------
-
-/** xorshift32: deterministic, seedable, good enough for test data and sampling. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
-}
-
-function randomBytes(length: number, seed: number): Uint8Array {
-  const next = rng(seed);
-  const out = new Uint8Array(length);
-  for (let i = 0; i < length; i++) out[i] = next() & 0xff;
-  return out;
-}
-
-function shuffle<T>(items: T[], seed: number): T[] {
-  const next = rng(seed);
-  const out = items.slice();
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = next() % (i + 1);
-    [out[i], out[j]] = [out[j]!, out[i]!];
-  }
-  return out;
-}
 
 /** `count` distinct indices from 0..n-1, chosen with a fixed seed. */
 function pick(n: number, count: number, seed: number): Set<number> {
@@ -170,7 +141,7 @@ const equalBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(Buf
 
 const T = 1208;
 const F = (1 << 20) - 1234; // not a multiple of T: 1047342 = 867·1208 + 6
-const SEGMENT = randomBytes(F, 0x5eed_0001);
+const SEGMENT = makeImage(F, 0x5eed_0001);
 
 test('lcrq derives the same K and K′ as fwcast for the 1 MiB segment, with one block and one sub-block', (t) => {
   const p = lcrqParams(F, T);
@@ -262,7 +233,7 @@ const SMALL_T = 64;
 for (const k of [1, 10, 11, 101, 102, 113, 871]) {
   test(`K = ${k} (K′ = ${paddedBlockSize(k)}): both directions with lcrq`, (t) => {
     const length = (k - 1) * SMALL_T + 17;
-    const data = randomBytes(length, 1000 + k);
+    const data = makeImage(length, 1000 + k);
     const p = lcrqParams(length, SMALL_T);
     t.deepEqual({ K: p.K, KP: p.KP, Z: p.Z, N: p.N }, { K: k, KP: paddedBlockSize(k), Z: 1, N: 1 });
 

@@ -14,36 +14,7 @@ import {
   sourceSymbolCount,
   type EncodingSymbol,
 } from '../protocol/fec.js';
-
-/** xorshift32 with a fixed seed: deterministic test data and sampling. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
-}
-
-function randomBytes(length: number, seed: number): Uint8Array {
-  const next = rng(seed);
-  const out = new Uint8Array(length);
-  for (let i = 0; i < length; i++) out[i] = next() & 0xff;
-  return out;
-}
-
-function shuffle<T>(items: readonly T[], seed: number): T[] {
-  const next = rng(seed);
-  const out = items.slice();
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = next() % (i + 1);
-    [out[i], out[j]] = [out[j]!, out[i]!];
-  }
-  return out;
-}
+import { makeImage, shuffle } from './helpers/fixtures.js';
 
 /**
  * Counts calls into the WASM decoder (raptorq's Decoder.prototype.decode) while
@@ -69,7 +40,7 @@ const equalBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(Buf
 
 const T = 1208;
 const F = 300_001; // K = 249 (not a multiple of T), K' = 257
-const DATA = randomBytes(F, 0xfec0001);
+const DATA = makeImage(F, 0xfec0001);
 
 function encode(count: (k: number) => number, data = DATA, symbolSize = T): { k: number; kPrime: number; symbols: EncodingSymbol[] } {
   const encoder = new SegmentEncoder(data, symbolSize);
@@ -133,7 +104,7 @@ test('round trip with 30% of the source lost, using repair symbols', (t) => {
 });
 
 test('round trip from repair symbols only, including far-out ESIs', (t) => {
-  const small = randomBytes(5000, 31); // K = 5 at T = 1208 → K' = 10
+  const small = makeImage(5000, 31); // K = 5 at T = 1208 → K' = 10
   const encoder = new SegmentEncoder(small, T);
   const repairs = encoder.symbols(5 + 4000).slice(5);
   encoder.free();

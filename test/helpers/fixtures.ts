@@ -3,8 +3,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as ed25519 from '../../protocol/ed25519.js';
 import { keyId, type PublicKey } from '../../protocol/keys.js';
 
-/** Deterministic pseudo-random bytes (xorshift32), so failures reproduce. */
-export function prng(seed: number): () => number {
+/** xorshift32: deterministic unsigned 32-bit values, so failures reproduce. */
+export function xorshift32(seed: number): () => number {
   let x = seed >>> 0 || 1;
   return () => {
     x ^= x << 13;
@@ -12,8 +12,25 @@ export function prng(seed: number): () => number {
     x ^= x >>> 17;
     x ^= x << 5;
     x >>>= 0;
-    return x / 2 ** 32;
+    return x;
   };
+}
+
+/** Deterministic numbers in [0, 1). */
+export function prng(seed: number): () => number {
+  const next = xorshift32(seed);
+  return () => next() / 2 ** 32;
+}
+
+/** Deterministic Fisher–Yates shuffle. */
+export function shuffle<T>(items: readonly T[], seed: number): T[] {
+  const next = xorshift32(seed);
+  const out = items.slice();
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = next() % (i + 1);
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
 }
 
 export function makeImage(size: number, seed = 1): Uint8Array {
