@@ -10,6 +10,9 @@ if [ "${FWCAST_LAB:-}" != "1" ]; then
     exit 1
   fi
   export FWCAST_LAB=1
+  # Where we may (root), give `ip netns` its usual directory, so the lab need
+  # not hide the rest of /run behind a tmpfs.
+  mkdir -p /run/netns 2>/dev/null || true
   exec unshare --user --map-root-user --net --mount --propagation private bash "$0" "$@"
 fi
 
