@@ -63,8 +63,8 @@ class ModelWorker {
 
   constructor(readonly spec: AgentModel, private readonly agent: Agent, private readonly log: Logger, installed: InstalledRecord | undefined, init: AgentInit) {
     this.retryBaseMs = init.retryBaseMs ?? 30_000;
-    // What was received reaches the disk at least twice a second, whatever the rate.
-    this.#flusher = setInterval(() => this.#assembler?.flush(), 500);
+    // What was received reaches the disk at least four times a second, whatever the rate.
+    this.#flusher = setInterval(() => this.#assembler?.flush(), 250);
     this.#flusher.unref();
     this.receiver = new Receiver({
       model: spec.model,

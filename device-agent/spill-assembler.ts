@@ -15,7 +15,7 @@
  * kill at any point leaves either the spill file (the segment is decoded
  * again) or a durable segment. A torn last record is cut off on reopening.
  * A segment whose K source symbols all arrived is copied, not decoded.
- * Symbols are appended in batches; the agent flushes them every 500 ms, so a
+ * Symbols are appended in batches; the agent flushes them every 250 ms, so a
  * kill loses at most that much reception.
  */
 import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
@@ -156,7 +156,7 @@ export class SpillAssembler implements SegmentAssembler {
     return { kind: 'stored', received: state.count };
   }
 
-  /** Writes every segment's waiting records (the agent calls this twice a second). */
+  /** Writes every segment's waiting records (the agent calls this four times a second). */
   flush(): void {
     for (const [index, state] of this.#state) this.#flush(index, state);
   }

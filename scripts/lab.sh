@@ -10,6 +10,11 @@ if [ "${FWCAST_LAB:-}" != "1" ]; then
     exit 1
   fi
   export FWCAST_LAB=1
+  # Publishers in the lab cache encoded symbols in a cache of the lab's own,
+  # emptied at every start, not in the user's ~/.cache/fwcast.
+  export XDG_CACHE_HOME="${TMPDIR:-/tmp}/fwcast-lab-cache"
+  rm -rf "$XDG_CACHE_HOME"
+  mkdir -p "$XDG_CACHE_HOME"
   # Where we may (root), give `ip netns` its usual directory, so the lab need
   # not hide the rest of /run behind a tmpfs.
   mkdir -p /run/netns 2>/dev/null || true

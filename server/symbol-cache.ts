@@ -5,8 +5,10 @@
  * root; otherwise it is encoded afresh.
  *
  *   CACHE/<release id>.symbols = segment 0's symbols, segment 1's, … (ESI order, T bytes each)
+ *
+ * A file is touched whenever it is used; files unused for CACHE_DAYS are removed.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { authenticate, encodeSegments, type SymbolSet } from '../protocol/symbol-set.js';
 import type { CodecPool } from './codec-pool.js';
@@ -20,6 +22,17 @@ export interface SymbolCacheInit {
 }
 
 export type SymbolSource = 'built' | 'cache' | 'encoded';
+
+const CACHE_DAYS = 14;
+
+/** Removes cache files nobody used for CACHE_DAYS (releases no longer published). */
+function pruneCache(dir: string, keep: string): void {
+  const cutoff = Date.now() - CACHE_DAYS * 86_400_000;
+  for (const name of readdirSync(dir)) {
+    const path = join(dir, name);
+    if (path !== keep && name.endsWith('.symbols') && statSync(path).mtimeMs < cutoff) rmSync(path, { force: true });
+  }
+}
 
 function readCache(path: string, sizes: number[]): Uint8Array[] | undefined {
   if (!existsSync(path) || statSync(path).size !== sizes.reduce((a, b) => a + b, 0)) return undefined;
@@ -59,10 +72,15 @@ export async function symbolSetFor(release: Release, init: SymbolCacheInit = {})
     const auth = authenticate(segments, m.symbolSize, m.auth.digestLength, m.auth.chunkSymbols);
     return Buffer.compare(auth.tree.root, m.auth.root) === 0 ? { symbolSize: m.symbolSize, segments, ...auth } : undefined;
   };
+  if (init.dir && path && existsSync(init.dir)) pruneCache(init.dir, path);
   const cached = path ? readCache(path, sizes) : undefined;
   if (cached) {
     const set = finish(cached);
-    if (set) return { set, source: 'cache' };
+    if (set) {
+      const now = new Date();
+      utimesSync(path!, now, now);
+      return { set, source: 'cache' };
+    }
     rmSync(path!, { force: true });
   }
   const encoding = m.segments.map((s) => ({ offset: s.offset, length: s.oti.transferLength, published: s.published }));
