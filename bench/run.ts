@@ -12,6 +12,7 @@ import { cpus, totalmem } from 'node:os';
 import { measureAgentRss } from './agent-rss.js';
 import { measureAuthCost } from './auth-cost.js';
 import { measureCodec } from './codec.js';
+import { FULL as SERIAL_FULL, lineCapacity, measureSerial, SMOKE as SERIAL_SMOKE } from './serial.js';
 import { FULL as SIMULATION_FULL, SMOKE as SIMULATION_SMOKE, simulateFleet } from './simulation.js';
 import { measureThroughput } from './throughput.js';
 import { measureWireEfficiency } from './wire-efficiency.js';
@@ -99,6 +100,15 @@ await section('agentRss', async () => {
   for (const r of list) {
     const cap = r.imageMiB <= 16 ? 64 : 96;
     rows.push({ benchmark: `agent peak RSS, ${r.imageMiB} MiB image`, measured: `${fixed(r.peakRssMiB, 1)} MiB`, baseline: '', ratio: '', target: `≤${cap} MiB${r.verified ? '' : ', NOT VERIFIED'}`, pass: r.verified && r.peakRssMiB <= cap });
+  }
+});
+
+await section('serial', () => measureSerial(smoke ? SERIAL_SMOKE : SERIAL_FULL), (r) => {
+  for (const p of r.protocols) {
+    const name = `serial ${p.protocol} ${fixed(p.imageBytes / 1024, 0)} KiB to ${p.device}`;
+    const baseline = `${fixed(lineCapacity(p.bitsPerChar), 0)} B/s line ${p.framing}`;
+    rows.push({ benchmark: `${name}, write`, measured: `${fixed(p.projectedWriteBps, 0)} B/s at ${r.baud}, ${p.write.roundTrips} round trips`, baseline, ratio: fixed(p.write.efficiency, 3), target: '-', pass: null });
+    rows.push({ benchmark: `${name}, write+verify`, measured: `${fixed(p.projectedBps, 0)} B/s at ${r.baud}, ${p.total.roundTrips} round trips, ${fixed(p.measuredBps, 0)} B/s wall on ${p.line}`, baseline, ratio: fixed(p.total.efficiency, 3), target: '-', pass: null });
   }
 });
 

@@ -197,11 +197,10 @@ export async function openSerialPort(init: SerialPortLinkInit): Promise<SerialLi
     read: (length, options) => queue.read(length, options),
     readUntil: (delimiter, options) => queue.readUntil(delimiter, options),
     readAvailable: (options) => queue.readAvailable(options),
-    flushInput: async () => {
-      // Give bytes already in flight a moment to land, then drop them.
-      await new Promise((resolve) => setTimeout(resolve, 5));
-      queue.clear();
-    },
+    // No settling delay: it would cost every command a round of sleep. Bytes
+    // still in flight are the recovery paths' business (they drain the line
+    // until it is quiet before they retry).
+    flushInput: async () => { queue.clear(); },
     close: async () => {
       if (!open) return;
       open = false;

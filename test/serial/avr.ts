@@ -3,8 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ExecutionContext } from 'ava';
-import { ptyPair, REPO, requireTools, startProcess, waitForOutput } from './helpers.js';
+import { ptyPair, REPO, requireTools, startProcess, waitForOutput, type Scope } from './helpers.js';
 
 export const OPTIBOOT_HEX = '/usr/share/arduino/hardware/arduino/avr/bootloaders/optiboot/optiboot_atmega328.hex';
 const SOURCE = join(REPO, 'hardware/simavr/avr-uart-pty.c');
@@ -12,7 +11,7 @@ const BUILD_DIR = join(REPO, 'test/serial/build');
 const BINARY = join(BUILD_DIR, 'avr-uart-pty');
 
 /** Compiles the harness when missing or older than its source (atomically: test files run in parallel). */
-export function buildHarness(t: ExecutionContext): string {
+export function buildHarness(t: Scope): string {
   requireTools(t, 'gcc', 'pkg-config');
   if (!existsSync('/usr/include/simavr/sim_avr.h')) {
     t.fail('simavr headers missing: apt-get install -y libsimavr-dev libelf-dev');
@@ -33,7 +32,7 @@ export interface SimulatedArduino { host: string; flashOut: string; stop(): Prom
  * Starts optiboot on a simulated ATmega328P wired to `deviceTty` (a new pty
  * pair when absent); `stop()` ends it and dumps its application flash to `flashOut`.
  */
-export async function startArduino(t: ExecutionContext, dir: string, deviceTty?: string): Promise<SimulatedArduino> {
+export async function startArduino(t: Scope, dir: string, deviceTty?: string): Promise<SimulatedArduino> {
   requireTools(t, 'socat');
   if (!existsSync(OPTIBOOT_HEX)) {
     t.fail(`bootloader missing (${OPTIBOOT_HEX}): apt-get install -y arduino-core-avr`);

@@ -5,7 +5,15 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ExecutionContext } from 'ava';
+
+/**
+ * What these helpers need from their caller: an AVA test context, or the
+ * serial bench's own scope (bench/serial.ts), which has no test around it.
+ */
+export interface Scope {
+  teardown(fn: () => unknown): void;
+  fail(message: string): void;
+}
 
 /** Everything the serial suite needs from Debian, in one line for CI. */
 export const APT_PACKAGES = 'socat stm32flash avrdude libsimavr-dev libelf-dev gcc libc6-dev pkg-config arduino-core-avr';
@@ -19,7 +27,7 @@ const TOOL_PACKAGES: Record<string, string> = {
 };
 
 /** Fails the test (not skips it) with the apt-get line when a tool is absent. */
-export function requireTools(t: ExecutionContext, ...tools: string[]): void {
+export function requireTools(t: Scope, ...tools: string[]): void {
   const missing = tools.filter((tool) => spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0);
   if (missing.length) {
     t.fail(`missing ${missing.join(', ')}: apt-get install -y ${missing.map((m) => TOOL_PACKAGES[m] ?? m).join(' ')} (whole suite: apt-get install -y ${APT_PACKAGES})`);
@@ -27,14 +35,14 @@ export function requireTools(t: ExecutionContext, ...tools: string[]): void {
   }
 }
 
-export function tempDir(t: ExecutionContext, prefix: string): string {
+export function tempDir(t: Scope, prefix: string): string {
   const dir = mkdtempSync(join(tmpdir(), `fwcast-${prefix}-`));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
 
 /** Starts a child that is killed in teardown; its output is kept for failure messages. */
-export function startProcess(t: ExecutionContext, command: string, args: string[], options: { cwd?: string } = {}): ChildProcess & { output: () => string } {
+export function startProcess(t: Scope, command: string, args: string[], options: { cwd?: string } = {}): ChildProcess & { output: () => string } {
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: options.cwd, detached: false });
   let output = '';
   child.stdout?.on('data', (d: Buffer) => { output += d.toString(); });
@@ -55,7 +63,7 @@ export async function waitForOutput(child: ChildProcess & { output: () => string
 export interface PtyPair { device: string; host: string; socat: ChildProcess & { output: () => string } }
 
 /** A socat pty pair; resolves once socat has applied raw mode to both ends. */
-export async function ptyPair(t: ExecutionContext, dir: string, name: string): Promise<PtyPair> {
+export async function ptyPair(t: Scope, dir: string, name: string): Promise<PtyPair> {
   const device = join(dir, `${name}-dev`);
   const host = join(dir, `${name}-host`);
   const socat = startProcess(t, 'socat', ['-d', '-d', `pty,raw,echo=0,link=${device}`, `pty,raw,echo=0,link=${host}`]);
@@ -66,7 +74,7 @@ export async function ptyPair(t: ExecutionContext, dir: string, name: string): P
 export const REPO = new URL('../../', import.meta.url).pathname;
 
 /** Runs a TypeScript entry point of this repo under tsx, as a background child. */
-export function startTsx(t: ExecutionContext, script: string, args: string[]): ChildProcess & { output: () => string } {
+export function startTsx(t: Scope, script: string, args: string[]): ChildProcess & { output: () => string } {
   return startProcess(t, process.execPath, ['--import', 'tsx', join(REPO, script), ...args], { cwd: REPO });
 }
 

@@ -20,6 +20,11 @@ export interface RelayInit {
 export interface Relay {
   corrupted: number;
   forwarded: number;
+  /** `forwarded` split by direction, for the serial bench. */
+  toDevice: number;
+  toHost: number;
+  /** Answers: device-to-host traffic right after host-to-device traffic (one per request/response exchange). */
+  roundTrips: number;
   /** Discard everything in both directions for `ms` (0 = until plugged back). */
   unplug(ms?: number): void;
   plug(): void;
@@ -39,9 +44,13 @@ export async function startRelay(init: RelayInit): Promise<Relay> {
   let sinceLast = 0;
   let unplugged = false;
   let closed = false;
+  let lastToDevice = false;
   const relay: Relay = {
     corrupted: 0,
     forwarded: 0,
+    toDevice: 0,
+    toHost: 0,
+    roundTrips: 0,
     unplug(ms = 0) {
       unplugged = true;
       if (ms > 0) setTimeout(() => { unplugged = false; }, ms);
@@ -52,7 +61,7 @@ export async function startRelay(init: RelayInit): Promise<Relay> {
       await Promise.all([host.close(), device.close()]);
     },
   };
-  const pump = async (from: SerialLink, to: SerialLink, noisy: boolean): Promise<void> => {
+  const pump = async (from: SerialLink, to: SerialLink, toDevice: boolean, noisy: boolean): Promise<void> => {
     while (!closed) {
       let chunk: Uint8Array;
       try {
@@ -71,10 +80,14 @@ export async function startRelay(init: RelayInit): Promise<Relay> {
         }
       }
       relay.forwarded += out.length;
+      if (toDevice) relay.toDevice += out.length;
+      else relay.toHost += out.length;
+      if (!toDevice && lastToDevice) relay.roundTrips++;
+      lastToDevice = toDevice;
       try { await to.write(out); } catch { return; }
     }
   };
-  void pump(host, device, (init.noisy ?? 'both') === 'both');
-  void pump(device, host, true);
+  void pump(host, device, true, (init.noisy ?? 'both') === 'both');
+  void pump(device, host, false, true);
   return relay;
 }

@@ -17,7 +17,7 @@ test('npm run bench -- --smoke runs every benchmark and writes its results', (t)
   const file = readdirSync(dir).filter((f) => f.startsWith('smoke-')).map((f) => join(dir, f)).filter((f) => statSync(f).mtimeMs >= started).pop();
   t.truthy(file, 'a smoke results file was written');
   const r = JSON.parse(readFileSync(file!, 'utf8')) as Record<string, any>;
-  for (const section of ['codec', 'authCost', 'wireEfficiency', 'simulation', 'throughput', 'agentRss']) {
+  for (const section of ['codec', 'authCost', 'wireEfficiency', 'simulation', 'throughput', 'agentRss', 'serial']) {
     t.falsy(r[section]?.error, `${section}: ${r[section]?.error}`);
   }
   t.true(r.codec.encodeMBs > 0 && r.codec.decodeMBs > 0);
@@ -28,4 +28,10 @@ test('npm run bench -- --smoke runs every benchmark and writes its results', (t)
   t.true(r.simulation.crossCheck.agree, 'the simulated agents behave exactly like the real Receiver');
   t.true(r.throughput.installed, 'the agent installed at the paced rate');
   t.true(r.agentRss.every((x: { verified: boolean }) => x.verified));
+  t.deepEqual(r.serial.protocols.map((p: { protocol: string }) => p.protocol), ['mcuboot', 'stm32', 'stk500']);
+  for (const p of r.serial.protocols) {
+    // Verification only adds line traffic, and no protocol's framing carries less than its payload.
+    t.true(p.total.efficiency > 0.3 && p.total.efficiency <= p.write.efficiency && p.write.efficiency < 1, `${p.protocol}: efficiency ${p.write.efficiency}/${p.total.efficiency}`);
+    t.true(p.total.roundTrips > 0 && p.projectedBps > 0, `${p.protocol}: round trips and a projection`);
+  }
 });
