@@ -35,7 +35,10 @@
  * counters about every 20 ms with timestamps ($EPOCHREALTIME around each
  * `nft list counters`, same wall clock as the agents' JSON log `time`), and
  * the forward counter is interpolated linearly at the `time` of the last
- * agent's "verified ..." log line. uftp ends the session itself once every
+ * agent's "received ..." log line: every segment decoded and matched against
+ * its signed SHA-256, after which the agent needs nothing from the network
+ * (the read-back check of the stored image and the install follow; an agent
+ * counts only if the image it installed is byte-identical). uftp ends the session itself once every
  * receiver reported completion, so its bytes are the counters when the uftp
  * server exits (the whole session: announce, file, NAK repairs, done).
  *
@@ -359,12 +362,13 @@ export function prepareRelease(imageMiB: number, dir = mkdtempSync(join(tmpdir()
 
 interface LogLine { time?: string; msg?: string }
 
-function verifiedAt(stderr: string): number | undefined {
+/** When the agent had every segment decoded and matched against its signed digest (its "received …" line). */
+function receivedAt(stderr: string): number | undefined {
   for (const line of stderr.split('\n')) {
     if (!line.startsWith('{')) continue;
     try {
       const j = JSON.parse(line) as LogLine;
-      if (j.msg?.startsWith('verified ') && j.time) return Date.parse(j.time);
+      if (j.msg?.startsWith('received ') && j.time) return Date.parse(j.time);
     } catch {
       // not a log line
     }
@@ -397,12 +401,12 @@ async function runFwcast(opts: WireOptions, p: Prepared, loss: number): Promise<
     counter.stop();
     const end = counter.read();
 
-    // Which agents got the image, byte-identical, and when they verified it.
+    // Which agents got the image, byte-identical, and when they had received it.
     const want = sha256hex(p.image);
     const times: Array<number | undefined> = [];
     let ok = 0;
     running.forEach((a, i) => {
-      const t = verifiedAt(a.stderr);
+      const t = receivedAt(a.stderr);
       let good = false;
       try {
         const out = JSON.parse(a.stdout.trim().split('\n').pop() ?? '') as { sha256?: string; path?: string };
@@ -749,7 +753,7 @@ async function cli(): Promise<void> {
     for (const r of run.rows) if (r.note) console.log(`  ${r.tool} ${pct(r.loss)}: ${r.note}`);
     for (const d of run.details) {
       const drops = `sender at ${d.senderMbit?.toFixed(1)} Mbit/s mid-transfer; receivers' socket-buffer drops ${d.rcvbufErrors?.join(', ')}`;
-      if (d.tool === 'fwcast') console.log(`  fwcast ${pct(d.loss)}: agents verified at ${d.agentSeconds.map((s) => (s === null ? '-' : s.toFixed(2))).join(', ')} s; ${drops}; nft counts ${d.l2Overhead?.toFixed(1)} B/packet beyond IPv6`);
+      if (d.tool === 'fwcast') console.log(`  fwcast ${pct(d.loss)}: agents had received at ${d.agentSeconds.map((s) => (s === null ? '-' : s.toFixed(2))).join(', ')} s; ${drops}; nft counts ${d.l2Overhead?.toFixed(1)} B/packet beyond IPv6`);
       else console.log(`  uftp ${pct(d.loss)}: ${drops}`);
     }
     console.log('\ntargets:');

@@ -105,9 +105,13 @@ class ModelWorker {
       }
       case 'segment':
         break;
-      case 'complete':
+      case 'complete': {
+        // Every segment has matched its signed SHA-256: the network has nothing more to give.
+        const m = event.release.manifest;
+        this.log.log('info', `received ${m.model} ${m.version} (seq ${m.seq}): all ${m.segments.length} segments match their signed digests`);
         void this.#install(event.release);
         break;
+      }
     }
   }
 
