@@ -21,7 +21,7 @@ const KEY = join(ROOT, 'firmware-samples/demo-keys/DEMO-ONLY-publisher.key');
 const PUB = join(ROOT, 'firmware-samples/demo-keys/DEMO-ONLY-publisher.pub');
 
 /** The node flags of the agent's shebang line, so the measurement is of the agent as shipped. */
-function agentNodeFlags(): string[] {
+export function agentNodeFlags(): string[] {
   const shebang = readFileSync(AGENT, 'utf8').split('\n')[0]!;
   return shebang.split(/\s+/).filter((w) => w.startsWith('--'));
 }

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeSampleImage } from '../firmware-samples/generate.js';
 import { NetLab } from '../scripts/lab/netlab.js';
+import { agentNodeFlags } from './agent-rss.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const FWCAST = join(ROOT, 'bin/fwcast.js');
@@ -42,7 +43,7 @@ export async function measureThroughput(targetPps = 30_000, imageMiB = 48): Prom
   try {
     await writeSampleImage(join(dir, 'image'), imageMiB * 1024 * 1024, 3);
     execFileSync(process.execPath, [FWCAST, 'sign', join(dir, 'image'), '--key', KEY, '--model', 'pps', '--version', '1', '--seq', '1', '--out', join(dir, 'r.fwc')]);
-    const agent = lab.spawn('dev', process.execPath, ['--max-semi-space-size=1', AGENT, '--model', 'pps', '--key', PUB, '--iface', 'eth0', '--store', join(dir, 'store'), '--once', '--json', '--timeout', '90', '--log-format', 'json']);
+    const agent = lab.spawn('dev', process.execPath, [...agentNodeFlags(), AGENT, '--model', 'pps', '--key', PUB, '--iface', 'eth0', '--store', join(dir, 'store'), '--once', '--json', '--timeout', '90', '--log-format', 'json']);
     let stderr = '';
     agent.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     agent.stdout!.resume();

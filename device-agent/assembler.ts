@@ -14,7 +14,7 @@ import type { SegmentInfo } from '../protocol/manifest.js';
 export type AddResult =
   | { kind: 'duplicate' }
   | { kind: 'stored'; received: number }
-  /** The segment decoded; its bytes still have to pass the segment digest. */
+  /** The segment decoded; its bytes still have to pass the segment digest, and may be reused by the next add(). */
   | { kind: 'decoded'; bytes: Uint8Array };
 
 export interface SegmentAssembler {

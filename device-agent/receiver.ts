@@ -41,6 +41,7 @@ export interface ReceiverInit {
 export type ReceiverEvent =
   | { kind: 'rejected'; releaseId: string; error: FwcastError }
   | { kind: 'accepted'; release: VerifiedManifest }
+  /** `bytes` may be reused by the assembler: valid until the next push(). */
   | { kind: 'segment'; release: VerifiedManifest; segment: SegmentInfo; bytes: Uint8Array }
   | { kind: 'complete'; release: VerifiedManifest };
 

@@ -15,6 +15,10 @@
  * kill at any point leaves either the spill file (the segment is decoded
  * again) or a durable segment. A torn last record is cut off on reopening.
  * A segment whose K source symbols all arrived is copied, not decoded.
+ * Spill files are read back through one small buffer, and copied segments
+ * are put together in one buffer reused for every segment: a fresh segment-
+ * sized buffer per segment piles up as garbage between collections (~9 MiB of
+ * peak RSS on a 16 MiB image).
  * Symbols are appended in batches; the agent flushes them every 250 ms, so a
  * kill loses at most that much reception.
  */
@@ -32,6 +36,8 @@ const BATCH_BUDGET = 512 << 10;
 const MAX_BATCH = 32;
 /** Decoded segments made durable together (two fsyncs per batch, not per segment). */
 const COMMIT_BATCH = 8;
+/** Records read from a spill file at a time when decoding. */
+const READ_RECORDS = 64;
 
 interface SegmentState {
   /** Records in the file plus those waiting in `batch`. */
@@ -54,12 +60,16 @@ export class SpillAssembler implements SegmentAssembler {
   #open = new Map<number, number>();
   #batchRecords: number;
   #uncommitted: number[] = [];
+  #readBuffer: Uint8Array;
+  /** Where segments are copied together from their source symbols. */
+  #copyBuffer: Uint8Array | undefined;
 
   constructor(dir: string, manifest: Manifest) {
     this.#dir = dir;
     this.#manifest = manifest;
     this.#record = ESI_BYTES + manifest.symbolSize;
     this.#batchRecords = Math.max(1, Math.min(MAX_BATCH, Math.floor(BATCH_BUDGET / (manifest.segments.length * this.#record))));
+    this.#readBuffer = new Uint8Array(READ_RECORDS * this.#record);
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, 'model'), manifest.model);
     this.imagePath = join(dir, 'image.part');
@@ -169,10 +179,12 @@ export class SpillAssembler implements SegmentAssembler {
     state.batched = 0;
   }
 
+  /**
+   * The segment's bytes from its first `count` records, or undefined if they
+   * do not decode yet. Copied segments share one buffer: the bytes are only
+   * valid until the next add() (the receiver hashes and commits them at once).
+   */
   #decode(segment: SegmentInfo, count: number): Uint8Array | undefined {
-    const data = new Uint8Array(count * this.#record);
-    readSync(this.#fd(segment.index), data, 0, data.length, 0);
-    const view = new DataView(data.buffer);
     const state = this.#state.get(segment.index)!;
     const k = segment.sourceSymbols;
     let sources = 0;
@@ -180,24 +192,36 @@ export class SpillAssembler implements SegmentAssembler {
     if (sources === k) {
       // Every source symbol is here: the segment is just their concatenation (RFC 6330 is systematic).
       const T = this.#manifest.symbolSize;
-      const out = new Uint8Array(k * T);
-      for (let i = 0; i < count; i++) {
-        const at = i * this.#record;
-        const esi = view.getUint32(at);
-        if (esi < k) out.set(data.subarray(at + ESI_BYTES, at + this.#record), esi * T);
-      }
+      if (!this.#copyBuffer || this.#copyBuffer.length < k * T) this.#copyBuffer = new Uint8Array(k * T);
+      const out = this.#copyBuffer;
+      this.#eachRecord(segment.index, count, (esi, symbol) => {
+        if (esi < k) out.set(symbol, esi * T);
+        return false;
+      });
       return out.subarray(0, segment.oti.transferLength);
     }
     const decoder = new SegmentDecoder(segment.oti.transferLength, this.#manifest.symbolSize);
     try {
-      for (let i = 0; i < count; i++) {
-        const at = i * this.#record;
-        const bytes = decoder.push(view.getUint32(at), data.subarray(at + ESI_BYTES, at + this.#record));
-        if (bytes) return bytes;
-      }
-      return undefined;
+      let bytes: Uint8Array | undefined;
+      this.#eachRecord(segment.index, count, (esi, symbol) => (bytes = decoder.push(esi, symbol)) !== undefined);
+      return bytes;
     } finally {
       decoder.free();
+    }
+  }
+
+  /** Calls `visit` on the first `count` records of a spill file, in order, until it returns true. */
+  #eachRecord(index: number, count: number, visit: (esi: number, symbol: Uint8Array) => boolean): void {
+    const fd = this.#fd(index);
+    const buffer = this.#readBuffer;
+    const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+    for (let first = 0; first < count; first += READ_RECORDS) {
+      const n = Math.min(READ_RECORDS, count - first);
+      readSync(fd, buffer, 0, n * this.#record, first * this.#record);
+      for (let i = 0; i < n; i++) {
+        const at = i * this.#record;
+        if (visit(view.getUint32(at), buffer.subarray(at + ESI_BYTES, at + this.#record))) return;
+      }
     }
   }
 

@@ -10,7 +10,8 @@
  * cut leaves the previous state intact.
  */
 import { createHash } from 'node:crypto';
-import { accessSync, constants, createReadStream, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError } from '../protocol/errors.js';
 import { fsyncDir, writeFileAtomic } from './durable.js';
@@ -111,9 +112,26 @@ export class Store {
   }
 }
 
-/** SHA-256 of a file, streamed. */
+/** Bytes hashed per read in sha256File. */
+const HASH_CHUNK = 256 << 10;
+
+/**
+ * SHA-256 of a file, read through one reused buffer: a read stream allocates
+ * a buffer per chunk, and at 64 KiB each they pile up to most of the image
+ * before a garbage collection frees them.
+ */
 export async function sha256File(path: string): Promise<string> {
   const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  const buffer = Buffer.allocUnsafeSlow(HASH_CHUNK);
+  const file = await open(path, 'r');
+  try {
+    for (;;) {
+      const { bytesRead } = await file.read(buffer, 0, buffer.length, null);
+      if (bytesRead === 0) break;
+      hash.update(buffer.subarray(0, bytesRead));
+    }
+  } finally {
+    await file.close();
+  }
   return hash.digest('hex');
 }

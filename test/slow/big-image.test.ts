@@ -1,16 +1,16 @@
 /**
  * A 256 MiB image to an agent in its own namespace on a Raspberry Pi Zero
  * class budget: the agent spills symbols to disk and decodes one segment at a
- * time, so its resident memory stays near that of a 16 MiB transfer (~80-110
- * MiB measured, most of it Node.js itself) instead of the ~1.7 GiB a
- * single-block decode needs. The cap asserted is the one the agent holds on
- * this machine under load; issue 4's 96 MiB target is tracked by the
- * benchmark (bench/agent-rss.ts), not here.
+ * time, so its resident memory stays near that of a 16 MiB transfer (~65 MiB
+ * at the benchmark's 150 Mbit/s; ~80-90 MiB at this test's 200 Mbit/s, where a
+ * loaded machine drops datagrams and segments need a RaptorQ decode; most of
+ * it Node.js itself) instead of the ~1.7 GiB a single-block decode needs. The
+ * cap is issue 4's 96 MiB target.
  */
 import test from 'ava';
 import { measureAgentRss } from '../../bench/agent-rss.js';
 
-const CAP_MIB = 128;
+const CAP_MIB = 96;
 
 test(`a 256 MiB image installs and verifies with the agent's peak RSS under ${CAP_MIB} MiB`, async (t) => {
   t.timeout(280_000);
