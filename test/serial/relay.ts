@@ -19,10 +19,10 @@ export interface RelayInit {
 
 export interface Relay {
   corrupted: number;
-  forwarded: number;
-  /** `forwarded` split by direction, for the serial bench. */
+  /** Bytes carried host → device and device → host, and both together. */
   toDevice: number;
   toHost: number;
+  readonly forwarded: number;
   /** Answers: device-to-host traffic right after host-to-device traffic (one per request/response exchange). */
   roundTrips: number;
   /** Discard everything in both directions for `ms` (0 = until plugged back). */
@@ -47,10 +47,10 @@ export async function startRelay(init: RelayInit): Promise<Relay> {
   let lastToDevice = false;
   const relay: Relay = {
     corrupted: 0,
-    forwarded: 0,
     toDevice: 0,
     toHost: 0,
     roundTrips: 0,
+    get forwarded() { return this.toDevice + this.toHost; },
     unplug(ms = 0) {
       unplugged = true;
       if (ms > 0) setTimeout(() => { unplugged = false; }, ms);
@@ -79,7 +79,6 @@ export async function startRelay(init: RelayInit): Promise<Relay> {
           sinceLast = 0;
         }
       }
-      relay.forwarded += out.length;
       if (toDevice) relay.toDevice += out.length;
       else relay.toHost += out.length;
       if (!toDevice && lastToDevice) relay.roundTrips++;
