@@ -179,3 +179,38 @@ export class SegmentDecoder {
     this.#decoder = undefined;
   }
 }
+
+/**
+ * Runs the codec over `rounds` synthetic segments of `length` bytes, encoded
+ * and then decoded with a tenth of the source symbols replaced by repair
+ * symbols. A fresh WASM instance runs its first few MiB in V8's baseline tier,
+ * at about half speed, until its hot functions are recompiled (measured: 39,
+ * 36, 21, 17 ms, then 14 ms per 1 MiB segment). This moves that cost to a
+ * chosen moment: a long-lived worker pays it before the first real job, and a
+ * benchmark measures the steady state. It makes no single cold run faster.
+ */
+export function warmUpCodec(rounds = 4, length = 1 << 20, symbolSize = 1208): void {
+  const data = new Uint8Array(length);
+  for (let i = 0; i < length; i++) data[i] = (i * 2654435761) >>> 24;
+  for (let r = 0; r < rounds; r++) {
+    const encoder = new SegmentEncoder(data, symbolSize);
+    const k = encoder.k;
+    let symbols: EncodingSymbol[];
+    try {
+      symbols = encoder.symbols(k + Math.ceil(k / 10) + 2);
+    } finally {
+      encoder.free();
+    }
+    const decoder = new SegmentDecoder(length, symbolSize);
+    try {
+      let out: Uint8Array | undefined;
+      for (const { esi, data: symbol } of symbols) {
+        if (esi < k && esi % 10 === r) continue;
+        if ((out = decoder.push(esi, symbol))) break;
+      }
+      if (!out) throw new Error('codec warm-up did not decode');
+    } finally {
+      decoder.free();
+    }
+  }
+}

@@ -3,17 +3,23 @@
  * segments encode (or decode) on all cores at once. Messages:
  *   { id, op: 'encode', data, symbolSize, count }      → { id, symbols } (count × T bytes, ESI order)
  *   { id, op: 'decode', length, symbolSize, esis, symbols } → { id, bytes } or { id, error }
+ *   { id, op: 'warm-up' }                              → { id } (see warmUpCodec)
  */
 import { parentPort } from 'node:worker_threads';
-import { SegmentDecoder, SegmentEncoder } from '../protocol/fec.js';
+import { SegmentDecoder, SegmentEncoder, warmUpCodec } from '../protocol/fec.js';
 
 export type CodecRequest =
   | { id: number; op: 'encode'; data: Uint8Array; symbolSize: number; count: number }
-  | { id: number; op: 'decode'; length: number; symbolSize: number; esis: Uint32Array; symbols: Uint8Array };
+  | { id: number; op: 'decode'; length: number; symbolSize: number; esis: Uint32Array; symbols: Uint8Array }
+  | { id: number; op: 'warm-up' };
 
 export type CodecResponse = { id: number; symbols?: Uint8Array; bytes?: Uint8Array; error?: string };
 
 function handle(req: CodecRequest): CodecResponse {
+  if (req.op === 'warm-up') {
+    warmUpCodec();
+    return { id: req.id };
+  }
   if (req.op === 'encode') {
     const encoder = new SegmentEncoder(req.data, req.symbolSize);
     try {
