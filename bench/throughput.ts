@@ -26,7 +26,10 @@ export interface ThroughputResult {
   targetPps: number;
   achievedPps: number;
   datagrams: number;
+  /** Receive-buffer drops until the agent logged "received" (every segment verified). */
   receiveBufferDrops: number;
+  /** Drops until the agent exited: includes the carousel still arriving while it read the image back and installed. */
+  receiveBufferDropsUntilExit: number;
   receiveBufferBytes: number;
   installed: boolean;
   seconds: number;
@@ -45,7 +48,11 @@ export async function measureThroughput(targetPps = 30_000, imageMiB = 48): Prom
     execFileSync(process.execPath, [FWCAST, 'sign', join(dir, 'image'), '--key', KEY, '--model', 'pps', '--version', '1', '--seq', '1', '--out', join(dir, 'r.fwc')]);
     const agent = lab.spawn('dev', process.execPath, [...agentNodeFlags(), AGENT, '--model', 'pps', '--key', PUB, '--iface', 'eth0', '--store', join(dir, 'store'), '--once', '--json', '--timeout', '90', '--log-format', 'json']);
     let stderr = '';
-    agent.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    let dropsAtReceived: number | undefined;
+    agent.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+      if (dropsAtReceived === undefined && stderr.includes('"msg":"received ')) dropsAtReceived = udp6Counter(lab, 'dev', 'Udp6RcvbufErrors');
+    });
     agent.stdout!.resume();
     const exited = new Promise<number | null>((resolve) => agent.on('exit', resolve));
     await new Promise((r) => setTimeout(r, 1200));
@@ -67,7 +74,8 @@ export async function measureThroughput(targetPps = 30_000, imageMiB = 48): Prom
       targetPps,
       achievedPps: Number(sent?.[2] ?? 0),
       datagrams,
-      receiveBufferDrops: udp6Counter(lab, 'dev', 'Udp6RcvbufErrors') - dropsBefore,
+      receiveBufferDrops: (dropsAtReceived ?? Number.NaN) - dropsBefore,
+      receiveBufferDropsUntilExit: udp6Counter(lab, 'dev', 'Udp6RcvbufErrors') - dropsBefore,
       receiveBufferBytes: Number(execFileSync('cat', ['/proc/sys/net/core/rmem_max'], { encoding: 'utf8' })),
       installed: code === 0,
       seconds,
