@@ -117,6 +117,14 @@ export interface WireDetail {
   senderMbit?: number;
   /** Bytes counted once per frame sent by the sender, all protocols. */
   counters: Record<string, { packets: number; bytes: number }>;
+  /**
+   * fwcast: CPU seconds the agents used from the start of the transfer until
+   * each had received, summed, ÷ (CPUs × seconds until the last one had): how
+   * much of the machine the agents alone took. Near 1, agents fall behind for
+   * want of CPU, not for want of datagrams.
+   */
+  agentCpuShare?: number;
+  agentCpuSeconds?: number;
 }
 
 export interface ReleaseFacts {
@@ -363,6 +371,16 @@ export function prepareRelease(imageMiB: number, dir = mkdtempSync(join(tmpdir()
 interface LogLine { time?: string; msg?: string }
 
 /** When the agent had every segment decoded and matched against its signed digest (its "received …" line). */
+/** User + system CPU seconds of a running process (/proc/PID/stat, clock ticks of 1/100 s). */
+function cpuSecondsOf(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 function receivedAt(stderr: string): number | undefined {
   for (const line of stderr.split('\n')) {
     if (!line.startsWith('{')) continue;
@@ -390,6 +408,17 @@ async function runFwcast(opts: WireOptions, p: Prepared, loss: number): Promise<
     await Promise.all(running.map((a) => stderrMatch(a, /listening on fw\/rpi4/, 30_000)));
     const base = counter.read();
     counter.start();
+    const cpuAtStart = running.map((a) => cpuSecondsOf(a.child.pid));
+    const cpuAtReceived: number[] = running.map(() => Number.NaN);
+    running.forEach((a, i) => {
+      // Runs after track()'s own listener, so a.stderr already holds this chunk.
+      const watch = (): void => {
+        if (!a.stderr.includes('"msg":"received ')) return;
+        cpuAtReceived[i] = cpuSecondsOf(a.child.pid);
+        a.child.stderr!.off('data', watch);
+      };
+      a.child.stderr!.on('data', watch);
+    });
     await sleep(60);
     const publisher = track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', p.release, '--iface', 'eth0', '--rate', opts.rate, '--duration', `${Number(limitS) + 10}s`, '--quiet']));
     procs.push(publisher);
@@ -447,6 +476,7 @@ async function runFwcast(opts: WireOptions, p: Prepared, loss: number): Promise<
     if (!allOk) note += `${agents.length - ok} of ${agents.length} agents failed; bytes are all sent in ${((end.t - start) / 1000).toFixed(1)} s; `;
     const ideal = idealBytes(p.facts, loss);
     const stats = running.map((a, i) => `${agents[i]}: ${/"msg":"stats rpi4: ([^"]*)"/.exec(a.stderr)?.[1] ?? `exit ${String(codes[i])}`}`);
+    const agentCpuSeconds = cpuAtReceived.reduce((sum, c, i) => sum + c - cpuAtStart[i]!, 0);
     return {
       row: {
         tool: 'fwcast', loss, bytes: Math.round(bytes), ratioToImage: bytes / p.facts.imageSize, ratioToIdeal: bytes / ideal,
@@ -456,6 +486,7 @@ async function runFwcast(opts: WireOptions, p: Prepared, loss: number): Promise<
       detail: {
         tool: 'fwcast', loss, agentSeconds: times.map((t) => (t === undefined ? null : (t - start) / 1000)),
         overshootBytes: Math.round(overshoot), l2Overhead: l2, stats, rcvbufErrors,
+        agentCpuSeconds, agentCpuShare: agentCpuSeconds / (cpus().length * (tEnd - start) / 1000),
         senderMbit: (counter.steadyRate('fwd_ip6', base.counters.fwd_ip6!.bytes, counter.at('fwd_ip6', 'bytes', tEnd)) ?? NaN) / 1e6,
         counters: Object.fromEntries(Object.entries(end.counters).map(([k, v]) => [k, { packets: v.packets - base.counters[k]!.packets, bytes: v.bytes - base.counters[k]!.bytes }])),
       },
@@ -753,7 +784,7 @@ async function cli(): Promise<void> {
     for (const r of run.rows) if (r.note) console.log(`  ${r.tool} ${pct(r.loss)}: ${r.note}`);
     for (const d of run.details) {
       const drops = `sender at ${d.senderMbit?.toFixed(1)} Mbit/s mid-transfer; receivers' socket-buffer drops ${d.rcvbufErrors?.join(', ')}`;
-      if (d.tool === 'fwcast') console.log(`  fwcast ${pct(d.loss)}: agents had received at ${d.agentSeconds.map((s) => (s === null ? '-' : s.toFixed(2))).join(', ')} s; ${drops}; nft counts ${d.l2Overhead?.toFixed(1)} B/packet beyond IPv6`);
+      if (d.tool === 'fwcast') console.log(`  fwcast ${pct(d.loss)}: agents had received at ${d.agentSeconds.map((s) => (s === null ? '-' : s.toFixed(2))).join(', ')} s; agents used ${d.agentCpuSeconds?.toFixed(2)} CPU s meanwhile, ${pct(d.agentCpuShare ?? Number.NaN)} of the machine; ${drops}; nft counts ${d.l2Overhead?.toFixed(1)} B/packet beyond IPv6`);
       else console.log(`  uftp ${pct(d.loss)}: ${drops}`);
     }
     console.log('\ntargets:');
