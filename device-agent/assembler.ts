@@ -14,8 +14,12 @@ import type { SegmentInfo } from '../protocol/manifest.js';
 export type AddResult =
   | { kind: 'duplicate' }
   | { kind: 'stored'; received: number }
-  /** The segment decoded; its bytes still have to pass the segment digest, and may be reused by the next add(). */
-  | { kind: 'decoded'; bytes: Uint8Array };
+  /**
+   * The segment decoded; its bytes still have to pass the segment digest, and
+   * may be reused by the next add(). `sha256` is their digest when the
+   * assembler already has it (hashed while the source symbols arrived).
+   */
+  | { kind: 'decoded'; bytes: Uint8Array; sha256?: Uint8Array };
 
 export interface SegmentAssembler {
   /** Segments already decoded and committed (after a restart). */

@@ -378,7 +378,7 @@ export class Receiver {
     this.stats.symbolsAccepted++;
     if (result.kind === 'stored') return NONE;
     const bytes = result.bytes;
-    if (Buffer.compare(createHash('sha256').update(bytes).digest(), seg.sha256) !== 0) {
+    if (Buffer.compare(result.sha256 ?? createHash('sha256').update(bytes).digest(), seg.sha256) !== 0) {
       // Cannot happen with authenticated symbols unless the publisher is broken; start the segment over.
       t.assembler.reset(seg);
       return this.#drop('segment-digest-mismatch');

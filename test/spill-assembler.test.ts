@@ -1,0 +1,90 @@
+/**
+ * device-agent/spill-assembler.ts on its own: what it hands back for a
+ * segment, with and without the SHA-256 it computes while symbols arrive.
+ */
+import test from 'ava';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AddResult } from '../device-agent/assembler.js';
+import { SpillAssembler } from '../device-agent/spill-assembler.js';
+import type { SegmentInfo } from '../protocol/manifest.js';
+import { symbolOf } from '../protocol/symbol-set.js';
+import type { Release } from '../server/release.js';
+import { makeImage, makeKey, shuffle } from './helpers/fixtures.js';
+import { testRelease } from './helpers/releases.js';
+
+// Two segments, the last symbol of each only partly image bytes.
+const release = testRelease(await makeKey(), { image: makeImage(2 * 40 * 1208 - 500, 9), segmentSize: 40 * 1208 });
+
+function withAssembler(t: { teardown(fn: () => void): void }, r: Release): { open(): SpillAssembler } {
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-spill-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return { open: () => new SpillAssembler(dir, r.manifest) };
+}
+
+const symbol = (seg: SegmentInfo, esi: number): Uint8Array => symbolOf(release.symbolSet!, seg.index, esi);
+const sha256 = (bytes: Uint8Array): Buffer => createHash('sha256').update(bytes).digest();
+const segmentBytes = (seg: SegmentInfo): Uint8Array => release.image.subarray(seg.offset, seg.offset + seg.oti.transferLength);
+
+/** Adds the symbols with these ESIs until the segment decodes; the last result. */
+function addAll(spill: SpillAssembler, seg: SegmentInfo, esis: Iterable<number>): AddResult {
+  let result: AddResult = { kind: 'stored', received: 0 };
+  for (const esi of esis) {
+    result = spill.add(seg, esi, symbol(seg, esi));
+    if (result.kind === 'decoded') break;
+  }
+  return result;
+}
+
+const range = (from: number, to: number): number[] => Array.from({ length: to - from }, (_, i) => from + i);
+
+test('sources in order: the segment comes back with its SHA-256 already computed, equal to the signed one', (t) => {
+  const spill = withAssembler(t, release).open();
+  t.teardown(() => spill.close());
+  for (const seg of release.manifest.segments) {
+    const result = addAll(spill, seg, range(0, seg.sourceSymbols));
+    t.is(result.kind, 'decoded');
+    if (result.kind !== 'decoded') return;
+    t.deepEqual(Buffer.from(result.bytes), Buffer.from(segmentBytes(seg)));
+    t.truthy(result.sha256, `segment ${seg.index} hashed on the way`);
+    t.deepEqual(Buffer.from(result.sha256!), Buffer.from(seg.sha256));
+    spill.commit(seg, result.bytes);
+  }
+});
+
+test('sources out of order, or repair symbols needed: no precomputed digest, the receiver hashes the bytes', (t) => {
+  const spill = withAssembler(t, release).open();
+  t.teardown(() => spill.close());
+  const [first, second] = release.manifest.segments;
+  const result = addAll(spill, first!, shuffle(range(0, first!.sourceSymbols), 3));
+  t.is(result.kind, 'decoded');
+  if (result.kind !== 'decoded') return;
+  t.is(result.sha256, undefined);
+  t.deepEqual(sha256(result.bytes), Buffer.from(first!.sha256));
+  spill.commit(first!, result.bytes);
+
+  // ESI 5 lost: repair symbols stand in, and RaptorQ decodes.
+  const repaired = addAll(spill, second!, range(0, second!.published).filter((esi) => esi !== 5));
+  t.is(repaired.kind, 'decoded');
+  if (repaired.kind !== 'decoded') return;
+  t.is(repaired.sha256, undefined);
+  t.deepEqual(Buffer.from(repaired.bytes), Buffer.from(segmentBytes(second!)));
+});
+
+test('after a restart, symbols on disk are not taken as hashed: the completed segment has no precomputed digest', (t) => {
+  const lab = withAssembler(t, release);
+  const seg = release.manifest.segments[0]!;
+  const before = lab.open();
+  t.is(addAll(before, seg, range(0, 10)).kind, 'stored');
+  before.close();
+  const after = lab.open();
+  t.teardown(() => after.close());
+  t.is(after.resumedSymbols, 10);
+  const result = addAll(after, seg, range(10, seg.sourceSymbols));
+  t.is(result.kind, 'decoded');
+  if (result.kind !== 'decoded') return;
+  t.is(result.sha256, undefined);
+  t.deepEqual(Buffer.from(result.bytes), Buffer.from(segmentBytes(seg)));
+});
