@@ -129,13 +129,18 @@ export class Stk500Bootloader {
         if (!(error instanceof Stk500TimeoutError || error instanceof Stk500ProtocolError) || n >= this.tries) throw error;
         this.retries++;
         await this.sync();
-        await this.command('Enter programming mode', Uint8Array.of(STK.ENTER_PROGMODE));
+        try {
+          await this.command('Enter programming mode', Uint8Array.of(STK.ENTER_PROGMODE));
+        } catch (recovery) {
+          // Noise on this answer too: the next try fails fast and recovers again.
+          if (!(recovery instanceof Stk500Error)) throw recovery;
+        }
       }
     }
   }
 
   async enterProgramming(): Promise<void> {
-    await this.command('Enter programming mode', Uint8Array.of(STK.ENTER_PROGMODE));
+    await this.withRetries(() => this.command('Enter programming mode', Uint8Array.of(STK.ENTER_PROGMODE)));
   }
 
   async leaveProgramming(): Promise<void> {
