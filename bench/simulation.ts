@@ -10,9 +10,9 @@
  *   npx tsx bench/simulation.ts                      # 1000 agents, 8 MiB, 1 and 4 MiB segments
  *   npx tsx bench/simulation.ts --smoke              # 50 agents, 1 MiB image: CI, < 20 s
  *   npx tsx bench/simulation.ts --agents 1000 --image-mib 8 --segment-mib 1,4 --max-loss 0.3 --seed 1
- *   npx tsx bench/simulation.ts --auth-copies 2,3,4  # what-if: AUTH copies per chunk (bench-local carousel)
+ *   npx tsx bench/simulation.ts --auth-copies 2,3,4  # what-if: uncoded chunks, N copies each (bench-local carousel)
  *   npx tsx bench/simulation.ts --manifest-every 100,25  # what-if: the real Carousel's manifestEvery
- *   npx tsx bench/simulation.ts --early-manifest 10      # what-if: first 10 manifest copies 10 datagrams apart
+ *   npx tsx bench/simulation.ts --early-manifest 50      # what-if: first 10 manifest copies 50 datagrams apart (carousel: 10)
  *   npx tsx bench/simulation.ts --interleave 2           # what-if: segments sent in interleaved pairs
  *
  * Method. Agents share nothing but the carousel, so they are simulated one
@@ -25,8 +25,9 @@
  *
  * An agent is a mirror of device-agent/receiver.ts on those descriptors: no
  * symbol is usable before the whole manifest arrived, symbols wait (with the
- * receiver's bounds: 2·chunk per leaf, 2048 in all, oldest leaf evicted) until
- * an AUTH datagram of their chunk arrives, segments stop taking symbols once
+ * receiver's bounds: 2·chunk per leaf, 1024 in all, oldest leaf evicted) until
+ * their chunk is verified (an AUTH datagram of it, or enough pieces of its
+ * coded group to rebuild it), segments stop taking symbols once
  * decoded. Decoding is real: once a segment holds K distinct authenticated
  * symbols they go, in the receiver's order, into a SegmentDecoder with their
  * bytes from release.symbolSet; if that fails, every further symbol is pushed
@@ -48,6 +49,11 @@
  * come in chunks of ~90 symbols (normal approximation; it runs a little low
  * when a segment spans only ~9 chunks).
  *
+ * Seeds 1–3, 1000 agents, 8 MiB in 1 MiB segments, loss 0…30 %, on
+ * 2026-12-07: with AUTH chunks coded 6:2 and the first manifests 10 datagrams
+ * apart (server/carousel.ts since then) 1.070, 1.069 and 1.043; with three
+ * plain copies 1.383. The history below is of the uncoded carousel.
+ *
  * Seed 1, 1000 agents, 8 MiB, loss 0…30 %, 50–90 s per configuration on 2
  * shared cores. server/carousel.ts as of 3adf2e6 (all segments interleaved,
  * manifest every 250 datagrams): 1.548 (1 MiB segments, K = 772) and 1.283
@@ -68,7 +74,7 @@ import type { Manifest } from '../protocol/manifest.js';
 import { decodePacket, encodeAuthPacket, encodeManifestFragment, encodeSymbolPacket, MANIFEST_OVERHEAD, PacketType } from '../protocol/packet.js';
 import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
 import { symbolOf } from '../protocol/symbol-set.js';
-import { Carousel } from '../server/carousel.js';
+import { Carousel, EARLY_EVERY, EARLY_MANIFESTS } from '../server/carousel.js';
 import { buildRelease, type Release } from '../server/release.js';
 import { Receiver } from '../device-agent/receiver.js';
 import { makeImage } from '../test/helpers/fixtures.js';
@@ -129,9 +135,10 @@ export interface AnalyticExpectation {
    */
   binomial: { symbolsSent: number; ratio: number; p05: number; p95: number };
   /**
-   * fwcast's actual schedule: symbols before the manifest are dropped, a chunk's
-   * symbols are lost when all its AUTH copies are (probability p^copies), normal
-   * approximation of the useful-symbol count.
+   * The uncoded schedule (what-if `--auth-copies`; with coded chunks, the
+   * default, a reference for 3 copies): symbols before the manifest are
+   * dropped, a chunk's symbols are lost when all its AUTH copies are
+   * (probability p^copies), normal approximation of the useful-symbol count.
    */
   protocol: { symbolsSent: number; ratio: number; p05: number; p95: number; authCopies: number; usefulFractionAtPmax: number };
   /** The protocol model's expected ratio for other AUTH copy counts (datagram ratio: + copies/c, 1/K, 1/manifestEvery). */
@@ -194,7 +201,9 @@ export interface SimulationResult {
   perAgentRatio: { mean: number; max: number };
   crossCheck: { checked: number; agree: boolean; agents: CrossCheck[] };
   schedule: {
-    source: 'server/carousel.ts' | 'bench what-if'; authCopies: number; manifestEvery: number; earlyManifestEvery?: number; interleave: number;
+    source: 'server/carousel.ts' | 'bench what-if';
+    /** AUTH chunks erasure-coded (server/carousel.ts default) as "g:r", or "copies" (uncoded, authCopies per chunk). */
+    chunkCoding: string; authCopies: number; manifestEvery: number; earlyManifestEvery?: number; interleave: number;
     /** False when server/carousel.ts changed so that the bench-local schedule (what-ifs) no longer reproduces it. */
     whatIfMatchesCarousel: boolean; chunkSymbols: number; manifestFragments: number;
   };
@@ -253,7 +262,9 @@ async function makeFleet(spec: FleetSpec): Promise<Fleet> {
   const seed = new Uint8Array(createHash('sha256').update(`fwcast simulation key ${spec.seed}`).digest());
   const publicKey = ed25519.publicKeyFromSeed(seed);
   const image = makeImage(spec.imageBytes, spec.seed);
-  const release = buildRelease({ image, seed, model: MODEL, version: '1.0.0', seq: 1, created: CREATED, segmentSize: spec.segmentSize });
+  // The what-if schedule sends uncoded chunks, copied; otherwise the release has the publisher's default coding.
+  const whatIf = spec.authCopies !== undefined || spec.earlyManifestEvery !== undefined || spec.interleave !== undefined;
+  const release = buildRelease({ image, seed, model: MODEL, version: '1.0.0', seq: 1, created: CREATED, segmentSize: spec.segmentSize, ...(whatIf ? { chunkCoding: false } : {}) });
   const init = { manifest: release.manifest, signed: release.signed, releaseId: release.releaseId, image, symbolSet: release.symbolSet! };
   const manifestEvery = spec.manifestEvery ?? CAROUSEL_MANIFEST_EVERY;
   const interleave = spec.interleave ?? CAROUSEL_INTERLEAVE;
@@ -263,7 +274,7 @@ async function makeFleet(spec: FleetSpec): Promise<Fleet> {
     return () => c.next();
   };
   let source = real;
-  if (spec.authCopies !== undefined || spec.earlyManifestEvery !== undefined || spec.interleave !== undefined) {
+  if (whatIf) {
     if (!whatIfMatchesCarousel) throw new Error('the what-if schedule no longer reproduces server/carousel.ts; update whatIfCarousel() and its defaults');
     const copies = spec.authCopies ?? 3;
     source = () => whatIfCarousel(release, copies, manifestEvery, spec.earlyManifestEvery, interleave);
@@ -276,7 +287,7 @@ async function makeFleet(spec: FleetSpec): Promise<Fleet> {
  * server/carousel.ts's schedule with `copies` AUTH datagrams per chunk pass
  * (at in-chunk offsets ⌊j·c/copies⌋) instead of 2 (offsets 0 and ⌊c/2⌋).
  */
-function whatIfCarousel(release: Release, copies: number, manifestEveryPerFragment: number, earlyEveryPerFragment?: number, interleave = CAROUSEL_INTERLEAVE): () => Uint8Array {
+function whatIfCarousel(release: Release, copies: number, manifestEveryPerFragment: number, earlyEveryPerFragment = EARLY_EVERY, interleave = CAROUSEL_INTERLEAVE): () => Uint8Array {
   const m = release.manifest;
   const set = release.symbolSet!;
   const fragmentSize = DEFAULT_DATAGRAM_SIZE - MANIFEST_OVERHEAD;
@@ -285,12 +296,12 @@ function whatIfCarousel(release: Release, copies: number, manifestEveryPerFragme
     fragments.push(encodeManifestFragment({ releaseId: release.releaseId, totalLength: release.signed.length, offset, bytes: release.signed.subarray(offset, offset + fragmentSize) }));
   }
   const manifestEvery = manifestEveryPerFragment * fragments.length;
-  const early = earlyEveryPerFragment === undefined ? undefined : earlyEveryPerFragment * fragments.length;
+  const early = Math.min(earlyEveryPerFragment * fragments.length, manifestEvery);
   let manifests = 0;
   const c = m.auth.chunkSymbols;
   const copyAt = new Set<number>();
   for (let j = 0; j < copies; j++) copyAt.add(Math.floor((j * c) / copies));
-  const auth = set.chunks.map((body, leaf) => encodeAuthPacket({ releaseId: release.releaseId, leaf, path: set.tree.proof(leaf), body }));
+  const auth = set.bodies.map((body, leaf) => encodeAuthPacket({ releaseId: release.releaseId, leaf, path: set.tree.proof(leaf), body }));
   const order: Array<[number, number]> = [];
   for (let first = 0; first < m.segments.length; first += interleave) {
     const group = m.segments.slice(first, first + interleave);
@@ -305,7 +316,7 @@ function whatIfCarousel(release: Release, copies: number, manifestEveryPerFragme
   let since = manifestEvery;
   return () => {
     if (queue.length === 0) {
-      if (since >= (early !== undefined && manifests < 10 ? early : manifestEvery)) {
+      if (since >= (manifests < EARLY_MANIFESTS ? early : manifestEvery)) {
         since = 0;
         manifests++;
         queue.push(...fragments);
@@ -438,7 +449,8 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
   const fragmentsNeeded = fleet.fragments;
   const haveFragment = new Uint8Array(fragmentsNeeded);
   let fragmentsMissing = fragmentsNeeded;
-  const verified = new Uint8Array(set.layout.leaves);
+  const layout = set.layout;
+  const verified = new Uint8Array(layout.chunkLeaves);
   let authVerified = 0;
   const seen = m.segments.map((s) => new Uint8Array(s.published));
   const accepted: number[][] = m.segments.map(() => []);
@@ -519,9 +531,22 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
       return;
     }
     const leaf = schedule.leaf[i]!;
+    if (leaf >= layout.chunkLeaves) {
+      const ref = layout.parity(leaf);
+      if (!done[layout.chunk(ref.first).segment]) addPiece(ref.first, ref.size, ref.size + ref.index);
+      return;
+    }
     if (verified[leaf]) return;
-    const ref = set.layout.chunk(leaf);
+    const ref = layout.chunk(leaf);
     if (done[ref.segment]) return;
+    chunkVerified(leaf);
+    if (layout.parityPerChunk > 0 && !done[ref.segment]) {
+      const group = layout.group(leaf);
+      addPiece(group.first, group.size, leaf - group.first);
+    }
+  };
+  /** Receiver: #chunkVerified. */
+  const chunkVerified = (leaf: number): void => {
     verified[leaf] = 1;
     authVerified++;
     const waiting = pending.get(leaf);
@@ -530,6 +555,24 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
       pendingCount -= waiting.length;
       for (const w of waiting) accept(Math.floor(w / 2 ** 24), w % 2 ** 24);
     }
+  };
+  /** Receiver: #addPiece; pieces of a coded group, by index, until there are as many as chunks. */
+  const groups = new Map<number, Set<number>>();
+  const known = (first: number, size: number): boolean => {
+    for (let leaf = first; leaf < first + size; leaf++) if (!verified[leaf]) return false;
+    return true;
+  };
+  const addPiece = (first: number, size: number, index: number): void => {
+    if (known(first, size)) {
+      groups.delete(first);
+      return;
+    }
+    let pieces = groups.get(first);
+    if (!pieces) groups.set(first, (pieces = new Set()));
+    pieces.add(index);
+    if (pieces.size < size) return;
+    groups.delete(first);
+    for (let leaf = first; leaf < first + size; leaf++) if (!verified[leaf]) chunkVerified(leaf);
   };
   // Datagrams heard before the manifest, replayed once it is complete (receiver: MAX_EARLY).
   const early: number[] = [];
@@ -853,6 +896,7 @@ export async function simulateFleet(opts: SimulationOptions): Promise<Simulation
     crossCheck: { checked: checks.length, agree: checks.every((c) => c.agrees), agents: checks },
     schedule: {
       source: (opts.authCopies === undefined && opts.earlyManifestEvery === undefined && opts.interleave === undefined) ? 'server/carousel.ts' : 'bench what-if',
+      chunkCoding: m.auth.coding ? `${m.auth.coding.groupChunks}:${m.auth.coding.parityPerChunk}` : 'copies',
       authCopies: fleet.authCopies, manifestEvery: fleet.manifestEvery, interleave: Math.min(fleet.interleave, m.segments.length), whatIfMatchesCarousel: fleet.whatIfMatchesCarousel,
       ...(opts.earlyManifestEvery !== undefined ? { earlyManifestEvery: opts.earlyManifestEvery } : {}),
       chunkSymbols: m.auth.chunkSymbols, manifestFragments: fleet.fragments,
@@ -874,7 +918,7 @@ function row(r: SimulationResult): string {
     String(r.symbolsSent).padStart(7), f(r.ideal, 0).padStart(7), f(r.ratio).padStart(7), f(r.ratioAllDatagrams).padStart(7),
     f(a.binomial.ratio).padStart(7), f(a.protocol.ratio).padStart(7), (r.pass ? 'pass' : 'FAIL').padStart(5),
     `${r.crossCheck.agree ? 'ok' : 'DIFF'} ${r.crossCheck.checked}`.padStart(7), f(r.seconds, 1).padStart(6),
-    `${r.schedule.interleave}/${r.schedule.authCopies}/${r.schedule.manifestEvery}${r.schedule.earlyManifestEvery !== undefined ? `/${r.schedule.earlyManifestEvery}` : ''}`.padStart(11),
+    `${r.schedule.interleave}/${r.schedule.chunkCoding === 'copies' ? r.schedule.authCopies : r.schedule.chunkCoding}/${r.schedule.manifestEvery}${r.schedule.earlyManifestEvery !== undefined ? `/${r.schedule.earlyManifestEvery}` : ''}`.padStart(11),
   ].join(' ');
 }
 

@@ -9,15 +9,19 @@
  *  - AUTH datagrams are checked against the manifest's Merkle root; symbols
  *    are accepted only for the release being received, after their segment,
  *    ESI and size are checked against that manifest and their digest against
- *    a verified AUTH chunk. Symbols that arrive before their chunk is verified
- *    wait in a bounded buffer; nothing unauthenticated reaches the decoder;
+ *    a verified AUTH chunk. A chunk whose own AUTH datagram was lost is
+ *    rebuilt from verified pieces of its group (chunks and parity pieces,
+ *    protocol/reed-solomon.ts) once there are enough of them. Symbols that
+ *    arrive before their chunk is verified wait in a bounded buffer; nothing
+ *    unauthenticated reaches the decoder;
  *  - every decoded segment must match its signed SHA-256 before it is handed on.
  *
  * A release refused once is remembered by id (bounded), so repeats of its
  * manifest and its symbols are counted and dropped without further work.
  */
 import { createHash } from 'node:crypto';
-import { ChunkLayout, decodeChunkBody, leafHash, MerkleVerifier, symbolMatches } from '../protocol/auth.js';
+import { CHUNK_HEADER_SIZE, ChunkLayout, codedChunk, decodeChunkBody, decodeParityBody, leafHash, MerkleVerifier, symbolMatches } from '../protocol/auth.js';
+import { recoverData } from '../protocol/reed-solomon.js';
 import { recycleRaptorq } from '../protocol/fec.js';
 import { MemoryAssembler, type SegmentAssembler } from './assembler.js';
 import {
@@ -72,13 +76,31 @@ interface Transfer {
   remaining: number;
   layout: ChunkLayout;
   merkle: MerkleVerifier;
-  /** Verified chunks, by leaf. */
+  /** Verified chunks, by chunk leaf. */
   verified: Uint8Array;
   /** Verified symbol digests by leaf (chunk), until their segment is decoded. */
   digests: Map<number, Uint8Array>;
+  /** Pieces of coded groups that still miss a chunk, by the group's first leaf. */
+  groups: Map<number, GroupPieces>;
+  /** Unchecked parity pieces held, all groups together (at most MAX_UNCHECKED). */
+  uncheckedCount: number;
   /** Symbols waiting for their chunk, by leaf; at most MAX_PENDING in all. */
   pending: Map<number, Array<{ segment: number; esi: number; symbol: Uint8Array }>>;
   pendingCount: number;
+}
+
+/**
+ * The parity pieces held for a coded group, by index j. Its verified chunks
+ * are pieces too (their digests are in Transfer.digests); the group is
+ * rebuilt, and forgotten, as soon as chunks and parity pieces add up to its
+ * size. Parity pieces are kept unchecked and only verified against the root
+ * when a rebuild needs them: without loss no parity piece is ever needed, and
+ * checking each would cost two hashes of a 1 KB body per chunk.
+ */
+interface GroupPieces {
+  verified: Map<number, Uint8Array>;
+  /** At most MAX_CANDIDATES per index: a forged copy heard first cannot crowd out the genuine one. */
+  unchecked: Map<number, Array<{ leaf: number; body: Uint8Array; path: Uint8Array[] }>>;
 }
 
 /** Manifests being reassembled, in all and per sender: junk from one sender only evicts its own. */
@@ -93,6 +115,9 @@ const MAX_PENDING = 1024;
  */
 const MAX_EARLY = 512;
 const MAX_REMEMBERED = 256;
+/** Unchecked parity pieces kept (about 0.3 MB); beyond, pieces are verified as they arrive. */
+const MAX_UNCHECKED = 256;
+const MAX_CANDIDATES = 2;
 const NONE: ReceiverEvent[] = [];
 
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');
@@ -241,11 +266,11 @@ export class Receiver {
     this.#dropTransfer();
     const m = release.manifest;
     const n = m.segments.length;
-    const layout = new ChunkLayout(m.segments.map((seg) => seg.published), m.auth.chunkSymbols);
+    const layout = new ChunkLayout(m.segments.map((seg) => seg.published), m.auth.chunkSymbols, m.auth.coding);
     const assembler = this.#assemblerFor(release);
     const t: Transfer = {
       release, assembler, done: new Uint8Array(n), remaining: n,
-      layout, merkle: new MerkleVerifier(m.auth.root, layout.depth), verified: new Uint8Array(layout.leaves), digests: new Map(), pending: new Map(), pendingCount: 0,
+      layout, merkle: new MerkleVerifier(m.auth.root, layout.depth), verified: new Uint8Array(layout.chunkLeaves), digests: new Map(), groups: new Map(), uncheckedCount: 0, pending: new Map(), pendingCount: 0,
     };
     for (const index of assembler.completed) {
       if (index < n && !t.done[index]) {
@@ -297,6 +322,7 @@ export class Receiver {
     const t = this.#transferFor(p.releaseId, datagram);
     if (!t) return NONE;
     if (p.leaf >= t.layout.leaves || p.path.length !== t.layout.depth) return this.#drop('bad-auth');
+    if (p.leaf >= t.layout.chunkLeaves) return this.#onParity(t, p);
     if (t.verified[p.leaf]) return this.#drop('auth-repeat');
     const ref = t.layout.chunk(p.leaf);
     if (t.done[ref.segment]) return this.#drop('segment-complete');
@@ -309,12 +335,120 @@ export class Receiver {
     }
     if (chunk.segment !== ref.segment || chunk.firstEsi !== ref.firstEsi || chunk.count !== ref.count) return this.#drop('bad-auth');
     if (!t.merkle.verify(leafHash(p.body), p.leaf, p.path)) return this.#drop('bad-auth');
-    t.digests.set(p.leaf, chunk.digests.slice());
-    t.verified[p.leaf] = 1;
+    const digests = chunk.digests.slice();
+    const events = this.#chunkVerified(t, p.leaf, digests);
+    if (t.layout.parityPerChunk > 0 && this.#transfer === t && !t.done[ref.segment]) {
+      // A verified chunk is a piece of its group too: with parity pieces held, it may complete a rebuild.
+      const { first } = t.layout.group(p.leaf);
+      if (t.groups.has(first)) events.push(...this.#rebuild(t, first));
+    }
+    return events;
+  }
+
+  /** A parity piece of a coded group: kept, and checked against the root once a rebuild needs it. */
+  #onParity(t: Transfer, p: AuthPacket): ReceiverEvent[] {
+    const ref = t.layout.parity(p.leaf);
+    const first = t.layout.chunk(ref.first);
+    if (t.done[first.segment]) return this.#drop('segment-complete');
+    if (!t.groups.has(ref.first) && this.#groupKnown(t, ref.first, ref.size)) return this.#drop('auth-repeat');
+    const auth = t.release.manifest.auth;
+    try {
+      const piece = decodeParityBody(p.body, auth.chunkSymbols, auth.digestLength);
+      if (piece.segment !== first.segment || piece.firstEsi !== first.firstEsi || piece.index !== ref.index) return this.#drop('bad-auth');
+    } catch {
+      return this.#drop('bad-auth');
+    }
+    const group = this.#group(t, ref.first);
+    const index = ref.index;
+    const candidates = group.unchecked.get(index) ?? [];
+    if (group.verified.has(index) || candidates.some((c) => Buffer.compare(c.body, p.body) === 0)) return this.#drop('auth-repeat');
+    const candidate = { leaf: p.leaf, body: p.body.slice(), path: p.path.map((n) => n.slice()) };
+    if (t.uncheckedCount >= MAX_UNCHECKED) {
+      if (!this.#check(t, candidate)) return NONE;
+      group.verified.set(index, candidate.body.subarray(CHUNK_HEADER_SIZE));
+    } else {
+      if (candidates.length >= MAX_CANDIDATES) return this.#drop('pending-full');
+      group.unchecked.set(index, [...candidates, candidate]);
+      t.uncheckedCount++;
+    }
+    return this.#rebuild(t, ref.first);
+  }
+
+  #group(t: Transfer, first: number): GroupPieces {
+    let group = t.groups.get(first);
+    if (!group) t.groups.set(first, (group = { verified: new Map(), unchecked: new Map() }));
+    return group;
+  }
+
+  /** Checks a parity piece against the signed root; a failure is counted as bad-auth. */
+  #check(t: Transfer, c: { leaf: number; body: Uint8Array; path: Uint8Array[] }): boolean {
+    if (t.merkle.verify(leafHash(c.body), c.leaf, c.path)) return true;
+    this.#drop('bad-auth');
+    return false;
+  }
+
+  #groupKnown(t: Transfer, first: number, size: number): boolean {
+    return this.#knownChunks(t, first, size) === size;
+  }
+
+  #knownChunks(t: Transfer, first: number, size: number): number {
+    let known = 0;
+    for (let leaf = first; leaf < first + size; leaf++) known += t.verified[leaf]!;
+    return known;
+  }
+
+  #forgetGroup(t: Transfer, first: number): void {
+    const group = t.groups.get(first);
+    if (!group) return;
+    for (const list of group.unchecked.values()) t.uncheckedCount -= list.length;
+    t.groups.delete(first);
+  }
+
+  /**
+   * With as many pieces as the group has chunks (counting unchecked ones),
+   * checks unchecked parity pieces until enough are verified, then rebuilds
+   * the group's missing chunks.
+   */
+  #rebuild(t: Transfer, first: number): ReceiverEvent[] {
+    const { size } = t.layout.group(first);
+    const group = t.groups.get(first)!;
+    const known = this.#knownChunks(t, first, size);
+    if (known === size) {
+      this.#forgetGroup(t, first);
+      return NONE;
+    }
+    if (known + group.verified.size + group.unchecked.size < size) return NONE;
+    for (const [index, candidates] of group.unchecked) {
+      if (known + group.verified.size >= size) break;
+      group.unchecked.delete(index);
+      t.uncheckedCount -= candidates.length;
+      const genuine = candidates.find((c) => this.#check(t, c));
+      if (genuine) group.verified.set(index, genuine.body.subarray(CHUNK_HEADER_SIZE));
+    }
+    if (known + group.verified.size < size) return NONE;
+    const auth = t.release.manifest.auth;
+    const pieces = new Map<number, Uint8Array>();
+    for (let i = 0; i < size; i++) if (t.verified[first + i]) pieces.set(i, codedChunk(t.digests.get(first + i)!, auth.chunkSymbols, auth.digestLength));
+    for (const [j, parity] of group.verified) pieces.set(size + j, parity);
+    const data = recoverData(size, size * t.layout.parityPerChunk, pieces)!;
+    this.#forgetGroup(t, first);
+    const length = auth.digestLength;
+    const events: ReceiverEvent[] = [];
+    for (let i = 0; i < size && this.#transfer === t; i++) {
+      const leaf = first + i;
+      if (!t.verified[leaf]) events.push(...this.#chunkVerified(t, leaf, data[i]!.slice(0, t.layout.chunk(leaf).count * length)));
+    }
+    return events;
+  }
+
+  /** A chunk's digests are known: symbols that waited for them go on to the decoder. */
+  #chunkVerified(t: Transfer, leaf: number, digests: Uint8Array): ReceiverEvent[] {
+    t.digests.set(leaf, digests);
+    t.verified[leaf] = 1;
     this.stats.authChunksVerified++;
-    const waiting = t.pending.get(p.leaf);
-    if (!waiting) return NONE;
-    t.pending.delete(p.leaf);
+    const waiting = t.pending.get(leaf);
+    if (!waiting) return [];
+    t.pending.delete(leaf);
     t.pendingCount -= waiting.length;
     const events: ReceiverEvent[] = [];
     for (const w of waiting) {
@@ -386,7 +520,10 @@ export class Receiver {
     t.assembler.commit(seg, bytes);
     t.done[segment] = 1;
     t.remaining--;
-    for (let leaf = t.layout.leafOf(segment, 0); leaf <= t.layout.leafOf(segment, seg.published - 1); leaf++) t.digests.delete(leaf);
+    for (let leaf = t.layout.leafOf(segment, 0); leaf <= t.layout.leafOf(segment, seg.published - 1); leaf++) {
+      t.digests.delete(leaf);
+      this.#forgetGroup(t, leaf);
+    }
     this.stats.segmentsDecoded++;
     const events: ReceiverEvent[] = [{ kind: 'segment', release: t.release, segment: seg, bytes }];
     if (t.remaining === 0) events.push({ kind: 'complete', release: t.release });

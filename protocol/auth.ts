@@ -15,6 +15,15 @@
  *   node          = SHA-256(0x01 || left || right)[0..16)
  *   chunk body    = segment (u32) | first ESI (u32) | count (u16) | count × digest
  *
+ * Chunks may also be erasure-coded, so that losing an AUTH datagram rarely
+ * costs a chunk: the chunks of a segment form groups of g consecutive chunks,
+ * and each group gets r·g parity pieces (protocol/reed-solomon.ts over the
+ * chunks' digest lists, each padded to C digests); any g of a group's (r + 1)·g
+ * pieces give back all its chunks. Parity pieces are leaves of the same tree,
+ * after all chunks, so each is verified on its own before it is used:
+ *
+ *   parity body   = segment (u32) | group's first ESI (u32) | index (u16) | C × digest bytes
+ *
  * The tree is complete: leaves are padded with 16 zero bytes up to a power of
  * two, depth = ⌈log2(leaves)⌉. Everything here derives from the image and the
  * manifest's FEC parameters alone, so any holder of a verified release (a relay)
@@ -22,6 +31,7 @@
  */
 import { createHash, hash } from 'node:crypto';
 import { MalformedPacketError } from './errors.js';
+import { parityPiece } from './reed-solomon.js';
 
 export const AUTH_SCHEME_MERKLE_CHUNKS = 1;
 export const NODE_SIZE = 16;
@@ -39,6 +49,39 @@ export interface AuthParams {
   /** Symbols per chunk (C). */
   chunkSymbols: number;
   root: Uint8Array;
+  /** Erasure coding of chunks: g chunks per group and r parity pieces per chunk; absent, chunks are not coded. */
+  coding?: ChunkCoding;
+}
+
+export interface ChunkCoding {
+  groupChunks: number;
+  parityPerChunk: number;
+}
+
+/**
+ * The publisher's default: groups of 6 chunks with 12 parity pieces (any 6 of
+ * 18 rebuild the group), the same 3 AUTH datagrams per chunk as 3 plain
+ * copies. At 30% loss a group is lost with probability 3·10⁻⁴ (3 copies of
+ * a chunk: 2.7·10⁻²). 1000 simulated agents at up to 30% loss needed 1.070,
+ * 1.069 and 1.043× the ideal (seeds 1–3; 3 copies: 1.383), against the 1.053
+ * of the segmenting bound. Groups of 8 rebuild later (1.35×: symbols wait for
+ * their chunk at the end); 4:3 costs a fourth datagram per chunk and gave
+ * 1.054, 1.085 and 1.273.
+ */
+export const DEFAULT_CHUNK_CODING: ChunkCoding = { groupChunks: 6, parityPerChunk: 2 };
+
+/** A group of consecutive chunks of one segment, by chunk leaf. */
+export interface ChunkGroup {
+  /** Leaf of its first chunk. */
+  first: number;
+  /** Chunks in the group (the last group of a segment may be short). */
+  size: number;
+}
+
+export interface ParityRef extends ChunkGroup {
+  leaf: number;
+  /** Which parity piece of the group, 0 … r·size − 1. */
+  index: number;
 }
 
 export interface ChunkRef {
@@ -83,38 +126,111 @@ export function treeDepth(leaves: number): number {
   return leaves <= 1 ? 0 : Math.ceil(Math.log2(leaves));
 }
 
-/** The chunk layout: which ESIs of which segment each leaf covers. */
+/**
+ * The leaf layout: which ESIs of which segment each chunk leaf covers, and,
+ * with coding, which group each parity leaf belongs to. Chunk leaves come
+ * first (segment order, then ESI order); the parity leaves of the group whose
+ * first chunk is leaf a are chunkLeaves + r·a + 0 … r·size − 1.
+ */
 export class ChunkLayout {
+  /** Chunk leaves; parity leaves follow them. */
+  readonly chunkLeaves: number;
   readonly leaves: number;
   readonly depth: number;
+  readonly groupChunks: number;
+  readonly parityPerChunk: number;
   #firstLeaf: number[];
 
-  constructor(readonly published: readonly number[], readonly chunkSymbols: number) {
+  constructor(readonly published: readonly number[], readonly chunkSymbols: number, coding?: ChunkCoding) {
     this.#firstLeaf = [];
     let leaves = 0;
     for (const n of published) {
       this.#firstLeaf.push(leaves);
       leaves += Math.ceil(n / chunkSymbols);
     }
-    this.leaves = leaves;
-    this.depth = treeDepth(leaves);
+    this.chunkLeaves = leaves;
+    this.groupChunks = coding?.groupChunks ?? 0;
+    this.parityPerChunk = coding ? coding.parityPerChunk : 0;
+    this.leaves = leaves * (1 + this.parityPerChunk);
+    this.depth = treeDepth(this.leaves);
   }
 
   leafOf(segment: number, esi: number): number {
     return this.#firstLeaf[segment]! + Math.floor(esi / this.chunkSymbols);
   }
 
-  chunk(leaf: number): ChunkRef {
+  #segmentOf(chunkLeaf: number): number {
     let lo = 0;
     let hi = this.#firstLeaf.length - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >> 1;
-      if (this.#firstLeaf[mid]! <= leaf) lo = mid;
+      if (this.#firstLeaf[mid]! <= chunkLeaf) lo = mid;
       else hi = mid - 1;
     }
-    const firstEsi = (leaf - this.#firstLeaf[lo]!) * this.chunkSymbols;
-    return { leaf, segment: lo, firstEsi, count: Math.min(this.chunkSymbols, this.published[lo]! - firstEsi) };
+    return lo;
   }
+
+  chunk(leaf: number): ChunkRef {
+    const segment = this.#segmentOf(leaf);
+    const firstEsi = (leaf - this.#firstLeaf[segment]!) * this.chunkSymbols;
+    return { leaf, segment, firstEsi, count: Math.min(this.chunkSymbols, this.published[segment]! - firstEsi) };
+  }
+
+  /** The group of a chunk leaf (with coding). */
+  group(chunkLeaf: number): ChunkGroup {
+    const segment = this.#segmentOf(chunkLeaf);
+    const start = this.#firstLeaf[segment]!;
+    const end = start + Math.ceil(this.published[segment]! / this.chunkSymbols);
+    const first = start + Math.floor((chunkLeaf - start) / this.groupChunks) * this.groupChunks;
+    return { first, size: Math.min(this.groupChunks, end - first) };
+  }
+
+  /** A parity leaf's group and index (leaf ≥ chunkLeaves). */
+  parity(leaf: number): ParityRef {
+    const group = this.group(Math.floor((leaf - this.chunkLeaves) / this.parityPerChunk));
+    return { leaf, ...group, index: leaf - this.parityLeaf(group.first, 0) };
+  }
+
+  parityLeaf(groupFirst: number, index: number): number {
+    return this.chunkLeaves + this.parityPerChunk * groupFirst + index;
+  }
+}
+
+/** A chunk's digests as one piece of its group's code: padded with zeros to C digests. */
+export function codedChunk(digests: Uint8Array, chunkSymbols: number, digestLength: number): Uint8Array {
+  if (digests.length === chunkSymbols * digestLength) return digests;
+  const out = new Uint8Array(chunkSymbols * digestLength);
+  out.set(digests);
+  return out;
+}
+
+/** The parity bodies of one group, in index order, from its chunks' digest lists. */
+export function groupParityBodies(layout: ChunkLayout, group: ChunkGroup, digests: readonly Uint8Array[], digestLength: number): Uint8Array[] {
+  const data = digests.map((d) => codedChunk(d, layout.chunkSymbols, digestLength));
+  const ref = layout.chunk(group.first);
+  const count = layout.parityPerChunk * group.size;
+  return Array.from({ length: count }, (_, index) => encodeParityBody(ref.segment, ref.firstEsi, index, parityPiece(data, index, count)));
+}
+
+export function encodeParityBody(segment: number, firstEsi: number, index: number, parity: Uint8Array): Uint8Array {
+  return leafBody(segment, firstEsi, index, parity);
+}
+
+/** Both kinds of leaf body: segment (u32) ‖ first ESI (u32) ‖ count or index (u16) ‖ bytes. */
+function leafBody(segment: number, firstEsi: number, n: number, bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(CHUNK_HEADER_SIZE + bytes.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, segment);
+  view.setUint32(4, firstEsi);
+  view.setUint16(8, n);
+  out.set(bytes, CHUNK_HEADER_SIZE);
+  return out;
+}
+
+export function decodeParityBody(body: Uint8Array, chunkSymbols: number, digestLength: number): { segment: number; firstEsi: number; index: number; parity: Uint8Array } {
+  if (body.length !== CHUNK_HEADER_SIZE + chunkSymbols * digestLength) throw new MalformedPacketError(`auth parity piece of ${body.length} bytes, expected ${CHUNK_HEADER_SIZE + chunkSymbols * digestLength}`);
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  return { segment: view.getUint32(0), firstEsi: view.getUint32(4), index: view.getUint16(8), parity: body.subarray(CHUNK_HEADER_SIZE) };
 }
 
 /** Largest chunk whose AUTH datagram fits in `datagramSize` for a tree over `leaves` leaves. */
@@ -123,13 +239,7 @@ export function chunkSymbolsFor(datagramSize: number, overhead: number, digestLe
 }
 
 export function encodeChunkBody(ref: ChunkRef, digests: Uint8Array): Uint8Array {
-  const out = new Uint8Array(CHUNK_HEADER_SIZE + digests.length);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, ref.segment);
-  view.setUint32(4, ref.firstEsi);
-  view.setUint16(8, ref.count);
-  out.set(digests, CHUNK_HEADER_SIZE);
-  return out;
+  return leafBody(ref.segment, ref.firstEsi, ref.count, digests);
 }
 
 export function decodeChunkBody(body: Uint8Array, digestLength: number): { segment: number; firstEsi: number; count: number; digests: Uint8Array } {

@@ -12,7 +12,8 @@ import { paddedBlockSize, segmentOti, sourceSymbolCount } from './fec.js';
 import type { PublicKey } from './keys.js';
 import { DEFAULT_LIMITS, MAX_SEGMENT_SIZE, MAX_SOURCE_SYMBOLS, SYMBOL_ALIGNMENT, type ReceiverLimits } from './limits.js';
 import { decodeOti, encodeOti, type Oti } from './oti.js';
-import { AUTH_SCHEME_MERKLE_CHUNKS, ChunkLayout, NODE_SIZE, type AuthParams } from './auth.js';
+import { AUTH_SCHEME_MERKLE_CHUNKS, ChunkLayout, NODE_SIZE, type AuthParams, type ChunkCoding } from './auth.js';
+import { maxDataPieces } from './reed-solomon.js';
 import { RELEASE_ID_SIZE } from './packet.js';
 
 export const MANIFEST_FORMAT = 1;
@@ -25,7 +26,7 @@ const K = {
   format: 1, model: 2, seq: 3, version: 4, created: 5, expires: 6, size: 7, digest: 8, fec: 9,
 } as const;
 const F = { encoding: 1, symbolSize: 2, segmentSize: 3, repair: 4, segments: 5, auth: 6 } as const;
-const A = { scheme: 1, digestLength: 2, chunkSymbols: 3, root: 4 } as const;
+const A = { scheme: 1, digestLength: 2, chunkSymbols: 3, root: 4, groupChunks: 5, parityPerChunk: 6 } as const;
 
 export interface SegmentInfo {
   index: number;
@@ -130,6 +131,7 @@ export function encodeManifest(m: Manifest): Uint8Array {
       [A.digestLength, m.auth.digestLength],
       [A.chunkSymbols, m.auth.chunkSymbols],
       [A.root, m.auth.root],
+      ...(m.auth.coding ? [[A.groupChunks, m.auth.coding.groupChunks], [A.parityPerChunk, m.auth.coding.parityPerChunk]] as const : []),
     ])],
   ]));
   return encodeCbor(fields);
@@ -221,9 +223,22 @@ function decodeAuthParams(value: unknown, segments: SegmentInfo[]): AuthParams {
   if (chunkSymbols === 0) throw new InvalidManifestError('fec.auth.chunk-symbols must be at least 1');
   const root = value.get(A.root);
   if (!(root instanceof Uint8Array) || root.length !== NODE_SIZE) throw new InvalidManifestError(`fec.auth.root must be ${NODE_SIZE} bytes`);
-  const layout = new ChunkLayout(segments.map((s) => s.published), chunkSymbols);
-  if (layout.depth > 24) throw new LimitExceededError(`${layout.leaves} authentication chunks are too many`);
-  return { scheme, digestLength, chunkSymbols, root: new Uint8Array(root) };
+  const coding = decodeChunkCoding(value);
+  const layout = new ChunkLayout(segments.map((s) => s.published), chunkSymbols, coding);
+  if (layout.depth > 24) throw new LimitExceededError(`${layout.leaves} authentication leaves are too many`);
+  return { scheme, digestLength, chunkSymbols, root: new Uint8Array(root), ...(coding ? { coding } : {}) };
+}
+
+/** Keys 5 and 6 together, or neither (chunks not erasure-coded). */
+function decodeChunkCoding(value: Map<unknown, unknown>): ChunkCoding | undefined {
+  if (!value.has(A.groupChunks) && !value.has(A.parityPerChunk)) return undefined;
+  const groupChunks = uint(value.get(A.groupChunks), 'fec.auth.group-chunks', 128);
+  const parityPerChunk = uint(value.get(A.parityPerChunk), 'fec.auth.parity-per-chunk', 255);
+  if (groupChunks === 0 || parityPerChunk === 0) throw new InvalidManifestError('fec.auth.group-chunks and fec.auth.parity-per-chunk must both be at least 1');
+  if (groupChunks > maxDataPieces(parityPerChunk)) {
+    throw new InvalidManifestError(`groups of ${groupChunks} chunks with ${parityPerChunk} parity pieces each do not fit GF(256): at most ${maxDataPieces(parityPerChunk)} chunks per group`);
+  }
+  return { groupChunks, parityPerChunk };
 }
 
 export function releaseIdOf(signedManifest: Uint8Array): Uint8Array {

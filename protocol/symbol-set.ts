@@ -7,7 +7,7 @@
  * Each segment's symbols are one contiguous buffer (ESI order, T bytes each):
  * a 256 MiB release is a few hundred buffers, not hundreds of thousands.
  */
-import { ChunkLayout, encodeChunkBody, leafHash, MerkleTree, symbolDigest } from './auth.js';
+import { ChunkLayout, encodeChunkBody, groupParityBodies, leafHash, MerkleTree, symbolDigest, type ChunkCoding } from './auth.js';
 import { SegmentEncoder } from './fec.js';
 
 export interface SymbolSetSegment {
@@ -21,12 +21,13 @@ export interface SymbolSetParams {
   segments: readonly SymbolSetSegment[];
   digestLength: number;
   chunkSymbols: number;
+  coding?: ChunkCoding;
 }
 
 export interface SymbolAuth {
   layout: ChunkLayout;
-  /** Chunk bodies by leaf index. */
-  chunks: Uint8Array[];
+  /** Leaf bodies by leaf index: the chunks, then (with coding) the parity pieces. */
+  bodies: Uint8Array[];
   tree: MerkleTree;
 }
 
@@ -57,21 +58,28 @@ export function encodeSegments(image: Uint8Array, symbolSize: number, segments: 
 }
 
 /** Authentication material over already-encoded symbols. */
-export function authenticate(segments: Uint8Array[], symbolSize: number, digestLength: number, chunkSymbols: number): SymbolAuth {
-  const layout = new ChunkLayout(segments.map((s) => s.length / symbolSize), chunkSymbols);
-  const chunks: Uint8Array[] = [];
-  for (let leaf = 0; leaf < layout.leaves; leaf++) {
+export function authenticate(segments: Uint8Array[], symbolSize: number, digestLength: number, chunkSymbols: number, coding?: ChunkCoding): SymbolAuth {
+  const layout = new ChunkLayout(segments.map((s) => s.length / symbolSize), chunkSymbols, coding);
+  const bodies: Uint8Array[] = [];
+  const digestLists: Uint8Array[] = [];
+  for (let leaf = 0; leaf < layout.chunkLeaves; leaf++) {
     const ref = layout.chunk(leaf);
     const digests = new Uint8Array(ref.count * digestLength);
     for (let i = 0; i < ref.count; i++) {
       digests.set(symbolDigest(symbolOf({ segments, symbolSize }, ref.segment, ref.firstEsi + i), digestLength), i * digestLength);
     }
-    chunks.push(encodeChunkBody(ref, digests));
+    digestLists.push(digests);
+    bodies.push(encodeChunkBody(ref, digests));
   }
-  return { layout, chunks, tree: new MerkleTree(chunks.map(leafHash)) };
+  for (let first = 0; layout.parityPerChunk > 0 && first < layout.chunkLeaves;) {
+    const group = layout.group(first);
+    bodies.push(...groupParityBodies(layout, group, digestLists.slice(first, first + group.size), digestLength));
+    first += group.size;
+  }
+  return { layout, bodies, tree: new MerkleTree(bodies.map(leafHash)) };
 }
 
 export function buildSymbolSet(image: Uint8Array, params: SymbolSetParams): SymbolSet {
   const segments = encodeSegments(image, params.symbolSize, params.segments);
-  return { symbolSize: params.symbolSize, segments, ...authenticate(segments, params.symbolSize, params.digestLength, params.chunkSymbols) };
+  return { symbolSize: params.symbolSize, segments, ...authenticate(segments, params.symbolSize, params.digestLength, params.chunkSymbols, params.coding) };
 }

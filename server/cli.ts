@@ -7,10 +7,12 @@ import { createConsoleLogger } from '../cli/console-log.js';
 import { exitWithError, UsageError } from '../cli/fail.js';
 import { readPrivateKey, readTrustedKey, writeKeyPair } from '../cli/key-files.js';
 import { formatRate, parseDuration, parseRate } from '../cli/units.js';
+import { DEFAULT_CHUNK_CODING, type ChunkCoding } from '../protocol/auth.js';
 import { channelGroup, DEFAULT_PORT, modelChannelName } from '../protocol/channel.js';
 import { decodeCoseSign1, verifyCoseSign1 } from '../protocol/cose-sign1.js';
 import * as ed25519 from '../protocol/ed25519.js';
 import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
+import { maxDataPieces } from '../protocol/reed-solomon.js';
 import { decodeManifest, releaseIdOf, type Manifest } from '../protocol/manifest.js';
 import { createTransport, mqttStats } from '../transport/create.js';
 import { Carousel } from './carousel.js';
@@ -32,6 +34,18 @@ function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   };
 }
 
+/** `--auth-coding`: "G:R" (chunks per group, parity pieces per chunk) or "off". */
+function chunkCoding(value: string): ChunkCoding | false {
+  if (value.trim() === 'off') return false;
+  const m = /^\s*(\d+):(\d+)\s*$/.exec(value);
+  const g = Number(m?.[1]);
+  const r = Number(m?.[2]);
+  if (!m || g < 1 || r < 1 || g > maxDataPieces(r)) {
+    throw new UsageError(`--auth-coding must be "off" or G:R with G ≥ 1 chunks per group, R ≥ 1 parity pieces per chunk and (R + 1)·G ≤ 256, got "${value}"`);
+  }
+  return { groupChunks: g, parityPerChunk: r };
+}
+
 function manifestSummary(m: Manifest, releaseId: Uint8Array, kid: Uint8Array) {
   return {
     releaseId: hex(releaseId),
@@ -46,6 +60,7 @@ function manifestSummary(m: Manifest, releaseId: Uint8Array, kid: Uint8Array) {
     channel: modelChannelName(m.model),
     group: channelGroup(modelChannelName(m.model)),
     fec: { scheme: 'RaptorQ (RFC 6330)', symbolSize: m.symbolSize, segmentSize: m.segmentSize, segments: m.segments.length, repairPercent: m.repairPercent },
+    auth: { digestLength: m.auth.digestLength, chunkSymbols: m.auth.chunkSymbols, coding: m.auth.coding ? `${m.auth.coding.groupChunks}:${m.auth.coding.parityPerChunk}` : 'off' },
   };
 }
 
@@ -76,7 +91,9 @@ export function buildProgram(): Command {
     .option('--segment-size <bytes>', 'largest segment (independent RaptorQ object)', integer('--segment-size', 1024, 8 << 20), 1 << 20)
     .option('--repair <percent>', 'repair symbols published per segment, percent of its source symbols', integer('--repair', 0, 10000), 200)
     .option('--datagram-size <bytes>', 'UDP payload size of symbol datagrams', integer('--datagram-size', 128, 9000), DEFAULT_DATAGRAM_SIZE)
-    .action(async (imagePath: string, opts: { key: string; model: string; version: string; seq: number; out: string; expires?: string; segmentSize: number; repair: number; datagramSize: number }) => {
+    .addOption(new Option('--auth-coding <G:R|off>', 'AUTH chunks erasure-coded in groups of G chunks with R parity pieces per chunk')
+      .argParser(chunkCoding).default(DEFAULT_CHUNK_CODING, `${DEFAULT_CHUNK_CODING.groupChunks}:${DEFAULT_CHUNK_CODING.parityPerChunk}`))
+    .action(async (imagePath: string, opts: { key: string; model: string; version: string; seq: number; out: string; expires?: string; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false }) => {
       const seed = await readPrivateKey(opts.key);
       const image = new Uint8Array(readFileSync(imagePath));
       const created = Math.floor(Date.now() / 1000);
@@ -85,6 +102,7 @@ export function buildProgram(): Command {
         image, seed, model: opts.model, version: opts.version, seq: opts.seq, created,
         ...(opts.expires ? { expires: created + Math.ceil(parseDuration(opts.expires) / 1000) } : {}),
         segmentSize: opts.segmentSize, repairPercent: opts.repair, datagramSize: opts.datagramSize,
+        chunkCoding: opts.authCoding,
       }, pool).finally(() => pool.close());
       writeReleaseFile(opts.out, release);
       const m = release.manifest;

@@ -8,7 +8,7 @@ import { checkFecParameters, checkModelName, decodeManifest, planSegments, publi
 import { decodeCoseSign1 } from '../protocol/cose-sign1.js';
 import { segmentOti, sourceSymbolCount } from '../protocol/fec.js';
 import { AUTH_OVERHEAD, SYMBOL_OVERHEAD } from '../protocol/packet.js';
-import { AUTH_SCHEME_MERKLE_CHUNKS, ChunkLayout, chunkSymbolsFor, DEFAULT_DIGEST_LENGTH } from '../protocol/auth.js';
+import { AUTH_SCHEME_MERKLE_CHUNKS, ChunkLayout, chunkSymbolsFor, DEFAULT_CHUNK_CODING, DEFAULT_DIGEST_LENGTH, type ChunkCoding } from '../protocol/auth.js';
 import { authenticate, encodeSegments, type SymbolSet, type SymbolSetSegment } from '../protocol/symbol-set.js';
 import type { CodecPool } from './codec-pool.js';
 import { decodeReleaseHeader, encodeReleaseHeader, RELEASE_HEADER_SIZE } from '../protocol/release-file.js';
@@ -37,6 +37,8 @@ export interface ReleaseInit {
   repairPercent?: number;
   /** Bytes of each symbol digest in AUTH chunks (default 10). */
   digestLength?: number;
+  /** Erasure coding of AUTH chunks (default DEFAULT_CHUNK_CODING); false sends every chunk only as itself. */
+  chunkCoding?: ChunkCoding | false;
 }
 
 export interface Release {
@@ -49,12 +51,12 @@ export interface Release {
 }
 
 /** Largest chunk of symbol digests whose AUTH datagram, path included, fits in a datagram. */
-function chunkSymbolsForRelease(published: number[], datagramSize: number, digestLength: number): number {
+function chunkSymbolsForRelease(published: number[], datagramSize: number, digestLength: number, coding: ChunkCoding | undefined): number {
   let depth = 0;
   for (;;) {
     const c = chunkSymbolsFor(datagramSize, AUTH_OVERHEAD, digestLength, depth);
     if (c < 1) throw new InvalidManifestError(`datagram size ${datagramSize} leaves no room for authentication chunks`);
-    const needed = new ChunkLayout(published, c).depth;
+    const needed = new ChunkLayout(published, c, coding).depth;
     if (needed <= depth) return c;
     depth = needed;
   }
@@ -104,8 +106,9 @@ function planRelease(init: ReleaseInit): ReleasePlan {
 /** Signs the manifest once the symbols, and so the authentication root, are known. */
 function signRelease(init: ReleaseInit, plan: ReleasePlan, symbols: Uint8Array[]): Release {
   const digestLength = init.digestLength ?? DEFAULT_DIGEST_LENGTH;
-  const chunkSymbols = chunkSymbolsForRelease(plan.segments.map((seg) => seg.published), plan.datagramSize, digestLength);
-  const auth = authenticate(symbols, plan.symbolSize, digestLength, chunkSymbols);
+  const coding = init.chunkCoding === false ? undefined : (init.chunkCoding ?? DEFAULT_CHUNK_CODING);
+  const chunkSymbols = chunkSymbolsForRelease(plan.segments.map((seg) => seg.published), plan.datagramSize, digestLength, coding);
+  const auth = authenticate(symbols, plan.symbolSize, digestLength, chunkSymbols, coding);
   const manifest: Manifest = {
     model: init.model,
     seq: init.seq,
@@ -118,7 +121,7 @@ function signRelease(init: ReleaseInit, plan: ReleasePlan, symbols: Uint8Array[]
     segmentSize: plan.segmentSize,
     repairPercent: plan.repairPercent,
     segments: plan.segments,
-    auth: { scheme: AUTH_SCHEME_MERKLE_CHUNKS, digestLength, chunkSymbols, root: auth.tree.root },
+    auth: { scheme: AUTH_SCHEME_MERKLE_CHUNKS, digestLength, chunkSymbols, root: auth.tree.root, ...(coding ? { coding } : {}) },
   };
   const signed = signManifest(manifest, init.seed);
   return { manifest, signed, releaseId: releaseIdOf(signed), image: init.image, symbolSet: { symbolSize: plan.symbolSize, segments: symbols, ...auth } };

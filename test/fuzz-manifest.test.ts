@@ -232,7 +232,8 @@ test.before(async () => {
   });
   dir = mkdtempSync(join(tmpdir(), 'fwcast-fuzz-'));
   const m = release.manifest;
-  validAuth = new Map<number, Uint8Array>([[1, uint(m.auth.scheme)], [2, uint(m.auth.digestLength)], [3, uint(m.auth.chunkSymbols)], [4, bstr(m.auth.root)]]);
+  validAuth = new Map<number, Uint8Array>([[1, uint(m.auth.scheme)], [2, uint(m.auth.digestLength)], [3, uint(m.auth.chunkSymbols)], [4, bstr(m.auth.root)],
+    [5, uint(m.auth.coding!.groupChunks)], [6, uint(m.auth.coding!.parityPerChunk)]]);
   validFec = new Map<number, Uint8Array>([
     [1, uint(6)], [2, uint(m.symbolSize)], [3, uint(m.segmentSize)], [4, uint(m.repairPercent)],
     [5, encodeCbor(m.segments.map((s) => [encodeManifestSegmentOti(s.oti), s.sha256]))],
@@ -293,7 +294,7 @@ function manifestShaped(item: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array
   const edits = (n: number): fc.Arbitrary<Edit[]> => fc.array(editArb(item), { minLength: n, maxLength: n });
   const numbers = fc.oneof(item, smallUint.map((n) => uint(n)), fc.constantFrom(8, 16, 1208, 8192, 65528, 65536, 2 ** 20, 2 ** 31).map((n) => uint(n)));
   return fc.record({
-    top: edits(9), fec: edits(6), auth: edits(4),
+    top: edits(9), fec: edits(6), auth: edits(6),
     extra: rarely(fc.array(fc.tuple(item, item), { minLength: 1, maxLength: 2 })).map((e) => e ?? []),
     // plausible numbers for the FEC geometry, so the segment planner is exercised
     symbolSize: rarely(numbers), segmentSize: rarely(numbers), size: rarely(numbers),

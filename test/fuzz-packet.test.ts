@@ -14,7 +14,7 @@
 import test from 'ava';
 import fc from 'fast-check';
 import * as auth from '../protocol/auth.js';
-import { CHUNK_HEADER_SIZE, decodeChunkBody, MerkleTree, NODE_SIZE, verifyProof } from '../protocol/auth.js';
+import { CHUNK_HEADER_SIZE, decodeChunkBody, decodeParityBody, MerkleTree, NODE_SIZE, verifyProof } from '../protocol/auth.js';
 import * as ed25519 from '../protocol/ed25519.js';
 import { FwcastError } from '../protocol/errors.js';
 import {
@@ -283,6 +283,24 @@ test('AUTH chunk bodies: decodeChunkBody of arbitrary bytes and digest lengths g
       if (c.digests.length !== c.count * digestLength || body.length !== CHUNK_HEADER_SIZE + c.digests.length) throw new Error('chunk fields do not cover the body');
       const v = new DataView(body.buffer, body.byteOffset);
       if (c.segment !== v.getUint32(0) || c.firstEsi !== v.getUint32(4) || c.count !== v.getUint16(8)) throw new Error('chunk header misread');
+    }
+  }), run(2000));
+  t.pass();
+});
+
+test('AUTH parity bodies: decodeParityBody of arbitrary bytes gives the header and C·L parity bytes, or a FwcastError', (t) => {
+  const arb = fc.record({
+    chunkSymbols: fc.integer({ min: 1, max: 60 }),
+    digestLength: fc.integer({ min: 1, max: 32 }),
+    body: fc.oneof(fc.uint8Array({ maxLength: 600 }), fc.nat({ max: 60 * 32 }).map((n) => new Uint8Array(CHUNK_HEADER_SIZE + n).fill(0xa5))),
+  });
+  fc.assert(fc.property(arb, ({ chunkSymbols, digestLength, body }) => {
+    const r = typed(() => decodeParityBody(body, chunkSymbols, digestLength));
+    if (r.ok !== (body.length === CHUNK_HEADER_SIZE + chunkSymbols * digestLength)) throw new Error(`accepted ${r.ok} for a body of ${body.length} bytes`);
+    if (r.ok) {
+      const v = new DataView(body.buffer, body.byteOffset);
+      if (r.value.segment !== v.getUint32(0) || r.value.firstEsi !== v.getUint32(4) || r.value.index !== v.getUint16(8)) throw new Error('parity header misread');
+      if (r.value.parity.length !== chunkSymbols * digestLength) throw new Error('parity bytes do not cover the body');
     }
   }), run(2000));
   t.pass();

@@ -7,6 +7,7 @@
 import test from 'ava';
 import { symbolOf } from '../protocol/symbol-set.js';
 import { createHash } from 'node:crypto';
+import { parityPiece, recoverData } from '../protocol/reed-solomon.js';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { channelGroup, channelGroupBytes, DEFAULT_PORT, modelChannelName } from '../protocol/channel.js';
@@ -357,7 +358,7 @@ test('example: per-packet authentication material (symbol digests, chunk leaves,
   t.deepEqual(digests, EXAMPLE_SYMBOL_DIGESTS);
   t.is(set.layout.leaves, 3);
   t.is(set.layout.depth, 2);
-  t.deepEqual(set.chunks.map((c) => toHex(leafHash(c))), EXAMPLE_LEAVES);
+  t.deepEqual(set.bodies.map((c) => toHex(leafHash(c))), EXAMPLE_LEAVES);
   t.is(toHex(nodeHash(unhex(EXAMPLE_LEAVES[0]!), unhex(EXAMPLE_LEAVES[1]!))), EXAMPLE_NODES[0]!);
   t.is(toHex(nodeHash(unhex(EXAMPLE_LEAVES[2]!), new Uint8Array(16))), EXAMPLE_NODES[1]!);
   t.is(toHex(nodeHash(unhex(EXAMPLE_NODES[0]!), unhex(EXAMPLE_NODES[1]!))), EXAMPLE_AUTH_ROOT);
@@ -734,4 +735,21 @@ test('SPEC.md §12 prints exactly the bytes the code produces', (t) => {
   for (const c of CHANNEL_FIXTURES) t.true(SPEC.includes(`| \`${c.name}\``) && SPEC.includes(`\`${c.group}\``), c.name);
   t.true(SPEC.includes(`kid         ${EXAMPLE_KID}`));
   t.true(SPEC.includes(`public key  ${EXAMPLE_PUBLIC_KEY}`));
+});
+
+test('SPEC.md §12.9: the Reed–Solomon parity pieces printed are the code\'s, and any two pieces give back the data', (t) => {
+  const data = [unhex('01028000'), unhex('030400ff')];
+  const section = SPEC.slice(SPEC.indexOf('### 12.9'), SPEC.indexOf('## 13.'));
+  const printed = [...section.matchAll(/^\| (\d) \| inv\(\d\) \| inv\(\d\) \| `([0-9a-f]+)` \|$/gm)].map((m) => [Number(m[1]), m[2]!] as const);
+  t.is(printed.length, 4);
+  const pieces = new Map<number, Uint8Array>(data.map((d, i) => [i, d]));
+  for (const [j, hex] of printed) {
+    t.is(toHex(parityPiece(data, j, 4)), hex, `parity ${j}`);
+    pieces.set(2 + j, unhex(hex));
+  }
+  for (const a of pieces.keys()) {
+    for (const b of pieces.keys()) {
+      if (a < b) t.deepEqual(recoverData(2, 4, new Map([[a, pieces.get(a)!], [b, pieces.get(b)!]])), data, `pieces ${a}, ${b}`);
+    }
+  }
 });

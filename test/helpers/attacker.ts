@@ -208,7 +208,7 @@ async function main(): Promise<void> {
       target = {
         releaseId: new Uint8Array(id),
         manifest,
-        layout: new ChunkLayout(manifest.segments.map((s) => s.published), manifest.auth.chunkSymbols),
+        layout: new ChunkLayout(manifest.segments.map((s) => s.published), manifest.auth.chunkSymbols, manifest.auth.coding),
       };
       manifestAt ??= now;
       process.stderr.write(`attacker: learned release ${key}: ${manifest.segments.length} segments, symbol size ${manifest.symbolSize}, ${target.layout.leaves} auth chunks\n`);
@@ -360,7 +360,7 @@ async function main(): Promise<void> {
 
   const forgeAuth = (t: Target): Uint8Array => {
     const auth = t.manifest.auth;
-    const leaf = rnd(t.layout.leaves);
+    const leaf = rnd(t.layout.chunkLeaves);
     const ref = t.layout.chunk(leaf);
     const depth = t.layout.depth;
     const bodyStart = AUTH_OVERHEAD + depth * NODE_SIZE;

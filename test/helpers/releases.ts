@@ -42,8 +42,9 @@ export const EXAMPLE_INIT = {
   expires: 1_900_000_000,
   segmentSize: 2416,
   repairPercent: 50,
-  // The SPEC.md vectors were made with 12-byte digests.
+  // The SPEC.md vectors were made with 12-byte digests and uncoded chunks (§12.2).
   digestLength: 12,
+  chunkCoding: false,
 } as const;
 
 /** The SPEC.md example release, signed with FIXED_SEED (Ed25519 is deterministic). */
