@@ -528,12 +528,17 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
       }
       waiting.push(s * 2 ** 24 + schedule.esi[i]!);
       pendingCount++;
+      if (layout.parityPerChunk > 0) {
+        const group = layout.group(leaf);
+        rebuild(group.first, group.size, leaf);
+      }
       return;
     }
     const leaf = schedule.leaf[i]!;
     if (leaf >= layout.chunkLeaves) {
       const ref = layout.parity(leaf);
-      if (!done[layout.chunk(ref.first).segment]) addPiece(ref.first, ref.size, ref.size + ref.index);
+      if (done[layout.chunk(ref.first).segment]) return;
+      addPiece(ref.first, ref.size, ref.size + ref.index, ref.first + Math.floor(ref.index / layout.parityPerChunk));
       return;
     }
     if (verified[leaf]) return;
@@ -542,7 +547,7 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
     chunkVerified(leaf);
     if (layout.parityPerChunk > 0 && !done[ref.segment]) {
       const group = layout.group(leaf);
-      addPiece(group.first, group.size, leaf - group.first);
+      addPiece(group.first, group.size, leaf - group.first, leaf);
     }
   };
   /** Receiver: #chunkVerified. */
@@ -556,13 +561,16 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
       for (const w of waiting) accept(Math.floor(w / 2 ** 24), w % 2 ** 24);
     }
   };
-  /** Receiver: #addPiece; pieces of a coded group, by index, until there are as many as chunks. */
+  /**
+   * Receiver: #rebuild; pieces of a coded group, by index, until there are as
+   * many as chunks while a chunk up to `upTo` is missing.
+   */
   const groups = new Map<number, Set<number>>();
   const known = (first: number, size: number): boolean => {
     for (let leaf = first; leaf < first + size; leaf++) if (!verified[leaf]) return false;
     return true;
   };
-  const addPiece = (first: number, size: number, index: number): void => {
+  const addPiece = (first: number, size: number, index: number, upTo: number): void => {
     if (known(first, size)) {
       groups.delete(first);
       return;
@@ -570,7 +578,16 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
     let pieces = groups.get(first);
     if (!pieces) groups.set(first, (pieces = new Set()));
     pieces.add(index);
-    if (pieces.size < size) return;
+    rebuild(first, size, upTo);
+  };
+  const rebuild = (first: number, size: number, upTo: number): void => {
+    const pieces = groups.get(first);
+    if (!pieces) return;
+    if (known(first, size)) {
+      groups.delete(first);
+      return;
+    }
+    if (pieces.size < size || known(first, upTo - first + 1)) return;
     groups.delete(first);
     for (let leaf = first; leaf < first + size; leaf++) if (!verified[leaf]) chunkVerified(leaf);
   };
