@@ -9,7 +9,7 @@
  *
  *   npx tsx bench/auth-cost.ts [SIZE_MIB]
  */
-import { CHUNK_HEADER_SIZE, codedChunk, decodeChunkBody, leafHash, MerkleVerifier, symbolMatches } from '../protocol/auth.js';
+import { codedChunk, decodeChunkBody, decodeParityBody, leafHash, MerkleVerifier, symbolMatches } from '../protocol/auth.js';
 import { recoverData } from '../protocol/reed-solomon.js';
 import { SegmentDecoder } from '../protocol/fec.js';
 import { symbolOf, type SymbolSet } from '../protocol/symbol-set.js';
@@ -35,6 +35,7 @@ export interface AuthCost {
  */
 function authenticateAll(m: Manifest, set: SymbolSet, paths: Uint8Array[][], inputs: number[][], lostChunks: ReadonlySet<number>): void {
   const l = m.auth.digestLength;
+  const c = m.auth.chunkSymbols;
   const layout = set.layout;
   const merkle = new MerkleVerifier(m.auth.root, layout.depth);
   const verify = (leaf: number): void => {
@@ -47,22 +48,22 @@ function authenticateAll(m: Manifest, set: SymbolSet, paths: Uint8Array[][], inp
     if (lost > 0) {
       const pieces = new Map<number, Uint8Array>();
       for (let i = 0; i < size; i++) {
-        if (!lostChunks.has(first + i)) pieces.set(i, codedChunk(decodeChunkBody(set.bodies[first + i]!, l).digests, m.auth.chunkSymbols, l));
+        if (!lostChunks.has(first + i)) pieces.set(i, codedChunk(decodeChunkBody(set.bodies[first + i]!, l).digests, c, l));
       }
       for (let j = 0; j < lost; j++) {
         const leaf = layout.parityLeaf(first, j);
         verify(leaf);
-        pieces.set(size + j, set.bodies[leaf]!.subarray(CHUNK_HEADER_SIZE));
+        pieces.set(size + j, decodeParityBody(set.bodies[leaf]!, c, l).parity);
       }
       recoverData(size, size * layout.parityPerChunk, pieces);
     }
     first += size;
   }
-  const tables = set.bodies.map((c) => c.subarray(CHUNK_HEADER_SIZE));
+  const tables = set.bodies.slice(0, layout.chunkLeaves).map((body) => decodeChunkBody(body, l).digests);
   for (const [s, esis] of inputs.entries()) {
     for (const esi of esis) {
       const leaf = layout.leafOf(s, esi);
-      if (!symbolMatches(symbolOf(set, s, esi), tables[leaf]!, (esi % m.auth.chunkSymbols) * l, l)) throw new Error('digest mismatch');
+      if (!symbolMatches(symbolOf(set, s, esi), tables[leaf]!, (esi % c) * l, l)) throw new Error('digest mismatch');
     }
   }
 }

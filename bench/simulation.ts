@@ -538,7 +538,13 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
     if (leaf >= layout.chunkLeaves) {
       const ref = layout.parity(leaf);
       if (done[layout.chunk(ref.first).segment]) return;
-      addPiece(ref.first, ref.size, ref.size + ref.index, ref.first + Math.floor(ref.index / layout.parityPerChunk));
+      let parity = groups.get(ref.first);
+      if (!parity) {
+        if (knownChunks(ref.first, ref.size) === ref.size) return;
+        groups.set(ref.first, (parity = new Set()));
+      }
+      parity.add(ref.index);
+      rebuild(ref.first, ref.size, ref.first + Math.floor(ref.index / layout.parityPerChunk));
       return;
     }
     if (verified[leaf]) return;
@@ -547,7 +553,7 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
     chunkVerified(leaf);
     if (layout.parityPerChunk > 0 && !done[ref.segment]) {
       const group = layout.group(leaf);
-      addPiece(group.first, group.size, leaf - group.first, leaf);
+      rebuild(group.first, group.size, leaf);
     }
   };
   /** Receiver: #chunkVerified. */
@@ -561,33 +567,23 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
       for (const w of waiting) accept(Math.floor(w / 2 ** 24), w % 2 ** 24);
     }
   };
-  /**
-   * Receiver: #rebuild; pieces of a coded group, by index, until there are as
-   * many as chunks while a chunk up to `upTo` is missing.
-   */
+  /** Receiver: GroupPieces; the parity pieces held for a coded group (its verified chunks count too). */
   const groups = new Map<number, Set<number>>();
-  const known = (first: number, size: number): boolean => {
-    for (let leaf = first; leaf < first + size; leaf++) if (!verified[leaf]) return false;
-    return true;
+  const knownChunks = (first: number, n: number): number => {
+    let known = 0;
+    for (let leaf = first; leaf < first + n; leaf++) known += verified[leaf]!;
+    return known;
   };
-  const addPiece = (first: number, size: number, index: number, upTo: number): void => {
-    if (known(first, size)) {
-      groups.delete(first);
-      return;
-    }
-    let pieces = groups.get(first);
-    if (!pieces) groups.set(first, (pieces = new Set()));
-    pieces.add(index);
-    rebuild(first, size, upTo);
-  };
+  /** Receiver: #rebuild, once chunks and parity pieces add up while a chunk up to `upTo` is missing. */
   const rebuild = (first: number, size: number, upTo: number): void => {
-    const pieces = groups.get(first);
-    if (!pieces) return;
-    if (known(first, size)) {
+    const parity = groups.get(first);
+    if (!parity) return;
+    const known = knownChunks(first, size);
+    if (known === size) {
       groups.delete(first);
       return;
     }
-    if (pieces.size < size || known(first, upTo - first + 1)) return;
+    if (known + parity.size < size || knownChunks(first, upTo - first + 1) === upTo - first + 1) return;
     groups.delete(first);
     for (let leaf = first; leaf < first + size; leaf++) if (!verified[leaf]) chunkVerified(leaf);
   };

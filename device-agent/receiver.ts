@@ -20,7 +20,7 @@
  * manifest and its symbols are counted and dropped without further work.
  */
 import { createHash } from 'node:crypto';
-import { CHUNK_HEADER_SIZE, ChunkLayout, codedChunk, NODE_SIZE, decodeChunkBody, decodeParityBody, leafHash, MerkleVerifier, symbolMatches } from '../protocol/auth.js';
+import { ChunkLayout, codedChunk, decodeChunkBody, decodeParityBody, leafHash, MerkleVerifier, NODE_SIZE, symbolMatches } from '../protocol/auth.js';
 import { recoverData } from '../protocol/reed-solomon.js';
 import { recycleRaptorq } from '../protocol/fec.js';
 import { MemoryAssembler, type SegmentAssembler } from './assembler.js';
@@ -414,9 +414,9 @@ export class Receiver {
 
   /**
    * If a chunk of the group up to `upTo` (the chunk just heard, whose parity
-   * piece was, or whose symbol waits) is missing and there are as many pieces as the group has
-   * chunks (counting unchecked ones), checks unchecked parity pieces until
-   * enough are verified, then rebuilds the group's missing chunks.
+   * piece was, or whose symbol waits) is missing and there are as many pieces
+   * as the group has chunks (counting unchecked ones), checks unchecked parity
+   * pieces until enough are verified, then rebuilds the group's missing chunks.
    */
   #rebuild(t: Transfer, first: number, upTo: number): ReceiverEvent[] {
     const { size } = t.layout.group(first);
@@ -428,15 +428,15 @@ export class Receiver {
     }
     if (known + group.verified.size + group.unchecked.size < size) return NONE;
     if (this.#knownChunks(t, first, upTo - first + 1) === upTo - first + 1) return NONE;
+    const auth = t.release.manifest.auth;
     for (const [index, candidates] of group.unchecked) {
       if (known + group.verified.size >= size) break;
       group.unchecked.delete(index);
       t.uncheckedCount -= candidates.length;
       const genuine = candidates.find((c) => this.#check(t, c));
-      if (genuine) group.verified.set(index, genuine.body.subarray(CHUNK_HEADER_SIZE));
+      if (genuine) group.verified.set(index, decodeParityBody(genuine.body, auth.chunkSymbols, auth.digestLength).parity);
     }
     if (known + group.verified.size < size) return NONE;
-    const auth = t.release.manifest.auth;
     const pieces = new Map<number, Uint8Array>();
     for (let i = 0; i < size; i++) if (t.verified[first + i]) pieces.set(i, codedChunk(t.digests.get(first + i)!, auth.chunkSymbols, auth.digestLength));
     for (const [j, parity] of group.verified) pieces.set(size + j, parity);

@@ -114,11 +114,10 @@ export class SpillAssembler implements SegmentAssembler {
 
   /** Rebuilds a segment's state from its spill file, cutting off a torn last record. */
   #recover(seg: SegmentInfo): SegmentState {
-    const state = this.#freshState(seg);
     const path = this.#spillPath(seg.index);
-    if (!existsSync(path)) return state;
+    if (!existsSync(path)) return this.#freshState(seg);
     // Symbols on disk were not hashed in this process: the segment is hashed whole when it completes.
-    state.hash = undefined;
+    const state = this.#freshState(seg, false);
     const fd = openSync(path, 'r+');
     try {
       const records = Math.floor(fstatSync(fd).size / this.#record);
@@ -156,8 +155,8 @@ export class SpillAssembler implements SegmentAssembler {
     return fd;
   }
 
-  #freshState(seg: SegmentInfo): SegmentState {
-    return { count: 0, seen: new Uint8Array(seg.published), nextAttempt: seg.sourceSymbols, batched: 0, hash: createHash('sha256'), hashed: 0 };
+  #freshState(seg: SegmentInfo, hashing = true): SegmentState {
+    return { count: 0, seen: new Uint8Array(seg.published), nextAttempt: seg.sourceSymbols, batched: 0, ...(hashing ? { hash: createHash('sha256') } : {}), hashed: 0 };
   }
 
   received(segment: number): number {

@@ -14,7 +14,7 @@
 import test from 'ava';
 import fc from 'fast-check';
 import * as auth from '../protocol/auth.js';
-import { CHUNK_HEADER_SIZE, decodeChunkBody, decodeParityBody, MerkleTree, NODE_SIZE, verifyProof } from '../protocol/auth.js';
+import { CHUNK_HEADER_SIZE, decodeChunkBody, decodeParityBody, encodeChunkBody, MerkleTree, NODE_SIZE, verifyProof } from '../protocol/auth.js';
 import * as ed25519 from '../protocol/ed25519.js';
 import { FwcastError } from '../protocol/errors.js';
 import {
@@ -261,15 +261,8 @@ test('AUTH chunk bodies: decodeChunkBody of arbitrary bytes and digest lengths g
     body: fc.oneof(
       fc.uint8Array({ maxLength: 600 }),
       // well-formed headers whose count may or may not match the length
-      fc.record({ seg: u32, esi: u32, count: fc.nat({ max: 0xffff }), digests: fc.uint8Array({ maxLength: 600 }) }).map(({ seg, esi, count, digests }) => {
-        const b = new Uint8Array(CHUNK_HEADER_SIZE + digests.length);
-        const v = new DataView(b.buffer);
-        v.setUint32(0, seg);
-        v.setUint32(4, esi);
-        v.setUint16(8, count);
-        b.set(digests, CHUNK_HEADER_SIZE);
-        return b;
-      }),
+      fc.record({ seg: u32, esi: u32, count: fc.nat({ max: 0xffff }), digests: fc.uint8Array({ maxLength: 600 }) })
+        .map(({ seg, esi, count, digests }) => encodeChunkBody({ leaf: 0, segment: seg, firstEsi: esi, count }, digests)),
     ),
     pre: fc.nat({ max: 7 }),
   });
