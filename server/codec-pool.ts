@@ -6,6 +6,12 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { CodecRequest, CodecResponse } from './codec-worker.js';
 
+/**
+ * Jobs handed to a worker at once: the next one already waits in its message
+ * queue when it finishes one, instead of a round trip through this thread.
+ */
+const DEPTH = 2;
+
 type Pending = { resolve: (r: CodecResponse) => void; reject: (e: Error) => void };
 type Job = CodecRequest extends infer R ? (R extends unknown ? Omit<R, 'id'> : never) : never;
 
@@ -20,6 +26,7 @@ function startWorker(): Worker {
 
 export class CodecPool {
   #workers: Worker[] = [];
+  /** One entry per job a worker may take now: each worker holds up to DEPTH. */
   #idle: Worker[] = [];
   #queue: Array<{ job: Job; pending: Pending }> = [];
   #pending = new Map<number, Pending>();
@@ -41,8 +48,9 @@ export class CodecPool {
         this.#pending.clear();
       });
       this.#workers.push(worker);
-      this.#idle.push(worker);
     }
+    // Interleaved, so that two jobs go to two workers.
+    for (let d = 0; d < DEPTH; d++) this.#idle.push(...this.#workers);
   }
 
   get size(): number {
@@ -58,7 +66,9 @@ export class CodecPool {
   #dispatch(worker: Worker, job: Job, pending: Pending): void {
     const id = this.#nextId++;
     this.#pending.set(id, pending);
-    worker.postMessage({ ...job, id } as CodecRequest);
+    const buffers = job.op === 'encode' ? [job.data.buffer] : job.op === 'decode' ? [job.symbols.buffer, job.esis.buffer] : [];
+    const transfer = [...new Set(buffers.filter((b): b is ArrayBuffer => b instanceof ArrayBuffer))];
+    worker.postMessage({ ...job, id } as CodecRequest, transfer);
   }
 
   #run(job: Job): Promise<CodecResponse> {
@@ -76,17 +86,21 @@ export class CodecPool {
    * must get exactly one warm-up.
    */
   async warmUp(): Promise<void> {
-    if (this.#idle.length !== this.#workers.length) throw new Error('CodecPool.warmUp() must run before any other job');
-    const idle = this.#idle.splice(0);
-    await Promise.all(idle.map((worker) => new Promise<CodecResponse>((resolve, reject) => this.#dispatch(worker, { op: 'warm-up' }, { resolve, reject }))));
+    if (this.#idle.length !== this.#workers.length * DEPTH) throw new Error('CodecPool.warmUp() must run before any other job');
+    this.#idle.splice(this.#idle.length - this.#workers.length);
+    await Promise.all(this.#workers.map((worker) => new Promise<CodecResponse>((resolve, reject) => this.#dispatch(worker, { op: 'warm-up' }, { resolve, reject }))));
   }
 
-  /** The first `count` encoding symbols of a segment, ESI order, as one buffer of count × T bytes. */
+  /**
+   * The first `count` encoding symbols of a segment, ESI order, as one buffer
+   * of count × T bytes. `data`'s buffer moves to the worker (it is detached
+   * here): pass a copy, such as `image.slice(…)`, not a view of something kept.
+   */
   async encode(data: Uint8Array, symbolSize: number, count: number): Promise<Uint8Array> {
     return (await this.#run({ op: 'encode', data, symbolSize, count })).symbols!;
   }
 
-  /** Decodes a segment from symbols (n × T bytes) with the given ESIs. */
+  /** Decodes a segment from symbols (n × T bytes) with the given ESIs; their buffers move to the worker, as with encode(). */
   async decode(length: number, symbolSize: number, esis: Uint32Array, symbols: Uint8Array): Promise<Uint8Array> {
     return (await this.#run({ op: 'decode', length, symbolSize, esis, symbols })).bytes!;
   }

@@ -36,11 +36,13 @@ test('two workers encode segments in parallel, byte-identical to the in-thread e
   decoded.forEach((bytes, i) => t.true(Buffer.compare(bytes, segments[i]!) === 0, `segment ${i} round trip`));
 });
 
-test('a decode with fewer than K symbols is refused with the count; warmUp() is refused while a job runs', async (t) => {
+test('encode() takes over its input buffer; a decode with fewer than K symbols is refused with the count; warmUp() is refused while a job runs', async (t) => {
   const pool = new CodecPool(1);
   t.teardown(() => pool.close());
   const k = sourceSymbolCount(SEGMENT, T);
-  const symbols = await pool.encode(makeImage(SEGMENT, 6), T, k);
+  const data = makeImage(SEGMENT, 6);
+  const symbols = await pool.encode(data, T, k);
+  t.is(data.byteLength, 0, 'the segment\'s bytes moved to the worker, as documented: no copy');
   const esis = Uint32Array.from([...Array(k - 5).keys()]);
   await t.throwsAsync(pool.decode(SEGMENT, T, esis, symbols.subarray(0, esis.length * T)), { message: `not enough symbols to decode (${k - 5})` });
   const busy = pool.encode(makeImage(SEGMENT, 7), T, k);
