@@ -15,7 +15,9 @@
  */
 import { loadRaptorq, sourceSymbolCount, warmUpCodec } from '../protocol/fec.js';
 import { planSegments } from '../protocol/manifest.js';
+import { DEFAULT_SEGMENT_SIZE } from '../protocol/limits.js';
 import { CodecPool } from '../server/codec-pool.js';
+import { segmentSizeFor } from '../server/release.js';
 import { makeImage, shuffle } from '../test/helpers/fixtures.js';
 
 export interface CodecResult {
@@ -75,7 +77,7 @@ function baseline(image: Uint8Array): { encodeMs: number; decodeMs: number } {
 }
 
 async function passOnPool(pool: CodecPool, image: Uint8Array): Promise<{ encodeMs: number; decodeMs: number }> {
-  const plans = planSegments(image.length, T, 1 << 20);
+  const plans = planSegments(image.length, T, segmentSizeFor(T, DEFAULT_SEGMENT_SIZE));
   let t0 = performance.now();
   const encoded = await Promise.all(plans.map((p) => {
     const k = sourceSymbolCount(p.length, T);

@@ -3,7 +3,7 @@
  */
 import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, readSync, renameSync, writeSync } from 'node:fs';
-import { DEFAULT_DATAGRAM_SIZE, DEFAULT_LIMITS, DEFAULT_SEGMENT_SIZE, SYMBOL_ALIGNMENT } from '../protocol/limits.js';
+import { DEFAULT_DATAGRAM_SIZE, DEFAULT_LIMITS, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MAX_SOURCE_SYMBOLS, SYMBOL_ALIGNMENT } from '../protocol/limits.js';
 import { checkFecParameters, checkModelName, decodeManifest, planSegments, publishedSymbols, releaseIdOf, signManifest, type Manifest, type SegmentInfo } from '../protocol/manifest.js';
 import { decodeCoseSign1 } from '../protocol/cose-sign1.js';
 import { segmentOti, sourceSymbolCount } from '../protocol/fec.js';
@@ -20,6 +20,18 @@ export function symbolSizeFor(datagramSize: number): number {
   return room - (room % SYMBOL_ALIGNMENT);
 }
 
+/**
+ * A requested segment size in whole symbols, rounded up where the format
+ * allows: "1 MiB segments" then cut an image of n MiB into n segments, not
+ * n + 1 (1 MiB is 868.03 symbols of 1208 bytes), so a power-of-two image
+ * splits evenly over a power-of-two number of codec workers.
+ */
+export function segmentSizeFor(symbolSize: number, wanted: number): number {
+  const limit = Math.min(MAX_SEGMENT_SIZE, MAX_SOURCE_SYMBOLS * symbolSize);
+  const up = Math.ceil(wanted / symbolSize) * symbolSize;
+  return up <= limit ? up : Math.max(symbolSize, wanted - (wanted % symbolSize));
+}
+
 export interface ReleaseInit {
   image: Uint8Array;
   seed: Uint8Array;
@@ -31,7 +43,7 @@ export interface ReleaseInit {
   expires?: number;
   /** UDP payload size of symbol datagrams (default 1232). */
   datagramSize?: number;
-  /** Largest segment, bytes, rounded down to whole symbols (default 1 MiB). */
+  /** Segment size, bytes, in whole symbols (segmentSizeFor; default 1 MiB). */
   segmentSize?: number;
   /** Repair symbols published per segment, percent of K (default 200). */
   repairPercent?: number;
@@ -81,8 +93,7 @@ function planRelease(init: ReleaseInit): ReleasePlan {
   if (init.image.length === 0) throw new InvalidManifestError('the image is empty');
   const datagramSize = init.datagramSize ?? DEFAULT_DATAGRAM_SIZE;
   const symbolSize = symbolSizeFor(datagramSize);
-  const wanted = init.segmentSize ?? DEFAULT_SEGMENT_SIZE;
-  const segmentSize = Math.max(symbolSize, wanted - (wanted % symbolSize));
+  const segmentSize = segmentSizeFor(symbolSize, init.segmentSize ?? DEFAULT_SEGMENT_SIZE);
   checkFecParameters(symbolSize, segmentSize);
   const repairPercent = init.repairPercent ?? 200;
   const segments = planSegments(init.image.length, symbolSize, segmentSize).map((plan) => {
