@@ -41,8 +41,8 @@
  * Analysis (analyticExpectation). `binomial`: the floor for any feedback-free
  * schedule: a segment of K symbols needs N ~ NegBin(K, 1 − p) sends, mean
  * K/(1 − p), σ = √(K·p)/(1 − p); the last of 1000 agents × S segments lands
- * z ≈ 2–2.7 σ above the mean, so ratio − 1 ≈ z·√(p/K): 1.053 at K = 772
- * (1 MiB segments), 1.024 at K = 2315, 1.017 at K = 3473. `protocol`: what
+ * z ≈ 2–2.7 σ above the mean, so ratio − 1 ≈ z·√(p/K): 1.053 at K = 772,
+ * 1.049 at K = 869 (1 MiB segments), 1.024 at K = 2315, 1.017 at K = 3473. `protocol`: what
  * fwcast adds: symbols before the manifest are dropped, and a chunk's symbols
  * are useless when every AUTH copy of it was lost (p² = 9 % at 30 % loss with 2
  * copies), which cuts the useful fraction to (1 − p)(1 − p²) and makes losses
@@ -50,9 +50,14 @@
  * when a segment spans only ~9 chunks).
  *
  * Seeds 1–3, 1000 agents, 8 MiB in 1 MiB segments, loss 0…30 %, on
- * 2026-12-07: with AUTH chunks coded 6:2 and the first manifests 10 datagrams
- * apart (server/carousel.ts since then) 1.070, 1.069 and 1.043; with three
- * plain copies 1.383. The history below is of the uncoded carousel.
+ * 2026-12-07: segments of 869 symbols (1 MiB rounded up to whole symbols, 8
+ * segments), AUTH chunks of 97 symbols coded in groups of up to 12 that never
+ * span a round, parity over each group's first 3 chunks: 1.051, 1.054 and
+ * 1.049 (binomial bound 1.049); 4 MiB segments (K = 3473, bound 1.017):
+ * 1.017. Earlier that day, 772-symbol segments (9) coded 6:2 with each chunk
+ * carrying its share: 1.070, 1.069 and 1.043, but 1.27–1.34 at 869 symbols
+ * (server/carousel.ts says why); three plain copies 1.383. The history below
+ * is of the uncoded carousel.
  *
  * Seed 1, 1000 agents, 8 MiB, loss 0…30 %, 50–90 s per configuration on 2
  * shared cores. server/carousel.ts as of 3adf2e6 (all segments interleaved,
@@ -530,7 +535,7 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
       pendingCount++;
       if (layout.parityPerChunk > 0) {
         const group = layout.group(leaf);
-        rebuild(group.first, group.size, leaf);
+        rebuild(group.first, group.size);
       }
       return;
     }
@@ -544,7 +549,7 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
         groups.set(ref.first, (parity = new Set()));
       }
       parity.add(ref.index);
-      rebuild(ref.first, ref.size, ref.first + Math.floor(ref.index / layout.parityPerChunk));
+      rebuild(ref.first, ref.size);
       return;
     }
     if (verified[leaf]) return;
@@ -553,7 +558,7 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
     chunkVerified(leaf);
     if (layout.parityPerChunk > 0 && !done[ref.segment]) {
       const group = layout.group(leaf);
-      rebuild(group.first, group.size, leaf);
+      rebuild(group.first, group.size);
     }
   };
   /** Receiver: #chunkVerified. */
@@ -574,8 +579,8 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
     for (let leaf = first; leaf < first + n; leaf++) known += verified[leaf]!;
     return known;
   };
-  /** Receiver: #rebuild, once chunks and parity pieces add up while a chunk up to `upTo` is missing. */
-  const rebuild = (first: number, size: number, upTo: number): void => {
+  /** Receiver: #rebuild, once chunks and parity pieces add up while symbols of a missing chunk wait. */
+  const rebuild = (first: number, size: number): void => {
     const parity = groups.get(first);
     if (!parity) return;
     const known = knownChunks(first, size);
@@ -583,7 +588,10 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
       groups.delete(first);
       return;
     }
-    if (known + parity.size < size || knownChunks(first, upTo - first + 1) === upTo - first + 1) return;
+    if (known + parity.size < size) return;
+    let waiting = false;
+    for (let leaf = first; leaf < first + size && !waiting; leaf++) waiting = pending.has(leaf);
+    if (!waiting) return;
     groups.delete(first);
     for (let leaf = first; leaf < first + size; leaf++) if (!verified[leaf]) chunkVerified(leaf);
   };

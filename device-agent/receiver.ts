@@ -93,10 +93,9 @@ interface Transfer {
  * The parity pieces held for a coded group, by index j. Its verified chunks
  * are pieces too (their digests are in Transfer.digests). Parity pieces are
  * kept unchecked, and verified against the root only when a rebuild needs
- * them; a group is rebuilt once its pieces add up to its size and one of its
- * chunks that should have come by now has not (its first symbols arrive
- * without it, or its parity pieces do). Without loss nothing is ever checked
- * or rebuilt: rebuilding every group as soon as it could be, and checking
+ * them; a group is rebuilt once its pieces add up to its size while symbols
+ * of a chunk it misses are waiting. Without loss nothing is ever checked or
+ * rebuilt: rebuilding every group as soon as it could be, and checking
  * pieces beyond a budget as they came, cost 19 MiB of peak RSS on a 256 MiB
  * image.
  */
@@ -276,7 +275,7 @@ export class Receiver {
     this.#dropTransfer();
     const m = release.manifest;
     const n = m.segments.length;
-    const layout = new ChunkLayout(m.segments.map((seg) => seg.published), m.auth.chunkSymbols, m.auth.coding);
+    const layout = new ChunkLayout(m.segments, m.auth.chunkSymbols, m.auth.coding);
     const assembler = this.#assemblerFor(release);
     const t: Transfer = {
       release, assembler, done: new Uint8Array(n), remaining: n,
@@ -350,7 +349,7 @@ export class Receiver {
     if (t.layout.parityPerChunk > 0 && this.#transfer === t && !t.done[ref.segment]) {
       // A verified chunk is a piece of its group too: with parity pieces held, it may complete a rebuild.
       const { first } = t.layout.group(p.leaf);
-      if (t.groups.has(first)) events.push(...this.#rebuild(t, first, p.leaf));
+      if (t.groups.has(first)) events.push(...this.#rebuild(t, first));
     }
     return events;
   }
@@ -377,8 +376,7 @@ export class Receiver {
     p.path.forEach((node, d) => path.set(node, d * NODE_SIZE));
     group.unchecked.set(index, [...candidates, { leaf: p.leaf, body: p.body.slice(), path }]);
     t.uncheckedCount++;
-    // The chunk this piece was sent with: its own datagram came just before, or was lost.
-    return this.#rebuild(t, ref.first, ref.first + Math.floor(index / t.layout.parityPerChunk));
+    return this.#rebuild(t, ref.first);
   }
 
   #group(t: Transfer, first: number): GroupPieces {
@@ -405,6 +403,12 @@ export class Receiver {
     return known;
   }
 
+  /** Whether symbols of any chunk of the group wait for it. */
+  #waiting(t: Transfer, first: number, size: number): boolean {
+    for (let leaf = first; leaf < first + size; leaf++) if (t.pending.has(leaf)) return true;
+    return false;
+  }
+
   #forgetGroup(t: Transfer, first: number): void {
     const group = t.groups.get(first);
     if (!group) return;
@@ -413,12 +417,13 @@ export class Receiver {
   }
 
   /**
-   * If a chunk of the group up to `upTo` (the chunk just heard, whose parity
-   * piece was, or whose symbol waits) is missing and there are as many pieces
-   * as the group has chunks (counting unchecked ones), checks unchecked parity
-   * pieces until enough are verified, then rebuilds the group's missing chunks.
+   * If symbols of a missing chunk of the group wait and there are as many
+   * pieces as the group has chunks (counting unchecked ones), checks unchecked
+   * parity pieces until enough are verified, then rebuilds the group's missing
+   * chunks. Rebuilding only for waiting symbols keeps a receiver that hears
+   * every chunk from checking anything, whenever the pieces come.
    */
-  #rebuild(t: Transfer, first: number, upTo: number): ReceiverEvent[] {
+  #rebuild(t: Transfer, first: number): ReceiverEvent[] {
     const { size } = t.layout.group(first);
     const group = t.groups.get(first)!;
     const known = this.#knownChunks(t, first, size);
@@ -427,7 +432,7 @@ export class Receiver {
       return NONE;
     }
     if (known + group.verified.size + group.unchecked.size < size) return NONE;
-    if (this.#knownChunks(t, first, upTo - first + 1) === upTo - first + 1) return NONE;
+    if (!this.#waiting(t, first, size)) return NONE;
     const auth = t.release.manifest.auth;
     for (const [index, candidates] of group.unchecked) {
       if (known + group.verified.size >= size) break;
@@ -496,7 +501,7 @@ export class Receiver {
     if (t.layout.parityPerChunk === 0) return NONE;
     // A symbol of a chunk whose own AUTH datagram was lost: rebuild the chunk now if its group allows.
     const { first } = t.layout.group(leaf);
-    return t.groups.has(first) ? this.#rebuild(t, first, leaf) : NONE;
+    return t.groups.has(first) ? this.#rebuild(t, first) : NONE;
   }
 
   /** A symbol whose chunk is verified: check its digest, then decode. */

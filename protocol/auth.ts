@@ -16,11 +16,15 @@
  *   chunk body    = segment (u32) | first ESI (u32) | count (u16) | count × digest
  *
  * Chunks may also be erasure-coded, so that losing an AUTH datagram rarely
- * costs a chunk: the chunks of a segment form groups of g consecutive chunks,
- * and each group gets r·g parity pieces (protocol/reed-solomon.ts over the
- * chunks' digest lists, each padded to C digests); any g of a group's (r + 1)·g
- * pieces give back all its chunks. Parity pieces are leaves of the same tree,
- * after all chunks, so each is verified on its own before it is used:
+ * costs a chunk: the chunks of a segment form groups of consecutive chunks,
+ * and a group of s chunks gets r·s parity pieces (protocol/reed-solomon.ts
+ * over the chunks' digest lists, each padded to C digests); any s of its
+ * (r + 1)·s pieces give back all its chunks. Groups follow the carousel's
+ * rounds: the chunks that start in ESIs [ρ·K, (ρ + 1)·K) are split into
+ * ⌈n / g⌉ groups as equal as can be (the first ones one chunk larger), so the
+ * carousel sends each group, parity included, within one round. Parity pieces
+ * are leaves of the same tree, after all chunks, so each is verified on its
+ * own before it is used:
  *
  *   parity body   = segment (u32) | group's first ESI (u32) | index (u16) | C × digest bytes
  *
@@ -59,22 +63,21 @@ export interface ChunkCoding {
 }
 
 /**
- * The publisher's default: groups of 6 chunks with 12 parity pieces (any 6 of
- * 18 rebuild the group), the same 3 AUTH datagrams per chunk as 3 plain
- * copies. At 30% loss a group is lost with probability 3·10⁻⁴ (3 copies of
- * a chunk: 2.7·10⁻²). 1000 simulated agents at up to 30% loss needed 1.070,
- * 1.069 and 1.043× the ideal (seeds 1–3; 3 copies: 1.383), against the 1.053
- * of the segmenting bound. Groups of 8 rebuild later (1.35×: symbols wait for
- * their chunk at the end); 4:3 costs a fourth datagram per chunk and gave
- * 1.054, 1.085 and 1.273.
+ * The publisher's default: groups of up to 12 chunks with 2 parity pieces per
+ * chunk, the same 3 AUTH datagrams per chunk as 3 plain copies. A round of a
+ * 1 MiB segment (869 symbols, 9 chunks of 97) is one group: any 9 of its 27
+ * pieces rebuild it, and at 30% loss it is lost with probability 10⁻⁶ (3
+ * copies of a chunk: 2.7·10⁻²; a group of 4, as rounds cut into groups of at
+ * most 6 make: 1.7·10⁻³, and 1000 simulated agents needed 1.28–1.39× the
+ * ideal). See server/carousel.ts for when the pieces go out.
  */
-export const DEFAULT_CHUNK_CODING: ChunkCoding = { groupChunks: 6, parityPerChunk: 2 };
+export const DEFAULT_CHUNK_CODING: ChunkCoding = { groupChunks: 12, parityPerChunk: 2 };
 
 /** A group of consecutive chunks of one segment, by chunk leaf. */
 export interface ChunkGroup {
   /** Leaf of its first chunk. */
   first: number;
-  /** Chunks in the group (the last group of a segment may be short). */
+  /** Chunks in the group: at most g, fewer where a round's chunks do not divide evenly. */
   size: number;
 }
 
@@ -132,27 +135,38 @@ export function treeDepth(leaves: number): number {
   return leaves <= 1 ? 0 : Math.ceil(Math.log2(leaves));
 }
 
+/** What the leaf layout needs of a segment (a manifest's SegmentInfo has both). */
+export interface LayoutSegment {
+  /** K: a carousel round sends K symbols of the segment. */
+  sourceSymbols: number;
+  /** Encoding symbols published: ESIs 0 .. published − 1. */
+  published: number;
+}
+
 /**
  * The leaf layout: which ESIs of which segment each chunk leaf covers, and,
- * with coding, which group each parity leaf belongs to. Chunk leaves come
- * first (segment order, then ESI order); the parity leaves of the group whose
- * first chunk is leaf a are chunkLeaves + r·a + 0 … r·size − 1.
+ * with coding, which group each chunk and parity leaf belongs to. Chunk leaves
+ * come first (segment order, then ESI order); the parity leaves of the group
+ * whose first chunk is leaf a are chunkLeaves + r·a + 0 … r·size − 1.
  */
 export class ChunkLayout {
   /** Chunk leaves; parity leaves follow them. */
   readonly chunkLeaves: number;
   readonly leaves: number;
   readonly depth: number;
+  /** g: the largest group. */
   readonly groupChunks: number;
   readonly parityPerChunk: number;
   #firstLeaf: number[];
+  #segments: readonly LayoutSegment[];
 
-  constructor(readonly published: readonly number[], readonly chunkSymbols: number, coding?: ChunkCoding) {
+  constructor(segments: readonly LayoutSegment[], readonly chunkSymbols: number, coding?: ChunkCoding) {
+    this.#segments = segments;
     this.#firstLeaf = [];
     let leaves = 0;
-    for (const n of published) {
+    for (const { published } of segments) {
       this.#firstLeaf.push(leaves);
-      leaves += Math.ceil(n / chunkSymbols);
+      leaves += Math.ceil(published / chunkSymbols);
     }
     this.chunkLeaves = leaves;
     this.groupChunks = coding?.groupChunks ?? 0;
@@ -179,16 +193,27 @@ export class ChunkLayout {
   chunk(leaf: number): ChunkRef {
     const segment = this.#segmentOf(leaf);
     const firstEsi = (leaf - this.#firstLeaf[segment]!) * this.chunkSymbols;
-    return { leaf, segment, firstEsi, count: Math.min(this.chunkSymbols, this.published[segment]! - firstEsi) };
+    return { leaf, segment, firstEsi, count: Math.min(this.chunkSymbols, this.#segments[segment]!.published - firstEsi) };
   }
 
   /** The group of a chunk leaf (with coding). */
   group(chunkLeaf: number): ChunkGroup {
     const segment = this.#segmentOf(chunkLeaf);
-    const start = this.#firstLeaf[segment]!;
-    const end = start + Math.ceil(this.published[segment]! / this.chunkSymbols);
-    const first = start + Math.floor((chunkLeaf - start) / this.groupChunks) * this.groupChunks;
-    return { first, size: Math.min(this.groupChunks, end - first) };
+    const { sourceSymbols: k, published } = this.#segments[segment]!;
+    const c = this.chunkSymbols;
+    const base = this.#firstLeaf[segment]!;
+    const index = chunkLeaf - base;
+    // The chunks that start in the same round as this one: a … b − 1, in `groups` groups.
+    const round = Math.floor((index * c) / k);
+    const a = Math.ceil((round * k) / c);
+    const b = Math.min(Math.ceil(((round + 1) * k) / c), Math.ceil(published / c));
+    const groups = Math.ceil((b - a) / this.groupChunks);
+    const small = Math.floor((b - a) / groups);
+    const large = (b - a) % groups;
+    const i = index - a;
+    const inLarge = i < large * (small + 1);
+    const first = inLarge ? i - (i % (small + 1)) : i - ((i - large * (small + 1)) % small);
+    return { first: base + a + first, size: inLarge ? small + 1 : small };
   }
 
   /** A parity leaf's group and index (leaf ≥ chunkLeaves). */

@@ -224,7 +224,7 @@ function decodeAuthParams(value: unknown, segments: SegmentInfo[]): AuthParams {
   const root = value.get(A.root);
   if (!(root instanceof Uint8Array) || root.length !== NODE_SIZE) throw new InvalidManifestError(`fec.auth.root must be ${NODE_SIZE} bytes`);
   const coding = decodeChunkCoding(value);
-  const layout = new ChunkLayout(segments.map((s) => s.published), chunkSymbols, coding);
+  const layout = new ChunkLayout(segments, chunkSymbols, coding);
   if (layout.depth > 24) throw new LimitExceededError(`${layout.leaves} authentication leaves are too many`);
   return { scheme, digestLength, chunkSymbols, root: new Uint8Array(root), ...(coding ? { coding } : {}) };
 }

@@ -7,8 +7,8 @@
  * Each segment's symbols are one contiguous buffer (ESI order, T bytes each):
  * a 256 MiB release is a few hundred buffers, not hundreds of thousands.
  */
-import { ChunkLayout, encodeChunkBody, groupParityBodies, leafHash, MerkleTree, symbolDigest, type ChunkCoding } from './auth.js';
-import { SegmentEncoder } from './fec.js';
+import { ChunkLayout, encodeChunkBody, groupParityBodies, leafHash, MerkleTree, symbolDigest, type ChunkCoding, type LayoutSegment } from './auth.js';
+import { SegmentEncoder, sourceSymbolCount } from './fec.js';
 
 export interface SymbolSetSegment {
   offset: number;
@@ -57,9 +57,12 @@ export function encodeSegments(image: Uint8Array, symbolSize: number, segments: 
   return segments.map((seg) => encodeSegment(image.subarray(seg.offset, seg.offset + seg.length), symbolSize, seg.published));
 }
 
-/** Authentication material over already-encoded symbols. */
-export function authenticate(segments: Uint8Array[], symbolSize: number, digestLength: number, chunkSymbols: number, coding?: ChunkCoding): SymbolAuth {
-  const layout = new ChunkLayout(segments.map((s) => s.length / symbolSize), chunkSymbols, coding);
+/** Authentication material over already-encoded symbols (`shape`: each segment's K and published count). */
+export function authenticate(segments: Uint8Array[], symbolSize: number, shape: readonly LayoutSegment[], digestLength: number, chunkSymbols: number, coding?: ChunkCoding): SymbolAuth {
+  if (shape.length !== segments.length || shape.some((seg, i) => seg.published * symbolSize !== segments[i]!.length)) {
+    throw new RangeError('the segments\' K and published counts do not match their encoded symbols');
+  }
+  const layout = new ChunkLayout(shape, chunkSymbols, coding);
   const bodies: Uint8Array[] = [];
   const digestLists: Uint8Array[] = [];
   for (let leaf = 0; leaf < layout.chunkLeaves; leaf++) {
@@ -81,5 +84,5 @@ export function authenticate(segments: Uint8Array[], symbolSize: number, digestL
 
 export function buildSymbolSet(image: Uint8Array, params: SymbolSetParams): SymbolSet {
   const segments = encodeSegments(image, params.symbolSize, params.segments);
-  return { symbolSize: params.symbolSize, segments, ...authenticate(segments, params.symbolSize, params.digestLength, params.chunkSymbols, params.coding) };
+  return { symbolSize: params.symbolSize, segments, ...authenticate(segments, params.symbolSize, params.segments.map((s) => ({ sourceSymbols: sourceSymbolCount(s.length, params.symbolSize), published: s.published })), params.digestLength, params.chunkSymbols, params.coding) };
 }

@@ -14,13 +14,24 @@
  * group's repair symbols: measured 1.98× instead of 1.58× the ideal at 10%.)
  *
  * The AUTH datagram of a chunk goes out just before the chunk's first symbol
- * (or the first one sent this round). With coded chunks (the default), the
- * chunk's share of its group's parity pieces follows, r of them evenly spaced
- * through the chunk: a receiver that lost the chunk's own AUTH datagram
- * rebuilds it from any g pieces of the group and verifies the symbols it held
- * back. Uncoded, the chunk's AUTH datagram itself is repeated there. (Three
- * plain copies, all lost for 2.7% of chunks at 30% loss, left 1000 simulated
- * agents at 1.38× the ideal; coded, a chunk is lost with its group only.)
+ * (or the first one sent this round). With coded chunks (the default), a
+ * group's parity pieces are spread over its first SPREAD_CHUNKS chunks: a
+ * receiver that lost a chunk's own AUTH datagram rebuilds it from any s
+ * pieces of the group and verifies the symbols it held back. Groups never
+ * straddle a round (protocol/auth.ts), so a receiver that completes with
+ * round 0 has paid for the parity of the chunks it heard only. Uncoded, a
+ * chunk's AUTH datagram is repeated at two more points of the chunk.
+ * Measured with 1000 simulated agents at up to 30% loss (bench/simulation.ts,
+ * 8 MiB in 869-symbol segments, seeds 1–3), against a segmenting bound of
+ * 1.049: three plain copies, all lost for 2.7% of chunks at 30%, gave 1.38×
+ * the ideal. Groups of 6 with each chunk carrying its own share of the
+ * parity could be rebuilt only about three chunks in, and where a 30%-loss
+ * agent's last needed symbols fell at a group's start it waited that long:
+ * 1.27–1.34× (1.04–1.07× with 772-symbol segments, where they happened not
+ * to). All parity in a group's first chunk: 1.05–1.26× (a rare bad draw
+ * leaves a group short for many chunks). Over its first 3 chunks: 1.049–1.090×
+ * with 104-symbol chunks, and 1.049, 1.051 and 1.054× with the 97-symbol
+ * chunks server/release.ts now picks.
  * All manifest fragments go out at the start of each round and after every
  * `manifestEvery` datagrams per fragment (0.4% of the traffic by default);
  * the carousel's first EARLY_MANIFESTS copies go out EARLY_EVERY datagrams
@@ -54,6 +65,9 @@ export interface CarouselInit {
 export const EARLY_MANIFESTS = 10;
 export const EARLY_EVERY = 10;
 
+/** Chunks of a group (of a run: see #authBefore) over which its parity pieces are spread. */
+const SPREAD_CHUNKS = 3;
+
 export class ReleaseMismatchError extends Error {
   override name = 'ReleaseMismatchError';
 }
@@ -67,8 +81,8 @@ export class Carousel {
   #set: SymbolSet;
   #auth: Uint8Array[];
   #layout: ChunkLayout;
-  /** Offsets in a chunk where an AUTH datagram goes out: 0, then r evenly spaced (r = 2 uncoded). */
-  #authPoints: number[];
+  /** Uncoded: offsets in a chunk where its AUTH datagram goes out again. */
+  #copyPoints: number[];
   #manifestEvery: number;
   #order: Array<[segment: number, position: number]>;
   #queue: Uint8Array[] = [];
@@ -106,8 +120,7 @@ export class Carousel {
     this.#set = set;
     this.#auth = set.bodies.map((body, leaf) => encodeAuthPacket({ releaseId: init.releaseId, leaf, path: set.tree.proof(leaf), body }));
     this.#layout = set.layout;
-    const extra = set.layout.parityPerChunk || 2;
-    this.#authPoints = Array.from({ length: extra + 1 }, (_, k) => Math.floor((k * m.auth.chunkSymbols) / (extra + 1)));
+    this.#copyPoints = [1, 2].map((k) => Math.floor((k * m.auth.chunkSymbols) / 3));
 
     const maxK = Math.max(...m.segments.map((s) => s.sourceSymbols));
     this.#order = [];
@@ -116,7 +129,7 @@ export class Carousel {
     }
     this.#sinceManifest = this.#manifestEvery;
     const n = this.#order.length;
-    this.roundLength = Math.ceil(n * (1 + this.#authPoints.length / m.auth.chunkSymbols)) + 2 * m.segments.length + Math.ceil(n / this.#manifestEvery + 1) * this.manifestFragments.length;
+    this.roundLength = Math.ceil(n * (1 + (1 + (set.layout.parityPerChunk || 2)) / m.auth.chunkSymbols)) + 2 * m.segments.length + Math.ceil(n / this.#manifestEvery + 1) * this.manifestFragments.length;
   }
 
   /** Completed rounds. */
@@ -135,16 +148,50 @@ export class Carousel {
     return this.#queue.shift()!;
   }
 
-  /** The AUTH datagram that goes just before (segment, ESI), if any. */
-  #authBefore(segment: number, esi: number, roundStart: boolean): Uint8Array | undefined {
+  /**
+   * The AUTH datagrams that go just before the symbol sent at `position` of
+   * this round in `segment`. A segment's symbols go out as one endless walk
+   * over its published ESIs, step t = round·K + position at ESI t mod
+   * published, so everything here is a function of t.
+   */
+  #authBefore(segment: number, position: number): Uint8Array[] {
     const layout = this.#layout;
+    const { sourceSymbols: k, published } = this.manifest.segments[segment]!;
+    const t = this.#round * k + position;
+    const esi = t % published;
     const leaf = layout.leafOf(segment, esi);
-    const point = this.#authPoints.indexOf(esi % layout.chunkSymbols);
-    if (point === 0 || roundStart) return this.#auth[leaf];
-    if (point < 0) return undefined;
-    if (layout.parityPerChunk === 0) return this.#auth[leaf];
+    const chunk = layout.chunk(leaf);
+    const offset = esi - chunk.firstEsi;
+    const out = offset === 0 || position === 0 ? [this.#auth[leaf]!] : [];
+    if (layout.parityPerChunk === 0) {
+      if (this.#copyPoints.includes(offset)) out.push(this.#auth[leaf]!);
+      return out;
+    }
+    // A run: the chunks of one group whose first symbols go out in the same
+    // round: the whole group, unless the published count is not a multiple of
+    // K and the carousel's rounds drift from the layout's. A run's parity
+    // pieces are spread over its first SPREAD_CHUNKS chunks.
+    const C = layout.chunkSymbols;
     const group = layout.group(leaf);
-    return this.#auth[layout.parityLeaf(group.first, (leaf - group.first) * layout.parityPerChunk + point - 1)];
+    const chunkStart = t - offset;
+    const round = Math.floor(chunkStart / k);
+    let runFirst = leaf;
+    while (runFirst > group.first && Math.floor((chunkStart - (leaf - runFirst + 1) * C) / k) === round) runFirst--;
+    const runStart = chunkStart - (leaf - runFirst) * C;
+    let chunks = leaf - runFirst + 1;
+    while (runFirst + chunks < group.first + group.size && Math.floor((runStart + chunks * C) / k) === round) chunks++;
+    const spreadChunks = Math.min(SPREAD_CHUNKS, chunks);
+    if (leaf - runFirst >= spreadChunks) return out;
+    let span = 0;
+    for (let i = 0; i < spreadChunks; i++) span += layout.chunk(runFirst + i).count;
+    const at = (leaf - runFirst) * C + offset;
+    const r = layout.parityPerChunk;
+    const pieces = chunks * r;
+    const firstPiece = (runFirst - group.first) * r;
+    for (let j = 0; j < pieces; j++) {
+      if (Math.floor(((j + 1) * span) / (pieces + 1)) === at) out.push(this.#auth[layout.parityLeaf(group.first, firstPiece + j)]!);
+    }
+    return out;
   }
 
   #refill(): void {
@@ -156,8 +203,7 @@ export class Carousel {
     const [segment, position] = this.#order[this.#cursor]!;
     const seg = this.manifest.segments[segment]!;
     const esi = (this.#round * seg.sourceSymbols + position) % seg.published;
-    const auth = this.#authBefore(segment, esi, position === 0);
-    if (auth) this.#queue.push(auth);
+    this.#queue.push(...this.#authBefore(segment, position));
     // Built per send, not kept: the symbols are held once, in the symbol set.
     const datagram = new Uint8Array(SYMBOL_OVERHEAD + this.manifest.symbolSize);
     writeSymbolPacket(datagram, { releaseId: this.releaseId, segment, esi, symbol: symbolOf(this.#set, segment, esi) });

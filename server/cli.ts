@@ -34,14 +34,14 @@ function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   };
 }
 
-/** `--auth-coding`: "G:R" (chunks per group, parity pieces per chunk) or "off". */
+/** `--auth-coding`: "G:R" (largest group of chunks, parity pieces per chunk) or "off". */
 function chunkCoding(value: string): ChunkCoding | false {
   if (value.trim() === 'off') return false;
   const m = /^\s*(\d+):(\d+)\s*$/.exec(value);
   const g = Number(m?.[1]);
   const r = Number(m?.[2]);
   if (!m || g < 1 || r < 1 || g > maxDataPieces(r)) {
-    throw new UsageError(`--auth-coding must be "off" or G:R with G ≥ 1 chunks per group, R ≥ 1 parity pieces per chunk and (R + 1)·G ≤ 256, got "${value}"`);
+    throw new UsageError(`--auth-coding must be "off" or G:R with G ≥ 1 chunks in the largest group, R ≥ 1 parity pieces per chunk and (R + 1)·G ≤ 256, got "${value}"`);
   }
   return { groupChunks: g, parityPerChunk: r };
 }
@@ -88,10 +88,10 @@ export function buildProgram(): Command {
     .requiredOption('--seq <n>', 'sequence number; agents only install a higher one than they have', integer('--seq', 0))
     .requiredOption('--out <file>', 'release file to write')
     .option('--expires <duration>', 'reject the release after this long, e.g. 30d')
-    .option('--segment-size <bytes>', 'largest segment (independent RaptorQ object)', integer('--segment-size', 1024, 8 << 20), 1 << 20)
+    .option('--segment-size <bytes>', 'segment size (independent RaptorQ object), rounded up to whole symbols', integer('--segment-size', 1024, 8 << 20), 1 << 20)
     .option('--repair <percent>', 'repair symbols published per segment, percent of its source symbols', integer('--repair', 0, 10000), 200)
     .option('--datagram-size <bytes>', 'UDP payload size of symbol datagrams', integer('--datagram-size', 128, 9000), DEFAULT_DATAGRAM_SIZE)
-    .addOption(new Option('--auth-coding <G:R|off>', 'AUTH chunks erasure-coded in groups of G chunks with R parity pieces per chunk')
+    .addOption(new Option('--auth-coding <G:R|off>', 'AUTH chunks erasure-coded in groups of up to G chunks (never across a round) with R parity pieces per chunk')
       .argParser(chunkCoding).default(DEFAULT_CHUNK_CODING, `${DEFAULT_CHUNK_CODING.groupChunks}:${DEFAULT_CHUNK_CODING.parityPerChunk}`))
     .action(async (imagePath: string, opts: { key: string; model: string; version: string; seq: number; out: string; expires?: string; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false }) => {
       const seed = await readPrivateKey(opts.key);

@@ -8,7 +8,7 @@ import { checkFecParameters, checkModelName, decodeManifest, planSegments, publi
 import { decodeCoseSign1 } from '../protocol/cose-sign1.js';
 import { segmentOti, sourceSymbolCount } from '../protocol/fec.js';
 import { AUTH_OVERHEAD, SYMBOL_OVERHEAD } from '../protocol/packet.js';
-import { AUTH_SCHEME_MERKLE_CHUNKS, ChunkLayout, chunkSymbolsFor, DEFAULT_CHUNK_CODING, DEFAULT_DIGEST_LENGTH, type ChunkCoding } from '../protocol/auth.js';
+import { AUTH_SCHEME_MERKLE_CHUNKS, ChunkLayout, chunkSymbolsFor, DEFAULT_CHUNK_CODING, DEFAULT_DIGEST_LENGTH, type ChunkCoding, type LayoutSegment } from '../protocol/auth.js';
 import { authenticate, encodeSegments, type SymbolSet, type SymbolSetSegment } from '../protocol/symbol-set.js';
 import type { CodecPool } from './codec-pool.js';
 import { decodeReleaseHeader, encodeReleaseHeader, RELEASE_HEADER_SIZE } from '../protocol/release-file.js';
@@ -62,13 +62,23 @@ export interface Release {
   symbolSet?: SymbolSet;
 }
 
-/** Largest chunk of symbol digests whose AUTH datagram, path included, fits in a datagram. */
-function chunkSymbolsForRelease(published: number[], datagramSize: number, digestLength: number, coding: ChunkCoding | undefined): number {
+/**
+ * Symbols per chunk: as many as fit in a datagram, path included. With coded
+ * chunks, whose groups follow the rounds, and rounds longer than a chunk: as
+ * few chunks per round of the largest segment as that allows, as equal as can
+ * be. A round of 869 symbols
+ * takes 9 chunks either way, but 97 symbols each instead of 104 leave no chunk
+ * mostly in the next round (whose parity would go out with this one), and
+ * cut AUTH bytes by 6%.
+ */
+function chunkSymbolsForRelease(segments: readonly LayoutSegment[], datagramSize: number, digestLength: number, coding: ChunkCoding | undefined): number {
+  const k = Math.max(...segments.map((s) => s.sourceSymbols));
   let depth = 0;
   for (;;) {
-    const c = chunkSymbolsFor(datagramSize, AUTH_OVERHEAD, digestLength, depth);
-    if (c < 1) throw new InvalidManifestError(`datagram size ${datagramSize} leaves no room for authentication chunks`);
-    const needed = new ChunkLayout(published, c, coding).depth;
+    const fit = chunkSymbolsFor(datagramSize, AUTH_OVERHEAD, digestLength, depth);
+    if (fit < 1) throw new InvalidManifestError(`datagram size ${datagramSize} leaves no room for authentication chunks`);
+    const c = coding && k > fit ? Math.ceil(k / Math.ceil(k / fit)) : fit;
+    const needed = new ChunkLayout(segments, c, coding).depth;
     if (needed <= depth) return c;
     depth = needed;
   }
@@ -118,8 +128,8 @@ function planRelease(init: ReleaseInit): ReleasePlan {
 function signRelease(init: ReleaseInit, plan: ReleasePlan, symbols: Uint8Array[]): Release {
   const digestLength = init.digestLength ?? DEFAULT_DIGEST_LENGTH;
   const coding = init.chunkCoding === false ? undefined : (init.chunkCoding ?? DEFAULT_CHUNK_CODING);
-  const chunkSymbols = chunkSymbolsForRelease(plan.segments.map((seg) => seg.published), plan.datagramSize, digestLength, coding);
-  const auth = authenticate(symbols, plan.symbolSize, digestLength, chunkSymbols, coding);
+  const chunkSymbols = chunkSymbolsForRelease(plan.segments, plan.datagramSize, digestLength, coding);
+  const auth = authenticate(symbols, plan.symbolSize, plan.segments, digestLength, chunkSymbols, coding);
   const manifest: Manifest = {
     model: init.model,
     seq: init.seq,

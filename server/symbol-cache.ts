@@ -69,7 +69,7 @@ export async function symbolSetFor(release: Release, init: SymbolCacheInit = {})
   const sizes = m.segments.map((s) => s.published * m.symbolSize);
   const path = init.dir ? join(init.dir, `${Buffer.from(release.releaseId).toString('hex')}.symbols`) : undefined;
   const finish = (segments: Uint8Array[]): SymbolSet | undefined => {
-    const auth = authenticate(segments, m.symbolSize, m.auth.digestLength, m.auth.chunkSymbols, m.auth.coding);
+    const auth = authenticate(segments, m.symbolSize, m.segments, m.auth.digestLength, m.auth.chunkSymbols, m.auth.coding);
     return Buffer.compare(auth.tree.root, m.auth.root) === 0 ? { symbolSize: m.symbolSize, segments, ...auth } : undefined;
   };
   if (init.dir && path && existsSync(init.dir)) pruneCache(init.dir, path);

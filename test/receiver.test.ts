@@ -11,6 +11,7 @@ import {
 } from '../protocol/errors.js';
 import { DEFAULT_LIMITS } from '../protocol/limits.js';
 import { encodeChunkBody, symbolDigest } from '../protocol/auth.js';
+import { symbolOf } from '../protocol/symbol-set.js';
 import {
   decodePacket, encodeAuthPacket, encodeManifestFragment, encodeSymbolPacket, PacketType, type AuthPacket,
 } from '../protocol/packet.js';
@@ -283,7 +284,10 @@ test('symbols for a segment already decoded are dropped as segment-complete', as
   const more = take(carousel, carousel.roundLength);
   const before = { ...receiver.stats.dropped };
   t.deepEqual(feed(receiver, more, NOW).events, []);
-  t.is(receiver.stats.dropped['segment-complete']! - (before['segment-complete'] ?? 0), more.filter(isSymbol).length);
+  // Symbols and parity pieces of a decoded segment; its chunks' own AUTH datagrams are repeats.
+  const chunkLeaves = release.symbolSet!.layout.chunkLeaves;
+  const isParity = (d: Uint8Array) => d[3] === PacketType.Auth && (decodePacket(d) as AuthPacket).leaf >= chunkLeaves;
+  t.is(receiver.stats.dropped['segment-complete']! - (before['segment-complete'] ?? 0), more.filter(isSymbol).length + more.filter(isParity).length);
   t.is(receiver.stats.dropped['manifest-repeat']! - (before['manifest-repeat'] ?? 0), more.filter(isFragment).length);
 });
 
@@ -402,7 +406,7 @@ test('coded chunks: a receiver that never hears a chunk\'s own AUTH datagram reb
   t.is(receiver.stats.dropped['bad-auth'] ?? 0, 0);
 });
 
-test('coded chunks: a parity piece with a wrong index or length is refused at once, one with a flipped bit when a rebuild checks it; the genuine pieces still rebuild the group', async (t) => {
+test('coded chunks: a parity piece with a wrong index or length is refused at once, one with a flipped bit when a rebuild checks it; the genuine pieces rebuild the group once a symbol of it waits', async (t) => {
   const k = await key();
   const release = codedRelease(k, 5);
   const layout = release.symbolSet!.layout;
@@ -423,12 +427,18 @@ test('coded chunks: a parity piece with a wrong index or length is refused at on
     t.deepEqual(receiver.push(datagram, NOW), []);
   }
   t.is(receiver.stats.dropped['bad-auth'], 3, 'the flipped parity byte is only found out when the piece is needed');
-  // The genuine pieces 0..2 of group 0 (3 chunks): with all three the group is rebuilt without any chunk datagram.
+  // The genuine pieces 0..2 of group 0 (3 chunks) add up to the group, but nothing waits for it: no check, no rebuild.
   for (const j of [0, 1, 2]) {
     const l = layout.parityLeaf(0, j);
     receiver.push(encodeAuthPacket({ releaseId: release.releaseId, leaf: l, path: release.symbolSet!.tree.proof(l), body: release.symbolSet!.bodies[l]! }), NOW);
-    t.is(receiver.stats.authChunksVerified, j === 2 ? 3 : 0, `after parity piece ${j}`);
   }
+  t.is(receiver.stats.authChunksVerified, 0, 'no rebuild while no symbol waits');
+  t.is(receiver.stats.dropped['bad-auth'], 3, 'and no piece checked');
+  // The first symbol of chunk 1, whose own AUTH datagram never came: the group is rebuilt and the symbol accepted.
+  const esi = layout.chunk(1).firstEsi;
+  receiver.push(encodeSymbolPacket({ releaseId: release.releaseId, segment: 0, esi, symbol: symbolOf(release.symbolSet!, 0, esi) }), NOW);
+  t.is(receiver.stats.authChunksVerified, 3, 'all three chunks rebuilt');
+  t.is(receiver.stats.symbolsAccepted, 1);
   t.is(receiver.stats.dropped['bad-auth'], 4, 'the forged copy of piece 1 failed its Merkle path when the rebuild checked it');
   receiver.push(auth({}), NOW);
   t.is(receiver.stats.dropped['auth-repeat'], 1, 'a piece of a group already rebuilt is a repeat');

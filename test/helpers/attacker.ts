@@ -208,7 +208,7 @@ async function main(): Promise<void> {
       target = {
         releaseId: new Uint8Array(id),
         manifest,
-        layout: new ChunkLayout(manifest.segments.map((s) => s.published), manifest.auth.chunkSymbols, manifest.auth.coding),
+        layout: new ChunkLayout(manifest.segments, manifest.auth.chunkSymbols, manifest.auth.coding),
       };
       manifestAt ??= now;
       process.stderr.write(`attacker: learned release ${key}: ${manifest.segments.length} segments, symbol size ${manifest.symbolSize}, ${target.layout.leaves} auth chunks\n`);
