@@ -65,3 +65,28 @@ test('a lossless receiver completes within the first round; authentication costs
   t.true(authShare <= 0.03, `AUTH bytes are ${(authShare * 100).toFixed(2)}% of symbol bytes`);
   t.true(bytes[PacketType.Manifest] / bytes[PacketType.Symbol] <= 0.015, 'manifest repeats cost under 1.5%');
 });
+
+test('coded AUTH: over one cycle of the carousel every parity piece goes out once, and round 0 carries only the parity of groups that start in it', async (t) => {
+  const key = await makeKey();
+  const release = buildRelease({ image: makeImage(3 * 1024 * 1024 + 777, 8), seed: key.seed, model: 'm', version: '1', seq: 1, created: NOW });
+  const layout = release.symbolSet!.layout;
+  const m = release.manifest;
+  t.true(m.segments.every((s) => s.published === 3 * s.sourceSymbols), 'R = 200: three rounds make one cycle');
+  const carousel = new Carousel({ ...release });
+  const sent = new Map<number, number>();
+  const inRound0 = new Set<number>();
+  while (carousel.round < 3) {
+    const round = carousel.round;
+    const p = decodePacket(carousel.next());
+    if (p.type !== PacketType.Auth || p.leaf < layout.chunkLeaves) continue;
+    sent.set(p.leaf, (sent.get(p.leaf) ?? 0) + 1);
+    if (round === 0) inRound0.add(p.leaf);
+  }
+  t.is(sent.size, layout.leaves - layout.chunkLeaves, 'every parity leaf');
+  t.true([...sent.values()].every((n) => n === 1), 'each once');
+  for (const leaf of inRound0) {
+    const { first } = layout.parity(leaf);
+    const chunk = layout.chunk(first);
+    t.true(chunk.firstEsi < m.segments[chunk.segment]!.sourceSymbols, `parity leaf ${leaf} belongs to a group of round 0`);
+  }
+});
