@@ -53,7 +53,7 @@ export interface AuthParams {
   /** Symbols per chunk (C). */
   chunkSymbols: number;
   root: Uint8Array;
-  /** Erasure coding of chunks: g chunks per group and r parity pieces per chunk; absent, chunks are not coded. */
+  /** Erasure coding of chunks: groups of at most g chunks, r parity pieces per chunk; absent, chunks are not coded. */
   coding?: ChunkCoding;
 }
 

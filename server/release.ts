@@ -66,10 +66,9 @@ export interface Release {
  * Symbols per chunk: as many as fit in a datagram, path included. With coded
  * chunks, whose groups follow the rounds, and rounds longer than a chunk: as
  * few chunks per round of the largest segment as that allows, as equal as can
- * be. A round of 869 symbols
- * takes 9 chunks either way, but 97 symbols each instead of 104 leave no chunk
- * mostly in the next round (whose parity would go out with this one), and
- * cut AUTH bytes by 6%.
+ * be. A round of 869 symbols takes 9 chunks either way, but 97 symbols each
+ * instead of 104 leave no chunk mostly in the next round (whose parity would
+ * go out with this one), and cut AUTH bytes by 6%.
  */
 function chunkSymbolsForRelease(segments: readonly LayoutSegment[], datagramSize: number, digestLength: number, coding: ChunkCoding | undefined): number {
   const k = Math.max(...segments.map((s) => s.sourceSymbols));

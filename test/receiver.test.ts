@@ -375,7 +375,7 @@ test('AUTH drop reasons: wrong leaf, wrong depth, tampered body or path, repeats
   t.is(receiver.stats.dropped['auth-repeat'], 1);
 });
 
-/** Small datagrams, so that each segment has several chunks: 4 segments of 6 chunks, in groups of 3. */
+/** Small datagrams, so that each segment has several chunks: 4 segments of 9 chunks, in groups of 3 (one per round). */
 function codedRelease(k: TestKey, seed: number): Release {
   return testRelease(k, { image: new Uint8Array(90_000).map((_, i) => (i * seed + (i >>> 9)) & 0xff), datagramSize: 400, segmentSize: 60 * 376, chunkCoding: { groupChunks: 3, parityPerChunk: 2 } });
 }
