@@ -79,7 +79,7 @@ import type { Manifest } from '../protocol/manifest.js';
 import { decodePacket, encodeAuthPacket, encodeManifestFragment, encodeSymbolPacket, MANIFEST_OVERHEAD, PacketType } from '../protocol/packet.js';
 import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
 import { symbolOf } from '../protocol/symbol-set.js';
-import { Carousel, EARLY_EVERY, EARLY_MANIFESTS } from '../server/carousel.js';
+import { Carousel, EARLY_EVERY, EARLY_MANIFESTS } from '../carousel/carousel.js';
 import { buildRelease, type Release } from '../server/release.js';
 import { Receiver } from '../device-agent/receiver.js';
 import { makeImage } from '../test/helpers/fixtures.js';

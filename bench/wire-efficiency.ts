@@ -56,7 +56,7 @@ import { fileURLToPath } from 'node:url';
 import { parseRate } from '../cli/units.js';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { decodePacket, PacketType } from '../protocol/packet.js';
-import { Carousel } from '../server/carousel.js';
+import { Carousel } from '../carousel/carousel.js';
 import { readReleaseFile } from '../server/release.js';
 import { makeImage } from '../test/helpers/fixtures.js';
 import { exitCode, FWCAST, FWCAST_AGENT, fwcast, stderrMatch, track, type Tracked } from '../test/helpers/processes.js';
@@ -596,7 +596,7 @@ async function runUftp(opts: WireOptions, p: Prepared, loss: number): Promise<{ 
 
 /**
  * What fwcast's carousel needs on the wire with infinitely fast agents: the
- * publisher's real datagram sequence (server/carousel.ts), each of `agents`
+ * publisher's real datagram sequence (carousel/carousel.ts), each of `agents`
  * dropping each datagram independently with probability `loss`; an agent is
  * done once it holds the whole manifest and K distinct symbols of every
  * segment (AUTH datagrams count as sent, but losing one is assumed harmless:

@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const SOURCE_DIRS = ['protocol', 'server', 'device-agent', 'transport', 'cli'];
+const SOURCE_DIRS = ['protocol', 'transport', 'carousel', 'storage', 'server', 'device-agent', 'cli'];
 
 function newestSource(dir) {
   let newest = 0;

@@ -17,8 +17,8 @@ import { createHash } from 'node:crypto';
 import { decodeCoseSign1 } from '../protocol/cose-sign1.js';
 import type { Logger } from '../protocol/log.js';
 import { decodeManifest, releaseIdOf } from '../protocol/manifest.js';
-import { Carousel } from '../server/carousel.js';
-import { Publisher, type ChannelStats } from '../server/publisher.js';
+import { Carousel } from '../carousel/carousel.js';
+import { Publisher, type ChannelStats } from '../carousel/publisher.js';
 import type { Channel, Transport } from '../transport/transport.js';
 import type { Store } from './store.js';
 

@@ -14,7 +14,7 @@ import { accessSync, constants, mkdirSync, readdirSync, readFileSync, renameSync
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError } from '../protocol/errors.js';
-import { fsyncDir, writeFileAtomic } from './durable.js';
+import { fsyncDir, writeFileAtomic } from '../storage/durable-file.js';
 
 export interface InstalledRecord {
   model: string;

@@ -69,7 +69,7 @@ export interface ChunkCoding {
  * pieces rebuild it, and at 30% loss it is lost with probability 10⁻⁶ (3
  * copies of a chunk: 2.7·10⁻²; a group of 4, as rounds cut into groups of at
  * most 6 make: 1.7·10⁻³, and 1000 simulated agents needed 1.28–1.39× the
- * ideal). See server/carousel.ts for when the pieces go out.
+ * ideal). See carousel/carousel.ts for when the pieces go out.
  */
 export const DEFAULT_CHUNK_CODING: ChunkCoding = { groupChunks: 12, parityPerChunk: 2 };
 

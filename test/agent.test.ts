@@ -7,7 +7,7 @@ import { Agent } from '../device-agent/agent.js';
 import { CommandInstaller } from '../device-agent/installers/command-installer.js';
 import { Store, type InstalledRecord } from '../device-agent/store.js';
 import { nullLogger } from '../protocol/log.js';
-import { Carousel } from '../server/carousel.js';
+import { Carousel } from '../carousel/carousel.js';
 import { buildRelease } from '../server/release.js';
 import { MemoryHub, MemoryTransport } from '../transport/memory.js';
 import { makeImage, makeKey, sha256hex } from './helpers/fixtures.js';

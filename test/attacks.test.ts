@@ -11,7 +11,7 @@ import { COSE_SIGN1_TAG } from '../protocol/cose-sign1.js';
 import { releaseIdOf, signManifest, type Manifest } from '../protocol/manifest.js';
 import { DEFAULT_LIMITS } from '../protocol/limits.js';
 import { decodePacket, encodeManifestFragment, encodeSymbolPacket, PacketType } from '../protocol/packet.js';
-import { Carousel } from '../server/carousel.js';
+import { Carousel } from '../carousel/carousel.js';
 import { buildRelease, type Release } from '../server/release.js';
 import { makeImage, makeKey, sha256hex } from './helpers/fixtures.js';
 

@@ -27,7 +27,7 @@ import {
   PacketType, SYMBOL_OVERHEAD, type Packet,
 } from '../protocol/packet.js';
 import { decodeReleaseHeader, encodeReleaseHeader, RELEASE_HEADER_SIZE, RELEASE_MAGIC } from '../protocol/release-file.js';
-import { Carousel } from '../server/carousel.js';
+import { Carousel } from '../carousel/carousel.js';
 import { buildRelease } from '../server/release.js';
 import { makeImage, type TestKey } from './helpers/fixtures.js';
 

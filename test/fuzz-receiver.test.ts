@@ -18,7 +18,7 @@ import * as ed25519 from '../protocol/ed25519.js';
 import { FwcastError } from '../protocol/errors.js';
 import { encodeManifest, releaseIdOf } from '../protocol/manifest.js';
 import { decodePacket, encodeManifestFragment, PacketType, type Packet } from '../protocol/packet.js';
-import { Carousel } from '../server/carousel.js';
+import { Carousel } from '../carousel/carousel.js';
 import { buildRelease, type Release } from '../server/release.js';
 import { keyId } from '../protocol/keys.js';
 import { makeImage, type TestKey } from './helpers/fixtures.js';

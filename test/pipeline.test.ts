@@ -1,5 +1,5 @@
 import test from 'ava';
-import { Carousel } from '../server/carousel.js';
+import { Carousel } from '../carousel/carousel.js';
 import { buildRelease } from '../server/release.js';
 import { Receiver, type ReceiverEvent } from '../device-agent/receiver.js';
 import { decodePacket, PacketType } from '../protocol/packet.js';

@@ -30,7 +30,7 @@ import {
 } from '../protocol/packet.js';
 import { leafHash, nodeHash, symbolDigest, verifyProof } from '../protocol/auth.js';
 import { readPayloadId, writePayloadId, type PayloadId } from '../protocol/payload-id.js';
-import { Carousel } from '../server/carousel.js';
+import { Carousel } from '../carousel/carousel.js';
 import { exampleImage, exampleRelease, fixedKey, FIXED_SEED, toHex, unhex } from './helpers/releases.js';
 import { makeKey } from './helpers/fixtures.js';
 

@@ -1,6 +1,6 @@
 import test from 'ava';
-import { Carousel } from '../server/carousel.js';
-import { Publisher, IPV6_UDP_HEADERS } from '../server/publisher.js';
+import { Carousel } from '../carousel/carousel.js';
+import { Publisher, IPV6_UDP_HEADERS } from '../carousel/publisher.js';
 import { buildRelease } from '../server/release.js';
 import type { Channel, Transport } from '../transport/transport.js';
 import { makeImage, makeKey } from './helpers/fixtures.js';

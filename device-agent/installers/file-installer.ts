@@ -5,7 +5,7 @@
  */
 import { constants, copyFileSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { fsyncDir, fsyncPath } from '../durable.js';
+import { fsyncDir, fsyncPath } from '../../storage/durable-file.js';
 import type { Installer, InstallRequest } from '../installer.js';
 
 export class FileInstaller implements Installer {

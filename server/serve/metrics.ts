@@ -3,7 +3,7 @@
  * (format 0.0.4): per-channel packets, bytes and rounds from the Publisher,
  * uploads by result, rejections by reason, and live send rates.
  */
-import { IPV6_UDP_HEADERS, type ChannelStats } from '../publisher.js';
+import { IPV6_UDP_HEADERS, type ChannelStats } from '../../carousel/publisher.js';
 import { REJECTIONS } from './release-store.js';
 
 export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';

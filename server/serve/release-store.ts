@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { fsyncDir, fsyncPath, writeFileAtomic } from '../../device-agent/durable.js';
+import { fsyncDir, fsyncPath, writeFileAtomic } from '../../storage/durable-file.js';
 import { FwcastError } from '../../protocol/errors.js';
 import type { PublicKey } from '../../protocol/keys.js';
 import type { Logger } from '../../protocol/log.js';
