@@ -9,6 +9,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Channel, Transport } from '../transport/transport.js';
+import { hex } from '../protocol/hex.js';
 import type { Carousel } from './carousel.js';
 
 export const IPV6_UDP_HEADERS = 48;
@@ -57,8 +58,7 @@ export class Publisher {
 
   /** Starts (or replaces) the carousel on a channel, keyed by channel name. */
   set(entry: PublisherEntry): void {
-    const hex = Buffer.from(entry.carousel.releaseId).toString('hex');
-    this.#slots.set(entry.channel.name, { ...entry, stats: { channel: entry.channel.name, releaseId: hex, packets: 0, bytes: 0, rounds: 0 } });
+    this.#slots.set(entry.channel.name, { ...entry, stats: { channel: entry.channel.name, releaseId: hex(entry.carousel.releaseId), packets: 0, bytes: 0, rounds: 0 } });
     this.#order = [...this.#slots.values()];
   }
 

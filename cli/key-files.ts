@@ -1,4 +1,5 @@
 /** Reading and writing key files, with errors that say which file and why. */
+import { hex } from '../protocol/hex.js';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ed25519 from '../protocol/ed25519.js';
@@ -37,5 +38,5 @@ export async function writeKeyPair(dir: string, force: boolean): Promise<{ priva
   writeFileSync(privatePath, encodePrivateKeyPem(pair.seed), { mode: 0o600 });
   chmodSync(privatePath, 0o600);
   writeFileSync(publicPath, encodePublicKeyPem(pair.publicKey), { mode: 0o644 });
-  return { privatePath, publicPath, kid: Buffer.from(keyId(pair.publicKey)).toString('hex') };
+  return { privatePath, publicPath, kid: hex(keyId(pair.publicKey)) };
 }

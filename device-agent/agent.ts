@@ -16,6 +16,7 @@ import type { Installer } from './installer.js';
 import { Receiver, type ReceiverEvent, type ReceiverStats } from './receiver.js';
 import { SpillAssembler } from './spill-assembler.js';
 import { sha256File, type InstalledRecord, type Store } from './store.js';
+import { hex } from '../protocol/hex.js';
 
 export interface AgentModel {
   model: string;
@@ -52,7 +53,6 @@ export interface AgentEvents {
   failed: [{ model: string; error: Error }];
 }
 
-const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 class ModelWorker {
   readonly receiver: Receiver;

@@ -31,6 +31,7 @@ import type { PublicKey } from '../protocol/keys.js';
 import { DEFAULT_LIMITS, type ReceiverLimits } from '../protocol/limits.js';
 import { openSignedManifest, releaseIdOf, type SegmentInfo, type VerifiedManifest } from '../protocol/manifest.js';
 import { decodePacket, PacketType, type AuthPacket, type ManifestFragment, type SymbolPacket } from '../protocol/packet.js';
+import { hex } from '../protocol/hex.js';
 
 export interface ReceiverInit {
   model: string;
@@ -129,7 +130,6 @@ const MAX_UNCHECKED = 1024;
 const MAX_CANDIDATES = 2;
 const NONE: ReceiverEvent[] = [];
 
-const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');
 
 export class Receiver {
   readonly model: string;

@@ -15,6 +15,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { decodeCoseSign1 } from '../protocol/cose-sign1.js';
+import { hex } from '../protocol/hex.js';
 import type { Logger } from '../protocol/log.js';
 import { decodeManifest, releaseIdOf } from '../protocol/manifest.js';
 import { Carousel } from '../carousel/carousel.js';
@@ -86,7 +87,7 @@ export class Relay {
       const image = new Uint8Array(readFileSync(paths.image));
       const manifest = decodeManifest(decodeCoseSign1(signed).payload);
       const id = releaseIdOf(signed);
-      if (Buffer.from(id).toString('hex') !== releaseId) throw new Error(`${paths.manifest} is not release ${releaseId}`);
+      if (hex(id) !== releaseId) throw new Error(`${paths.manifest} is not release ${releaseId}`);
       const digest = createHash('sha256').update(image).digest();
       if (Buffer.compare(digest, manifest.imageSha256) !== 0) throw new Error(`${paths.image} does not match its signed SHA-256`);
       this.#publisher.set({ channel: spec.channel, carousel: new Carousel({ manifest, signed, releaseId: id, image }) });

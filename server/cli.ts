@@ -23,8 +23,8 @@ import { symbolSetFor } from './symbol-cache.js';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { addServeCommands } from './serve/serve-command.js';
+import { hex } from '../protocol/hex.js';
 
-const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {

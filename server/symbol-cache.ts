@@ -8,6 +8,7 @@
  *
  * A file is touched whenever it is used; files unused for CACHE_DAYS are removed.
  */
+import { hex } from '../protocol/hex.js';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { authenticate, encodeSegments, type SymbolSet } from '../protocol/symbol-set.js';
@@ -67,7 +68,7 @@ export async function symbolSetFor(release: Release, init: SymbolCacheInit = {})
   if (release.symbolSet) return { set: release.symbolSet, source: 'built' };
   const m = release.manifest;
   const sizes = m.segments.map((s) => s.published * m.symbolSize);
-  const path = init.dir ? join(init.dir, `${Buffer.from(release.releaseId).toString('hex')}.symbols`) : undefined;
+  const path = init.dir ? join(init.dir, `${hex(release.releaseId)}.symbols`) : undefined;
   const finish = (segments: Uint8Array[]): SymbolSet | undefined => {
     const auth = authenticate(segments, m.symbolSize, m.segments, m.auth.digestLength, m.auth.chunkSymbols, m.auth.coding);
     return Buffer.compare(auth.tree.root, m.auth.root) === 0 ? { symbolSize: m.symbolSize, segments, ...auth } : undefined;

@@ -1,6 +1,7 @@
 // The serial bridge as an installer: a verified image from the agent's store
 // goes over a UART into a microcontroller's bootloader, and install()
 // resolves only once the bootloader has shown the image back to us.
+import { hex } from '../../protocol/hex.js';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { Installer, InstallRequest } from '../installer.js';
@@ -94,7 +95,7 @@ export async function flashImage(
     case 'mcuboot': {
       const result = await flashMcuboot({ ...common, image, reset: config.start ?? true });
       const slot0 = result.after.find((s) => s.slot === 0);
-      const how = result.verifiedBy === 'hash' ? `SHA-256 ${Buffer.from(slot0!.hash!).toString('hex')}` : `version ${slot0!.version} (build reports no hashes)`;
+      const how = result.verifiedBy === 'hash' ? `SHA-256 ${hex(slot0!.hash!)}` : `version ${slot0!.version} (build reports no hashes)`;
       return { protocol: 'mcuboot', bytes: image.length, retries: result.retries, verified: `MCUboot lists slot 0 with ${how}` };
     }
     case 'stm32': {

@@ -1,6 +1,7 @@
 // The byte pipe every bootloader client and emulator talks through. Kept to
 // what a UART gives: bytes in, bytes out, no framing. Protocol code reads with
 // explicit timeouts because a bootloader that lost sync simply stays silent.
+import { hex } from '../../protocol/hex.js';
 
 export interface ReadOptions {
   /** Give up after this many milliseconds without the requested bytes. */
@@ -46,10 +47,6 @@ export class SerialOpenError extends Error {
 
 export class SerialOverrunError extends Error {
   override readonly name = 'SerialOverrunError';
-}
-
-export function hex(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString('hex');
 }
 
 interface Waiter { check(): boolean; fail(error: Error): void }

@@ -4,7 +4,8 @@
 // the device lists the image with the SHA-256 TLV we sent.
 import { createHash } from 'node:crypto';
 import type { SerialLink } from './link.js';
-import { SerialOverrunError, SerialTimeoutError, hex } from './link.js';
+import { hex } from '../../protocol/hex.js';
+import { SerialOverrunError, SerialTimeoutError } from './link.js';
 import {
   ConsoleFrameDecoder, decodeCborMap, decodeSmpPacket, encodeCbor, encodeConsoleFrame, encodeSmpPacket,
   MalformedSmpPacketError, SMP_HEADER_SIZE, SMP_VERSION_2, SmpOp, type CborValue,

@@ -5,7 +5,8 @@
 // STK500v1 has no checksums: a flipped data byte is written as is, so success
 // is only claimed after every page reads back identical.
 import type { SerialLink } from './link.js';
-import { SerialTimeoutError, hex } from './link.js';
+import { hex } from '../../protocol/hex.js';
+import { SerialTimeoutError } from './link.js';
 
 export const STK = {
   OK: 0x10,

@@ -32,6 +32,7 @@ import { nullLogger } from '../../protocol/log.js';
 import { openSignedManifest, type Manifest } from '../../protocol/manifest.js';
 import { RELEASE_HEADER_SIZE } from '../../protocol/release-file.js';
 import { readReleaseFile, readReleaseManifest, type Release } from '../release.js';
+import { hex } from '../../protocol/hex.js';
 
 export type ReleaseState = 'live' | 'superseded' | 'retired';
 
@@ -99,7 +100,6 @@ export interface IngestResult {
   created: boolean;
 }
 
-const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const ID_PATTERN = /^[0-9a-f]{16}$/;
 
 export class ReleaseStore {

@@ -35,6 +35,7 @@ import { decodeManifest, releaseIdOf, type Manifest } from '../../protocol/manif
 import {
   AUTH_OVERHEAD, HEADER_SIZE, MAGIC_0, MAGIC_1, MANIFEST_OVERHEAD, PacketType, RELEASE_ID_SIZE, SYMBOL_OVERHEAD, WIRE_VERSION,
 } from '../../protocol/packet.js';
+import { hex } from '../../protocol/hex.js';
 
 export const KINDS = ['random', 'mutated', 'forged-symbol', 'forged-auth', 'replay'] as const;
 export type Kind = (typeof KINDS)[number];
@@ -91,7 +92,6 @@ interface Target {
   layout: ChunkLayout;
 }
 
-const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const rnd = (n: number): number => Math.floor(Math.random() * n);
 
 function parseMix(text: string): Array<[Kind, number]> {
