@@ -81,7 +81,7 @@ import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
 import { symbolOf } from '../protocol/symbol-set.js';
 import { Carousel, EARLY_EVERY, EARLY_MANIFESTS } from '../carousel/carousel.js';
 import { buildRelease, type Release } from '../server/release.js';
-import { Receiver } from '../device-agent/receiver.js';
+import { Receiver } from '../device-agent/receiver/receiver.js';
 import { makeImage } from '../test/helpers/fixtures.js';
 
 const MiB = 1024 * 1024;

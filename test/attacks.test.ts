@@ -5,7 +5,8 @@
  */
 import test from 'ava';
 import * as raptorq from 'raptorq/raptorq.js';
-import { Receiver, type ReceiverEvent } from '../device-agent/receiver.js';
+import type { DropReason } from '../device-agent/receiver/drop-reasons.js';
+import { Receiver, type ReceiverEvent } from '../device-agent/receiver/receiver.js';
 import { encodeCbor, Tag } from '../protocol/cbor.js';
 import { COSE_SIGN1_TAG } from '../protocol/cose-sign1.js';
 import { releaseIdOf, signManifest, type Manifest } from '../protocol/manifest.js';
@@ -43,7 +44,7 @@ async function setup(opts: { installedSeq?: number; limits?: typeof DEFAULT_LIMI
   return { key, image, release, receiver };
 }
 
-function rejection(t: import('ava').ExecutionContext, events: ReceiverEvent[], errorName: string, reason: string, receiver: Receiver) {
+function rejection(t: import('ava').ExecutionContext, events: ReceiverEvent[], errorName: string, reason: DropReason, receiver: Receiver) {
   const rejected = events.filter((e) => e.kind === 'rejected');
   t.is(rejected.length, 1, 'reported once');
   const e = rejected[0] as Extract<ReceiverEvent, { kind: 'rejected' }>;

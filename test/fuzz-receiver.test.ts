@@ -11,7 +11,7 @@
  */
 import test from 'ava';
 import fc from 'fast-check';
-import { Receiver, type ReceiverEvent } from '../device-agent/receiver.js';
+import { Receiver, type ReceiverEvent } from '../device-agent/receiver/receiver.js';
 import { encodeCbor } from '../protocol/cbor.js';
 import { signCoseSign1 } from '../protocol/cose-sign1.js';
 import * as ed25519 from '../protocol/ed25519.js';

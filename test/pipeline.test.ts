@@ -1,7 +1,7 @@
 import test from 'ava';
 import { Carousel } from '../carousel/carousel.js';
 import { buildRelease } from '../server/release.js';
-import { Receiver, type ReceiverEvent } from '../device-agent/receiver.js';
+import { Receiver, type ReceiverEvent } from '../device-agent/receiver/receiver.js';
 import { decodePacket, PacketType } from '../protocol/packet.js';
 import { makeImage, makeKey, prng, sha256hex } from './helpers/fixtures.js';
 

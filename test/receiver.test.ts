@@ -4,7 +4,8 @@
  */
 import test from 'ava';
 import fc from 'fast-check';
-import { Receiver, type ReceiverEvent, type ReceiverInit } from '../device-agent/receiver.js';
+import type { DropReason } from '../device-agent/receiver/drop-reasons.js';
+import { Receiver, type ReceiverEvent, type ReceiverInit } from '../device-agent/receiver/receiver.js';
 import * as ed25519 from '../protocol/ed25519.js';
 import {
   ExpiredManifestError, RollbackError, UnknownKeyError, WrongModelError, type FwcastError,
@@ -244,7 +245,7 @@ test('symbol drop reasons of an accepted release', async (t) => {
   const last = m.segments[m.segments.length - 1]!;
   const symbol = (segment: number, esi: number, size = m.symbolSize) =>
     encodeSymbolPacket({ releaseId: release.releaseId, segment, esi, symbol: new Uint8Array(size) });
-  const cases: Array<[string, Uint8Array]> = [
+  const cases: Array<[DropReason, Uint8Array]> = [
     ['bad-segment', symbol(m.segments.length, 0)],
     ['bad-segment', symbol(0xffffffff, 0)],
     ['bad-esi', symbol(last.index, last.published)],
@@ -353,7 +354,7 @@ test('AUTH drop reasons: wrong leaf, wrong depth, tampered body or path, repeats
   t.true(layout.depth >= 1);
   const flip = (bytes: Uint8Array, at: number) => { const b = Uint8Array.from(bytes); b[at]! ^= 0x01; return b; };
   const auth = (over: Partial<Omit<AuthPacket, 'type'>>) => encodeAuthPacket({ releaseId: genuine.releaseId, leaf: genuine.leaf, path: genuine.path, body: genuine.body, ...over });
-  const cases: Array<[string, Uint8Array]> = [
+  const cases: Array<[DropReason, Uint8Array]> = [
     ['bad-auth', auth({ leaf: layout.leaves })],
     ['bad-auth', auth({ leaf: genuine.leaf + 1 })],
     ['bad-auth', auth({ path: genuine.path.slice(1) })],

@@ -5,7 +5,7 @@
  */
 import * as ed25519 from '../../protocol/ed25519.js';
 import { keyId } from '../../protocol/keys.js';
-import type { Receiver, ReceiverEvent } from '../../device-agent/receiver.js';
+import type { Receiver, ReceiverEvent } from '../../device-agent/receiver/receiver.js';
 import { Carousel } from '../../carousel/carousel.js';
 import { buildRelease, type Release, type ReleaseInit } from '../../server/release.js';
 import type { TestKey } from './fixtures.js';

@@ -1,0 +1,50 @@
+/**
+ * Why the receiver dropped a datagram. These names are the keys of
+ * `ReceiverStats.dropped`, the counters in the agent's stats, and the
+ * README's table of drop reasons (test/drop-reasons.test.ts keeps the three
+ * in step). Refusals of a whole release use the `reason` of their error class
+ * (protocol/errors.ts), so a user can go from a counter to the cause.
+ */
+export const DROP_REASONS = {
+  // Bytes and manifests
+  'malformed': 'bytes that do not parse (truncated, bad magic, bad CBOR), or a manifest that cannot be opened',
+  'unsupported-version': 'a datagram or manifest of a protocol version this build does not speak',
+  'invalid-manifest': 'a manifest that parses but breaks the manifest rules',
+  'limit-exceeded': 'a manifest or release larger than the configured limits',
+  'bad-signature': 'a manifest whose signature does not verify',
+  'unknown-key': 'a manifest signed by a key that is not trusted',
+  'wrong-model': "a release for another model",
+  'rollback': 'a release whose sequence number is not above the installed one',
+  'expired': 'a release whose manifest has expired',
+  'manifest-mismatch': 'manifest fragments whose bytes do not hash to their release id',
+  'manifest-repeat': 'another copy of the manifest of the release being received',
+  'superseded': 'a release not newer than the one being received',
+  'already-installed': 'a release that is already installed',
+  'install-pending': 'a release received while its install runs',
+  'install-failed': 'a release whose install failed (refused until the agent restarts)',
+  // Symbols and AUTH datagrams
+  'unknown-release': 'a symbol or AUTH datagram of a release whose manifest has not been accepted (kept for a while, see early datagrams)',
+  'bad-auth': 'an AUTH datagram or parity piece that fails its Merkle path or does not match its leaf',
+  'auth-repeat': 'an AUTH datagram or parity piece already known',
+  'segment-complete': 'a symbol or AUTH datagram of a segment already decoded',
+  'pending-full': 'a symbol or parity piece over the bound of what may wait for its AUTH chunk',
+  'pending-evicted': 'symbols that waited for their AUTH chunk, pushed out by newer ones',
+  'bad-segment': 'a symbol of a segment the manifest does not have',
+  'bad-symbol-size': 'a symbol whose size differs from the manifest’s',
+  'bad-esi': 'a symbol whose ESI is beyond what the manifest publishes',
+  'bad-symbol-digest': 'a symbol whose digest differs from its verified AUTH chunk',
+  'decoder-trap': 'a symbol during which the RaptorQ decoder trapped (its codec instance is recycled)',
+  'segment-digest-mismatch': 'a decoded segment whose SHA-256 differs from the signed one (a broken publisher)',
+} as const satisfies Record<string, string>;
+
+export type DropReason = keyof typeof DROP_REASONS;
+
+/** What the agent may set a release aside for (Receiver.abandon). */
+export type AbandonReason = Extract<DropReason, 'install-pending' | 'install-failed'>;
+
+/** Drops decided by the receiver's pure bookkeeping (transfer-ledger.ts). */
+export type LedgerDropReason = Extract<DropReason, 'segment-complete' | 'auth-repeat' | 'pending-full' | 'pending-evicted' | 'bad-auth'>;
+
+export function isDropReason(name: string): name is DropReason {
+  return Object.hasOwn(DROP_REASONS, name);
+}

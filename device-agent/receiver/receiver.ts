@@ -1,0 +1,384 @@
+/**
+ * The agent's receive state machine for one device model: datagrams in,
+ * events out. No sockets, no files, no clock: the caller passes `now`.
+ *
+ * authenticate → decode → verify:
+ *  - manifest fragments are reassembled per release id (manifest-reassembly.ts);
+ *    a complete manifest must hash to its release id, carry a trusted
+ *    signature, name this model, have a sequence above the installed one and
+ *    not be expired;
+ *  - AUTH datagrams are checked against the manifest's Merkle root; symbols
+ *    are accepted only for the release being received, after their segment,
+ *    ESI and size are checked against that manifest and their digest against
+ *    a verified AUTH chunk. A chunk whose own AUTH datagram was lost is
+ *    rebuilt from verified pieces of its group (chunks and parity pieces,
+ *    protocol/reed-solomon.ts). Which symbols wait, which chunk to rebuild and
+ *    when is the transfer ledger's business (transfer-ledger.ts, no crypto);
+ *    this file does the cryptography around it. Nothing unauthenticated
+ *    reaches the decoder;
+ *  - every decoded segment must match its signed SHA-256 before it is handed on.
+ *
+ * A release refused once is remembered by id (bounded), so repeats of its
+ * manifest and its symbols are counted and dropped without further work.
+ */
+import { createHash } from 'node:crypto';
+import { ChunkLayout, codedChunk, decodeChunkBody, decodeParityBody, leafHash, MerkleVerifier, NODE_SIZE, symbolMatches, type ChunkGroup } from '../../protocol/auth.js';
+import { recoverData } from '../../protocol/reed-solomon.js';
+import { recycleRaptorq } from '../../protocol/fec.js';
+import {
+  ExpiredManifestError, FwcastError, MalformedPacketError, RollbackError, WrongModelError,
+} from '../../protocol/errors.js';
+import { hex } from '../../protocol/hex.js';
+import type { PublicKey } from '../../protocol/keys.js';
+import { DEFAULT_LIMITS, type ReceiverLimits } from '../../protocol/limits.js';
+import { openSignedManifest, type SegmentInfo, type VerifiedManifest } from '../../protocol/manifest.js';
+import { decodePacket, PacketType, type AuthPacket, type ManifestFragment, type SymbolPacket } from '../../protocol/packet.js';
+import { MemoryAssembler, type SegmentAssembler } from '../assembler.js';
+import { isDropReason, type AbandonReason, type DropReason, type LedgerDropReason } from './drop-reasons.js';
+import { EarlyBacklog } from './early-backlog.js';
+import { ManifestReassembly } from './manifest-reassembly.js';
+import { TransferLedger, type LedgerHost } from './transfer-ledger.js';
+
+export interface ReceiverInit {
+  model: string;
+  trusted: readonly PublicKey[];
+  /** Sequence number already installed, if any: only higher ones are accepted. */
+  installedSeq?: number;
+  limits?: ReceiverLimits;
+  /** Where symbols of an accepted release go (default: in memory). */
+  assemblerFor?: (release: VerifiedManifest) => SegmentAssembler;
+}
+
+export type ReceiverEvent =
+  | { kind: 'rejected'; releaseId: string; error: FwcastError }
+  | { kind: 'accepted'; release: VerifiedManifest }
+  /** `bytes` may be reused by the assembler: valid until the next push(). */
+  | { kind: 'segment'; release: VerifiedManifest; segment: SegmentInfo; bytes: Uint8Array }
+  | { kind: 'complete'; release: VerifiedManifest };
+
+export interface ReceiverStats {
+  datagrams: number;
+  symbolsAccepted: number;
+  duplicates: number;
+  segmentsDecoded: number;
+  authChunksVerified: number;
+  /** WASM decoder traps survived (each recycles the codec instance). */
+  decoderTraps: number;
+  /** Dropped datagrams by reason (drop-reasons.ts). */
+  dropped: Partial<Record<DropReason, number>>;
+}
+
+/** A parity piece as heard: its body and its Merkle path in one buffer (depth × 16 bytes). */
+interface ParityCandidate {
+  leaf: number;
+  body: Uint8Array;
+  path: Uint8Array;
+}
+
+const MAX_REMEMBERED = 256;
+const NONE: ReceiverEvent[] = [];
+
+/** The release being received: the ledger's host, with the cryptography and the decoder. */
+class Transfer implements LedgerHost<Uint8Array, ParityCandidate, Uint8Array> {
+  readonly ledger: TransferLedger<Uint8Array, ParityCandidate, Uint8Array>;
+  readonly merkle: MerkleVerifier;
+  readonly id: string;
+
+  constructor(readonly release: VerifiedManifest, readonly assembler: SegmentAssembler, private readonly receiver: Receiver, private readonly out: (e: ReceiverEvent) => void, private readonly dropped: (reason: DropReason, count: number) => void) {
+    const m = release.manifest;
+    const layout = new ChunkLayout(m.segments, m.auth.chunkSymbols, m.auth.coding);
+    this.ledger = new TransferLedger(layout, m.segments.map((s) => s.published), this, assembler.completed);
+    this.merkle = new MerkleVerifier(m.auth.root, layout.depth);
+    this.id = hex(release.releaseId);
+  }
+
+  deliver(segment: number, esi: number, symbol: Uint8Array, digests: Uint8Array): void {
+    const m = this.release.manifest;
+    const length = m.auth.digestLength;
+    if (!symbolMatches(symbol, digests, (esi % m.auth.chunkSymbols) * length, length)) return this.dropped('bad-symbol-digest', 1);
+    const seg = m.segments[segment]!;
+    const stats = this.receiver.stats;
+    let result;
+    try {
+      result = this.assembler.add(seg, esi, symbol);
+    } catch {
+      // A trap inside the WASM codec: start afresh with a new instance. Segments
+      // already decoded are kept; what the assembler held in WASM is collected again.
+      stats.decoderTraps++;
+      recycleRaptorq();
+      this.assembler.recoverFromTrap();
+      return this.dropped('decoder-trap', 1);
+    }
+    if (result.kind === 'duplicate') {
+      stats.duplicates++;
+      return;
+    }
+    stats.symbolsAccepted++;
+    if (result.kind === 'stored') return;
+    const bytes = result.bytes;
+    if (Buffer.compare(result.sha256 ?? createHash('sha256').update(bytes).digest(), seg.sha256) !== 0) {
+      // Cannot happen with authenticated symbols unless the publisher is broken; start the segment over.
+      this.assembler.reset(seg);
+      return this.dropped('segment-digest-mismatch', 1);
+    }
+    this.assembler.commit(seg, bytes);
+    this.ledger.segmentDone(segment);
+    stats.segmentsDecoded++;
+    this.out({ kind: 'segment', release: this.release, segment: seg, bytes });
+    if (this.ledger.remaining === 0) this.out({ kind: 'complete', release: this.release });
+  }
+
+  chunkVerified(): void {
+    this.receiver.stats.authChunksVerified++;
+  }
+
+  checkPiece(c: ParityCandidate): Uint8Array | undefined {
+    const path = Array.from({ length: c.path.length / NODE_SIZE }, (_, d) => c.path.subarray(d * NODE_SIZE, (d + 1) * NODE_SIZE));
+    if (!this.merkle.verify(leafHash(c.body), c.leaf, path)) return undefined;
+    const auth = this.release.manifest.auth;
+    return decodeParityBody(c.body, auth.chunkSymbols, auth.digestLength).parity;
+  }
+
+  keep(symbol: Uint8Array): Uint8Array {
+    // A held symbol must outlive the datagram's buffer; one decoded at once need not be copied.
+    return symbol.slice();
+  }
+
+  samePiece(a: ParityCandidate, b: ParityCandidate): boolean {
+    return Buffer.compare(a.body, b.body) === 0;
+  }
+
+  recover(group: ChunkGroup, pieces: ReadonlyMap<number, Uint8Array>, missing: readonly number[]): Uint8Array[] {
+    const { chunkSymbols, digestLength } = this.release.manifest.auth;
+    const coded = new Map<number, Uint8Array>();
+    for (const [i, piece] of pieces) coded.set(i, i < group.size ? codedChunk(piece, chunkSymbols, digestLength) : piece);
+    const data = recoverData(group.size, group.size * this.ledger.layout.parityPerChunk, coded)!;
+    return missing.map((leaf) => data[leaf - group.first]!.slice(0, this.ledger.layout.chunk(leaf).count * digestLength));
+  }
+
+  drop(reason: LedgerDropReason, count: number): void {
+    this.dropped(reason, count);
+  }
+}
+
+export class Receiver {
+  readonly model: string;
+  readonly stats: ReceiverStats = { datagrams: 0, symbolsAccepted: 0, duplicates: 0, segmentsDecoded: 0, authChunksVerified: 0, decoderTraps: 0, dropped: {} };
+  #trusted: readonly PublicKey[];
+  #limits: ReceiverLimits;
+  #installedSeq: number | undefined;
+  #reassembly: ManifestReassembly;
+  #refused = new Map<string, DropReason>();
+  #transfer: Transfer | undefined;
+  #early = new EarlyBacklog<Uint8Array>();
+  #assemblerFor: (release: VerifiedManifest) => SegmentAssembler;
+  /** Events of the push() under way (NONE until there is one: most datagrams have none). */
+  #events: ReceiverEvent[] = NONE;
+  #emit = (e: ReceiverEvent): void => {
+    if (this.#events === NONE) this.#events = [e];
+    else this.#events.push(e);
+  };
+  #count = (reason: DropReason, count: number): void => {
+    this.stats.dropped[reason] = (this.stats.dropped[reason] ?? 0) + count;
+  };
+
+  constructor(init: ReceiverInit) {
+    this.#assemblerFor = init.assemblerFor ?? ((release) => new MemoryAssembler(release.manifest.symbolSize));
+    this.model = init.model;
+    this.#trusted = init.trusted;
+    this.#limits = init.limits ?? DEFAULT_LIMITS;
+    this.#installedSeq = init.installedSeq;
+    this.#reassembly = new ManifestReassembly(this.#limits.maxManifestSize);
+  }
+
+  get installedSeq(): number | undefined {
+    return this.#installedSeq;
+  }
+
+  /** The release being received, if any. */
+  get current(): VerifiedManifest | undefined {
+    return this.#transfer?.release;
+  }
+
+  /** Segments decoded and symbols held for the current release. */
+  progress(): { segments: number; segmentsDone: number; symbols: number; symbolsNeeded: number } | undefined {
+    const t = this.#transfer;
+    if (!t) return undefined;
+    let symbols = 0;
+    let needed = 0;
+    for (const seg of t.release.manifest.segments) {
+      needed += seg.sourceSymbols;
+      symbols += t.ledger.isDone(seg.index) ? seg.sourceSymbols : Math.min(seg.sourceSymbols, t.assembler.received(seg.index));
+    }
+    return { segments: t.ledger.segments, segmentsDone: t.ledger.segments - t.ledger.remaining, symbols, symbolsNeeded: needed };
+  }
+
+  /** Called once the release has been installed: its sequence becomes the floor. */
+  markInstalled(release: VerifiedManifest): void {
+    this.#installedSeq = Math.max(this.#installedSeq ?? -1, release.manifest.seq);
+    this.#remember(hex(release.releaseId), 'already-installed');
+    // A transfer of this release or an older one is moot now; a newer one goes on.
+    if (this.#transfer && this.#transfer.release.manifest.seq <= this.#installedSeq) this.#dropTransfer();
+  }
+
+  /** Abandons the current release (e.g. its install failed) and refuses it until restart. */
+  abandon(reason: AbandonReason): void {
+    if (!this.#transfer) return;
+    this.#remember(this.#transfer.id, reason);
+    this.#dropTransfer();
+  }
+
+  close(): void {
+    this.#dropTransfer();
+  }
+
+  /** Takes one datagram; `from` identifies its sender for per-sender bounds. Never throws. */
+  push(datagram: Uint8Array, now: number, from = ''): ReceiverEvent[] {
+    this.stats.datagrams++;
+    let packet;
+    try {
+      packet = decodePacket(datagram);
+    } catch (err) {
+      this.#count(err instanceof FwcastError && isDropReason(err.reason) ? err.reason : 'malformed', 1);
+      return NONE;
+    }
+    this.#events = NONE;
+    switch (packet.type) {
+      case PacketType.Manifest: this.#onFragment(packet, now, from); break;
+      case PacketType.Auth: this.#onAuth(packet, datagram); break;
+      case PacketType.Symbol: this.#onSymbol(packet, datagram); break;
+    }
+    return this.#events;
+  }
+
+  #remember(id: string, reason: DropReason): void {
+    this.#refused.delete(id);
+    this.#refused.set(id, reason);
+    if (this.#refused.size > MAX_REMEMBERED) this.#refused.delete(this.#refused.keys().next().value!);
+  }
+
+  #onFragment(f: ManifestFragment, now: number, from: string): void {
+    const id = hex(f.releaseId);
+    const refused = this.#refused.get(id);
+    if (refused) return this.#count(refused, 1);
+    if (this.#transfer && id === this.#transfer.id) return this.#count('manifest-repeat', 1);
+    const step = this.#reassembly.add(f, id, from);
+    if (step.kind === 'dropped') return this.#count(step.reason, 1);
+    if (step.kind === 'complete') this.#onManifest(id, step.signed, now);
+  }
+
+  #onManifest(id: string, signed: Uint8Array, now: number): void {
+    let release: VerifiedManifest;
+    try {
+      release = openSignedManifest(signed, this.#trusted, this.#limits);
+      const m = release.manifest;
+      if (m.model !== this.model) throw new WrongModelError(`release is for model "${m.model}", this agent is "${this.model}"`);
+      if (this.#installedSeq !== undefined && m.seq <= this.#installedSeq) {
+        throw new RollbackError(`sequence ${m.seq} is not above the installed ${this.#installedSeq} (version ${m.version})`);
+      }
+      if (m.expires !== undefined && m.expires <= now) {
+        throw new ExpiredManifestError(`release ${m.version} (seq ${m.seq}) expired at ${new Date(m.expires * 1000).toISOString()}`);
+      }
+    } catch (err) {
+      const error = err instanceof FwcastError ? err : new MalformedPacketError(String(err));
+      const reason = isDropReason(error.reason) ? error.reason : 'malformed';
+      this.#remember(id, reason);
+      this.#count(reason, 1);
+      return this.#emit({ kind: 'rejected', releaseId: id, error });
+    }
+    const current = this.#transfer?.release.manifest.seq;
+    if (current !== undefined && release.manifest.seq <= current) {
+      this.#remember(id, 'superseded');
+      return this.#count('superseded', 1);
+    }
+    this.#dropTransfer();
+    const t = new Transfer(release, this.#assemblerFor(release), this, this.#emit, this.#count);
+    this.#transfer = t;
+    this.#emit({ kind: 'accepted', release });
+    if (t.ledger.remaining === 0) return this.#emit({ kind: 'complete', release });
+    this.#replayEarly(id);
+  }
+
+  /**
+   * The current transfer if `releaseId` is its release; otherwise counts the
+   * drop, keeping a copy of datagrams of a release not seen yet (early-backlog.ts).
+   */
+  #transferFor(releaseId: Uint8Array, datagram: Uint8Array): Transfer | undefined {
+    const t = this.#transfer;
+    // Byte comparison first: this runs for every datagram.
+    if (t && Buffer.compare(releaseId, t.release.releaseId) === 0) return t;
+    const id = hex(releaseId);
+    const refused = this.#refused.get(id);
+    if (!refused) this.#early.keep(id, datagram.slice());
+    this.#count(refused ?? 'unknown-release', 1);
+    return undefined;
+  }
+
+  /** Runs the kept datagrams of a just-accepted release; they are no longer drops. */
+  #replayEarly(id: string): void {
+    const mine = this.#early.take(id);
+    if (mine.length === 0) return;
+    this.stats.dropped['unknown-release']! -= mine.length;
+    for (const datagram of mine) {
+      const p = decodePacket(datagram);
+      if (p.type === PacketType.Auth) this.#onAuth(p, datagram);
+      else if (p.type === PacketType.Symbol) this.#onSymbol(p, datagram);
+    }
+  }
+
+  #onAuth(p: AuthPacket, datagram: Uint8Array): void {
+    const t = this.#transferFor(p.releaseId, datagram);
+    if (!t) return;
+    const { layout } = t.ledger;
+    if (p.leaf >= layout.leaves || p.path.length !== layout.depth) return this.#count('bad-auth', 1);
+    if (p.leaf >= layout.chunkLeaves) return this.#onParity(t, p);
+    const unwanted = t.ledger.chunkWanted(p.leaf);
+    if (unwanted) return this.#count(unwanted, 1);
+    const ref = layout.chunk(p.leaf);
+    const auth = t.release.manifest.auth;
+    let chunk;
+    try {
+      chunk = decodeChunkBody(p.body, auth.digestLength);
+    } catch {
+      return this.#count('bad-auth', 1);
+    }
+    if (chunk.segment !== ref.segment || chunk.firstEsi !== ref.firstEsi || chunk.count !== ref.count) return this.#count('bad-auth', 1);
+    if (!t.merkle.verify(leafHash(p.body), p.leaf, p.path)) return this.#count('bad-auth', 1);
+    t.ledger.chunk(p.leaf, chunk.digests.slice());
+  }
+
+  /** A parity piece of a coded group: kept, and checked against the root once a rebuild needs it. */
+  #onParity(t: Transfer, p: AuthPacket): void {
+    const unwanted = t.ledger.parityWanted(p.leaf);
+    if (unwanted) return this.#count(unwanted, 1);
+    const { layout } = t.ledger;
+    const ref = layout.parity(p.leaf);
+    const first = layout.chunk(ref.first);
+    const auth = t.release.manifest.auth;
+    try {
+      const piece = decodeParityBody(p.body, auth.chunkSymbols, auth.digestLength);
+      if (piece.segment !== first.segment || piece.firstEsi !== first.firstEsi || piece.index !== ref.index) return this.#count('bad-auth', 1);
+    } catch {
+      return this.#count('bad-auth', 1);
+    }
+    const path = new Uint8Array(p.path.length * NODE_SIZE);
+    p.path.forEach((node, d) => path.set(node, d * NODE_SIZE));
+    t.ledger.parity(p.leaf, { leaf: p.leaf, body: p.body.slice(), path });
+  }
+
+  #onSymbol(p: SymbolPacket, datagram: Uint8Array): void {
+    const t = this.#transferFor(p.releaseId, datagram);
+    if (!t) return;
+    const m = t.release.manifest;
+    const seg = m.segments[p.segment];
+    if (!seg) return this.#count('bad-segment', 1);
+    if (p.symbol.length !== m.symbolSize) return this.#count('bad-symbol-size', 1);
+    if (p.esi >= seg.published) return this.#count('bad-esi', 1);
+    t.ledger.symbol(seg.index, p.esi, p.symbol);
+  }
+
+  #dropTransfer(): void {
+    this.#transfer?.assembler.close();
+    this.#transfer = undefined;
+  }
+}
