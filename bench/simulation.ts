@@ -1,6 +1,6 @@
 /**
- * Issue 4, benchmark part 3: a fleet of in-process agents behind independent
- * loss, all listening to one real Carousel. The figure of merit is
+ * A fleet of in-process agents behind independent loss, all listening to one
+ * real Carousel. The figure of merit is
  *
  *     symbols sent until the last agent completed  ÷  Kt / (1 − p_max)
  *
@@ -10,10 +10,11 @@
  *   npx tsx bench/simulation.ts                      # 1000 agents, 8 MiB, 1 and 4 MiB segments
  *   npx tsx bench/simulation.ts --smoke              # 50 agents, 1 MiB image: CI, < 20 s
  *   npx tsx bench/simulation.ts --agents 1000 --image-mib 8 --segment-mib 1,4 --max-loss 0.3 --seed 1
- *   npx tsx bench/simulation.ts --auth-copies 2,3,4  # what-if: uncoded chunks, N copies each (bench-local carousel)
- *   npx tsx bench/simulation.ts --manifest-every 100,25  # what-if: the real Carousel's manifestEvery
- *   npx tsx bench/simulation.ts --early-manifest 50      # what-if: first 10 manifest copies 50 datagrams apart (carousel: 10)
- *   npx tsx bench/simulation.ts --interleave 2           # what-if: segments sent in interleaved pairs
+ *   npx tsx bench/simulation.ts --agents 8 --image-mib 16 --min-loss 0.1 --max-loss 0.1  # every agent at 10%
+ *   npx tsx bench/simulation.ts --auth-copies 2,3,4  # variant: uncoded chunks, N AUTH copies each (CarouselInit.authCopies)
+ *   npx tsx bench/simulation.ts --manifest-every 100,25  # variant: CarouselInit.manifestEvery
+ *   npx tsx bench/simulation.ts --early-manifest 50      # variant: CarouselInit.earlyEvery (default 10)
+ *   npx tsx bench/simulation.ts --interleave 2           # variant: CarouselInit.interleave, segments in interleaved pairs
  *
  * Method. Agents share nothing but the carousel, so they are simulated one
  * after another (in worker threads, agents split between them) against the
@@ -22,73 +23,52 @@
  * parses each datagram it emits once into (type, segment, ESI, leaf). Agent a
  * has loss p_a = maxLoss·a/(agents − 1) (evenly spaced, 0 and maxLoss included)
  * and its own seeded stream: one draw per datagram, independent of the others.
+ * The same seed gives the same figure.
  *
- * An agent is a mirror of device-agent/receiver.ts on those descriptors: no
- * symbol is usable before the whole manifest arrived, symbols wait (with the
- * receiver's bounds: 2·chunk per leaf, 1024 in all, oldest leaf evicted) until
- * their chunk is verified (an AUTH datagram of it, or enough pieces of its
- * coded group to rebuild it), segments stop taking symbols once
- * decoded. Decoding is real: once a segment holds K distinct authenticated
- * symbols they go, in the receiver's order, into a SegmentDecoder with their
- * bytes from release.symbolSet; if that fails, every further symbol is pushed
- * until it decodes; the output is compared with the image. The mirror skips
- * only per-datagram parsing, hashing and digest checks, which cannot fail on
- * genuine datagrams. A sample of agents (the slowest ones included) is then
- * replayed through the genuine Receiver (signature, Merkle proofs, digests,
- * MemoryAssembler): completion datagram, symbols accepted and AUTH chunks
- * verified must agree exactly.
+ * An agent is the receiver's own bookkeeping on those descriptors: the
+ * genuine ManifestReassembly, EarlyBacklog and TransferLedger
+ * (device-agent/receiver/), which decide what waits, what is evicted and
+ * which AUTH group is rebuilt when, and a genuine MemoryAssembler that decodes
+ * with RaptorQ; the output is compared with the image. What it leaves out is
+ * the cryptography around them (signature, Merkle paths, symbol digests),
+ * which cannot fail on genuine datagrams. A sample of agents (the slowest
+ * ones included) is then replayed through the whole Receiver: completion
+ * datagram, symbols accepted and AUTH chunks verified must agree exactly.
  *
  * Analysis (analyticExpectation). `binomial`: the floor for any feedback-free
  * schedule: a segment of K symbols needs N ~ NegBin(K, 1 − p) sends, mean
  * K/(1 − p), σ = √(K·p)/(1 − p); the last of 1000 agents × S segments lands
- * z ≈ 2–2.7 σ above the mean, so ratio − 1 ≈ z·√(p/K): 1.053 at K = 772,
- * 1.049 at K = 869 (1 MiB segments), 1.024 at K = 2315, 1.017 at K = 3473. `protocol`: what
- * fwcast adds: symbols before the manifest are dropped, and a chunk's symbols
- * are useless when every AUTH copy of it was lost (p² = 9 % at 30 % loss with 2
- * copies), which cuts the useful fraction to (1 − p)(1 − p²) and makes losses
- * come in chunks of ~90 symbols (normal approximation; it runs a little low
- * when a segment spans only ~9 chunks).
- *
- * Seeds 1–3, 1000 agents, 8 MiB in 1 MiB segments, loss 0…30 %, on
- * 2026-12-07: segments of 869 symbols (1 MiB rounded up to whole symbols, 8
- * segments), AUTH chunks of 97 symbols coded in groups of up to 12 that never
- * span a round, parity over each group's first 3 chunks: 1.051, 1.054 and
- * 1.049 (binomial bound 1.049); 4 MiB segments (K = 3473, bound 1.017):
- * 1.017. Earlier that day, 772-symbol segments (9) coded 6:2 with each chunk
- * carrying its share: 1.070, 1.069 and 1.043, but 1.27–1.34 at 869 symbols
- * (server/carousel.ts says why); three plain copies 1.383. The history below
- * is of the uncoded carousel.
- *
- * Seed 1, 1000 agents, 8 MiB, loss 0…30 %, 50–90 s per configuration on 2
- * shared cores. server/carousel.ts as of 3adf2e6 (all segments interleaved,
- * manifest every 250 datagrams): 1.548 (1 MiB segments, K = 772) and 1.283
- * (4 MiB, K = 2315) against binomial floors of 1.053 and 1.024: the target
- * 1.03 is missed through lost AUTH chunks and symbols dropped before the
- * manifest, not through the order. Measured what-ifs (bench-local schedule,
- * genuine Receiver cross-checked): see the report of issue 4, part 3;
- * e.g. `--auth-copies 5 --early-manifest 10`.
+ * z ≈ 2–2.7 σ above the mean, so ratio − 1 ≈ z·√(p/K): 1.049 at K = 869
+ * (1 MiB segments), 1.017 at K = 3473 (4 MiB). `protocol`: a model of the
+ * uncoded schedule: symbols before the manifest are dropped, and a chunk's
+ * symbols are useless when every AUTH copy of it was lost, which cuts the
+ * useful fraction to (1 − p)(1 − p^copies) and makes losses come in chunks
+ * (normal approximation). Measured figures and their history:
+ * bench/results/README.md.
  */
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import * as ed25519 from '../protocol/ed25519.js';
-import { SegmentDecoder } from '../protocol/fec.js';
-import { keyId, type PublicKey } from '../protocol/keys.js';
-import type { Manifest } from '../protocol/manifest.js';
-import { decodePacket, encodeAuthPacket, encodeManifestFragment, encodeSymbolPacket, MANIFEST_OVERHEAD, PacketType } from '../protocol/packet.js';
-import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
-import { symbolOf } from '../protocol/symbol-set.js';
-import { Carousel, EARLY_EVERY, EARLY_MANIFESTS } from '../carousel/carousel.js';
-import { buildRelease, type Release } from '../server/release.js';
+import { Carousel, MANIFEST_EVERY, type CarouselInit } from '../carousel/carousel.js';
+import { IPV6_UDP_HEADERS } from '../carousel/publisher.js';
+import { MemoryAssembler, type SegmentAssembler } from '../device-agent/assembler.js';
+import { EarlyBacklog } from '../device-agent/receiver/early-backlog.js';
+import { ManifestReassembly } from '../device-agent/receiver/manifest-reassembly.js';
 import { Receiver } from '../device-agent/receiver/receiver.js';
+import { TransferLedger, type LedgerHost } from '../device-agent/receiver/transfer-ledger.js';
+import { ChunkLayout } from '../protocol/auth.js';
+import * as ed25519 from '../protocol/ed25519.js';
+import { hex } from '../protocol/hex.js';
+import { keyId, type PublicKey } from '../protocol/keys.js';
+import { DEFAULT_LIMITS } from '../protocol/limits.js';
+import type { Manifest } from '../protocol/manifest.js';
+import { decodePacket, PacketType, type ManifestFragment } from '../protocol/packet.js';
+import { symbolOf } from '../protocol/symbol-set.js';
+import { buildRelease, type Release } from '../server/release.js';
 import { makeImage } from '../test/helpers/fixtures.js';
 
 const MiB = 1024 * 1024;
-/** device-agent/receiver.ts: symbols held back until their AUTH chunk arrives. */
-const MAX_PENDING = 1024;
-/** device-agent/receiver.ts MAX_EARLY: datagrams of a not-yet-known release kept for replay. */
-const MAX_EARLY = 512;
 /** Fixed so that every worker signs the very same manifest. */
 const CREATED = 1_760_000_000;
 const MODEL = 'sim';
@@ -96,8 +76,10 @@ const MODEL = 'sim';
 export interface SimulationOptions {
   agents: number;
   imageBytes: number;
-  /** Largest loss; agents are spread evenly over [0, maxLoss]. */
+  /** Largest loss; agents are spread evenly over [minLoss, maxLoss]. */
   maxLoss: number;
+  /** Smallest loss (default 0); equal to maxLoss, every agent has the same loss. */
+  minLoss?: number;
   seed: number;
   /** Largest segment, bytes (default: the release default, 1 MiB). */
   segmentSize?: number;
@@ -105,30 +87,15 @@ export interface SimulationOptions {
   workers?: number;
   /** Agents replayed through the genuine Receiver (default 8; the slowest are always among them). */
   check?: number;
-  /** What-if: the real Carousel's manifestEvery (default: its own default). */
+  /** Variant: CarouselInit.manifestEvery (default: the carousel's). */
   manifestEvery?: number;
-  /**
-   * What-if: AUTH copies per chunk and pass, evenly spaced in the chunk. Uses a
-   * bench-local copy of the carousel schedule (checked to be byte-identical to
-   * server/carousel.ts with 2 copies) instead of the real Carousel.
-   */
+  /** Variant: uncoded AUTH chunks with CarouselInit.authCopies copies each (default: coded chunks). */
   authCopies?: number;
-  /**
-   * What-if (bench-local schedule too): the first 10 manifest copies go out
-   * this many datagrams apart (per fragment), then every manifestEvery.
-   */
+  /** Variant: CarouselInit.earlyEvery, datagrams per fragment between the first manifest copies. */
   earlyManifestEvery?: number;
-  /**
-   * What-if (bench-local schedule too): segments interleaved symbol by symbol
-   * in groups of this many, group after group (server/carousel.ts interleaves
-   * all segments at once).
-   */
+  /** Variant: CarouselInit.interleave, segments interleaved in groups of this many. */
   interleave?: number;
 }
-
-/** server/carousel.ts defaults, which the bench-local schedule reproduces (checked byte for byte on every run). */
-const CAROUSEL_INTERLEAVE = Number.MAX_SAFE_INTEGER;
-const CAROUSEL_MANIFEST_EVERY = 250;
 
 export interface AnalyticExpectation {
   /** Per segment at p_max: K/(1 − p) symbols sent on average, σ = √(K·p)/(1 − p) (negative binomial). */
@@ -140,7 +107,7 @@ export interface AnalyticExpectation {
    */
   binomial: { symbolsSent: number; ratio: number; p05: number; p95: number };
   /**
-   * The uncoded schedule (what-if `--auth-copies`; with coded chunks, the
+   * The uncoded schedule (variant `--auth-copies`; with coded chunks, the
    * default, a reference for 3 copies): symbols before the manifest are
    * dropped, a chunk's symbols are lost when all its AUTH copies are
    * (probability p^copies), normal approximation of the useful-symbol count.
@@ -153,11 +120,11 @@ export interface AnalyticExpectation {
 export interface CrossCheck {
   agent: number;
   loss: number;
-  mirrorDatagram: number;
+  simulatedDatagram: number;
   receiverDatagram: number;
-  mirrorAccepted: number;
+  simulatedAccepted: number;
   receiverAccepted: number;
-  mirrorAuth: number;
+  simulatedAuth: number;
   receiverAuth: number;
   agrees: boolean;
 }
@@ -190,6 +157,12 @@ export interface SimulationResult {
   symbolsSent: number;
   /** All datagrams (symbols, AUTH, manifest fragments) until then. */
   datagramsSent: number;
+  /**
+   * IPv6 bytes on the wire until then (each datagram + 48 bytes of IPv6 and
+   * UDP headers), by kind, against the ideal: Kt/(1 − p_max) symbols of T
+   * bytes, each with only its 48 header bytes.
+   */
+  wire: { bytes: number; symbol: number; auth: number; manifest: number; ideal: number; ratio: number };
   /** Kt / (1 − p_max). */
   ideal: number;
   ratio: number;
@@ -206,11 +179,9 @@ export interface SimulationResult {
   perAgentRatio: { mean: number; max: number };
   crossCheck: { checked: number; agree: boolean; agents: CrossCheck[] };
   schedule: {
-    source: 'server/carousel.ts' | 'bench what-if';
-    /** AUTH chunks erasure-coded (server/carousel.ts default) as "g:r", or "copies" (uncoded, authCopies per chunk). */
+    /** AUTH chunks erasure-coded (the default) as "g:r", or "copies" (uncoded, authCopies per chunk). */
     chunkCoding: string; authCopies: number; manifestEvery: number; earlyManifestEvery?: number; interleave: number;
-    /** False when server/carousel.ts changed so that the bench-local schedule (what-ifs) no longer reproduces it. */
-    whatIfMatchesCarousel: boolean; chunkSymbols: number; manifestFragments: number;
+    chunkSymbols: number; manifestFragments: number;
   };
   workers: number;
 }
@@ -235,8 +206,8 @@ function mix32(x: number): number {
   return (x ^ (x >>> 16)) >>> 0;
 }
 
-export function lossOf(agent: number, agents: number, maxLoss: number): number {
-  return agents <= 1 ? maxLoss : (maxLoss * agent) / (agents - 1);
+export function lossOf(agent: number, agents: number, minLoss: number, maxLoss: number): number {
+  return agents <= 1 ? maxLoss : minLoss + ((maxLoss - minLoss) * agent) / (agents - 1);
 }
 
 interface FleetSpec {
@@ -252,14 +223,13 @@ interface FleetSpec {
 interface Fleet {
   release: Release;
   key: PublicKey;
-  /** A fresh datagram source: the real Carousel, or the what-if schedule. */
+  /** A fresh datagram source: the real Carousel with the spec's options. */
   source: () => () => Uint8Array;
+  /** AUTH datagrams per chunk when uncoded (the analytic model's parameter; 3 stands for coded chunks). */
   authCopies: number;
   manifestEvery: number;
   interleave: number;
   fragments: number;
-  /** Whether the bench-local schedule, with server/carousel.ts's parameters, reproduces the real Carousel. */
-  whatIfMatchesCarousel: boolean;
 }
 
 async function makeFleet(spec: FleetSpec): Promise<Fleet> {
@@ -267,92 +237,27 @@ async function makeFleet(spec: FleetSpec): Promise<Fleet> {
   const seed = new Uint8Array(createHash('sha256').update(`fwcast simulation key ${spec.seed}`).digest());
   const publicKey = ed25519.publicKeyFromSeed(seed);
   const image = makeImage(spec.imageBytes, spec.seed);
-  // The what-if schedule sends uncoded chunks, copied; otherwise the release has the publisher's default coding.
-  const whatIf = spec.authCopies !== undefined || spec.earlyManifestEvery !== undefined || spec.interleave !== undefined;
-  const release = buildRelease({ image, seed, model: MODEL, version: '1.0.0', seq: 1, created: CREATED, segmentSize: spec.segmentSize, ...(whatIf ? { chunkCoding: false } : {}) });
-  const init = { manifest: release.manifest, signed: release.signed, releaseId: release.releaseId, image, symbolSet: release.symbolSet! };
-  const manifestEvery = spec.manifestEvery ?? CAROUSEL_MANIFEST_EVERY;
-  const interleave = spec.interleave ?? CAROUSEL_INTERLEAVE;
-  const whatIfMatchesCarousel = checkWhatIfMatchesCarousel(release, manifestEvery, spec.manifestEvery);
-  const real = (): (() => Uint8Array) => {
-    const c = new Carousel({ ...init, ...(spec.manifestEvery !== undefined ? { manifestEvery: spec.manifestEvery } : {}) });
-    return () => c.next();
+  // Copies of AUTH datagrams only make sense for uncoded chunks; otherwise the release has the publisher's default coding.
+  const release = buildRelease({ image, seed, model: MODEL, version: '1.0.0', seq: 1, created: CREATED, segmentSize: spec.segmentSize, ...(spec.authCopies !== undefined ? { chunkCoding: false } : {}) });
+  const init: CarouselInit = {
+    manifest: release.manifest, signed: release.signed, releaseId: release.releaseId, image, symbolSet: release.symbolSet!,
+    ...(spec.manifestEvery !== undefined ? { manifestEvery: spec.manifestEvery } : {}),
+    ...(spec.authCopies !== undefined ? { authCopies: spec.authCopies } : {}),
+    ...(spec.earlyManifestEvery !== undefined ? { earlyEvery: spec.earlyManifestEvery } : {}),
+    ...(spec.interleave !== undefined ? { interleave: spec.interleave } : {}),
   };
-  let source = real;
-  if (whatIf) {
-    if (!whatIfMatchesCarousel) throw new Error('the what-if schedule no longer reproduces server/carousel.ts; update whatIfCarousel() and its defaults');
-    const copies = spec.authCopies ?? 3;
-    source = () => whatIfCarousel(release, copies, manifestEvery, spec.earlyManifestEvery, interleave);
-  }
-  const fragments = new Carousel(init).manifestFragments.length;
-  return { release, key: { publicKey, kid: keyId(publicKey) }, source, authCopies: spec.authCopies ?? 3, manifestEvery, interleave, fragments, whatIfMatchesCarousel };
-}
-
-/**
- * server/carousel.ts's schedule with `copies` AUTH datagrams per chunk pass
- * (at in-chunk offsets ⌊j·c/copies⌋) instead of 2 (offsets 0 and ⌊c/2⌋).
- */
-function whatIfCarousel(release: Release, copies: number, manifestEveryPerFragment: number, earlyEveryPerFragment = EARLY_EVERY, interleave = CAROUSEL_INTERLEAVE): () => Uint8Array {
-  const m = release.manifest;
-  const set = release.symbolSet!;
-  const fragmentSize = DEFAULT_DATAGRAM_SIZE - MANIFEST_OVERHEAD;
-  const fragments: Uint8Array[] = [];
-  for (let offset = 0; offset < release.signed.length; offset += fragmentSize) {
-    fragments.push(encodeManifestFragment({ releaseId: release.releaseId, totalLength: release.signed.length, offset, bytes: release.signed.subarray(offset, offset + fragmentSize) }));
-  }
-  const manifestEvery = manifestEveryPerFragment * fragments.length;
-  const early = Math.min(earlyEveryPerFragment * fragments.length, manifestEvery);
-  let manifests = 0;
-  const c = m.auth.chunkSymbols;
-  const copyAt = new Set<number>();
-  for (let j = 0; j < copies; j++) copyAt.add(Math.floor((j * c) / copies));
-  const auth = set.bodies.map((body, leaf) => encodeAuthPacket({ releaseId: release.releaseId, leaf, path: set.tree.proof(leaf), body }));
-  const order: Array<[number, number]> = [];
-  for (let first = 0; first < m.segments.length; first += interleave) {
-    const group = m.segments.slice(first, first + interleave);
-    const maxK = Math.max(...group.map((s) => s.sourceSymbols));
-    for (let position = 0; position < maxK; position++) {
-      for (const seg of group) if (position < seg.sourceSymbols) order.push([seg.index, position]);
-    }
-  }
-  const queue: Uint8Array[] = [];
-  let round = 0;
-  let cursor = 0;
-  let since = manifestEvery;
-  return () => {
-    if (queue.length === 0) {
-      if (since >= (manifests < EARLY_MANIFESTS ? early : manifestEvery)) {
-        since = 0;
-        manifests++;
-        queue.push(...fragments);
-      }
-      const [segment, position] = order[cursor]!;
-      const seg = m.segments[segment]!;
-      const esi = (round * seg.sourceSymbols + position) % seg.published;
-      if (position === 0 || copyAt.has(esi % c)) queue.push(auth[set.layout.leafOf(segment, esi)]!);
-      queue.push(encodeSymbolPacket({ releaseId: release.releaseId, segment, esi, symbol: symbolOf(set, segment, esi) }));
-      since += queue.length;
-      if (++cursor === order.length) {
-        cursor = 0;
-        round++;
-        since = manifestEvery;
-      }
-    }
-    return queue.shift()!;
+  const carousel = new Carousel(init);
+  return {
+    release, key: { publicKey, kid: keyId(publicKey) },
+    source: () => {
+      const c = new Carousel(init);
+      return () => c.next();
+    },
+    authCopies: spec.authCopies ?? 3,
+    manifestEvery: spec.manifestEvery ?? MANIFEST_EVERY,
+    interleave: spec.interleave ?? release.manifest.segments.length,
+    fragments: carousel.manifestFragments.length,
   };
-}
-
-function checkWhatIfMatchesCarousel(release: Release, manifestEvery: number, explicit: number | undefined): boolean {
-  const carousel = new Carousel({
-    manifest: release.manifest, signed: release.signed, releaseId: release.releaseId, image: release.image, symbolSet: release.symbolSet!,
-    ...(explicit !== undefined ? { manifestEvery: explicit } : {}),
-  });
-  const mine = whatIfCarousel(release, 3, manifestEvery);
-  const n = 3 * carousel.roundLength;
-  for (let i = 0; i < n; i++) {
-    if (Buffer.compare(carousel.next(), mine()) !== 0) return false;
-  }
-  return true;
 }
 
 // ---------------------------------------------------------------------------
@@ -370,7 +275,11 @@ class Schedule {
   leaf = new Int32Array(0);
   /** Symbol datagrams among datagrams 0..i. */
   symbols = new Int32Array(0);
+  /** Datagram sizes (UDP payload). */
+  size = new Int32Array(0);
   length = 0;
+  /** Manifest fragments by fragment number (every copy is the same bytes). */
+  fragmentList: ManifestFragment[] = [];
   #next: () => Uint8Array;
   #fragmentOf = new Map<number, number>();
   #leafOf: (segment: number, esi: number) => number;
@@ -398,9 +307,12 @@ class Schedule {
       this.esi = grow(this.esi, (k) => new Int32Array(k));
       this.leaf = grow(this.leaf, (k) => new Int32Array(k));
       this.symbols = grow(this.symbols, (k) => new Int32Array(k));
+      this.size = grow(this.size, (k) => new Int32Array(k));
     }
     for (let i = this.length; i < n; i++) {
-      const p = decodePacket(this.#next());
+      const datagram = this.#next();
+      const p = decodePacket(datagram);
+      this.size[i] = datagram.length;
       const before = i > 0 ? this.symbols[i - 1]! : 0;
       this.symbols[i] = before;
       if (p.type === PacketType.Symbol) {
@@ -416,7 +328,10 @@ class Schedule {
       } else {
         this.kind[i] = KIND_MANIFEST;
         let f = this.#fragmentOf.get(p.offset);
-        if (f === undefined) this.#fragmentOf.set(p.offset, (f = this.#fragmentOf.size));
+        if (f === undefined) {
+          this.#fragmentOf.set(p.offset, (f = this.#fragmentOf.size));
+          this.fragmentList.push({ ...p, bytes: p.bytes.slice() });
+        }
         this.esi[i] = f;
       }
     }
@@ -425,7 +340,7 @@ class Schedule {
 }
 
 // ---------------------------------------------------------------------------
-// One agent: the receiver's logic on descriptors, real RaptorQ decoding
+// One agent: the receiver's own bookkeeping on descriptors, real RaptorQ decoding
 
 interface AgentOutcome {
   agent: number;
@@ -444,189 +359,92 @@ interface AgentOutcome {
   decodeFailures: number;
 }
 
+/**
+ * One agent behind loss `loss`: datagram i of the schedule goes through the
+ * genuine ManifestReassembly, EarlyBacklog and TransferLedger, as in
+ * Receiver.push, with the checks that cannot fail on genuine datagrams
+ * (signature, Merkle paths, digests) left out; decoded segments must equal
+ * the image.
+ */
 function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number, seed: number): AgentOutcome {
   const m: Manifest = fleet.release.manifest;
   const set = fleet.release.symbolSet!;
   const image = fleet.release.image;
-  const c = m.auth.chunkSymbols;
   const draw = lossStream(seed, agent);
-  const segments = m.segments.length;
-  const fragmentsNeeded = fleet.fragments;
-  const haveFragment = new Uint8Array(fragmentsNeeded);
-  let fragmentsMissing = fragmentsNeeded;
-  const layout = set.layout;
-  const verified = new Uint8Array(layout.chunkLeaves);
-  let authVerified = 0;
-  const seen = m.segments.map((s) => new Uint8Array(s.published));
-  const accepted: number[][] = m.segments.map(() => []);
-  const decoders: Array<SegmentDecoder | undefined> = m.segments.map(() => undefined);
-  const done = new Uint8Array(segments);
-  let remaining = segments;
-  const pending = new Map<number, number[]>();
-  let pendingCount = 0;
+  const id = hex(fleet.release.releaseId);
   const o: AgentOutcome = {
     agent, loss, datagram: -1, symbolsSent: 0, received: 0, beforeManifest: 0, unauthenticated: 0, accepted: 0, segmentDone: 0, duplicates: 0, authVerified: 0, decodes: 0, decodeFailures: 0,
   };
-
-  const decoded = (s: number, bytes: Uint8Array): void => {
-    const seg = m.segments[s]!;
-    if (Buffer.compare(bytes, image.subarray(seg.offset, seg.offset + seg.oti.transferLength)) !== 0) throw new Error(`agent ${agent}: segment ${s} decoded to the wrong bytes`);
-    done[s] = 1;
-    remaining--;
-    decoders[s] = undefined;
-  };
-  /** A symbol whose chunk is verified (receiver: #checkedSymbol). */
-  const accept = (s: number, esi: number): void => {
-    if (done[s]) {
-      o.segmentDone++;
-      return;
-    }
-    if (seen[s]![esi]) {
-      o.duplicates++;
-      return;
-    }
-    seen[s]![esi] = 1;
-    const list = accepted[s]!;
-    list.push(esi);
-    o.accepted++;
-    const seg = m.segments[s]!;
-    let out: Uint8Array | undefined;
-    if (decoders[s]) {
-      out = decoders[s]!.push(esi, symbolOf(set, s, esi));
-    } else if (list.length === seg.sourceSymbols) {
-      // The receiver's decoder would have held these all along; it cannot decode with fewer than K.
-      const d = new SegmentDecoder(seg.oti.transferLength, m.symbolSize);
+  const reassembly = new ManifestReassembly(DEFAULT_LIMITS.maxManifestSize);
+  const early = new EarlyBacklog<number>();
+  const assembler: SegmentAssembler = new MemoryAssembler(m.symbolSize);
+  const acceptedIn = new Int32Array(m.segments.length);
+  let ledger: TransferLedger<undefined, number, true> | undefined;
+  const host: LedgerHost<undefined, number, true> = {
+    deliver(segment, esi) {
+      const seg = m.segments[segment]!;
+      const r = assembler.add(seg, esi, symbolOf(set, segment, esi));
+      if (r.kind === 'duplicate') {
+        o.duplicates++;
+        return;
+      }
+      o.accepted++;
+      acceptedIn[segment]!++;
+      if (r.kind !== 'decoded') return;
+      if (Buffer.compare(r.bytes, image.subarray(seg.offset, seg.offset + seg.oti.transferLength)) !== 0) throw new Error(`agent ${agent}: segment ${segment} decoded to the wrong bytes`);
       o.decodes++;
-      for (const e of list) out = d.push(e, symbolOf(set, s, e));
-      if (!out) {
-        o.decodeFailures++;
-        decoders[s] = d;
-      }
-    } else {
-      return;
-    }
-    if (out) decoded(s, out);
+      // More than K symbols: the decode at K failed and waited for more (RaptorQ overhead).
+      if (acceptedIn[segment]! > seg.sourceSymbols) o.decodeFailures++;
+      assembler.commit(seg, r.bytes);
+      ledger!.segmentDone(segment);
+    },
+    keep: (symbol) => symbol,
+    chunkVerified() {
+      o.authVerified++;
+    },
+    checkPiece: () => true,
+    samePiece: () => true,
+    recover: (_group, _pieces, missing) => missing.map(() => true),
+    drop(reason, count) {
+      if (reason === 'segment-complete') o.segmentDone += count;
+    },
   };
-
-  /** Symbol or AUTH datagram i, once the manifest is known (receiver: #onSymbol / #onAuth). */
-  const handle = (i: number): void => {
-    const kind = schedule.kind[i]!;
-    if (kind === KIND_SYMBOL) {
-      const s = schedule.segment[i]!;
-      if (done[s]) {
-        o.segmentDone++;
-        return;
-      }
-      const leaf = schedule.leaf[i]!;
-      if (verified[leaf]) {
-        accept(s, schedule.esi[i]!);
-        return;
-      }
-      let waiting = pending.get(leaf);
-      if (!waiting) pending.set(leaf, (waiting = []));
-      if (waiting.length >= 2 * c) return;
-      if (pendingCount >= MAX_PENDING) {
-        const [oldest, list] = pending.entries().next().value!;
-        pending.delete(oldest);
-        pendingCount -= list.length;
-        if (oldest === leaf) pending.set(leaf, (waiting = []));
-      }
-      waiting.push(s * 2 ** 24 + schedule.esi[i]!);
-      pendingCount++;
-      if (layout.parityPerChunk > 0) {
-        const group = layout.group(leaf);
-        rebuild(group.first, group.size);
-      }
-      return;
-    }
+  const layout = new ChunkLayout(m.segments, m.auth.chunkSymbols, m.auth.coding);
+  const published = m.segments.map((s) => s.published);
+  /** A symbol or AUTH datagram of the accepted release (Receiver: #onSymbol, #onAuth, #onParity). */
+  const dispatch = (l: TransferLedger<undefined, number, true>, i: number): void => {
     const leaf = schedule.leaf[i]!;
-    if (leaf >= layout.chunkLeaves) {
-      const ref = layout.parity(leaf);
-      if (done[layout.chunk(ref.first).segment]) return;
-      let parity = groups.get(ref.first);
-      if (!parity) {
-        if (knownChunks(ref.first, ref.size) === ref.size) return;
-        groups.set(ref.first, (parity = new Set()));
-      }
-      parity.add(ref.index);
-      rebuild(ref.first, ref.size);
-      return;
-    }
-    if (verified[leaf]) return;
-    const ref = layout.chunk(leaf);
-    if (done[ref.segment]) return;
-    chunkVerified(leaf);
-    if (layout.parityPerChunk > 0 && !done[ref.segment]) {
-      const group = layout.group(leaf);
-      rebuild(group.first, group.size);
-    }
+    if (schedule.kind[i] === KIND_SYMBOL) l.symbol(schedule.segment[i]!, schedule.esi[i]!, undefined);
+    else if (leaf < layout.chunkLeaves) {
+      if (!l.chunkWanted(leaf)) l.chunk(leaf, true);
+    } else if (!l.parityWanted(leaf)) l.parity(leaf, leaf);
   };
-  /** Receiver: #chunkVerified. */
-  const chunkVerified = (leaf: number): void => {
-    verified[leaf] = 1;
-    authVerified++;
-    const waiting = pending.get(leaf);
-    if (waiting) {
-      pending.delete(leaf);
-      pendingCount -= waiting.length;
-      for (const w of waiting) accept(Math.floor(w / 2 ** 24), w % 2 ** 24);
-    }
-  };
-  /** Receiver: GroupPieces; the parity pieces held for a coded group (its verified chunks count too). */
-  const groups = new Map<number, Set<number>>();
-  const knownChunks = (first: number, n: number): number => {
-    let known = 0;
-    for (let leaf = first; leaf < first + n; leaf++) known += verified[leaf]!;
-    return known;
-  };
-  /** Receiver: #rebuild, once chunks and parity pieces add up while symbols of a missing chunk wait. */
-  const rebuild = (first: number, size: number): void => {
-    const parity = groups.get(first);
-    if (!parity) return;
-    const known = knownChunks(first, size);
-    if (known === size) {
-      groups.delete(first);
-      return;
-    }
-    if (known + parity.size < size) return;
-    let waiting = false;
-    for (let leaf = first; leaf < first + size && !waiting; leaf++) waiting = pending.has(leaf);
-    if (!waiting) return;
-    groups.delete(first);
-    for (let leaf = first; leaf < first + size; leaf++) if (!verified[leaf]) chunkVerified(leaf);
-  };
-  // Datagrams heard before the manifest, replayed once it is complete (receiver: MAX_EARLY).
-  const early: number[] = [];
 
   try {
-    for (let i = 0; remaining > 0; i++) {
+    for (let i = 0; ledger === undefined || ledger.remaining > 0; i++) {
       if (i >= schedule.length) schedule.ensure(Math.max(2 * schedule.length, 4096));
       if (draw() < loss) continue;
       const kind = schedule.kind[i]!;
+      if (kind === KIND_SYMBOL) o.received++;
       if (kind === KIND_MANIFEST) {
-        const f = schedule.esi[i]!;
-        if (fragmentsMissing > 0 && !haveFragment[f]) {
-          haveFragment[f] = 1;
-          fragmentsMissing--;
-          if (fragmentsMissing === 0) for (const e of early.splice(0)) handle(e);
-        }
+        if (ledger) continue;
+        const step = reassembly.add(schedule.fragmentList[schedule.esi[i]!]!, id, '');
+        if (step.kind !== 'complete') continue;
+        ledger = new TransferLedger(layout, published, host);
+        for (const e of early.take(id)) dispatch(ledger, e);
+      } else if (!ledger) {
+        if (kind === KIND_SYMBOL) o.beforeManifest++;
+        early.keep(id, i);
+        continue;
       } else {
-        if (kind === KIND_SYMBOL) o.received++;
-        if (fragmentsMissing > 0) {
-          if (kind === KIND_SYMBOL) o.beforeManifest++;
-          early.push(i);
-          if (early.length > MAX_EARLY) early.shift();
-          continue;
-        }
-        handle(i);
+        dispatch(ledger, i);
       }
-      if (remaining === 0) o.datagram = i;
+      if (ledger.remaining === 0) o.datagram = i;
     }
   } finally {
-    for (const d of decoders) d?.free();
+    assembler.close();
   }
   o.symbolsSent = schedule.symbols[o.datagram]!;
-  o.authVerified = authVerified;
   o.unauthenticated = o.received - o.beforeManifest - o.accepted - o.segmentDone - o.duplicates;
   return o;
 }
@@ -637,6 +455,7 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
 interface WorkerJob {
   spec: FleetSpec;
   agents: number;
+  minLoss: number;
   maxLoss: number;
   seed: number;
   indices: number[];
@@ -645,7 +464,7 @@ interface WorkerJob {
 async function runJob(job: WorkerJob, fleet?: Fleet): Promise<{ outcomes: AgentOutcome[]; releaseId: string }> {
   const f = fleet ?? await makeFleet(job.spec);
   const schedule = new Schedule(f.release, f.source());
-  const outcomes = job.indices.map((a) => runAgent(f, schedule, a, lossOf(a, job.agents, job.maxLoss), job.seed));
+  const outcomes = job.indices.map((a) => runAgent(f, schedule, a, lossOf(a, job.agents, job.minLoss, job.maxLoss), job.seed));
   return { outcomes, releaseId: Buffer.from(f.release.releaseId).toString('hex') };
 }
 
@@ -739,7 +558,7 @@ function maxStats(logCdfSum: Float64Array, step: number): { mean: number; p05: n
  * been sent when each manifest copy went out. An agent is done when every
  * segment is; the fleet when every agent is.
  */
-function analyse(m: Manifest, agents: number, maxLoss: number, schedule: Schedule, authCopies: number, manifestEvery: number, ideal: number): AnalyticExpectation {
+function analyse(m: Manifest, agents: number, minLoss: number, maxLoss: number, schedule: Schedule, authCopies: number, manifestEvery: number, ideal: number): AnalyticExpectation {
   const S = m.segments.length;
   const ks = m.segments.map((s) => s.sourceSymbols);
   const kTotal = ks.reduce((x, y) => x + y, 0);
@@ -769,7 +588,7 @@ function analyse(m: Manifest, agents: number, maxLoss: number, schedule: Schedul
 
   const binomial = new Float64Array(points);
   for (let a = 0; a < agents; a++) {
-    const p = lossOf(a, agents, maxLoss);
+    const p = lossOf(a, agents, minLoss, maxLoss);
     const cdfByK = new Map<number, Float64Array>();
     for (const k of new Set(ks)) {
       const parts = RAPTORQ_OVERHEAD.map((w, e) => ({ w, cdf: negBinCdf(k + e, p, nMax) }));
@@ -811,7 +630,7 @@ function analyse(m: Manifest, agents: number, maxLoss: number, schedule: Schedul
     while (g0 < points && protocolCdf(maxLoss, g0, perChunk) < 1e-30) g0++;
     const logCdf = new Float64Array(points).fill(-1e300, 0, g0);
     for (let a = 0; a < agents; a++) {
-      const p = lossOf(a, agents, maxLoss);
+      const p = lossOf(a, agents, minLoss, maxLoss);
       for (let g = g0; g < points; g++) {
         const f = protocolCdf(p, g, perChunk);
         if (f >= 1 - 1e-15) break;
@@ -841,6 +660,8 @@ function analyse(m: Manifest, agents: number, maxLoss: number, schedule: Schedul
 export async function simulateFleet(opts: SimulationOptions): Promise<SimulationResult> {
   const t0 = performance.now();
   const segmentSize = opts.segmentSize ?? MiB;
+  const minLoss = opts.minLoss ?? 0;
+  if (!(minLoss >= 0 && minLoss <= opts.maxLoss && opts.maxLoss < 1)) throw new RangeError(`losses must satisfy 0 ≤ minLoss ≤ maxLoss < 1, got ${minLoss} and ${opts.maxLoss}`);
   const spec: FleetSpec = {
     imageBytes: opts.imageBytes, segmentSize, seed: opts.seed,
     ...(opts.manifestEvery !== undefined ? { manifestEvery: opts.manifestEvery } : {}),
@@ -854,10 +675,10 @@ export async function simulateFleet(opts: SimulationOptions): Promise<Simulation
   const all = Array.from({ length: opts.agents }, (_, a) => a);
   let outcomes: AgentOutcome[];
   if (workers <= 1) {
-    outcomes = (await runJob({ spec, agents: opts.agents, maxLoss: opts.maxLoss, seed: opts.seed, indices: all }, fleet)).outcomes;
+    outcomes = (await runJob({ spec, agents: opts.agents, minLoss, maxLoss: opts.maxLoss, seed: opts.seed, indices: all }, fleet)).outcomes;
   } else {
     const jobs = Array.from({ length: workers }, (_, w) => all.filter((a) => a % workers === w));
-    const done = await Promise.all(jobs.map((indices) => spawnJob({ spec, agents: opts.agents, maxLoss: opts.maxLoss, seed: opts.seed, indices })));
+    const done = await Promise.all(jobs.map((indices) => spawnJob({ spec, agents: opts.agents, minLoss, maxLoss: opts.maxLoss, seed: opts.seed, indices })));
     const id = Buffer.from(fleet.release.releaseId).toString('hex');
     if (done.some((d) => d.releaseId !== id)) throw new Error('workers built a different release');
     outcomes = done.flatMap((d) => d.outcomes).sort((x, y) => x.agent - y.agent);
@@ -871,6 +692,15 @@ export async function simulateFleet(opts: SimulationOptions): Promise<Simulation
   const ideal = kTotal / (1 - pMax);
   const symbolsSent = schedule.symbols[last.datagram]!;
   const datagramsSent = last.datagram + 1;
+  const wire = { bytes: 0, symbol: 0, auth: 0, manifest: 0, ideal: ideal * (m.symbolSize + IPV6_UDP_HEADERS), ratio: 0 };
+  for (let i = 0; i < datagramsSent; i++) {
+    const bytes = schedule.size[i]! + IPV6_UDP_HEADERS;
+    wire.bytes += bytes;
+    if (schedule.kind[i] === KIND_SYMBOL) wire.symbol += bytes;
+    else if (schedule.kind[i] === KIND_AUTH) wire.auth += bytes;
+    else wire.manifest += bytes;
+  }
+  wire.ratio = wire.bytes / wire.ideal;
 
   // Cross-check: the slowest agents and an even spread, through the genuine Receiver.
   const byTime = [...outcomes].sort((x, y) => y.datagram - x.datagram);
@@ -881,13 +711,13 @@ export async function simulateFleet(opts: SimulationOptions): Promise<Simulation
     const o = outcomes[a]!;
     const r = replayWithReceiver(fleet, a, o.loss, opts.seed, last.datagram + 1);
     return {
-      agent: a, loss: o.loss, mirrorDatagram: o.datagram, receiverDatagram: r.datagram, mirrorAccepted: o.accepted, receiverAccepted: r.accepted,
-      mirrorAuth: o.authVerified, receiverAuth: r.auth,
+      agent: a, loss: o.loss, simulatedDatagram: o.datagram, receiverDatagram: r.datagram, simulatedAccepted: o.accepted, receiverAccepted: r.accepted,
+      simulatedAuth: o.authVerified, receiverAuth: r.auth,
       agrees: r.datagram === o.datagram && r.accepted === o.accepted && r.auth === o.authVerified,
     };
   });
 
-  const analyticExpectation = analyse(m, opts.agents, pMax, schedule, fleet.authCopies, fleet.manifestEvery, ideal);
+  const analyticExpectation = analyse(m, opts.agents, minLoss, pMax, schedule, fleet.authCopies, fleet.manifestEvery, ideal);
   const perAgent = outcomes.filter((o) => o.loss < 1).map((o) => o.symbolsSent / (kTotal / (1 - o.loss)));
   const seconds = (performance.now() - t0) / 1000;
   const ratio = symbolsSent / ideal;
@@ -904,6 +734,7 @@ export async function simulateFleet(opts: SimulationOptions): Promise<Simulation
     ideal,
     ratio,
     ratioAllDatagrams: datagramsSent / ideal,
+    wire,
     target: 1.03,
     pass: ratio <= 1.03,
     seconds,
@@ -916,9 +747,8 @@ export async function simulateFleet(opts: SimulationOptions): Promise<Simulation
     perAgentRatio: { mean: perAgent.reduce((x, y) => x + y, 0) / perAgent.length, max: Math.max(...perAgent) },
     crossCheck: { checked: checks.length, agree: checks.every((c) => c.agrees), agents: checks },
     schedule: {
-      source: (opts.authCopies === undefined && opts.earlyManifestEvery === undefined && opts.interleave === undefined) ? 'server/carousel.ts' : 'bench what-if',
       chunkCoding: m.auth.coding ? `${m.auth.coding.groupChunks}:${m.auth.coding.parityPerChunk}` : 'copies',
-      authCopies: fleet.authCopies, manifestEvery: fleet.manifestEvery, interleave: Math.min(fleet.interleave, m.segments.length), whatIfMatchesCarousel: fleet.whatIfMatchesCarousel,
+      authCopies: fleet.authCopies, manifestEvery: fleet.manifestEvery, interleave: Math.min(fleet.interleave, m.segments.length),
       ...(opts.earlyManifestEvery !== undefined ? { earlyManifestEvery: opts.earlyManifestEvery } : {}),
       chunkSymbols: m.auth.chunkSymbols, manifestFragments: fleet.fragments,
     },
@@ -951,6 +781,7 @@ if (isMainThread && import.meta.url === `file://${process.argv[1]}`) {
       'image-mib': { type: 'string' },
       'segment-mib': { type: 'string' },
       'max-loss': { type: 'string' },
+      'min-loss': { type: 'string' },
       seed: { type: 'string' },
       workers: { type: 'string' },
       check: { type: 'string' },
@@ -976,6 +807,7 @@ if (isMainThread && import.meta.url === `file://${process.argv[1]}`) {
           ...(values.agents ? { agents: Number(values.agents) } : {}),
           ...(values['image-mib'] ? { imageBytes: Math.round(Number(values['image-mib']) * MiB) } : {}),
           ...(values['max-loss'] ? { maxLoss: Number(values['max-loss']) } : {}),
+          ...(values['min-loss'] ? { minLoss: Number(values['min-loss']) } : {}),
           ...(values.seed ? { seed: Number(values.seed) } : {}),
           ...(values.workers ? { workers: Number(values.workers) } : {}),
           ...(values.check ? { check: Number(values.check) } : {}),
@@ -994,7 +826,7 @@ if (isMainThread && import.meta.url === `file://${process.argv[1]}`) {
   }
   console.log(JSON.stringify(results, null, 2));
   if (!results.every((r) => r.crossCheck.agree)) {
-    console.error('cross-check failed: the mirror and the genuine Receiver disagree');
+    console.error('cross-check failed: the simulated agents and the genuine Receiver disagree');
     process.exitCode = 1;
   }
 }

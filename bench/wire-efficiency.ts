@@ -55,10 +55,10 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { parseRate } from '../cli/units.js';
 import { NetLab } from '../scripts/lab/netlab.js';
-import { decodePacket, PacketType } from '../protocol/packet.js';
-import { Carousel } from '../carousel/carousel.js';
+import { IPV6_UDP_HEADERS } from '../carousel/publisher.js';
 import { readReleaseFile } from '../server/release.js';
 import { makeImage } from '../test/helpers/fixtures.js';
+import { simulateFleet } from './simulation.js';
 import { exitCode, FWCAST, FWCAST_AGENT, fwcast, stderrMatch, track, type Tracked } from '../test/helpers/processes.js';
 
 export interface WireOptions {
@@ -137,7 +137,7 @@ export interface ReleaseFacts {
 
 const NFT = ['/usr/sbin/nft', '/sbin/nft'].find((p) => existsSync(p)) ?? '/usr/sbin/nft';
 const ETH_HEADER = 14;
-const IPV6_UDP = 48;
+const IPV6_UDP = IPV6_UDP_HEADERS;
 const TRANSFER_LIMIT_MS = 120_000;
 const TABLE = 'fwwire';
 const PROBE_PORT = 9;
@@ -595,49 +595,22 @@ async function runUftp(opts: WireOptions, p: Prepared, loss: number): Promise<{ 
 // ---------------------------------------------------------------- protocol floor
 
 /**
- * What fwcast's carousel needs on the wire with infinitely fast agents: the
- * publisher's real datagram sequence (carousel/carousel.ts), each of `agents`
- * dropping each datagram independently with probability `loss`; an agent is
- * done once it holds the whole manifest and K distinct symbols of every
- * segment (AUTH datagrams count as sent, but losing one is assumed harmless:
- * slightly optimistic). Returns bytes until the last agent is done ÷ ideal.
+ * What fwcast's carousel needs on the wire with agents that keep up: the
+ * fleet simulation (bench/simulation.ts: the real Carousel and the receiver's
+ * own bookkeeping, no network, no CPU limits) with `agents` agents that all
+ * lose `loss` of the datagrams, once per seed 1..trials. Returns IPv6 bytes
+ * until the last agent completed ÷ the ideal, per seed, and the bytes by kind
+ * of the last seed. Deterministic: the same seeds give the same figures.
  */
-export function simulateCarouselFloor(releasePath: string, agents: number, loss: number, trials: number): { ratios: number[]; split: { symbol: number; auth: number; manifest: number } } {
-  const release = readReleaseFile(releasePath);
-  const m = release.manifest;
-  const k = m.segments.reduce((n, seg) => n + seg.sourceSymbols, 0);
-  const ideal = (k / (1 - loss)) * (m.symbolSize + IPV6_UDP);
+export async function simulateCarouselFloor(imageMiB: number, agents: number, loss: number, trials: number): Promise<{ ratios: number[]; split: { symbol: number; auth: number; manifest: number } }> {
   const ratios: number[] = [];
   let split = { symbol: 0, auth: 0, manifest: 0 };
-  for (let t = 0; t < trials; t++) {
-    const carousel = new Carousel({ ...release });
-    const state = Array.from({ length: agents }, () => ({ seen: m.segments.map(() => new Set<number>()), fragments: new Set<number>(), done: false }));
-    const sp = { symbol: 0, auth: 0, manifest: 0 };
-    let bytes = 0;
-    let left = agents;
-    while (left > 0) {
-      const datagram = carousel.next();
-      const packet = decodePacket(datagram);
-      const cost = datagram.length + IPV6_UDP;
-      bytes += cost;
-      if (packet.type === PacketType.Symbol) sp.symbol += cost;
-      else if (packet.type === PacketType.Auth) sp.auth += cost;
-      else sp.manifest += cost;
-      for (const a of state) {
-        if (a.done || Math.random() < loss) continue;
-        if (packet.type === PacketType.Manifest) a.fragments.add(packet.offset);
-        else if (packet.type === PacketType.Symbol) a.seen[packet.segment]!.add(packet.esi);
-        else continue;
-        if (a.fragments.size === carousel.manifestFragments.length && a.seen.every((s, i) => s.size >= m.segments[i]!.sourceSymbols)) {
-          a.done = true;
-          left--;
-        }
-      }
-    }
-    ratios.push(bytes / ideal);
-    split = sp;
+  for (let seed = 1; seed <= trials; seed++) {
+    const r = await simulateFleet({ agents, imageBytes: Math.round(imageMiB * 2 ** 20), minLoss: loss, maxLoss: loss, seed, check: 1 });
+    ratios.push(r.wire.ratio);
+    split = { symbol: r.wire.symbol, auth: r.wire.auth, manifest: r.wire.manifest };
   }
-  return { ratios: ratios.sort((a, b) => a - b), split };
+  return { ratios: ratios.sort((x, y) => x - y), split };
 }
 
 // ---------------------------------------------------------------- API
@@ -761,14 +734,9 @@ async function cli(): Promise<void> {
   const started = Date.now();
   const loadBefore = loadavg();
   if (values.floor) {
-    const facts = prepareRelease(opts.imageMiB);
-    try {
-      for (const loss of opts.losses) {
-        const r = simulateCarouselFloor(facts.release, opts.agents, loss, 10);
-        console.log(`protocol floor (simulated carousel, ${opts.agents} agents, ${pct(loss)}): ${r.ratios.map((x) => x.toFixed(4)).join(' ')} × ideal; last trial: symbols ${r.split.symbol} B, AUTH ${r.split.auth} B, manifest ${r.split.manifest} B`);
-      }
-    } finally {
-      rmSync(facts.dir, { recursive: true, force: true });
+    for (const loss of opts.losses) {
+      const r = await simulateCarouselFloor(opts.imageMiB, opts.agents, loss, 10);
+      console.log(`protocol floor (simulated fleet, ${opts.agents} agents, ${pct(loss)}, seeds 1–10): ${r.ratios.map((x) => x.toFixed(4)).join(' ')} × ideal; seed 10: symbols ${r.split.symbol} B, AUTH ${r.split.auth} B, manifest ${r.split.manifest} B`);
     }
     return;
   }

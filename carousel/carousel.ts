@@ -8,39 +8,30 @@
  * published): round 0 is the source symbols, later rounds fresh repair symbols
  * until the set wraps. All segments are interleaved symbol by symbol: a
  * burst of loss hits many segments a little, and a receiver short of a few
- * symbols in every segment gets them all early in the next round. (Sending
- * segments in groups would let receivers decode during the round, but a
- * lossy receiver would then wait for the end of the next round for the last
- * group's repair symbols: measured 1.98× instead of 1.58× the ideal at 10%.)
+ * symbols in every segment gets them all early in the next round (segments
+ * sent in groups would make a lossy receiver wait for the last group's repair
+ * symbols a whole round longer).
  *
  * The AUTH datagram of a chunk goes out just before the chunk's first symbol
  * (or the first one sent this round). With coded chunks (the default), a
- * group's parity pieces are spread over its first SPREAD_CHUNKS chunks: a
- * receiver that lost a chunk's own AUTH datagram rebuilds it from any s
- * pieces of the group and verifies the symbols it held back. Groups never
- * straddle a round (protocol/auth.ts), so a receiver that completes with
- * round 0 has paid for the parity of the chunks it heard only. Uncoded, a
- * chunk's AUTH datagram is repeated at two more points of the chunk.
- * Measured with 1000 simulated agents at up to 30% loss (bench/simulation.ts,
- * 8 MiB in 869-symbol segments, seeds 1–3), against a segmenting bound of
- * 1.049: three plain copies, all lost for 2.7% of chunks at 30%, gave 1.38×
- * the ideal. Groups of 6 with each chunk carrying its own share of the
- * parity could be rebuilt only about three chunks in, and where a 30%-loss
- * agent's last needed symbols fell at a group's start it waited that long:
- * 1.27–1.34× (1.04–1.07× with 772-symbol segments, where they happened not
- * to). All parity in a group's first chunk: 1.05–1.26× (a rare bad draw
- * leaves a group short for many chunks). Over its first 3 chunks: 1.049–1.090×
- * with 104-symbol chunks, and 1.049, 1.051 and 1.054× with the 97-symbol
- * chunks server/release.ts now picks.
+ * group's parity pieces are spread over its first SPREAD_CHUNKS chunks, so a
+ * receiver that lost a chunk's own AUTH datagram can rebuild it early in the
+ * group rather than near its end, when its held-back symbols would already
+ * have been evicted. Groups never straddle a round (protocol/auth.ts), so a
+ * receiver that completes with round 0 has paid for the parity of the chunks
+ * it heard only. Uncoded, a chunk's AUTH datagram is repeated at
+ * `authCopies` − 1 more points of the chunk.
+ *
  * All manifest fragments go out at the start of each round and after every
- * `manifestEvery` datagrams per fragment (0.4% of the traffic by default);
- * the carousel's first EARLY_MANIFESTS copies go out EARLY_EVERY datagrams
- * per fragment apart. A fleet waiting for a release hears its first datagrams
- * together, and a device that loses the first copy would otherwise hear the
- * symbols of the next 250 datagrams with nothing to check them against:
- * among 1000 simulated agents at up to 30% loss, the unluckiest lost two
- * copies and with them more symbols than it can keep (690), and set the pace
- * for everyone.
+ * `manifestEvery` datagrams per fragment (0.4% of the traffic by default).
+ * The first `earlyManifests` copies go out `earlyEvery` datagrams per fragment
+ * apart: a fleet waiting for a release hears its first datagrams together,
+ * and a device that lost the first copy would otherwise hear the symbols of
+ * the next 250 datagrams with nothing to check them against, more than it
+ * can keep.
+ *
+ * How each choice was measured (bench/simulation.ts drives this class with
+ * the options below): bench/results/README.md.
  */
 import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
 import type { Manifest } from '../protocol/manifest.js';
@@ -57,10 +48,20 @@ export interface CarouselInit {
   symbolSet?: SymbolSet;
   /** UDP payload size for manifest fragments (default 1232). */
   datagramSize?: number;
-  /** Datagrams between two copies of a one-fragment manifest (default 250); scaled by the fragment count. */
+  /** Datagrams between two copies of a one-fragment manifest (default MANIFEST_EVERY); scaled by the fragment count. */
   manifestEvery?: number;
+  /** Manifest copies sent densely when the carousel starts (default EARLY_MANIFESTS). */
+  earlyManifests?: number;
+  /** Datagrams between those early copies, per fragment (default EARLY_EVERY). */
+  earlyEvery?: number;
+  /** Uncoded chunks only: AUTH datagrams per chunk and pass, evenly spaced in the chunk (default 3). */
+  authCopies?: number;
+  /** Segments interleaved symbol by symbol in groups of this many, group after group (default: all at once). */
+  interleave?: number;
 }
 
+/** Datagrams per fragment between two manifest copies. */
+export const MANIFEST_EVERY = 250;
 /** Manifest copies sent densely when the carousel starts, and their spacing (datagrams per fragment). */
 export const EARLY_MANIFESTS = 10;
 export const EARLY_EVERY = 10;
@@ -90,6 +91,7 @@ export class Carousel {
   #cursor = 0;
   #sinceManifest = 0;
   #manifestCopies = 0;
+  #earlyManifests: number;
   #earlyEvery: number;
   #sent = 0;
 
@@ -104,8 +106,9 @@ export class Carousel {
         releaseId: init.releaseId, totalLength: init.signed.length, offset, bytes: init.signed.subarray(offset, offset + fragment),
       }));
     }
-    this.#manifestEvery = (init.manifestEvery ?? 250) * this.manifestFragments.length;
-    this.#earlyEvery = Math.min(EARLY_EVERY * this.manifestFragments.length, this.#manifestEvery);
+    this.#manifestEvery = (init.manifestEvery ?? MANIFEST_EVERY) * this.manifestFragments.length;
+    this.#earlyManifests = init.earlyManifests ?? EARLY_MANIFESTS;
+    this.#earlyEvery = Math.min((init.earlyEvery ?? EARLY_EVERY) * this.manifestFragments.length, this.#manifestEvery);
 
     const set = init.symbolSet ?? buildSymbolSet(init.image, {
       symbolSize: m.symbolSize,
@@ -120,16 +123,23 @@ export class Carousel {
     this.#set = set;
     this.#auth = set.bodies.map((body, leaf) => encodeAuthPacket({ releaseId: init.releaseId, leaf, path: set.tree.proof(leaf), body }));
     this.#layout = set.layout;
-    this.#copyPoints = [1, 2].map((k) => Math.floor((k * m.auth.chunkSymbols) / 3));
+    const copies = init.authCopies ?? 3;
+    if (!(Number.isInteger(copies) && copies >= 1)) throw new RangeError(`authCopies must be a positive integer, got ${copies}`);
+    this.#copyPoints = Array.from({ length: copies - 1 }, (_, j) => Math.floor(((j + 1) * m.auth.chunkSymbols) / copies));
 
-    const maxK = Math.max(...m.segments.map((s) => s.sourceSymbols));
+    const interleave = init.interleave ?? m.segments.length;
+    if (!(Number.isInteger(interleave) && interleave >= 1)) throw new RangeError(`interleave must be a positive integer, got ${interleave}`);
     this.#order = [];
-    for (let position = 0; position < maxK; position++) {
-      for (const seg of m.segments) if (position < seg.sourceSymbols) this.#order.push([seg.index, position]);
+    for (let from = 0; from < m.segments.length; from += interleave) {
+      const group = m.segments.slice(from, from + interleave);
+      const maxK = Math.max(...group.map((s) => s.sourceSymbols));
+      for (let position = 0; position < maxK; position++) {
+        for (const seg of group) if (position < seg.sourceSymbols) this.#order.push([seg.index, position]);
+      }
     }
     this.#sinceManifest = this.#manifestEvery;
     const n = this.#order.length;
-    this.roundLength = Math.ceil(n * (1 + (1 + (set.layout.parityPerChunk || 2)) / m.auth.chunkSymbols)) + 2 * m.segments.length + Math.ceil(n / this.#manifestEvery + 1) * this.manifestFragments.length;
+    this.roundLength = Math.ceil(n * (1 + (1 + (set.layout.parityPerChunk || copies - 1)) / m.auth.chunkSymbols)) + 2 * m.segments.length + Math.ceil(n / this.#manifestEvery + 1) * this.manifestFragments.length;
   }
 
   /** Completed rounds. */
@@ -195,7 +205,7 @@ export class Carousel {
   }
 
   #refill(): void {
-    if (this.#sinceManifest >= (this.#manifestCopies < EARLY_MANIFESTS ? this.#earlyEvery : this.#manifestEvery)) {
+    if (this.#sinceManifest >= (this.#manifestCopies < this.#earlyManifests ? this.#earlyEvery : this.#manifestEvery)) {
       this.#sinceManifest = 0;
       this.#manifestCopies++;
       this.#queue.push(...this.manifestFragments);
