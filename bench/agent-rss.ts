@@ -4,13 +4,14 @@
  * namespaces. The agent runs exactly as installed (bin/fwcast-agent.js and its
  * node flags); VmHWM is read from /proc while it runs.
  *
- *   bash scripts/lab.sh npx tsx bench/agent-rss.ts [SIZE_MIB...]
+ *   bash scripts/lab.sh npx tsx bench/agent-rss.ts [--loss PERCENT] [--segment-mib N] [SIZE_MIB...]
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { writeSampleImage } from '../firmware-samples/generate.js';
 import { NetLab } from '../scripts/lab/netlab.js';
 
@@ -26,22 +27,37 @@ export function agentNodeFlags(): string[] {
   return shebang.split(/\s+/).filter((w) => w.startsWith('--'));
 }
 
+export interface AgentRssOptions {
+  /** Publisher rate, tc units (default 150mbit). */
+  rate?: string;
+  timeoutS?: number;
+  /** Loss on the agent's link, percent (default 0). */
+  lossPercent?: number;
+  /** `fwcast sign --segment-size` (default: the publisher's). */
+  segmentSize?: number;
+}
+
 export interface AgentRss {
   imageMiB: number;
+  lossPercent: number;
+  segmentSize: number;
   peakRssMiB: number;
   seconds: number;
   verified: boolean;
 }
 
-export async function measureAgentRss(imageMiB: number, rate = '150mbit', timeoutS = 240): Promise<AgentRss> {
+export async function measureAgentRss(imageMiB: number, opts: AgentRssOptions = {}): Promise<AgentRss> {
+  const { rate = '150mbit', timeoutS = 240, lossPercent = 0 } = opts;
   const dir = mkdtempSync(join(tmpdir(), 'fwcast-rss-'));
   const lab = NetLab.create(['pub', 'dev']);
   try {
     const image = join(dir, 'image');
     await writeSampleImage(image, imageMiB * 1024 * 1024, imageMiB);
     const release = join(dir, 'release.fwc');
-    execFileSync(process.execPath, [FWCAST, 'sign', image, '--key', KEY, '--model', 'bench', '--version', '1', '--seq', '1', '--out', release]);
-    const expected = JSON.parse(execFileSync(process.execPath, [FWCAST, 'inspect', release, '--json'], { encoding: 'utf8' })) as { sha256: string };
+    execFileSync(process.execPath, [FWCAST, 'sign', image, '--key', KEY, '--model', 'bench', '--version', '1', '--seq', '1', '--out', release,
+      ...(opts.segmentSize ? ['--segment-size', String(opts.segmentSize)] : [])]);
+    const expected = JSON.parse(execFileSync(process.execPath, [FWCAST, 'inspect', release, '--json'], { encoding: 'utf8' })) as { sha256: string; fec: { segmentSize: number } };
+    if (lossPercent > 0) lab.setLoss('dev', lossPercent);
     const agent = lab.spawn('dev', process.execPath, [...agentNodeFlags(), AGENT, '--model', 'bench', '--key', PUB, '--iface', 'eth0', '--store', join(dir, 'store'), '--once', '--json', '--timeout', String(timeoutS)]);
     let stdout = '';
     agent.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -64,7 +80,7 @@ export async function measureAgentRss(imageMiB: number, rate = '150mbit', timeou
     clearInterval(poll);
     publisher.kill('SIGTERM');
     const result = code === 0 ? (JSON.parse(stdout.trim().split('\n').pop()!) as { sha256: string }) : undefined;
-    return { imageMiB, peakRssMiB: peakKiB / 1024, seconds: (performance.now() - started) / 1000, verified: result?.sha256 === expected.sha256 };
+    return { imageMiB, lossPercent, segmentSize: expected.fec.segmentSize, peakRssMiB: peakKiB / 1024, seconds: (performance.now() - started) / 1000, verified: result?.sha256 === expected.sha256 };
   } finally {
     lab.destroy();
     rmSync(dir, { recursive: true, force: true });
@@ -72,6 +88,11 @@ export async function measureAgentRss(imageMiB: number, rate = '150mbit', timeou
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const sizes = process.argv.slice(2).map(Number);
-  for (const size of sizes.length ? sizes : [16, 256]) console.log(JSON.stringify(await measureAgentRss(size)));
+  const { values, positionals } = parseArgs({ allowPositionals: true, options: { loss: { type: 'string' }, 'segment-mib': { type: 'string' } } });
+  const opts: AgentRssOptions = {
+    ...(values.loss ? { lossPercent: Number(values.loss) } : {}),
+    ...(values['segment-mib'] ? { segmentSize: Math.round(Number(values['segment-mib']) * 2 ** 20) } : {}),
+  };
+  const sizes = positionals.map(Number);
+  for (const size of sizes.length ? sizes : [16, 256]) console.log(JSON.stringify(await measureAgentRss(size, opts)));
 }
