@@ -14,6 +14,9 @@ import type { CodecPool } from './codec-pool.js';
 import { decodeReleaseHeader, encodeReleaseHeader, RELEASE_HEADER_SIZE } from '../protocol/release-file.js';
 import { ConfigError, InvalidManifestError, MalformedPacketError } from '../protocol/errors.js';
 
+/** Repair symbols published per segment, as a percentage of its source symbols. */
+export const DEFAULT_REPAIR_PERCENT = 200;
+
 /** Largest symbol size whose symbol datagram fits in `datagramSize` bytes of UDP payload. */
 export function symbolSizeFor(datagramSize: number): number {
   const room = datagramSize - SYMBOL_OVERHEAD;
@@ -104,7 +107,7 @@ function planRelease(init: ReleaseInit): ReleasePlan {
   const symbolSize = symbolSizeFor(datagramSize);
   const segmentSize = segmentSizeFor(symbolSize, init.segmentSize ?? DEFAULT_SEGMENT_SIZE);
   checkFecParameters(symbolSize, segmentSize);
-  const repairPercent = init.repairPercent ?? 200;
+  const repairPercent = init.repairPercent ?? DEFAULT_REPAIR_PERCENT;
   const segments = planSegments(init.image.length, symbolSize, segmentSize).map((plan) => {
     const k = sourceSymbolCount(plan.length, symbolSize);
     return {
