@@ -81,6 +81,12 @@ export class Lifecycle {
     signal?.throwIfAborted();
   }
 
+  /** What a failed join() rejects with: closing or aborting meanwhile explains it better than its symptom. */
+  joinError(err: unknown, signal?: AbortSignal): unknown {
+    if (this.#state === 'closed') return this.closedError('join()');
+    return signal?.aborted ? signal.reason : err;
+  }
+
   /** The handler as the network calls it: counted, and silent once the signal aborted or the transport closed. */
   member(handler: DatagramHandler, signal?: AbortSignal): DatagramHandler {
     return (data, from) => {

@@ -285,7 +285,7 @@ export class MqttTransport implements Transport {
       // No membership stays behind a failed join.
       signal?.removeEventListener('abort', leave);
       leave();
-      throw err;
+      throw this.#life.joinError(err, signal);
     }
   }
 

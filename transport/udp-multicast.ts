@@ -69,7 +69,7 @@ export class UdpMulticastTransport implements Transport {
       this.#life.checkJoin(signal);
     } catch (err) {
       socket.close();
-      throw err;
+      throw this.#life.joinError(err, signal);
     }
     this.#listeners.add(socket);
     signal?.addEventListener('abort', () => this.#closeSocket(socket), { once: true });

@@ -62,6 +62,18 @@ export function transportCompliance(name: string, setup: () => Promise<Complianc
     return transport;
   }
 
+  /** A channel, a receiver joined to it with a recorder, and a sender (opened unless `open` is false). */
+  async function pair(t: ExecutionContext, open = true) {
+    const medium = await get();
+    const channel = medium.channel();
+    const receiver = await make(t);
+    const got = recorder();
+    await receiver.join(channel, got.handler);
+    const sender = await make(t);
+    if (open) await sender.open();
+    return { copies: medium.copies ?? 1, from: medium.from, channel, receiver, got, sender };
+  }
+
   /** Sends `text` on `channel` until `heard` holds it, copies included (a marker: everything sent before it arrived). */
   async function marker(sender: Transport, channel: Channel, texts: () => string[], text = `marker-${randomBytes(4).toString('hex')}`): Promise<void> {
     const copies = (await get()).copies ?? 1;
@@ -84,11 +96,7 @@ export function transportCompliance(name: string, setup: () => Promise<Complianc
   });
 
   test(`${name}: send() before open() does not throw, is counted as not-open and never sent later`, async (t) => {
-    const channel = (await get()).channel();
-    const receiver = await make(t);
-    const got = recorder();
-    await receiver.join(channel, got.handler);
-    const sender = await make(t);
+    const { channel, got, sender } = await pair(t, false);
     t.notThrows(() => sender.send(channel, Buffer.from('early')));
     const s = sender.stats();
     t.is(s.sent, 0);
@@ -101,12 +109,7 @@ export function transportCompliance(name: string, setup: () => Promise<Complianc
   });
 
   test(`${name}: send() after close() does not throw, is counted as closed and not sent`, async (t) => {
-    const channel = (await get()).channel();
-    const receiver = await make(t);
-    const got = recorder();
-    await receiver.join(channel, got.handler);
-    const sender = await make(t);
-    await sender.open();
+    const { channel, got, sender } = await pair(t);
     await sender.close();
     t.notThrows(() => sender.send(channel, Buffer.from('late')));
     const s = sender.stats();
@@ -175,13 +178,7 @@ export function transportCompliance(name: string, setup: () => Promise<Complianc
   });
 
   test(`${name}: datagrams above maxDatagramSize are refused and counted, the largest allowed arrives whole`, async (t) => {
-    const medium = await get();
-    const channel = medium.channel();
-    const receiver = await make(t);
-    const got = recorder();
-    await receiver.join(channel, got.handler);
-    const sender = await make(t);
-    await sender.open();
+    const { copies, channel, got, sender } = await pair(t);
     const max = sender.maxDatagramSize;
     t.true(Number.isInteger(max) && max >= 1232, `maxDatagramSize ${max}`);
     const over = randomBytes(max + 1);
@@ -195,19 +192,12 @@ export function transportCompliance(name: string, setup: () => Promise<Complianc
     const largest = randomBytes(max);
     sender.send(channel, largest);
     await marker(sender, channel, got.texts);
-    const copies = medium.copies ?? 1;
     t.is(got.heard.length, 2 * copies, `only the largest datagram and the marker: ${got.heard.map((h) => h.data.length).join(', ')} bytes`);
     t.is(got.heard.filter((h) => h.data.equals(largest)).length, copies, 'the largest datagram arrived byte for byte');
   });
 
   test(`${name}: stats() and the last send error come through the interface`, async (t) => {
-    const medium = await get();
-    const copies = medium.copies ?? 1;
-    const channel = medium.channel();
-    const receiver = await make(t);
-    const got = recorder();
-    await receiver.join(channel, got.handler);
-    const sender = await make(t);
+    const { copies, channel, receiver, got, sender } = await pair(t, false);
     const fresh = sender.stats();
     t.like(fresh, { sent: 0, received: 0, sendErrors: 0, lastSendError: undefined, reconnects: 0 });
     t.true(fresh.kind.length > 0 && fresh.description === sender.description);
@@ -229,18 +219,12 @@ export function transportCompliance(name: string, setup: () => Promise<Complianc
   });
 
   test(`${name}: a datagram round trip keeps the bytes and names the sender`, async (t) => {
-    const medium = await get();
-    const channel = medium.channel();
-    const receiver = await make(t);
-    const got = recorder();
-    await receiver.join(channel, got.handler);
-    const sender = await make(t);
-    await sender.open();
+    const { copies, from, channel, got, sender } = await pair(t);
     const datagrams = [randomBytes(1), randomBytes(20), randomBytes(1000), randomBytes(sender.maxDatagramSize), Buffer.alloc(300, 0)];
     for (const d of datagrams) sender.send(channel, d);
     await marker(sender, channel, got.texts);
-    for (const d of datagrams) t.is(got.heard.filter((h) => h.data.equals(d)).length, medium.copies ?? 1, `${d.length} bytes`);
-    for (const h of got.heard) t.regex(h.from, medium.from);
+    for (const d of datagrams) t.is(got.heard.filter((h) => h.data.equals(d)).length, copies, `${d.length} bytes`);
+    for (const h of got.heard) t.regex(h.from, from);
   });
 
   test(`${name}: two channels are kept apart, and two joins of one channel each get every datagram`, async (t) => {
