@@ -94,7 +94,7 @@ async function main(): Promise<void> {
       await sleep(1500); // let queues drain
       const counts = await Promise.all(subs.map((s) => ask(s, 'count')));
       const after = pub.stats();
-      const dropped = after.droppedBackpressure - before.droppedBackpressure + after.droppedOffline - before.droppedOffline;
+      const dropped = after.sendErrorsBy.backpressure - before.sendErrorsBy.backpressure + after.sendErrorsBy.offline - before.sendErrorsBy.offline;
       const lost = counts.map((c) => sent - dropped - c).join(', ');
       console.log(`${String(rate).padStart(10)} | ${String(sent).padStart(7)} | ${String(dropped).padStart(20)} | ${counts.join(', ').padEnd(29)} | ${String(lost).padStart(14)} | ${((sent * SIZE * 8) / elapsed / 1e6).toFixed(1)}`);
     }

@@ -7,7 +7,7 @@ import { createConsoleLogger } from '../cli/console-log.js';
 import { exitWithError, UsageError } from '../cli/fail.js';
 import { readTrustedKey } from '../cli/key-files.js';
 import type { LogLevel } from '../protocol/log.js';
-import { createTransport, mqttStats } from '../transport/create.js';
+import { createTransport, statsOfKind } from '../transport/create.js';
 import { Agent, type AgentProgress } from './agent.js';
 import { resolveAgentConfig, type AgentFlags } from './config.js';
 import { createInstaller } from './installers/create.js';
@@ -95,7 +95,7 @@ async function run(opts: RunOptions): Promise<void> {
   for (const [model, s] of Object.entries(agent.stats())) {
     log.log('info', `stats ${model}: ${s.datagrams} datagrams, ${s.symbolsAccepted} symbols used, ${s.duplicates} duplicates`, Object.fromEntries(Object.entries(s.dropped).map(([k, v]) => [`dropped.${k}`, v])));
   }
-  const mq = mqttStats(transport);
+  const mq = statsOfKind(transport, 'mqtt');
   if (mq) log.log('info', `stats mqtt: ${mq.reconnects} reconnects`);
   for (const s of relay?.stats() ?? []) log.log('info', `stats relay ${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes`);
   await relay?.stop();

@@ -14,7 +14,10 @@ import * as ed25519 from '../protocol/ed25519.js';
 import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
 import { maxDataPieces } from '../protocol/reed-solomon.js';
 import { decodeManifest, releaseIdOf, type Manifest } from '../protocol/manifest.js';
-import { createTransport, mqttStats } from '../transport/create.js';
+import { createTransport, statsOfKind } from '../transport/create.js';
+import { AUTH_OVERHEAD, SYMBOL_OVERHEAD } from '../protocol/packet.js';
+import { NODE_SIZE } from '../protocol/auth.js';
+import type { SymbolSet } from '../protocol/symbol-set.js';
 import { Carousel } from '../carousel/carousel.js';
 import { Publisher, type ChannelStats } from '../carousel/publisher.js';
 import { buildReleaseParallel, readReleaseFile, readReleaseManifest, writeReleaseFile } from './release.js';
@@ -174,6 +177,7 @@ export function buildProgram(): Command {
       const log = createConsoleLogger({ beforeWrite: clearLine }).child('publish');
       const pool = new CodecPool();
       const entries = [];
+      let maxDatagramSize = DEFAULT_DATAGRAM_SIZE;
       try {
         for (const file of files) {
           const release = readReleaseFile(file);
@@ -183,12 +187,13 @@ export function buildProgram(): Command {
           const { set, source } = await symbolSetFor(release, { pool, ...(opts.cache ? { dir: opts.cache } : {}) });
           log.log('info', `${file}: ${release.manifest.model} ${release.manifest.version} seq ${release.manifest.seq} on ${name} [${channel.group}]:${channel.port}; symbols ${source === 'cache' ? 'from cache' : 'encoded'} in ${Math.round(performance.now() - started)} ms`);
           entries.push({ channel, carousel: new Carousel({ ...release, symbolSet: set }) });
+          maxDatagramSize = Math.max(maxDatagramSize, largestDatagram(set));
         }
       } finally {
         await pool.close();
       }
       const mqtt = opts.mqtt ? { url: opts.mqtt, ca: opts.mqttCa, cert: opts.mqttCert, key: opts.mqttKey, username: opts.mqttUsername, passwordFile: opts.mqttPasswordFile, topicPrefix: opts.mqttTopicPrefix } : undefined;
-      const transport = createTransport({ iface: opts.iface, hops: opts.hops, mqtt }, log.child('mqtt'), '--mqtt');
+      const transport = createTransport({ iface: opts.iface, hops: opts.hops, mqtt, maxDatagramSize }, log.child('mqtt'), '--mqtt');
       const abort = new AbortController();
       const stop = (): void => abort.abort();
       process.once('SIGINT', stop);
@@ -215,9 +220,10 @@ export function buildProgram(): Command {
       await transport.close();
       const seconds = (performance.now() - sendingSince) / 1000;
       for (const s of publisher.stats()) log.log('info', `${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes in ${seconds.toFixed(2)} s (${Math.round(s.packets / seconds)} datagrams/s)`);
-      if (transport.sendErrors > 0) log.log('warn', `${transport.sendErrors} datagrams could not be sent (last error: ${(transport as { lastSendError?: Error }).lastSendError?.message})`);
-      const mq = mqttStats(transport);
-      if (mq) log.log('info', `mqtt: ${mq.published} published, ${mq.droppedOffline} dropped while disconnected, ${mq.droppedBackpressure} dropped on a full write buffer, ${mq.reconnects} reconnects`);
+      const sent = transport.stats();
+      if (sent.sendErrors > 0) log.log('warn', `${sent.sendErrors} datagrams could not be sent (last error: ${sent.lastSendError?.message})`, { ...sent.sendErrorsBy });
+      const mq = statsOfKind(transport, 'mqtt');
+      if (mq) log.log('info', `mqtt: ${mq.sent} published, ${mq.sendErrorsBy.offline} dropped while disconnected, ${mq.sendErrorsBy.backpressure} dropped on a full write buffer, ${mq.reconnects} reconnects`);
       process.removeListener('SIGINT', stop);
       process.removeListener('SIGTERM', stop);
     });
@@ -225,6 +231,17 @@ export function buildProgram(): Command {
   addServeCommands(program);
 
   return program;
+}
+
+/**
+ * The longest datagram a release's carousel sends (at least the default size,
+ * which manifest fragments use): a release signed with a larger
+ * --datagram-size needs the transport to carry it.
+ */
+function largestDatagram(set: SymbolSet): number {
+  const depth = set.tree.proof(0).length;
+  const body = set.bodies.reduce((n, b) => Math.max(n, b.length), 0);
+  return Math.max(DEFAULT_DATAGRAM_SIZE, SYMBOL_OVERHEAD + set.symbolSize, AUTH_OVERHEAD + depth * NODE_SIZE + body);
 }
 
 /** $XDG_CACHE_HOME/fwcast, else ~/.cache/fwcast. */

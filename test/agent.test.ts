@@ -31,6 +31,7 @@ test('a failed install is retried from the kept image, without receiving it agai
   await agent.start();
   const carousel = new Carousel({ ...release });
   const publisher = new MemoryTransport(hub);
+  await publisher.open();
   let sent = 0;
   while (failures.length === 0 && sent < 5000) {
     publisher.send(channel, carousel.next());

@@ -238,7 +238,8 @@ test('MultiTransport joins and sends on every transport; MqttTransport.send() ne
   hubB.deliver(channel, Buffer.from('from b'), 'b');
   t.deepEqual(seen, ['from a', 'from b'], 'datagrams from both transports are merged');
   const listener: string[] = [];
-  new MemoryTransport(hubB).join(channel, (d) => listener.push(Buffer.from(d).toString()));
+  await new MemoryTransport(hubB).join(channel, (d) => listener.push(Buffer.from(d).toString()));
+  await multi.open();
   multi.send(channel, Buffer.from('out'));
   t.deepEqual(listener, ['out']);
   t.deepEqual(seen.slice(2), ['out', 'out'], 'our own send, heard on both: the receiver drops such duplicates');
@@ -253,7 +254,8 @@ test('MultiTransport joins and sends on every transport; MqttTransport.send() ne
   t.notThrows(() => mq.send(channel, new Uint8Array(10)), 'before open()');
   await mq.open(); // gives up waiting, keeps retrying in the background
   for (let i = 0; i < 5; i++) mq.send(channel, new Uint8Array(10));
-  t.is(mq.stats().droppedOffline, 6);
+  t.deepEqual(mq.stats().sendErrorsBy, { 'not-open': 1, closed: 0, oversize: 0, offline: 5, backpressure: 0, network: 0 }, 'dropped and counted: 1 before open(), 5 while offline');
+  t.is(mq.stats().sendErrors, 6);
   t.is(mq.topicOf(channel), 'fwcast/fw/rpi4');
   await mq.close();
   t.throws(() => new MqttTransport({ url: 'mqtt://x', topicPrefix: 'fw/#' }), { message: /topicPrefix/ });

@@ -6,7 +6,7 @@ import { ConfigError } from '../protocol/errors.js';
 import type { Logger } from '../protocol/log.js';
 import { MqttTransport, readMqttFiles } from './mqtt.js';
 import { MultiTransport } from './multi.js';
-import type { Transport } from './transport.js';
+import type { Transport, TransportStats } from './transport.js';
 import { UdpMulticastTransport } from './udp-multicast.js';
 
 /** MQTT settings as configured: file paths, not file contents. */
@@ -44,18 +44,27 @@ export function mqttTransport(config: MqttConfig, log: Logger, where = 'mqtt'): 
   });
 }
 
-/** One transport for IPv6 multicast on `iface`, MQTT, or both (merged). */
-export function createTransport(opts: { iface?: string; mqtt?: MqttConfig; hops?: number }, log: Logger, where = 'mqtt'): Transport {
+/**
+ * One transport for IPv6 multicast on `iface`, MQTT, or both (merged).
+ * `maxDatagramSize` raises multicast's 1232-byte limit, for releases signed
+ * with a larger datagram size.
+ */
+export function createTransport(opts: { iface?: string; mqtt?: MqttConfig; hops?: number; maxDatagramSize?: number }, log: Logger, where = 'mqtt'): Transport {
   const list: Transport[] = [];
-  if (opts.iface) list.push(new UdpMulticastTransport({ iface: opts.iface, ...(opts.hops !== undefined ? { hops: opts.hops } : {}) }));
+  if (opts.iface) {
+    list.push(new UdpMulticastTransport({
+      iface: opts.iface,
+      ...(opts.hops !== undefined ? { hops: opts.hops } : {}),
+      ...(opts.maxDatagramSize !== undefined ? { maxDatagramSize: opts.maxDatagramSize } : {}),
+    }));
+  }
   if (opts.mqtt) list.push(mqttTransport(opts.mqtt, log, where));
   if (list.length === 0) throw new ConfigError('no transport: give a network interface, an MQTT broker, or both');
   return list.length === 1 ? list[0]! : new MultiTransport(list);
 }
 
-/** Drop counters of MQTT transports inside `t`, for stats lines. */
-export function mqttStats(t: Transport): ReturnType<MqttTransport['stats']> | undefined {
-  const all = t instanceof MultiTransport ? t.transports : [t];
-  const m = all.find((x): x is MqttTransport => x instanceof MqttTransport);
-  return m?.stats();
+/** The stats of the first transport of `kind` (e.g. "mqtt") in `t` or among its parts, for stats lines. */
+export function statsOfKind(t: Transport, kind: string): TransportStats | undefined {
+  const find = (s: TransportStats): TransportStats | undefined => (s.kind === kind ? s : s.parts.map(find).find((x) => x !== undefined));
+  return find(t.stats());
 }

@@ -12,9 +12,9 @@
  * up to `reconnectMaxMs`) and subscribes again to every joined channel.
  *
  * Sending never throws and never queues without bound: while disconnected a
- * datagram is dropped and counted (`droppedOffline`), and while the socket's
- * write buffer holds more than `maxBufferedBytes` it is dropped and counted
- * (`droppedBackpressure`). Pacing is the Publisher's job (`--rate`): a broker
+ * datagram is dropped and counted (send error `offline`), and while the
+ * socket's write buffer holds more than `maxBufferedBytes` it is dropped and
+ * counted (`backpressure`). Pacing is the Publisher's job (`--rate`): a broker
  * drops QoS 0 messages silently once a subscriber falls too far behind
  * (mosquitto: `max_queued_messages`), so the rate must stay below what the
  * broker and the slowest subscriber sustain (see docs/mqtt.md).
@@ -30,7 +30,9 @@ async function loadMqtt(): Promise<typeof import('mqtt').default> {
   return mqttModule;
 }
 import { ConfigError } from '../protocol/errors.js';
-import type { Channel, DatagramHandler, Transport } from './transport.js';
+import { MAX_DATAGRAM } from '../protocol/packet.js';
+import { Lifecycle } from './lifecycle.js';
+import type { Channel, DatagramHandler, Transport, TransportStats } from './transport.js';
 
 export const DEFAULT_TOPIC_PREFIX = 'fwcast';
 
@@ -56,6 +58,8 @@ export interface MqttTransportInit {
   maxBufferedBytes?: number;
   /** Connection attempt timeout (default 10 s). */
   connectTimeoutMs?: number;
+  /** Largest datagram sent (default 65527, the largest a receiver accepts); set it to the broker's message_size_limit. */
+  maxDatagramSize?: number;
   /** Called on connection changes and errors (the transport never logs itself). */
   onEvent?: (event: MqttEvent) => void;
 }
@@ -99,22 +103,17 @@ export function readMqttFiles(files: { ca?: string; cert?: string; key?: string;
 
 export class MqttTransport implements Transport {
   readonly description: string;
+  readonly maxDatagramSize: number;
+  #life: Lifecycle;
   #init: MqttTransportInit;
   #prefix: string;
   #from: string;
   #client: MqttClient | undefined;
   #handlers = new Map<string, Set<DatagramHandler>>();
-  #closing = false;
   #retryTimer: NodeJS.Timeout | undefined;
   #retryMs: number;
   #waiters = new Set<{ resolve: () => void; reject: (err: Error) => void }>();
   #refused: Error | undefined;
-  #sendErrors = 0;
-  #droppedOffline = 0;
-  #droppedBackpressure = 0;
-  #published = 0;
-  #reconnects = 0;
-  #lastSendError: Error | undefined;
 
   constructor(init: MqttTransportInit) {
     let url: URL;
@@ -135,19 +134,12 @@ export class MqttTransport implements Transport {
     url.username = '';
     this.#from = `mqtt:${url.host}`;
     this.description = `MQTT ${url.protocol}//${url.host} topics ${this.#prefix}/…`;
+    this.maxDatagramSize = init.maxDatagramSize ?? MAX_DATAGRAM;
+    this.#life = new Lifecycle('mqtt', this.description, this.maxDatagramSize);
   }
 
-  get sendErrors(): number {
-    return this.#sendErrors;
-  }
-
-  get lastSendError(): Error | undefined {
-    return this.#lastSendError;
-  }
-
-  /** Counters for the CLIs' stats lines. */
-  stats(): { published: number; droppedOffline: number; droppedBackpressure: number; sendErrors: number; reconnects: number } {
-    return { published: this.#published, droppedOffline: this.#droppedOffline, droppedBackpressure: this.#droppedBackpressure, sendErrors: this.#sendErrors, reconnects: this.#reconnects };
+  stats(): TransportStats {
+    return this.#life.stats();
   }
 
   get connected(): boolean {
@@ -180,11 +172,11 @@ export class MqttTransport implements Transport {
     const client = mqttModule!.connect(i.url, options);
     let everConnected = false;
     client.on('connect', () => {
-      if (everConnected) this.#reconnects++;
+      if (everConnected) this.#life.reconnects++;
       everConnected = true;
       this.#refused = undefined;
       this.#retryMs = i.reconnectMinMs ?? 250;
-      this.#init.onEvent?.({ kind: 'connected', reconnects: this.#reconnects });
+      this.#init.onEvent?.({ kind: 'connected', reconnects: this.#life.reconnects });
       // A clean session forgets subscriptions: subscribe again to every joined channel.
       for (const topic of this.#handlers.keys()) {
         client.subscribe(topic, { qos: 0 }, (err, grants) => {
@@ -198,7 +190,8 @@ export class MqttTransport implements Transport {
       const handlers = this.#handlers.get(topic);
       if (!handlers) return;
       const data = new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength);
-      for (const h of handlers) h(data, this.#from);
+      // Each membership owns its bytes, as with one UDP socket per join.
+      for (const h of [...handlers]) h(handlers.size > 1 ? data.slice() : data, this.#from);
     });
     client.on('error', (err) => {
       const code = (err as Error & { code?: number | string }).code;
@@ -215,13 +208,13 @@ export class MqttTransport implements Transport {
   }
 
   #scheduleReconnect(): void {
-    if (this.#closing || this.#retryTimer) return;
+    if (this.#life.closed || this.#retryTimer) return;
     const delay = this.#retryMs;
     this.#retryMs = Math.min(this.#retryMs * 2, this.#init.reconnectMaxMs ?? 10_000);
     this.#init.onEvent?.({ kind: 'disconnected', retryInMs: delay });
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
-      if (!this.#closing && this.#client && !this.#client.connected) this.#client.reconnect();
+      if (!this.#life.closed && this.#client && !this.#client.connected) this.#client.reconnect();
     }, delay);
   }
 
@@ -230,12 +223,13 @@ export class MqttTransport implements Transport {
    * transport keeps retrying: a device may boot before its broker is up).
    * Rejects if the broker refuses us for good or the signal aborts.
    */
-  async #connected(waitMs: number, signal?: AbortSignal): Promise<void> {
+  async #connected(call: string, waitMs: number, signal?: AbortSignal): Promise<void> {
     await loadMqtt();
+    if (this.#life.closed) throw this.#life.closedError(call);
+    signal?.throwIfAborted();
     const client = this.#ensureClient();
     if (client.connected) return Promise.resolve();
     if (this.#refused) return Promise.reject(this.#refused);
-    if (this.#closing) return Promise.reject(new Error('MqttTransport closed'));
     return new Promise<void>((resolve, reject) => {
       const done = (): void => {
         clearTimeout(timer);
@@ -260,65 +254,75 @@ export class MqttTransport implements Transport {
   }
 
   async join(channel: Channel, onDatagram: DatagramHandler, signal?: AbortSignal): Promise<void> {
+    this.#life.checkJoin(signal);
     const topic = this.topicOf(channel);
+    const member = this.#life.member(onDatagram, signal);
     let set = this.#handlers.get(topic);
     if (!set) this.#handlers.set(topic, (set = new Set()));
-    set.add(onDatagram);
-    signal?.addEventListener('abort', () => {
-      set.delete(onDatagram);
+    set.add(member);
+    const leave = (): void => {
+      if (!set.delete(member)) return;
       if (set.size === 0 && this.#handlers.get(topic) === set) {
         this.#handlers.delete(topic);
         if (this.#client?.connected) this.#client.unsubscribe(topic, () => {});
       }
-    }, { once: true });
-    await this.#connected(this.#init.connectTimeoutMs ?? 10_000, signal);
-    const client = this.#client;
-    // Not connected yet: the connect handler subscribes once the broker answers.
-    if (!client?.connected) return;
-    const granted = await new Promise<number | undefined>((resolve, reject) => {
-      client.subscribe(topic, { qos: 0 }, (err, grants) => (err ? reject(err) : resolve(grants?.[0]?.qos)));
-    });
-    if (granted === undefined || granted >= 0x80) {
-      throw new MqttRefusedError(`MQTT broker refused the subscription to ${topic} (check the broker's ACL for this user)`);
+    };
+    signal?.addEventListener('abort', leave, { once: true });
+    try {
+      await this.#connected('join()', this.#init.connectTimeoutMs ?? 10_000, signal);
+      const client = this.#client;
+      // Not connected yet: the connect handler subscribes once the broker answers.
+      if (!client?.connected) return;
+      const granted = await new Promise<number | undefined>((resolve, reject) => {
+        client.subscribe(topic, { qos: 0 }, (err, grants) => (err ? reject(err) : resolve(grants?.[0]?.qos)));
+      });
+      // Closed or aborted while subscribing.
+      this.#life.checkJoin(signal);
+      if (granted === undefined || granted >= 0x80) {
+        throw new MqttRefusedError(`MQTT broker refused the subscription to ${topic} (check the broker's ACL for this user)`);
+      }
+    } catch (err) {
+      // No membership stays behind a failed join.
+      signal?.removeEventListener('abort', leave);
+      leave();
+      throw this.#life.joinError(err, signal);
     }
   }
 
   /** Connects; gives up waiting after connectTimeoutMs (sends are dropped and counted until connected). */
-  async open(): Promise<void> {
-    await this.#connected(this.#init.connectTimeoutMs ?? 10_000);
+  open(): Promise<void> {
+    return this.#life.open(() => this.#connected('open()', this.#init.connectTimeoutMs ?? 10_000));
   }
 
   send(channel: Channel, data: Uint8Array): void {
+    if (!this.#life.admit(data)) return;
+    const topic = this.topicOf(channel);
     try {
       const client = this.#client;
       if (!client || !client.connected) {
-        this.#droppedOffline++;
+        this.#life.refuse('offline', `not connected to MQTT broker ${this.#from.slice(5)}`);
         return;
       }
       const buffered = (client.stream as { writableLength?: number } | undefined)?.writableLength ?? 0;
-      if (buffered > (this.#init.maxBufferedBytes ?? 1 << 20)) {
-        this.#droppedBackpressure++;
+      const most = this.#init.maxBufferedBytes ?? 1 << 20;
+      if (buffered > most) {
+        this.#life.refuse('backpressure', `MQTT broker ${this.#from.slice(5)} is not keeping up: ${buffered} bytes unsent (most ${most})`);
         return;
       }
-      this.#published++;
-      client.publish(this.topicOf(channel), Buffer.from(data.buffer, data.byteOffset, data.byteLength), { qos: 0 }, (err) => {
-        if (err) {
-          this.#sendErrors++;
-          this.#lastSendError = err;
-        }
+      client.publish(topic, Buffer.from(data.buffer, data.byteOffset, data.byteLength), { qos: 0 }, (err) => {
+        if (err) this.#life.refuse('network', `publishing to ${topic}: ${err.message}`, err);
       });
+      this.#life.sent++;
     } catch (err) {
-      this.#sendErrors++;
-      this.#lastSendError = err as Error;
+      this.#life.refuse('network', `publishing to ${topic}: ${(err as Error).message}`, err);
     }
   }
 
   async close(): Promise<void> {
-    if (this.#closing) return;
-    this.#closing = true;
+    if (!this.#life.close()) return;
     clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;
-    for (const w of [...this.#waiters]) w.reject(new Error('MqttTransport closed'));
+    for (const w of [...this.#waiters]) w.reject(this.#life.closedError('waiting for the broker'));
     this.#waiters.clear();
     this.#handlers.clear();
     const client = this.#client;

@@ -5,7 +5,12 @@
  */
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import type { Channel, DatagramHandler, Transport } from './transport.js';
+import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
+import { Lifecycle } from './lifecycle.js';
+import type { Channel, DatagramHandler, Transport, TransportStats } from './transport.js';
+
+/** Largest UDP payload over IPv6 without jumbograms: 65535 − 8 bytes of UDP header. */
+const MAX_UDP6_PAYLOAD = 65527;
 
 export interface UdpMulticastInit {
   /** Network interface name, e.g. "eth0" or "lo". */
@@ -16,28 +21,29 @@ export interface UdpMulticastInit {
   receiveBuffer?: number;
   /** Deliver our own datagrams to local listeners (default true: agents may share the host). */
   loopback?: boolean;
+  /**
+   * Largest datagram sent (default 1232: never fragmented at the IPv6 minimum
+   * MTU). Raise it only for releases signed with a larger --datagram-size, on
+   * links whose MTU carries them.
+   */
+  maxDatagramSize?: number;
 }
 
 export class UdpMulticastTransport implements Transport {
   readonly description: string;
+  readonly maxDatagramSize: number;
   #init: Required<UdpMulticastInit>;
+  #life: Lifecycle;
   #sender: dgram.Socket | undefined;
   #listeners = new Set<dgram.Socket>();
-  #sendErrors = 0;
-  #lastSendError: Error | undefined;
 
   constructor(init: UdpMulticastInit) {
     if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(init.iface)) throw new TypeError(`iface: "${init.iface}" is not a network interface name`);
-    this.#init = { hops: 8, receiveBuffer: 8 << 20, loopback: true, ...init };
+    this.#init = { hops: 8, receiveBuffer: 8 << 20, loopback: true, maxDatagramSize: DEFAULT_DATAGRAM_SIZE, ...init };
+    if (this.#init.maxDatagramSize > MAX_UDP6_PAYLOAD) throw new RangeError(`maxDatagramSize: ${this.#init.maxDatagramSize} is above the ${MAX_UDP6_PAYLOAD} bytes a UDP datagram carries`);
+    this.maxDatagramSize = this.#init.maxDatagramSize;
     this.description = `udp6 multicast on ${init.iface}`;
-  }
-
-  get sendErrors(): number {
-    return this.#sendErrors;
-  }
-
-  get lastSendError(): Error | undefined {
-    return this.#lastSendError;
+    this.#life = new Lifecycle('udp6-multicast', this.description, this.maxDatagramSize);
   }
 
   get #scope(): string {
@@ -45,17 +51,26 @@ export class UdpMulticastTransport implements Transport {
   }
 
   async join(channel: Channel, onDatagram: DatagramHandler, signal?: AbortSignal): Promise<void> {
+    this.#life.checkJoin(signal);
+    const member = this.#life.member(onDatagram, signal);
     const socket = dgram.createSocket({ type: 'udp6', reuseAddr: true });
-    socket.on('message', (msg, rinfo) => onDatagram(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), rinfo.address));
-    const bound = once(socket, 'listening');
-    socket.bind({ port: channel.port, address: `${channel.group}%${this.#init.iface}` });
-    await bound;
+    socket.on('message', (msg, rinfo) => member(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), rinfo.address));
     try {
-      socket.setRecvBufferSize(this.#init.receiveBuffer);
-    } catch {
-      // Capped or refused by the kernel; the socket still works with its default.
+      const bound = once(socket, 'listening');
+      socket.bind({ port: channel.port, address: `${channel.group}%${this.#init.iface}` });
+      await bound;
+      try {
+        socket.setRecvBufferSize(this.#init.receiveBuffer);
+      } catch {
+        // Capped or refused by the kernel; the socket still works with its default.
+      }
+      socket.addMembership(channel.group, this.#scope);
+      // Closed or aborted while binding: leave again, as the contract says.
+      this.#life.checkJoin(signal);
+    } catch (err) {
+      socket.close();
+      throw this.#life.joinError(err, signal);
     }
-    socket.addMembership(channel.group, this.#scope);
     this.#listeners.add(socket);
     signal?.addEventListener('abort', () => this.#closeSocket(socket), { once: true });
   }
@@ -66,38 +81,45 @@ export class UdpMulticastTransport implements Transport {
     return undefined;
   }
 
-  async #ensureSender(): Promise<dgram.Socket> {
-    if (this.#sender) return this.#sender;
-    const socket = dgram.createSocket({ type: 'udp6' });
-    const bound = once(socket, 'listening');
-    socket.bind({ port: 0, address: '::' });
-    await bound;
-    socket.setMulticastInterface(this.#scope);
-    socket.setMulticastTTL(this.#init.hops);
-    socket.setMulticastLoopback(this.#init.loopback);
-    try {
-      socket.setSendBufferSize(4 << 20);
-    } catch {
-      // Kernel cap; pacing keeps the queue short anyway.
-    }
-    this.#sender = socket;
-    return socket;
-  }
-
-  /** Opens the sending socket; call once before a paced send loop. */
-  async open(): Promise<void> {
-    await this.#ensureSender();
+  /** Opens the sending socket. */
+  open(): Promise<void> {
+    return this.#life.open(async () => {
+      const socket = dgram.createSocket({ type: 'udp6' });
+      try {
+        const bound = once(socket, 'listening');
+        socket.bind({ port: 0, address: '::' });
+        await bound;
+        socket.setMulticastInterface(this.#scope);
+        socket.setMulticastTTL(this.#init.hops);
+        socket.setMulticastLoopback(this.#init.loopback);
+        try {
+          socket.setSendBufferSize(4 << 20);
+        } catch {
+          // Kernel cap; pacing keeps the queue short anyway.
+        }
+      } catch (err) {
+        socket.close();
+        throw err;
+      }
+      if (this.#life.closed) socket.close();
+      else this.#sender = socket;
+    });
   }
 
   send(channel: Channel, data: Uint8Array): void {
-    const socket = this.#sender;
-    if (!socket) throw new Error('UdpMulticastTransport.send() before open()');
-    socket.send(data, channel.port, `${channel.group}%${this.#init.iface}`, (err) => {
-      if (err) {
-        this.#sendErrors++;
-        this.#lastSendError = err;
-      }
-    });
+    if (!this.#life.admit(data)) return;
+    try {
+      this.#sender!.send(data, channel.port, `${channel.group}%${this.#init.iface}`, (err) => {
+        if (err) this.#life.refuse('network', `sending to [${channel.group}]:${channel.port} on ${this.#init.iface}: ${err.message}`, err);
+      });
+      this.#life.sent++;
+    } catch (err) {
+      this.#life.refuse('network', `sending to [${channel.group}]:${channel.port} on ${this.#init.iface}: ${(err as Error).message}`, err);
+    }
+  }
+
+  stats(): TransportStats {
+    return this.#life.stats();
   }
 
   #closeSocket(socket: dgram.Socket): void {
@@ -106,6 +128,7 @@ export class UdpMulticastTransport implements Transport {
   }
 
   async close(): Promise<void> {
+    this.#life.close();
     for (const s of [...this.#listeners]) this.#closeSocket(s);
     const sender = this.#sender;
     this.#sender = undefined;

@@ -165,7 +165,7 @@ export class FwcastServer {
         rate: this.config.rate,
         startedAt: new Date(this.metrics.startedAt).toISOString(),
         uptimeSeconds: Math.round((Date.now() - this.metrics.startedAt) / 1000),
-        sendErrors: this.#transport.sendErrors,
+        sendErrors: this.#transport.stats().sendErrors,
       },
       channels: [...this.#models.values()].map((m) => {
         const air = this.#onAir.get(m.model);
@@ -190,7 +190,7 @@ export class FwcastServer {
     const releases: Record<string, number> = { live: 0, superseded: 0, retired: 0 };
     for (const r of this.#store.list()) releases[r.state] = (releases[r.state] ?? 0) + 1;
     const live = [...this.#onAir].map(([model, a]) => ({ channel: this.#models.get(model)!.channel.name, model, releaseId: a.release.releaseId, version: a.release.version, seq: a.release.seq }));
-    return this.metrics.exposition(this.#publisher.stats(), live, { rate: this.config.rate, sendErrors: this.#transport.sendErrors, releases });
+    return this.metrics.exposition(this.#publisher.stats(), live, { rate: this.config.rate, sendErrors: this.#transport.stats().sendErrors, releases });
   }
 
   async stop(): Promise<void> {
