@@ -12,6 +12,9 @@ import { cpus, totalmem } from 'node:os';
 import { measureAgentRss } from './agent-rss.js';
 import { measureAuthCost } from './auth-cost.js';
 import { measureCodec } from './codec.js';
+import { measureSegmentSizes } from './segment-size.js';
+import { DEFAULT_DATAGRAM_SIZE, DEFAULT_SEGMENT_SIZE } from '../protocol/limits.js';
+import { segmentSizeFor, symbolSizeFor } from '../server/release.js';
 import { FULL as SERIAL_FULL, lineCapacity, measureSerial, SMOKE as SERIAL_SMOKE } from './serial.js';
 import { FULL as SIMULATION_FULL, SMOKE as SIMULATION_SMOKE, simulateFleet } from './simulation.js';
 import { measureThroughput } from './throughput.js';
@@ -61,8 +64,17 @@ async function section<T>(name: string, run: () => Promise<T>, report: (r: T) =>
 }
 
 await section('codec', () => measureCodec(smoke ? 4 : 16, 2, smoke ? 1 : 3), (r) => {
-  rows.push({ benchmark: `codec encode ${r.imageMiB} MiB (${r.workers} workers)`, measured: `${fixed(r.encodeMBs, 1)} MB/s warm (cold ${fixed(r.coldEncodeMBs, 1)})`, baseline: `${fixed(r.baselineEncodeMBs, 1)} MB/s single block, warm`, ratio: `${fixed(r.encodeSpeedup)}×`, target: '≥100 MB/s, ≥3×', pass: r.encodeMBs >= 100 && r.encodeSpeedup >= 3 });
-  rows.push({ benchmark: `codec decode ${r.imageMiB} MiB (${r.workers} workers)`, measured: `${fixed(r.decodeMBs, 1)} MB/s warm (cold ${fixed(r.coldDecodeMBs, 1)})`, baseline: `${fixed(r.baselineDecodeMBs, 1)} MB/s single block, warm`, ratio: `${fixed(r.decodeSpeedup)}×`, target: '≥100 MB/s, ≥3×', pass: r.decodeMBs >= 100 && r.decodeSpeedup >= 3 });
+  // Bandwidth first (issue 12): the ratio to a single block is reported, no longer a target.
+  rows.push({ benchmark: `codec encode ${r.imageMiB} MiB (${r.workers} workers)`, measured: `${fixed(r.encodeMBs, 1)} MB/s warm (cold ${fixed(r.coldEncodeMBs, 1)})`, baseline: `${fixed(r.baselineEncodeMBs, 1)} MB/s single block, warm`, ratio: `${fixed(r.encodeSpeedup)}×`, target: '≥100 MB/s', pass: r.encodeMBs >= 100 });
+  rows.push({ benchmark: `codec decode ${r.imageMiB} MiB (${r.workers} workers)`, measured: `${fixed(r.decodeMBs, 1)} MB/s warm (cold ${fixed(r.coldDecodeMBs, 1)})`, baseline: `${fixed(r.baselineDecodeMBs, 1)} MB/s single block, warm`, ratio: `${fixed(r.decodeSpeedup)}×`, target: '≥100 MB/s', pass: r.decodeMBs >= 100 });
+});
+
+await section('segmentSize', () => measureSegmentSizes({ sizesMiB: [DEFAULT_SEGMENT_SIZE / 2 ** 20], seeds: [], passes: smoke ? 1 : 3, simulation: false, rss: false }), (list) => {
+  const chosen = list.find((r) => r.segmentSize === segmentSizeFor(symbolSizeFor(DEFAULT_DATAGRAM_SIZE), DEFAULT_SEGMENT_SIZE)) ?? list.at(-1)!;
+  const base = list[0]!;
+  for (const [what, mine, theirs, ratio] of [['encode', chosen.encodeMBs, base.encodeMBs, chosen.encodeVs1MiB], ['decode', chosen.decodeMBs, base.decodeMBs, chosen.decodeVs1MiB]] as const) {
+    rows.push({ benchmark: `codec ${what} per core, ${chosen.segmentMiB} MiB segments (the default)`, measured: `${fixed(mine, 1)} MB/s`, baseline: `${fixed(theirs, 1)} MB/s with 1 MiB segments`, ratio: `${fixed(ratio)}×`, target: '≥0.75× (≤25% slower)', pass: ratio >= 0.75 });
+  }
 });
 
 await section('authCost', () => measureAuthCost(smoke ? 2 : 16, [0.1, 0.3]), (list) => {
@@ -94,12 +106,13 @@ await section('throughput', () => measureThroughput(smoke ? 10_000 : 30_000, smo
 await section('agentRss', async () => {
   const sizes = smoke ? [4] : [16, 256];
   const out = [];
-  for (const size of sizes) out.push(await measureAgentRss(size));
+  // At 10% loss every segment is decoded from repair symbols: the agent's largest working set.
+  for (const size of sizes) out.push(await measureAgentRss(size, { lossPercent: 10 }));
   return out;
 }, (list) => {
   for (const r of list) {
     const cap = r.imageMiB <= 16 ? 64 : 96;
-    rows.push({ benchmark: `agent peak RSS, ${r.imageMiB} MiB image`, measured: `${fixed(r.peakRssMiB, 1)} MiB`, baseline: '', ratio: '', target: `≤${cap} MiB${r.verified ? '' : ', NOT VERIFIED'}`, pass: r.verified && r.peakRssMiB <= cap });
+    rows.push({ benchmark: `agent peak RSS, ${r.imageMiB} MiB image, ${r.lossPercent}% loss`, measured: `${fixed(r.peakRssMiB, 1)} MiB`, baseline: '', ratio: '', target: `≤${cap} MiB${r.verified ? '' : ', NOT VERIFIED'}`, pass: r.verified && r.peakRssMiB <= cap });
   }
 });
 
