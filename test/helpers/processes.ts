@@ -123,3 +123,18 @@ export async function waitForEvents(p: Tracked, steps: ReadonlyArray<readonly [L
 export async function waitForEvent(p: Tracked, event: LogEvent, fields: FieldMatch, ms: number): Promise<LogLine> {
   return (await waitForEvents(p, [[event, fields]], ms))[0]!;
 }
+
+/**
+ * Calls `callback` once, as soon as the process logs `event` (with `fields`)
+ * on stderr: for measurements taken at that moment (counters, CPU time).
+ */
+export function onEvent(p: Tracked, event: LogEvent, fields: FieldMatch, callback: (line: LogLine) => void): void {
+  // Added after track()'s own listener, so p.stderr already holds each chunk.
+  const watch = (): void => {
+    const line = events(p.stderr, event, fields)[0];
+    if (!line) return;
+    p.child.stderr!.off('data', watch);
+    callback(line);
+  };
+  p.child.stderr!.on('data', watch);
+}
