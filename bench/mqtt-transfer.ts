@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { Broker } from '../test/helpers/broker.js';
 import { makeImage } from '../test/helpers/fixtures.js';
-import { exitCode, FWCAST, FWCAST_AGENT, fwcast, stderrMatch, track } from '../test/helpers/processes.js';
+import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, track, waitForEvent } from '../test/helpers/processes.js';
 
 const { values } = parseArgs({ options: { 'size-mib': { type: 'string', default: '16' }, rate: { type: 'string', default: '50mbit' }, runs: { type: 'string', default: '1' } } });
 const size = Number(values['size-mib']) * 1024 * 1024;
@@ -34,17 +34,18 @@ async function once(kind: 'multicast' | 'mqtt', run: number): Promise<void> {
     if (kind === 'mqtt') broker = await Broker.start({ port: PORT, address: '::', spawn: (cmd, args) => lab.spawn('pub', cmd, args) });
     const via = kind === 'mqtt' ? ['--mqtt', `mqtt://[fd00:fc::1]:${PORT}`] : ['--iface', 'eth0'];
     const agent = track(lab.spawn('dev', process.execPath, [FWCAST_AGENT, '--model', 'rpi4', '--key', join(dir, 'publisher.pub'), ...via,
-      '--store', join(dir, `store-${kind}-${run}`), '--once', '--json', '--timeout', '300']));
-    await stderrMatch(agent, /listening on fw\/rpi4/, 30_000);
+      '--store', join(dir, `store-${kind}-${run}`), '--once', '--json', '--timeout', '300', '--log-format', 'json']));
+    await waitForEvent(agent, 'agent.listening', { channel: 'fw/rpi4' }, 30_000);
     const start = performance.now();
     const pubVia = kind === 'mqtt' ? ['--mqtt', `mqtt://[::1]:${PORT}`] : ['--iface', 'eth0'];
-    const publisher = track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', release, ...pubVia, '--rate', values.rate!, '--duration', '300s']));
+    const publisher = track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', release, ...pubVia, '--rate', values.rate!, '--duration', '300s', '--log-format', 'json']));
     const code = await exitCode(agent, 300_000);
     const seconds = (performance.now() - start) / 1000;
     publisher.child.kill('SIGTERM');
     await exitCode(publisher, 10_000);
-    const stats = /stats rpi4: .*/.exec(agent.stderr)?.[0] ?? '';
-    const mq = /mqtt: \d+ published.*/.exec(publisher.stderr)?.[0] ?? '';
+    // The lines' messages, shown as they are (for people).
+    const stats = events(agent.stderr, 'agent.stats', { model: 'rpi4' })[0]?.msg ?? '';
+    const mq = events(publisher.stderr, 'mqtt.stats')[0]?.msg ?? '';
     console.log(`${kind.padEnd(9)} run ${run}: ${values['size-mib']} MiB at ${values.rate}: exit ${code}, ${seconds.toFixed(1)} s to verified install | agent ${stats}${mq ? ` | publisher ${mq}` : ''}`);
   } finally {
     await broker?.stop();

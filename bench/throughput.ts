@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeSampleImage } from '../firmware-samples/generate.js';
 import { NetLab } from '../scripts/lab/netlab.js';
+import { events, onEvent, track } from '../test/helpers/processes.js';
 import { agentNodeFlags } from './agent-rss.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -26,7 +27,7 @@ export interface ThroughputResult {
   targetPps: number;
   achievedPps: number;
   datagrams: number;
-  /** Receive-buffer drops until the agent logged "received" (every segment verified). */
+  /** Receive-buffer drops until the agent logged release.received (every segment verified). */
   receiveBufferDrops: number;
   /** Drops until the agent exited: includes the carousel still arriving while it read the image back and installed. */
   receiveBufferDropsUntilExit: number;
@@ -46,33 +47,24 @@ export async function measureThroughput(targetPps = 30_000, imageMiB = 48): Prom
   try {
     await writeSampleImage(join(dir, 'image'), imageMiB * 1024 * 1024, 3);
     execFileSync(process.execPath, [FWCAST, 'sign', join(dir, 'image'), '--key', KEY, '--model', 'pps', '--version', '1', '--seq', '1', '--out', join(dir, 'r.fwc')]);
-    const agent = lab.spawn('dev', process.execPath, [...agentNodeFlags(), AGENT, '--model', 'pps', '--key', PUB, '--iface', 'eth0', '--store', join(dir, 'store'), '--once', '--json', '--timeout', '90', '--log-format', 'json']);
-    let stderr = '';
+    const agent = track(lab.spawn('dev', process.execPath, [...agentNodeFlags(), AGENT, '--model', 'pps', '--key', PUB, '--iface', 'eth0', '--store', join(dir, 'store'), '--once', '--json', '--timeout', '90', '--log-format', 'json']));
     let dropsAtReceived: number | undefined;
-    agent.stderr!.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-      if (dropsAtReceived === undefined && stderr.includes('"msg":"received ')) dropsAtReceived = udp6Counter(lab, 'dev', 'Udp6RcvbufErrors');
-    });
-    agent.stdout!.resume();
-    const exited = new Promise<number | null>((resolve) => agent.on('exit', resolve));
+    onEvent(agent, 'release.received', { model: 'pps' }, () => (dropsAtReceived = udp6Counter(lab, 'dev', 'Udp6RcvbufErrors')));
     await new Promise((r) => setTimeout(r, 1200));
     const dropsBefore = udp6Counter(lab, 'dev', 'Udp6RcvbufErrors');
     const rate = `${Math.round((targetPps * WIRE_BYTES * 8) / 1e6)}mbit`;
-    const publisher = lab.spawn('pub', process.execPath, [FWCAST, 'publish', join(dir, 'r.fwc'), '--iface', 'eth0', '--rate', rate, '--duration', '60s', '--cache', join(dir, 'cache')]);
-    let pubErr = '';
-    publisher.stderr!.setEncoding('utf8').on('data', (d: string) => (pubErr += d));
+    const publisher = track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', join(dir, 'r.fwc'), '--iface', 'eth0', '--rate', rate, '--duration', '60s', '--cache', join(dir, 'cache'), '--log-format', 'json']));
     const started = performance.now();
-    const code = await exited;
+    const code = await agent.exited;
     const seconds = (performance.now() - started) / 1000;
-    publisher.kill('SIGTERM');
-    await new Promise((resolve) => publisher.on('exit', resolve));
+    publisher.child.kill('SIGTERM');
+    await publisher.exited;
     // The publisher reports its own sending rate: datagrams over the time it was sending.
-    const sent = /fw\/pps: \d+ rounds, (\d+) datagrams, \d+ bytes in [\d.]+ s \((\d+) datagrams\/s\)/.exec(pubErr);
-    const stats = /"msg":"stats pps: (\d+) datagrams/.exec(stderr);
-    const datagrams = Number(stats?.[1] ?? 0);
+    const sent = events(publisher.stderr, 'carousel.stopped', { channel: 'fw/pps' })[0];
+    const datagrams = Number(events(agent.stderr, 'agent.stats', { model: 'pps' })[0]?.datagrams ?? 0);
     return {
       targetPps,
-      achievedPps: Number(sent?.[2] ?? 0),
+      achievedPps: Number(sent?.datagramsPerSecond ?? 0),
       datagrams,
       receiveBufferDrops: (dropsAtReceived ?? Number.NaN) - dropsBefore,
       receiveBufferDropsUntilExit: udp6Counter(lab, 'dev', 'Udp6RcvbufErrors') - dropsBefore,

@@ -59,7 +59,7 @@ import { IPV6_UDP_HEADERS } from '../carousel/publisher.js';
 import { readReleaseFile } from '../server/release.js';
 import { makeImage } from '../test/helpers/fixtures.js';
 import { simulateFleet } from './simulation.js';
-import { exitCode, FWCAST, FWCAST_AGENT, fwcast, stderrMatch, track, type Tracked } from '../test/helpers/processes.js';
+import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, onEvent, track, waitForEvent, type Tracked } from '../test/helpers/processes.js';
 
 export interface WireOptions {
   imageMiB: number;
@@ -368,9 +368,6 @@ export function prepareRelease(imageMiB: number, dir = mkdtempSync(join(tmpdir()
   };
 }
 
-interface LogLine { time?: string; msg?: string }
-
-/** When the agent had every segment decoded and matched against its signed digest (its "received …" line). */
 /** User + system CPU seconds of a running process (/proc/PID/stat, clock ticks of 1/100 s). */
 function cpuSecondsOf(pid: number | undefined): number {
   try {
@@ -381,17 +378,10 @@ function cpuSecondsOf(pid: number | undefined): number {
   }
 }
 
+/** When the agent had every segment decoded and matched against its signed digest (its release.received line). */
 function receivedAt(stderr: string): number | undefined {
-  for (const line of stderr.split('\n')) {
-    if (!line.startsWith('{')) continue;
-    try {
-      const j = JSON.parse(line) as LogLine;
-      if (j.msg?.startsWith('received ') && j.time) return Date.parse(j.time);
-    } catch {
-      // not a log line
-    }
-  }
-  return undefined;
+  const line = events(stderr, 'release.received')[0];
+  return line ? Date.parse(line.time) : undefined;
 }
 
 async function runFwcast(opts: WireOptions, p: Prepared, loss: number): Promise<{ row: WireResult; detail: WireDetail }> {
@@ -405,22 +395,14 @@ async function runFwcast(opts: WireOptions, p: Prepared, loss: number): Promise<
     const running = agents.map((host) => track(lab.spawn(host, process.execPath, [FWCAST_AGENT, '--model', 'rpi4', '--key', p.pub, '--iface', 'eth0',
       '--store', join(p.storeDir, `store-${loss}-${host}`), '--once', '--json', '--log-format', 'json', '--timeout', limitS])));
     procs.push(...running);
-    await Promise.all(running.map((a) => stderrMatch(a, /listening on fw\/rpi4/, 30_000)));
+    await Promise.all(running.map((a) => waitForEvent(a, 'agent.listening', { channel: 'fw/rpi4' }, 30_000)));
     const base = counter.read();
     counter.start();
     const cpuAtStart = running.map((a) => cpuSecondsOf(a.child.pid));
     const cpuAtReceived: number[] = running.map(() => Number.NaN);
-    running.forEach((a, i) => {
-      // Runs after track()'s own listener, so a.stderr already holds this chunk.
-      const watch = (): void => {
-        if (!a.stderr.includes('"msg":"received ')) return;
-        cpuAtReceived[i] = cpuSecondsOf(a.child.pid);
-        a.child.stderr!.off('data', watch);
-      };
-      a.child.stderr!.on('data', watch);
-    });
+    running.forEach((a, i) => onEvent(a, 'release.received', {}, () => (cpuAtReceived[i] = cpuSecondsOf(a.child.pid))));
     await sleep(60);
-    const publisher = track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', p.release, '--iface', 'eth0', '--rate', opts.rate, '--duration', `${Number(limitS) + 10}s`, '--quiet']));
+    const publisher = track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', p.release, '--iface', 'eth0', '--rate', opts.rate, '--duration', `${Number(limitS) + 10}s`, '--quiet', '--log-format', 'json']));
     procs.push(publisher);
     const codes = await waitAll(running.map((a) => a.exited), TRANSFER_LIMIT_MS + 5_000);
     killTracked(running);
@@ -451,13 +433,13 @@ async function runFwcast(opts: WireOptions, p: Prepared, loss: number): Promise<
     const last = allOk ? Math.max(...(times as number[])) : undefined;
 
     // Cross-check the counter (and its calibration) against the publisher's own final count.
-    const pubStats = /(\d+) datagrams, (\d+) bytes/.exec(publisher.stderr);
+    const pubStats = events(publisher.stderr, 'carousel.stopped', { channel: 'fw/rpi4' })[0];
     const udpPackets = end.counters.fwd_udp!.packets - base.counters.fwd_udp!.packets;
     const udpBytes = end.counters.fwd_udp!.bytes - base.counters.fwd_udp!.bytes;
     let note = '';
     if (pubStats) {
-      const pkts = Number(pubStats[1]);
-      const ipBytes = Number(pubStats[2]) + IPV6_UDP * pkts;
+      const pkts = Number(pubStats.datagrams);
+      const ipBytes = Number(pubStats.bytes) + IPV6_UDP * pkts;
       if (pkts !== udpPackets) note += `publisher sent ${pkts} datagrams, bridge counted ${udpPackets}; `;
       else if (udpBytes - l2 * pkts !== ipBytes) note += `bridge counted ${udpBytes - l2 * pkts} IPv6 bytes, publisher ${ipBytes}; `;
     } else {
@@ -475,7 +457,10 @@ async function runFwcast(opts: WireOptions, p: Prepared, loss: number): Promise<
     const overshoot = end.counters.fwd_ip6!.bytes - base.counters.fwd_ip6!.bytes - l2 * totalFwdPackets - bytes;
     if (!allOk) note += `${agents.length - ok} of ${agents.length} agents failed; bytes are all sent in ${((end.t - start) / 1000).toFixed(1)} s; `;
     const ideal = idealBytes(p.facts, loss);
-    const stats = running.map((a, i) => `${agents[i]}: ${/"msg":"stats rpi4: ([^"]*)"/.exec(a.stderr)?.[1] ?? `exit ${String(codes[i])}`}`);
+    const stats = running.map((a, i) => {
+      const s = events(a.stderr, 'agent.stats', { model: 'rpi4' })[0];
+      return `${agents[i]}: ${s ? `${s.datagrams} datagrams, ${s.symbolsUsed} symbols used, ${s.duplicates} duplicates` : `exit ${String(codes[i])}`}`;
+    });
     const agentCpuSeconds = cpuAtReceived.reduce((sum, c, i) => sum + c - cpuAtStart[i]!, 0);
     return {
       row: {

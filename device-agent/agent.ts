@@ -9,7 +9,7 @@ import type { FwcastError } from '../protocol/errors.js';
 import { DigestMismatchError } from '../protocol/errors.js';
 import type { PublicKey } from '../protocol/keys.js';
 import type { ReceiverLimits } from '../protocol/limits.js';
-import type { Logger } from '../protocol/log.js';
+import { errorFields, type Logger } from '../protocol/log.js';
 import type { VerifiedManifest } from '../protocol/manifest.js';
 import type { Channel, Transport } from '../transport/transport.js';
 import type { Installer } from './installer.js';
@@ -83,7 +83,11 @@ class ModelWorker {
     const assembler = new SpillAssembler(this.agent.store.transferDir(releaseId), release.manifest);
     this.#assembler = assembler;
     if (assembler.completed.size > 0 || assembler.resumedSymbols > 0) {
-      this.log.log('info', `resuming ${release.manifest.version}: ${assembler.completed.size}/${release.manifest.segments.length} segments done, ${assembler.resumedSymbols} symbols on disk`);
+      const m = release.manifest;
+      this.log.event('release.resumed', {
+        model: m.model, version: m.version, seq: m.seq, release: releaseId,
+        segmentsDone: assembler.completed.size, segments: m.segments.length, symbolsOnDisk: assembler.resumedSymbols,
+      }, `resuming ${m.version}: ${assembler.completed.size}/${m.segments.length} segments done, ${assembler.resumedSymbols} symbols on disk`);
     }
     return assembler;
   }
@@ -95,12 +99,15 @@ class ModelWorker {
   #handle(event: ReceiverEvent): void {
     switch (event.kind) {
       case 'rejected':
-        this.log.log('warn', `rejected release ${event.releaseId}: ${event.error.name}: ${event.error.message}`, { reason: event.error.reason });
+        this.log.event('release.refused', { model: this.spec.model, release: event.releaseId, ...errorFields(event.error) },
+          `rejected release ${event.releaseId}: ${event.error.name}: ${event.error.message}`);
         this.agent.emit('rejected', { model: this.spec.model, releaseId: event.releaseId, error: event.error });
         break;
       case 'accepted': {
         const m = event.release.manifest;
-        this.log.log('info', `receiving ${m.model} ${m.version} (seq ${m.seq}, ${m.imageSize} bytes in ${m.segments.length} segments), signed by key ${hex(event.release.kid)}`);
+        this.log.event('release.accepted', {
+          model: m.model, version: m.version, seq: m.seq, release: hex(event.release.releaseId), imageSize: m.imageSize, segments: m.segments.length, kid: hex(event.release.kid),
+        }, `receiving ${m.model} ${m.version} (seq ${m.seq}, ${m.imageSize} bytes in ${m.segments.length} segments), signed by key ${hex(event.release.kid)}`);
         break;
       }
       case 'segment':
@@ -108,7 +115,8 @@ class ModelWorker {
       case 'complete': {
         // Every segment has matched its signed SHA-256: the network has nothing more to give.
         const m = event.release.manifest;
-        this.log.log('info', `received ${m.model} ${m.version} (seq ${m.seq}): all ${m.segments.length} segments match their signed digests`);
+        this.log.event('release.received', { model: m.model, version: m.version, seq: m.seq, release: hex(event.release.releaseId), segments: m.segments.length },
+          `received ${m.model} ${m.version} (seq ${m.seq}): all ${m.segments.length} segments match their signed digests`);
         void this.#install(event.release);
         break;
       }
@@ -131,13 +139,15 @@ class ModelWorker {
       }
       const imagePath = this.agent.store.keepRelease(m.model, releaseId, assembler.imagePath, release.signed);
       assembler.destroy();
-      this.log.log('info', `verified ${m.model} ${m.version} (seq ${m.seq}) sha256 ${sha256}; installing: ${this.spec.installer.description}`);
+      this.log.event('release.verified', { model: m.model, version: m.version, seq: m.seq, release: releaseId, sha256, installer: this.spec.installer.description },
+        `verified ${m.model} ${m.version} (seq ${m.seq}) sha256 ${sha256}; installing: ${this.spec.installer.description}`);
       // Verified and kept: from here on a failed install is retried from the kept image, not received again.
       this.receiver.abandon('install-pending');
       await this.#deliver(release, imagePath, sha256, 0);
     } catch (err) {
       this.receiver.abandon('install-failed');
-      this.log.log('error', `${m.model} ${m.version} (seq ${m.seq}) was not installed: ${(err as Error).name}: ${(err as Error).message}`);
+      this.log.event('release.not-installed', { model: m.model, version: m.version, seq: m.seq, release: releaseId, ...errorFields(err) },
+        `${m.model} ${m.version} (seq ${m.seq}) was not installed: ${(err as Error).name}: ${(err as Error).message}`);
       this.agent.emit('failed', { model: m.model, error: err as Error });
     } finally {
       this.#installing = false;
@@ -156,13 +166,15 @@ class ModelWorker {
           const tenth = Math.floor((10 * done) / Math.max(total, 1));
           if (tenth > reported) {
             reported = tenth;
-            this.log.log('info', `installing ${m.version}: ${tenth * 10}%`, { done, total });
+            this.log.event('release.installing', { model: m.model, version: m.version, seq: m.seq, percent: tenth * 10, done, total }, `installing ${m.version}: ${tenth * 10}%`);
           }
         },
       });
     } catch (err) {
       const delay = Math.min(this.retryBaseMs * 2 ** attempt, 15 * 60_000);
-      this.log.log('error', `install of ${m.model} ${m.version} (seq ${m.seq}) failed: ${(err as Error).name}: ${(err as Error).message}; retrying in ${delay / 1000} s`);
+      this.log.event('release.install-failed', {
+        model: m.model, version: m.version, seq: m.seq, release: hex(release.releaseId), ...errorFields(err), attempt: attempt + 1, retryInSeconds: delay / 1000,
+      }, `install of ${m.model} ${m.version} (seq ${m.seq}) failed: ${(err as Error).name}: ${(err as Error).message}; retrying in ${delay / 1000} s`);
       this.agent.emit('failed', { model: m.model, error: err as Error });
       const timer = setTimeout(() => void this.#deliver(release, imagePath, sha256, attempt + 1), delay);
       this.agent.signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
@@ -176,7 +188,8 @@ class ModelWorker {
     this.agent.store.recordInstalled(record);
     this.agent.store.pruneReleases(m.model, releaseId);
     this.receiver.markInstalled(release);
-    this.log.log('info', `installed ${m.model} ${m.version} (seq ${m.seq}) at ${record.path}`);
+    this.log.event('release.installed', { model: m.model, version: m.version, seq: m.seq, release: releaseId, sha256, path: record.path },
+      `installed ${m.model} ${m.version} (seq ${m.seq}) at ${record.path}`);
     this.agent.emit('installed', record);
   }
 
@@ -222,7 +235,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       const worker = new ModelWorker(spec, this, log, installed, this.#init);
       this.#workers.push(worker);
       await this.#init.transport.join(spec.channel, (data, from) => worker.onDatagram(data, now(), from), this.#abort.signal);
-      log.log('info', `listening on ${spec.channel.name} [${spec.channel.group}]:${spec.channel.port} via ${this.#init.transport.description}` +
+      log.event('agent.listening', {
+        model: spec.model, channel: spec.channel.name, group: spec.channel.group, port: spec.channel.port, transport: this.#init.transport.description,
+        installedVersion: installed?.version, installedSeq: installed?.seq,
+      }, `listening on ${spec.channel.name} [${spec.channel.group}]:${spec.channel.port} via ${this.#init.transport.description}` +
         (installed ? `; installed: ${installed.version} (seq ${installed.seq})` : '; nothing installed yet'));
     }
   }

@@ -7,7 +7,7 @@ import { createConsoleLogger } from '../cli/console-log.js';
 import { exitWithError, UsageError } from '../cli/fail.js';
 import { readTrustedKey } from '../cli/key-files.js';
 import type { LogLevel } from '../protocol/log.js';
-import { createTransport, statsOfKind } from '../transport/create.js';
+import { createTransport, mqttSummary } from '../transport/create.js';
 import { Agent, type AgentProgress } from './agent.js';
 import { resolveAgentConfig, type AgentFlags } from './config.js';
 import { createInstaller } from './installers/create.js';
@@ -75,7 +75,7 @@ async function run(opts: RunOptions): Promise<void> {
     });
     if (opts.timeout) {
       setTimeout(() => {
-        log.log('error', `no install within ${opts.timeout} s`);
+        log.event('agent.timeout', { seconds: opts.timeout }, `no install within ${opts.timeout} s`);
         resolve(3);
       }, opts.timeout * 1000).unref();
     }
@@ -87,17 +87,27 @@ async function run(opts: RunOptions): Promise<void> {
     const p = agent.progress();
     if (p.length === 0) return;
     if (live) process.stderr.write(`\r\x1b[K${progressText(p)}`);
-    else for (const x of p) log.child(`agent:${x.model}`).log('info', 'progress', { version: x.version, seq: x.seq, symbols: x.symbols, needed: x.symbolsNeeded, segments: `${x.segmentsDone}/${x.segments}` });
+    else {
+      for (const x of p) {
+        log.child(`agent:${x.model}`).event('release.progress', {
+          model: x.model, version: x.version, seq: x.seq, symbols: x.symbols, needed: x.symbolsNeeded, segmentsDone: x.segmentsDone, segments: x.segments,
+        }, `progress ${progressText([x])}`);
+      }
+    }
   }, live ? 250 : opts.progressInterval * 1000);
   const code = await done;
   clearInterval(ticker);
   clear();
   for (const [model, s] of Object.entries(agent.stats())) {
-    log.log('info', `stats ${model}: ${s.datagrams} datagrams, ${s.symbolsAccepted} symbols used, ${s.duplicates} duplicates`, Object.fromEntries(Object.entries(s.dropped).map(([k, v]) => [`dropped.${k}`, v])));
+    const dropped = Object.entries(s.dropped);
+    log.event('agent.stats', {
+      model, datagrams: s.datagrams, symbolsUsed: s.symbolsAccepted, duplicates: s.duplicates, segmentsDecoded: s.segmentsDecoded,
+      authChunksVerified: s.authChunksVerified, decoderTraps: s.decoderTraps, ...Object.fromEntries(dropped.map(([k, v]) => [`dropped.${k}`, v])),
+    }, `stats ${model}: ${s.datagrams} datagrams, ${s.symbolsAccepted} symbols used, ${s.duplicates} duplicates` +
+      (dropped.length > 0 ? `; dropped: ${dropped.map(([k, v]) => `${v} ${k}`).join(', ')}` : ''));
   }
-  const mq = statsOfKind(transport, 'mqtt');
-  if (mq) log.log('info', `stats mqtt: ${mq.reconnects} reconnects`);
-  for (const s of relay?.stats() ?? []) log.log('info', `stats relay ${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes`);
+  const mq = mqttSummary(transport);
+  if (mq) log.child('mqtt').event('mqtt.stats', { ...mq }, `stats mqtt: ${mq.reconnects} reconnects`);
   await relay?.stop();
   await agent.stop();
   process.exit(code);

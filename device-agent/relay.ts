@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { decodeCoseSign1 } from '../protocol/cose-sign1.js';
 import { hex } from '../protocol/hex.js';
-import type { Logger } from '../protocol/log.js';
+import { errorFields, type Logger } from '../protocol/log.js';
 import { decodeManifest, releaseIdOf } from '../protocol/manifest.js';
 import { Carousel } from '../carousel/carousel.js';
 import { Publisher, type ChannelStats } from '../carousel/publisher.js';
@@ -60,7 +60,7 @@ export class Relay {
    */
   async start(): Promise<void> {
     this.#running = this.#publisher.run({ signal: this.#abort.signal }).catch((err: Error) => {
-      this.#init.log.log('error', `relay stopped: ${err.message}`);
+      this.#init.log.event('relay.failed', errorFields(err), `relay stopped: ${err.message}`);
     });
     for (const { model } of this.#init.models) {
       const installed = this.#init.store.installed(model);
@@ -79,7 +79,8 @@ export class Relay {
     if (this.#serving.get(model) === releaseId) return true;
     const paths = keptReleasePaths(this.#init.store, model, releaseId);
     if (!existsSync(paths.image) || !existsSync(paths.manifest)) {
-      log.log('warn', `relay: no kept release ${releaseId} for ${model} in ${this.#init.store.dir}; nothing to relay until the next install`);
+      log.event('relay.release-missing', { model, release: releaseId, store: this.#init.store.dir },
+        `relay: no kept release ${releaseId} for ${model} in ${this.#init.store.dir}; nothing to relay until the next install`);
       return false;
     }
     try {
@@ -92,10 +93,12 @@ export class Relay {
       if (Buffer.compare(digest, manifest.imageSha256) !== 0) throw new Error(`${paths.image} does not match its signed SHA-256`);
       this.#publisher.set({ channel: spec.channel, carousel: new Carousel({ manifest, signed, releaseId: id, image }) });
       this.#serving.set(model, releaseId);
-      log.log('info', `relaying ${model} ${manifest.version} (seq ${manifest.seq}) on ${spec.channel.name} via ${this.#init.transport.description} at ${this.#init.rate / 1e6} Mbit/s`);
+      log.event('relay.serving', {
+        model, version: manifest.version, seq: manifest.seq, release: releaseId, channel: spec.channel.name, transport: this.#init.transport.description, rate: this.#init.rate,
+      }, `relaying ${model} ${manifest.version} (seq ${manifest.seq}) on ${spec.channel.name} via ${this.#init.transport.description} at ${this.#init.rate / 1e6} Mbit/s`);
       return true;
     } catch (err) {
-      log.log('error', `relay: cannot relay ${model} release ${releaseId}: ${(err as Error).message}`);
+      log.event('relay.release-failed', { model, release: releaseId, ...errorFields(err) }, `relay: cannot relay ${model} release ${releaseId}: ${(err as Error).message}`);
       return false;
     }
   }
@@ -104,9 +107,14 @@ export class Relay {
     return this.#publisher.stats();
   }
 
+  /** Stops sending and logs each relayed channel's totals. */
   async stop(): Promise<void> {
     this.#abort.abort();
     await this.#running;
     await this.#init.transport.close();
+    for (const s of this.stats()) {
+      this.#init.log.event('carousel.stopped', { channel: s.channel, release: s.releaseId, rounds: s.rounds, datagrams: s.packets, bytes: s.bytes },
+        `stats relay ${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes`);
+    }
   }
 }

@@ -1,19 +1,123 @@
 /**
  * The logging contract. Library code logs through an injected Logger and never
  * writes to the console; the CLIs decide how lines look (text or JSON).
+ *
+ * A line that marks a step carries a stable event name from LOG_EVENTS, with
+ * the values tools need as fields. The message is for people and may be
+ * reworded at any time; tests, benchmarks, demos and log shippers match the
+ * event and its fields. The README's table of events is checked against
+ * LOG_EVENTS (test/log-events.test.ts).
  */
+import { FwcastError } from './errors.js';
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
-export type LogFields = Record<string, string | number | boolean | undefined>;
+export type LogValue = string | number | boolean | undefined;
+/** Flat name → value; undefined values are left out. `time`, `level`, `scope`, `event` and `msg` are the line's own. */
+export type LogFields = Record<string, LogValue> & { time?: never; level?: never; scope?: never; event?: never; msg?: never };
+
+interface EventSpec {
+  level: LogLevel;
+  /** The fields every line of the event has; `name?` may be absent; `prefix.*` stands for any `prefix.<name>`. */
+  fields: readonly string[];
+}
+
+const MODEL_RELEASE = ['model', 'version', 'seq', 'release'] as const;
+/** What errorFields() gives. */
+const ERROR = ['error', 'reason?', 'detail'] as const;
+const CHANNEL_COUNTS = ['channel', 'release', 'rounds', 'datagrams', 'bytes'] as const;
+
+/** Every event name, its level and its fields: the one place they are defined. */
+export const LOG_EVENTS = {
+  // fwcast-agent
+  'agent.listening': { level: 'info', fields: ['model', 'channel', 'group', 'port', 'transport', 'installedVersion?', 'installedSeq?'] },
+  'release.refused': { level: 'warn', fields: ['model', 'release', 'error', 'reason', 'detail'] },
+  'release.accepted': { level: 'info', fields: [...MODEL_RELEASE, 'imageSize', 'segments', 'kid'] },
+  'release.resumed': { level: 'info', fields: [...MODEL_RELEASE, 'segmentsDone', 'segments', 'symbolsOnDisk'] },
+  'release.progress': { level: 'info', fields: ['model', 'version', 'seq', 'symbols', 'needed', 'segmentsDone', 'segments'] },
+  'release.received': { level: 'info', fields: [...MODEL_RELEASE, 'segments'] },
+  'release.verified': { level: 'info', fields: [...MODEL_RELEASE, 'sha256', 'installer'] },
+  'release.not-installed': { level: 'error', fields: [...MODEL_RELEASE, ...ERROR] },
+  'release.installing': { level: 'info', fields: ['model', 'version', 'seq', 'percent', 'done', 'total'] },
+  'release.install-failed': { level: 'error', fields: [...MODEL_RELEASE, ...ERROR, 'attempt', 'retryInSeconds'] },
+  'release.installed': { level: 'info', fields: [...MODEL_RELEASE, 'sha256', 'path'] },
+  'agent.timeout': { level: 'error', fields: ['seconds'] },
+  'agent.stats': { level: 'info', fields: ['model', 'datagrams', 'symbolsUsed', 'duplicates', 'segmentsDecoded', 'authChunksVerified', 'decoderTraps', 'dropped.*'] },
+  // fwcast-agent relay mode
+  'relay.serving': { level: 'info', fields: [...MODEL_RELEASE, 'channel', 'transport', 'rate'] },
+  'relay.release-missing': { level: 'warn', fields: ['model', 'release', 'store'] },
+  'relay.release-failed': { level: 'error', fields: ['model', 'release', ...ERROR] },
+  'relay.failed': { level: 'error', fields: [...ERROR] },
+  // fwcast publish
+  'publish.release-loaded': { level: 'info', fields: ['file', ...MODEL_RELEASE, 'channel', 'group', 'port', 'symbols', 'ms'] },
+  'publish.started': { level: 'info', fields: ['channels', 'rate', 'transport'] },
+  'publish.progress': { level: 'info', fields: ['seconds', 'bitsPerSecond'] },
+  'publish.round': { level: 'info', fields: [...CHANNEL_COUNTS] },
+  'publish.send-errors': { level: 'warn', fields: ['count', 'detail?'] },
+  // fwcast publish, fwcast serve and relay mode, when they stop
+  'carousel.stopped': { level: 'info', fields: [...CHANNEL_COUNTS, 'seconds?', 'datagramsPerSecond?'] },
+  // MQTT transport (both CLIs)
+  'mqtt.connected': { level: 'info', fields: ['url', 'reconnects'] },
+  'mqtt.disconnected': { level: 'debug', fields: ['url', 'retryInMs'] },
+  'mqtt.error': { level: 'warn', fields: ['url', ...ERROR] },
+  'mqtt.stats': { level: 'info', fields: ['published', 'droppedOffline', 'droppedBackpressure', 'sendErrors', 'reconnects'] },
+  // fwcast serve
+  'serve.store-opened': { level: 'info', fields: ['store', 'releases', 'live'] },
+  'serve.uploads-dropped': { level: 'warn', fields: ['count'] },
+  'serve.release-ignored': { level: 'warn', fields: ['file', ...ERROR] },
+  'serve.release-pruned': { level: 'info', fields: [...MODEL_RELEASE] },
+  'serve.listening': { level: 'info', fields: ['url', 'rate', 'interface'] },
+  'serve.on-air': { level: 'info', fields: [...MODEL_RELEASE, 'channel', 'group', 'port', 'symbols', 'ms'] },
+  'serve.off-air': { level: 'info', fields: ['model', 'channel'] },
+  'serve.encoding-fallback': { level: 'warn', fields: ['model', 'channel', ...ERROR] },
+  'serve.publish-failed': { level: 'error', fields: ['model', ...ERROR] },
+  'serve.publisher-failed': { level: 'error', fields: [...ERROR] },
+  'serve.release-stored': { level: 'info', fields: [...MODEL_RELEASE, 'created', 'bytes', 'ms'] },
+  'serve.release-retired': { level: 'info', fields: [...MODEL_RELEASE] },
+  'serve.request-refused': { level: 'warn', fields: ['method', 'url', 'reason', 'status', 'remote?', 'detail'] },
+  'serve.upload-refused': { level: 'warn', fields: ['reason', 'status', 'remote?', 'detail'] },
+  'serve.upload-abandoned': { level: 'warn', fields: ['remote?', ...ERROR] },
+  'serve.request-failed': { level: 'error', fields: ['method', 'url', ...ERROR] },
+  'serve.stopping': { level: 'info', fields: [] },
+} as const satisfies Record<string, EventSpec>;
+
+export type LogEvent = keyof typeof LOG_EVENTS;
 
 export interface Logger {
-  log(level: LogLevel, message: string, fields?: LogFields): void;
+  /**
+   * Logs one step: its stable event name (the level is the event's), the
+   * fields tools read, and a line for people (the event name if none).
+   */
+  event(event: LogEvent, fields: LogFields, message?: string): void;
   /** A logger whose lines are tagged with `scope` (e.g. "agent:rpi4"). */
   child(scope: string): Logger;
 }
 
 export const nullLogger: Logger = {
-  log() {},
+  event() {},
   child() {
     return nullLogger;
   },
 };
+
+/** An error as fields: its class name, its typed reason (a FwcastError's drop counter name) if any, and its message. */
+export function errorFields(err: unknown): { error: string; reason?: string; detail: string } {
+  if (!(err instanceof Error)) return { error: typeof err, detail: String(err) };
+  return { error: err.name, ...(err instanceof FwcastError ? { reason: err.reason } : {}), detail: err.message };
+}
+
+/**
+ * Why `line` (one parsed JSON log line) breaks the contract, or undefined if
+ * it keeps it: an unknown event, a level other than the event's, a missing or
+ * undocumented field.
+ */
+export function checkEventLine(line: Record<string, unknown>): string | undefined {
+  const name = line.event;
+  if (typeof name !== 'string' || !Object.hasOwn(LOG_EVENTS, name)) return `unknown event ${JSON.stringify(name)}`;
+  const spec: EventSpec = LOG_EVENTS[name as LogEvent];
+  if (line.level !== spec.level) return `${name}: level ${String(line.level)}, the event's is ${spec.level}`;
+  const own = new Set(['time', 'level', 'scope', 'event', 'msg']);
+  const documented = (key: string): boolean => spec.fields.some((f) => f === key || f === `${key}?` || (f.endsWith('.*') && key.startsWith(f.slice(0, -1))));
+  for (const key of Object.keys(line)) if (!own.has(key) && !documented(key)) return `${name}: undocumented field ${key}`;
+  for (const f of spec.fields) if (!f.endsWith('?') && !f.endsWith('.*') && line[f] === undefined) return `${name}: missing field ${f}`;
+  return undefined;
+}

@@ -18,6 +18,7 @@ import { openSerialPort, type SerialLink } from '../device-agent/serial/link.js'
 import { AN3155, STM32_FLASH_BASE } from '../device-agent/serial/stm32-an3155.js';
 import { FlashFile, type FlashMemory } from '../hardware/emulators/flash-file.js';
 import { Stm32Emulator } from '../hardware/emulators/stm32-emulator.js';
+import type { LogEvent } from '../protocol/log.js';
 import { NetLab } from './lab/netlab.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -172,10 +173,11 @@ async function main(): Promise<number> {
         const line = buffered.slice(0, nl);
         buffered = buffered.slice(nl + 1);
         try {
-          const entry = JSON.parse(line) as { msg: string; level: string; symbols?: number; needed?: number; segments?: string };
-          if (entry.msg.startsWith('listening')) view.state = 'listening';
-          else if (entry.msg === 'progress' && view.state !== 'flashing') Object.assign(view, { state: 'receiving', symbols: entry.symbols, needed: entry.needed, segments: entry.segments });
-          else if (entry.msg.startsWith('verified')) Object.assign(view, { state: 'flashing', symbols: view.needed, segments: allSegments(view.segments) });
+          const entry = JSON.parse(line) as { event: LogEvent; msg: string; level: string; symbols?: number; needed?: number; segmentsDone?: number; segments?: number };
+          if (entry.event === 'agent.listening') view.state = 'listening';
+          else if (entry.event === 'release.progress' && view.state !== 'flashing') {
+            Object.assign(view, { state: 'receiving', symbols: entry.symbols, needed: entry.needed, segments: `${entry.segmentsDone}/${entry.segments}` });
+          } else if (entry.event === 'release.verified') Object.assign(view, { state: 'flashing', symbols: view.needed, segments: allSegments(view.segments) });
           if (entry.level === 'error' || entry.level === 'warn') view.lastError = entry.msg;
         } catch {
           view.lastError = line;

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { writeSampleImage } from '../firmware-samples/generate.js';
+import type { LogEvent } from '../protocol/log.js';
 import { NetLab } from './lab/netlab.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -70,9 +71,9 @@ async function main(): Promise<number> {
         const line = buffered.slice(0, nl);
         buffered = buffered.slice(nl + 1);
         try {
-          const entry = JSON.parse(line) as { msg: string; level: string; symbols?: number; needed?: number; segments?: string };
-          if (entry.msg.startsWith('listening')) view.state = 'listening';
-          else if (entry.msg === 'progress') Object.assign(view, { state: 'receiving', symbols: entry.symbols, needed: entry.needed, segments: entry.segments });
+          const entry = JSON.parse(line) as { event: LogEvent; msg: string; level: string; symbols?: number; needed?: number; segmentsDone?: number; segments?: number };
+          if (entry.event === 'agent.listening') view.state = 'listening';
+          else if (entry.event === 'release.progress') Object.assign(view, { state: 'receiving', symbols: entry.symbols, needed: entry.needed, segments: `${entry.segmentsDone}/${entry.segments}` });
           else if (entry.level === 'error' || entry.level === 'warn') view.lastError = entry.msg;
         } catch {
           view.lastError = line;

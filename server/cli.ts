@@ -14,7 +14,7 @@ import * as ed25519 from '../protocol/ed25519.js';
 import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
 import { maxDataPieces } from '../protocol/reed-solomon.js';
 import { decodeManifest, releaseIdOf, type Manifest } from '../protocol/manifest.js';
-import { createTransport, statsOfKind } from '../transport/create.js';
+import { createTransport, mqttSummary } from '../transport/create.js';
 import { AUTH_OVERHEAD, SYMBOL_OVERHEAD } from '../protocol/packet.js';
 import { NODE_SIZE } from '../protocol/auth.js';
 import type { SymbolSet } from '../protocol/symbol-set.js';
@@ -27,6 +27,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { addServeCommands } from './serve/serve-command.js';
 import { hex } from '../protocol/hex.js';
+import type { Logger } from '../protocol/log.js';
 
 
 function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
@@ -166,7 +167,8 @@ export function buildProgram(): Command {
     .option('--cache <dir>', 'keep encoded symbols here, so a restart does not encode again', defaultCacheDir())
     .option('--no-cache', 'encode at every start')
     .option('--quiet', 'no progress display')
-    .action(async (files: string[], opts: { cache: string | false; iface?: string; mqtt?: string; mqttCa?: string; mqttCert?: string; mqttKey?: string; mqttUsername?: string; mqttPasswordFile?: string; mqttTopicPrefix?: string; rate: string; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean }) => {
+    .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
+    .action(async (files: string[], opts: { logFormat: 'text' | 'json'; cache: string | false; iface?: string; mqtt?: string; mqttCa?: string; mqttCert?: string; mqttKey?: string; mqttUsername?: string; mqttPasswordFile?: string; mqttTopicPrefix?: string; rate: string; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean }) => {
       if (!opts.iface && !opts.mqtt) throw new UsageError('publish needs --iface (IPv6 multicast), --mqtt (a broker), or both');
       const rate = parseRate(opts.rate);
       const overrides = new Map((opts.group ?? []).map((g) => {
@@ -174,7 +176,8 @@ export function buildProgram(): Command {
         if (at < 1) throw new UsageError(`--group expects model=address, got "${g}"`);
         return [g.slice(0, at), g.slice(at + 1)] as const;
       }));
-      const log = createConsoleLogger({ beforeWrite: clearLine }).child('publish');
+      const live = !opts.quiet && process.stderr.isTTY && opts.logFormat === 'text';
+      const log = createConsoleLogger({ format: opts.logFormat, beforeWrite: () => live && clearLine() }).child('publish');
       const pool = new CodecPool();
       const entries = [];
       let maxDatagramSize = DEFAULT_DATAGRAM_SIZE;
@@ -185,7 +188,11 @@ export function buildProgram(): Command {
           const channel = { name, group: overrides.get(release.manifest.model) ?? channelGroup(name), port: opts.port };
           const started = performance.now();
           const { set, source } = await symbolSetFor(release, { pool, ...(opts.cache ? { dir: opts.cache } : {}) });
-          log.log('info', `${file}: ${release.manifest.model} ${release.manifest.version} seq ${release.manifest.seq} on ${name} [${channel.group}]:${channel.port}; symbols ${source === 'cache' ? 'from cache' : 'encoded'} in ${Math.round(performance.now() - started)} ms`);
+          const m = release.manifest;
+          const ms = Math.round(performance.now() - started);
+          log.event('publish.release-loaded', {
+            file, model: m.model, version: m.version, seq: m.seq, release: hex(release.releaseId), channel: name, group: channel.group, port: channel.port, symbols: source, ms,
+          }, `${file}: ${m.model} ${m.version} seq ${m.seq} on ${name} [${channel.group}]:${channel.port}; symbols ${source === 'cache' ? 'from cache' : 'encoded'} in ${ms} ms`);
           entries.push({ channel, carousel: new Carousel({ ...release, symbolSet: set }) });
           maxDatagramSize = Math.max(maxDatagramSize, largestDatagram(set));
         }
@@ -198,32 +205,46 @@ export function buildProgram(): Command {
       const stop = (): void => abort.abort();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
-      const live = !opts.quiet && process.stderr.isTTY;
       let lastLine = 0;
       const publisher = new Publisher({ transport, rate, ...(opts.rounds !== undefined ? { rounds: opts.rounds } : {}) });
       for (const entry of entries) publisher.set(entry);
+      log.event('publish.started', { channels: entries.length, rate, transport: transport.description },
+        `sending ${entries.length} channel(s) at ${formatRate(rate)} via ${transport.description}`);
+      const rounds = new RoundLog(log);
       const sendingSince = performance.now();
       await publisher.run({
         signal: abort.signal,
         ...(opts.duration ? { durationMs: parseDuration(opts.duration) } : {}),
         onTick: (ms) => {
+          rounds.update(publisher.stats(), ms);
           if (opts.quiet) return;
           const line = progressLine(publisher.stats(), ms);
           if (live) process.stderr.write(`\r\x1b[K${line}`);
           else if (ms - lastLine >= 5000) {
             lastLine = ms;
-            log.log('info', line);
+            log.event('publish.progress', { seconds: Number((ms / 1000).toFixed(1)), bitsPerSecond: Math.round(sentBitsPerSecond(publisher.stats(), ms)) }, line);
           }
         },
       });
       if (live) process.stderr.write('\n');
       await transport.close();
       const seconds = (performance.now() - sendingSince) / 1000;
-      for (const s of publisher.stats()) log.log('info', `${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes in ${seconds.toFixed(2)} s (${Math.round(s.packets / seconds)} datagrams/s)`);
+      for (const s of publisher.stats()) {
+        const perSecond = Math.round(s.packets / seconds);
+        log.event('carousel.stopped', {
+          channel: s.channel, release: s.releaseId, rounds: s.rounds, datagrams: s.packets, bytes: s.bytes, seconds: Number(seconds.toFixed(2)), datagramsPerSecond: perSecond,
+        }, `${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes in ${seconds.toFixed(2)} s (${perSecond} datagrams/s)`);
+      }
       const sent = transport.stats();
-      if (sent.sendErrors > 0) log.log('warn', `${sent.sendErrors} datagrams could not be sent (last error: ${sent.lastSendError?.message})`, { ...sent.sendErrorsBy });
-      const mq = statsOfKind(transport, 'mqtt');
-      if (mq) log.log('info', `mqtt: ${mq.sent} published, ${mq.sendErrorsBy.offline} dropped while disconnected, ${mq.sendErrorsBy.backpressure} dropped on a full write buffer, ${mq.reconnects} reconnects`);
+      if (sent.sendErrors > 0) {
+        const last = sent.lastSendError?.message;
+        log.event('publish.send-errors', { count: sent.sendErrors, detail: last }, `${sent.sendErrors} datagrams could not be sent (last error: ${last})`);
+      }
+      const mq = mqttSummary(transport);
+      if (mq) {
+        log.child('mqtt').event('mqtt.stats', { ...mq },
+          `mqtt: ${mq.published} published, ${mq.droppedOffline} dropped while disconnected, ${mq.droppedBackpressure} dropped on a full write buffer, ${mq.reconnects} reconnects`);
+      }
       process.removeListener('SIGINT', stop);
       process.removeListener('SIGTERM', stop);
     });
@@ -253,10 +274,35 @@ function clearLine(): void {
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
 }
 
-function progressLine(stats: ChannelStats[], ms: number): string {
+/** Bits per second on the wire so far (IPv6 and UDP headers included). */
+function sentBitsPerSecond(stats: ChannelStats[], ms: number): number {
   const bytes = stats.reduce((n, s) => n + s.bytes + s.packets * 48, 0);
+  return (bytes * 8 * 1000) / Math.max(ms, 1);
+}
+
+function progressLine(stats: ChannelStats[], ms: number): string {
   const channels = stats.map((s) => `${s.channel} round ${s.rounds + 1} ${s.packets} pkts`).join(' | ');
-  return `${(ms / 1000).toFixed(1)}s ${formatRate((bytes * 8 * 1000) / Math.max(ms, 1))} | ${channels}`;
+  return `${(ms / 1000).toFixed(1)}s ${formatRate(sentBitsPerSecond(stats, ms))} | ${channels}`;
+}
+
+/**
+ * `publish.round` lines: one when a channel completes a round, at most one per
+ * channel every 5 s (a small image at a high rate completes hundreds a second).
+ */
+class RoundLog {
+  #logged = new Map<string, { rounds: number; atMs: number }>();
+  constructor(private readonly log: Logger) {}
+
+  update(stats: ChannelStats[], ms: number): void {
+    for (const s of stats) {
+      const key = `${s.channel} ${s.releaseId}`;
+      const last = this.#logged.get(key) ?? { rounds: 0, atMs: -Infinity };
+      if (s.rounds <= last.rounds || ms - last.atMs < 5000) continue;
+      this.#logged.set(key, { rounds: s.rounds, atMs: ms });
+      this.log.event('publish.round', { channel: s.channel, release: s.releaseId, rounds: s.rounds, datagrams: s.packets, bytes: s.bytes },
+        `${s.channel}: round ${s.rounds} done, ${s.packets} datagrams, ${s.bytes} bytes`);
+    }
+  }
 }
 
 export async function main(argv = process.argv): Promise<void> {

@@ -22,7 +22,7 @@ import { NetLab } from '../scripts/lab/netlab.js';
 import { channelGroup } from '../protocol/channel.js';
 import { sentBetween, type AttackerSummary, type Kind } from './helpers/attacker.js';
 import { makeImage, sha256hex } from './helpers/fixtures.js';
-import { exitCode, FWCAST, FWCAST_AGENT, fwcast, ROOT, stderrMatch, track, type Tracked } from './helpers/processes.js';
+import { exitCode, FWCAST, FWCAST_AGENT, fwcast, logLines, ROOT, stderrMatch, track, waitForEvent, type Tracked } from './helpers/processes.js';
 
 const IMAGE_SIZE = 4 * 1024 * 1024 + 777;
 /** 20 Mbit/s of 1280-byte IPv6 packets: about 1950 genuine datagrams per second. */
@@ -61,18 +61,6 @@ const EXPECTED_DROPS: Array<[reason: string, cause: string]> = [
   ['manifest-repeat', 'replayed manifest fragments'],
   ['auth-repeat', 'replayed AUTH'],
 ];
-
-interface LogLine {
-  time: string;
-  level: string;
-  scope: string;
-  msg: string;
-  [field: string]: unknown;
-}
-
-function logLines(stderr: string): LogLine[] {
-  return stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine);
-}
 
 /** VmHWM: the kernel's peak resident set size of a live process, kB (0 once it is gone). */
 function vmHwmKb(pid: number): number {
@@ -133,7 +121,7 @@ test('flood: random, mutated, replayed and forged datagrams above the publisher\
     // `ip netns exec` execs its command: the child's pid is the agent's own node process.
     const rss = watchPeakRss(run.child.pid!);
     t.teardown(() => rss.stop());
-    await stderrMatch(run, /listening on fw\/rpi4/, 20_000);
+    await waitForEvent(run, 'agent.listening', { channel: 'fw/rpi4' }, 20_000);
     return { host, run, rss, idleKb: vmHwmKb(run.child.pid!) };
   };
 
@@ -171,16 +159,16 @@ test('flood: random, mutated, replayed and forged datagrams above the publisher\
   for (const [i, a] of runs.entries()) {
     const code = codes[i];
     const lines = logLines(a.run.stderr);
-    const stats = lines.find((l) => l.msg.startsWith('stats rpi4:'));
+    const stats = lines.find((l) => l.event === 'agent.stats' && l.model === 'rpi4');
     const dropped = Object.fromEntries(Object.entries(stats ?? {}).filter(([k]) => k.startsWith('dropped.')).map(([k, v]) => [k.slice(8), v as number]));
-    const accepted = lines.find((l) => l.msg.startsWith('receiving rpi4'));
-    const verified = lines.find((l) => l.msg.startsWith('verified rpi4'));
+    const accepted = lines.find((l) => l.event === 'release.accepted' && l.model === 'rpi4');
+    const verified = lines.find((l) => l.event === 'release.verified' && l.model === 'rpi4');
     const acceptedAt = accepted ? Date.parse(accepted.time) : NaN;
     const verifiedAt = verified ? Date.parse(verified.time) : NaN;
     const window = sentBetween(summary, acceptedAt, verifiedAt);
     const windowRate = window.ms ? Math.round((1000 * window.total) / window.ms) : 0;
-    const symbolsUsed = Number(/(\d+) symbols used/.exec(String(stats?.msg))?.[1] ?? NaN);
-    const duplicates = Number(/(\d+) duplicates/.exec(String(stats?.msg))?.[1] ?? 0);
+    const symbolsUsed = Number(stats?.symbolsUsed ?? NaN);
+    const duplicates = Number(stats?.duplicates ?? 0);
     const name = a.host;
     t.log(`${name}: exit ${code}, transfer ${((verifiedAt - acceptedAt) / 1000).toFixed(2)} s, peak RSS ${(a.rss.peakKb / 1024).toFixed(1)} MB (${a.rss.samples} samples; ${(a.idleKb / 1024).toFixed(1)} MB when listening)`);
     t.log(`${name}: ${stats?.msg}`);

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { makeImage, sha256hex } from './helpers/fixtures.js';
-import { exitCode, FWCAST, FWCAST_AGENT, fwcast, stderrMatch, track, type Tracked } from './helpers/processes.js';
+import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, track, waitForEvent, type Tracked } from './helpers/processes.js';
 
 function workdir(): string {
   return mkdtempSync(join(tmpdir(), 'fwcast-mc-'));
@@ -31,11 +31,11 @@ function setupRelease(dir: string, size: number, opts: { model?: string; seq?: n
 }
 
 function agent(lab: NetLab, host: string, dir: string, pub: string, extra: string[] = []): Tracked {
-  return track(lab.spawn(host, process.execPath, [FWCAST_AGENT, '--model', 'rpi4', '--key', pub, '--iface', 'eth0', '--store', join(dir, `store-${host}`), '--once', '--json', '--timeout', '60', ...extra]));
+  return track(lab.spawn(host, process.execPath, [FWCAST_AGENT, '--model', 'rpi4', '--key', pub, '--iface', 'eth0', '--store', join(dir, `store-${host}`), '--once', '--json', '--timeout', '60', '--log-format', 'json', ...extra]));
 }
 
 function publish(lab: NetLab, releases: string[], extra: string[] = []): Tracked {
-  return track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', ...releases, '--iface', 'eth0', '--rate', '40mbit', '--duration', '90s', ...extra]));
+  return track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', ...releases, '--iface', 'eth0', '--rate', '40mbit', '--duration', '90s', '--log-format', 'json', ...extra]));
 }
 
 test('publisher and 3 agents, one losing 20%: all install byte-identical images', async (t) => {
@@ -45,7 +45,7 @@ test('publisher and 3 agents, one losing 20%: all install byte-identical images'
   const { image, release, pub } = setupRelease(dir, 4 * 1024 * 1024 + 333);
   lab.setLoss('c', 20);
   const agents = ['a', 'b', 'c'].map((h) => agent(lab, h, dir, pub));
-  await Promise.all(agents.map((a) => stderrMatch(a, /listening on fw\/rpi4/, 20_000)));
+  await Promise.all(agents.map((a) => waitForEvent(a, 'agent.listening', { channel: 'fw/rpi4' }, 20_000)));
   const publisher = publish(lab, [release]);
   const codes = await Promise.all(agents.map((a) => exitCode(a, 60_000)));
   publisher.child.kill('SIGTERM');
@@ -94,10 +94,10 @@ test('wrong key, wrong model, lower sequence and expired manifests are each reje
   };
   // Each bad release goes out on its own port so each agent sees exactly one of them.
   const cases = [
-    { host: 'wrongkey', release: sign('wrongkey', otherDir, 'rpi4', 5), reason: /UnknownKeyError: manifest is signed by key [0-9a-f]{16}, which is not trusted/ },
-    { host: 'wrongmodel', release: sign('wrongmodel', trustedDir, 'other-board', 5), reason: /WrongModelError: release is for model "other-board", this agent is "rpi4"/ },
-    { host: 'rollback', release: sign('rollback', trustedDir, 'rpi4', 3), reason: /RollbackError: sequence 3 is not above the installed 7/ },
-    { host: 'expired', release: sign('expired', trustedDir, 'rpi4', 9, ['--expires', '1s']), reason: /ExpiredManifestError: release expired \(seq 9\) expired at/ },
+    { host: 'wrongkey', release: sign('wrongkey', otherDir, 'rpi4', 5), refusal: { reason: 'unknown-key', error: 'UnknownKeyError' } },
+    { host: 'wrongmodel', release: sign('wrongmodel', trustedDir, 'other-board', 5), refusal: { reason: 'wrong-model', error: 'WrongModelError' } },
+    { host: 'rollback', release: sign('rollback', trustedDir, 'rpi4', 3), refusal: { reason: 'rollback', error: 'RollbackError' } },
+    { host: 'expired', release: sign('expired', trustedDir, 'rpi4', 9, ['--expires', '1s']), refusal: { reason: 'expired', error: 'ExpiredManifestError' } },
   ];
   // The rollback agent already has seq 7 installed.
   const rollbackStore = join(dir, 'store-rollback');
@@ -116,9 +116,11 @@ test('wrong key, wrong model, lower sequence and expired manifests are each reje
     const code = await exitCode(a, 30_000);
     p.child.kill('SIGTERM');
     t.is(code, 3, `${c.host}: the agent gives up without installing`);
-    t.regex(a.stderr, c.reason, `${c.host}: log line names the reason`);
+    const refused = events(a.stderr, 'release.refused');
+    t.is(refused.length, 1, `${c.host}: rejected once, repeats counted silently\n${a.stderr}`);
+    t.like(refused[0], { model: 'rpi4', ...c.refusal }, `${c.host}: log line names the reason`);
     t.is(a.stdout, '', `${c.host}: nothing reported installed`);
-    t.is((a.stderr.match(/rejected release/g) ?? []).length, 1, `${c.host}: rejected once, repeats counted silently`);
-    t.notRegex(a.stderr, /installed rpi4/);
+    t.deepEqual(events(a.stderr, 'release.installed'), []);
+    t.true(Number(events(a.stderr, 'agent.stats')[0]?.[`dropped.${c.refusal.reason}`]) >= 2, `${c.host}: repeats counted in the stats at exit`);
   }
 });

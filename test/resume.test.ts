@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { makeImage, prng, sha256hex } from './helpers/fixtures.js';
-import { exitCode, FWCAST, FWCAST_AGENT, fwcast, stderrMatch, track } from './helpers/processes.js';
+import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, track, waitForEvent } from './helpers/processes.js';
 
 test('kill -9 at 20 random points, restart each time: the transfer resumes and the image verifies', async (t) => {
   const lab = NetLab.create(['pub', 'dev']);
@@ -23,7 +23,7 @@ test('kill -9 at 20 random points, restart each time: the transfer resumes and t
   const publisher = track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', join(dir, 'rel.fwc'), '--iface', 'eth0', '--rate', '4mbit', '--duration', '170s']));
   t.teardown(() => publisher.child.kill('SIGKILL'));
   const store = join(dir, 'store');
-  const args = [FWCAST_AGENT, '--model', 'rpi4', '--key', join(dir, 'publisher.pub'), '--iface', 'eth0', '--store', store, '--once', '--json', '--timeout', '120'];
+  const args = [FWCAST_AGENT, '--model', 'rpi4', '--key', join(dir, 'publisher.pub'), '--iface', 'eth0', '--store', store, '--once', '--json', '--timeout', '120', '--log-format', 'json'];
   const random = prng(2026);
   let resumed = 0;
   let killedMidTransfer = 0;
@@ -32,7 +32,7 @@ test('kill -9 at 20 random points, restart each time: the transfer resumes and t
   for (; kills < 20 && !finished; kills++) {
     const agent = track(lab.spawn('dev', process.execPath, args));
     // Kill at a random moment after the transfer (re)started, however slow start-up is under load.
-    await stderrMatch(agent, /receiving rpi4 3\.0\.0/, 60_000);
+    await waitForEvent(agent, 'release.accepted', { model: 'rpi4', version: '3.0.0' }, 60_000);
     await new Promise((r) => setTimeout(r, 400 + random() * 900));
     if (agent.child.exitCode !== null) {
       finished = agent;
@@ -40,9 +40,9 @@ test('kill -9 at 20 random points, restart each time: the transfer resumes and t
     }
     agent.child.kill('SIGKILL');
     await agent.exited;
-    if (/resuming 3\.0\.0: \d+\/\d+ segments done, \d+ symbols on disk/.test(agent.stderr)) resumed++;
+    if (events(agent.stderr, 'release.resumed', { version: '3.0.0' }).length > 0) resumed++;
     t.is(agent.stdout, '', 'a killed agent never reported an install');
-    if (!/installed rpi4/.test(agent.stderr)) killedMidTransfer++;
+    if (events(agent.stderr, 'release.installed', { model: 'rpi4' }).length === 0) killedMidTransfer++;
   }
   const last = finished ?? track(lab.spawn('dev', process.execPath, args));
   t.is(await exitCode(last, 130_000), 0, last.stderr);

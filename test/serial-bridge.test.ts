@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { buildMcubootImage } from '../device-agent/serial/mcuboot-image.js';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { sha256hex } from './helpers/fixtures.js';
-import { exitCode, FWCAST, FWCAST_AGENT, fwcast, stderrMatch, track, type Tracked } from './helpers/processes.js';
+import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, track, waitForEvent, type Tracked } from './helpers/processes.js';
 import { patternBytes, requireTools, run, startProcess, startTsx, tempDir, waitForOutput } from './serial/helpers.js';
 
 /**
@@ -54,7 +54,7 @@ function bridgeConfig(dir: string, name: string, pub: string, model: string, ins
 }
 
 function bridgeAgent(lab: NetLab, host: string, config: string): Tracked {
-  return track(lab.spawn(host, process.execPath, [FWCAST_AGENT, '--config', config, '--once', '--json', '--timeout', '60']));
+  return track(lab.spawn(host, process.execPath, [FWCAST_AGENT, '--config', config, '--once', '--json', '--timeout', '60', '--log-format', 'json']));
 }
 
 function publish(lab: NetLab, release: string): Tracked {
@@ -70,7 +70,7 @@ async function installedRecords(store: string): Promise<{ model: string; sha256:
 
 /** Publishes `rel` to agents already listening; returns their exit codes once all have ended. */
 async function deliver(t: ExecutionContext, lab: NetLab, rel: Release, agents: Tracked[], model: string): Promise<(number | null)[]> {
-  await Promise.all(agents.map((a) => stderrMatch(a, new RegExp(`listening on fw/${model}`), 40_000)));
+  await Promise.all(agents.map((a) => waitForEvent(a, 'agent.listening', { channel: `fw/${model}` }, 40_000)));
   const publisher = publish(lab, rel.release);
   const started = Date.now();
   const codes = await Promise.all(agents.map((a) => exitCode(a, 60_000)));
@@ -102,7 +102,7 @@ test('End to end: multicast → agent → serial (STM32 AN3155) → emulated fla
   t.is(result.model, model);
   t.is(result.seq, 1);
   t.is(result.sha256, sha256hex(rel.image), 'agent reports the signed image digest');
-  t.regex(agent.stderr, /installing: serial stm32 bootloader on /);
+  t.like(events(agent.stderr, 'release.verified')[0], { model, installer: `serial stm32 bootloader on ${pair.host}` });
   const flash = readFileSync(flashPath);
   t.true(flash.subarray(0, rel.image.length).equals(rel.image), 'emulated flash at 0x08000000 holds the image byte for byte');
   t.true(flash.subarray(rel.image.length, 21 * 1024).every((b) => b === 0xff), 'rest of the last erased page is erased');
@@ -156,12 +156,15 @@ test('serial installer fails (no such port; silent device): clear error, exit 1 
   t.deepEqual(codes, [1, 1], agents.map((a) => a.stderr).join('\n'));
   const digest = sha256hex(rel.image);
   for (const a of agents) {
-    t.regex(a.stderr, new RegExp(`verified ${model} 1\\.0\\.1 \\(seq 1\\) sha256 ${digest}`), 'the image itself was received and verified');
+    t.like(events(a.stderr, 'release.verified')[0], { model, version: '1.0.1', seq: 1, sha256: digest }, 'the image itself was received and verified');
     t.is(a.stdout, '', 'no install reported');
-    t.notRegex(a.stderr, /installed stm32f103/);
+    t.deepEqual(events(a.stderr, 'release.installed'), []);
   }
-  t.regex(agents[0]!.stderr, new RegExp(`error agent:${model}: install of ${model} 1\\.0\\.1 \\(seq 1\\) failed: \\w+: cannot open ${missing}: No such file or directory; retrying in 30 s`));
-  t.regex(agents[1]!.stderr, new RegExp(`error agent:${model}: install of ${model} 1\\.0\\.1 \\(seq 1\\) failed: \\w+: Sync: no ACK to 0x7F`));
+  const failure = (a: Tracked) => events(a.stderr, 'release.install-failed', { model, version: '1.0.1', seq: 1 })[0];
+  t.like(failure(agents[0]!), { error: 'SerialOpenError', attempt: 1, retryInSeconds: 30 }, agents[0]!.stderr);
+  t.true(String(failure(agents[0]!)?.detail).includes(missing), 'the error names the missing port');
+  t.like(failure(agents[1]!), { error: 'Stm32TimeoutError' }, agents[1]!.stderr);
+  t.regex(String(failure(agents[1]!)?.detail), /^Sync: /, 'the bootloader never answered the sync byte');
   t.deepEqual(await installedRecords(noport.store), []);
   t.deepEqual(await installedRecords(silent.store), []);
 });

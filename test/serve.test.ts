@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { makeImage, sha256hex } from './helpers/fixtures.js';
-import { exitCode, FWCAST, FWCAST_AGENT, stderrMatch, track } from './helpers/processes.js';
+import { events, exitCode, FWCAST, FWCAST_AGENT, track, waitForEvent, waitForEvents } from './helpers/processes.js';
 import { fwcastAsync, httpGet, push, serveConfig, startServe, TOKEN } from './helpers/serve.js';
 
 const SERVER = 'http://[fd00:fc::1]:8080';
@@ -42,21 +42,21 @@ test('sign → push → serve → agents install; the server restarted mid-carou
   const pushed = await push(lab, 'srv', file, TOKEN);
   t.is(pushed.code, 0, pushed.stderr);
   t.like(pushed.json, { ok: true, status: 201, stored: true, release: { seq: 1, version: '1.0.1' } });
-  await stderrMatch(server, /on the air rpi4 1\.0\.1 \(seq 1\)/, 10_000);
+  await waitForEvent(server, 'serve.on-air', { model: 'rpi4', version: '1.0.1', seq: 1 }, 10_000);
 
   const agents = ['a', 'b'].map((h) => track(lab.spawn(h, process.execPath, [
     FWCAST_AGENT, '--model', 'rpi4', '--key', join(dir, 'publisher.pub'), '--iface', 'eth0', '--store', join(dir, `agent-${h}`),
-    '--once', '--json', '--timeout', '50', '--progress-interval', '0.3',
+    '--once', '--json', '--timeout', '50', '--progress-interval', '0.3', '--log-format', 'json',
   ])));
-  await Promise.all(agents.map((a) => stderrMatch(a, /progress .*symbols=[1-9]/, 20_000)));
+  await Promise.all(agents.map((a) => waitForEvent(a, 'release.progress', (l) => Number(l.symbols) > 0, 20_000)));
   server.child.kill('SIGKILL');
   t.is(await exitCode(server, 5000), null, 'server killed');
   await new Promise((r) => setTimeout(r, 500));
   t.true(agents.every((a) => a.child.exitCode === null), `the agents had not finished when the server died:\n${agents.map((a) => `exit ${a.child.exitCode}\n${a.stderr}`).join('\n')}`);
 
   server = await startServe(lab, 'srv', config);
-  t.regex(server.stderr, /store .*: 1 release\(s\)/);
-  await stderrMatch(server, /on the air rpi4 1\.0\.1 \(seq 1\).* symbols=cache/, 10_000); // not encoded again
+  t.like(events(server.stderr, 'serve.store-opened')[0], { releases: 1 });
+  await waitForEvent(server, 'serve.on-air', { model: 'rpi4', version: '1.0.1', seq: 1, symbols: 'cache' }, 10_000); // not encoded again
   const codes = await Promise.all(agents.map((a) => exitCode(a, 50_000)));
   t.deepEqual(codes, [0, 0], agents.map((a) => a.stderr).join('\n'));
   for (const a of agents) {
@@ -168,7 +168,7 @@ test('kill -9 during a slow upload: after a restart the store lists only complet
   await exitCode(slow, 10_000);
 
   server = await startServe(lab, 'srv', config);
-  t.regex(server.stderr, /dropped 1 unfinished upload/);
+  t.like(events(server.stderr, 'serve.uploads-dropped')[0], { count: 1 });
   t.deepEqual(storedFiles(dir, 'incoming'), []);
   const list = JSON.parse((await httpGet(lab, 'srv', `${SERVER}/api/v1/releases`)).body) as { releases: Array<{ seq: number; state: string }> };
   t.deepEqual(list.releases.map((r) => [r.seq, r.state]), [[1, 'live']], 'only the complete release');
@@ -182,14 +182,14 @@ test('kill -9 during a slow upload: after a restart the store lists only complet
   // The interrupted release can be pushed again in full, and replaces seq 1 on the air.
   const retry = await push(lab, 'srv', big.file, TOKEN);
   t.like(retry.json, { ok: true, status: 201 });
-  await stderrMatch(server, /on the air rpi4 1\.0\.2 \(seq 2\)/, 10_000);
+  await waitForEvent(server, 'serve.on-air', { model: 'rpi4', version: '1.0.2', seq: 2 }, 10_000);
 
   // Retiring it puts seq 1 back on the air; its sequence number cannot be pushed again.
   const id = retry.json.release!.releaseId;
   t.is((await httpGet(lab, 'srv', `${SERVER}/api/v1/releases/${id}`, { method: 'DELETE' })).status, 401, 'retiring needs the token');
   const retired = await httpGet(lab, 'srv', `${SERVER}/api/v1/releases/${id}`, { method: 'DELETE', token: TOKEN });
   t.is(retired.status, 200, retired.body);
-  await stderrMatch(server, /retired rpi4 1\.0\.2[^]*on the air rpi4 1\.0\.1 \(seq 1\)/, 10_000);
+  await waitForEvents(server, [['serve.release-retired', { model: 'rpi4', version: '1.0.2' }], ['serve.on-air', { model: 'rpi4', version: '1.0.1', seq: 1 }]], 10_000);
   const after = JSON.parse((await httpGet(lab, 'srv', `${SERVER}/api/v1/releases`)).body) as { releases: Array<{ seq: number; state: string }> };
   t.deepEqual(after.releases.map((r) => [r.seq, r.state]), [[2, 'retired'], [1, 'live']]);
   const again = await push(lab, 'srv', big.file, TOKEN);

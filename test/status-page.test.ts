@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { chromium } from 'playwright-core';
 import { makeImage } from './helpers/fixtures.js';
-import { exitCode, FWCAST, fwcast, stderrMatch, track } from './helpers/processes.js';
+import { exitCode, FWCAST, fwcast, track, waitForEvent } from './helpers/processes.js';
 import { TOKEN } from './helpers/serve.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -30,11 +30,11 @@ test('the status page shows every channel with its release, and the stored relea
   };
   writeFileSync(join(dir, 'serve.json'), JSON.stringify({
     listen: '127.0.0.1:0', store: join(dir, 'store'), interface: 'lo', port: 4799, rate: '2mbit', trustedKeys: [join(dir, 'publisher.pub')],
-    models: ['rpi4', 'sensor-v2', 'gateway'],
+    models: ['rpi4', 'sensor-v2', 'gateway'], logFormat: 'json',
   }));
   const server = track(spawn(process.execPath, [FWCAST, 'serve', '--config', join(dir, 'serve.json')], { env: { ...process.env, FWCAST_TOKEN: TOKEN }, stdio: ['ignore', 'pipe', 'pipe'] }));
   t.teardown(() => server.child.kill('SIGKILL'));
-  const base = `http://127.0.0.1:${(await stderrMatch(server, /listening on http:\/\/127\.0\.0\.1:(\d+)/, 20_000))[1]}`;
+  const base = String((await waitForEvent(server, 'serve.listening', { url: /^http:\/\/127\.0\.0\.1:\d+$/ }, 20_000)).url);
   for (const file of [sign('rpi4', 1), sign('rpi4', 2), sign('sensor-v2', 7)]) {
     const p = track(spawn(process.execPath, [FWCAST, 'push', file, '--server', base, '--token', TOKEN], { stdio: ['ignore', 'pipe', 'pipe'] }));
     t.is(await exitCode(p, 20_000), 0, p.stderr);

@@ -3,7 +3,7 @@
  * interface, MQTT through a broker, or both at once.
  */
 import { ConfigError } from '../protocol/errors.js';
-import type { Logger } from '../protocol/log.js';
+import { errorFields, type Logger } from '../protocol/log.js';
 import { MqttTransport, readMqttFiles } from './mqtt.js';
 import { MultiTransport } from './multi.js';
 import type { Transport, TransportStats } from './transport.js';
@@ -32,13 +32,14 @@ export function mqttTransport(config: MqttConfig, log: Logger, where = 'mqtt'): 
     onEvent: (e) => {
       if (e.kind === 'connected') {
         lastError = '';
-        log.log('info', e.reconnects > 0 ? `MQTT reconnected to ${config.url} (reconnect ${e.reconnects})` : `MQTT connected to ${config.url}`);
+        log.event('mqtt.connected', { url: config.url, reconnects: e.reconnects },
+          e.reconnects > 0 ? `MQTT reconnected to ${config.url} (reconnect ${e.reconnects})` : `MQTT connected to ${config.url}`);
       } else if (e.kind === 'disconnected') {
-        log.log('debug', `MQTT disconnected from ${config.url}; retrying in ${e.retryInMs} ms`);
+        log.event('mqtt.disconnected', { url: config.url, retryInMs: e.retryInMs }, `MQTT disconnected from ${config.url}; retrying in ${e.retryInMs} ms`);
       } else if (e.error.message !== lastError) {
         // Once per distinct error, not once per retry.
         lastError = e.error.message;
-        log.log('warn', `MQTT ${config.url}: ${e.error.message}`);
+        log.event('mqtt.error', { url: config.url, ...errorFields(e.error) }, `MQTT ${config.url}: ${e.error.message}`);
       }
     },
   });
@@ -67,4 +68,10 @@ export function createTransport(opts: { iface?: string; mqtt?: MqttConfig; hops?
 export function statsOfKind(t: Transport, kind: string): TransportStats | undefined {
   const find = (s: TransportStats): TransportStats | undefined => (s.kind === kind ? s : s.parts.map(find).find((x) => x !== undefined));
   return find(t.stats());
+}
+
+/** The MQTT part's counters as the `mqtt.stats` log event names them, if `t` has an MQTT part. */
+export function mqttSummary(t: Transport): { published: number; droppedOffline: number; droppedBackpressure: number; sendErrors: number; reconnects: number } | undefined {
+  const mq = statsOfKind(t, 'mqtt');
+  return mq && { published: mq.sent, droppedOffline: mq.sendErrorsBy.offline, droppedBackpressure: mq.sendErrorsBy.backpressure, sendErrors: mq.sendErrors, reconnects: mq.reconnects };
 }

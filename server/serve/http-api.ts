@@ -22,7 +22,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { PassThrough } from 'node:stream';
-import type { Logger } from '../../protocol/log.js';
+import { errorFields, type Logger } from '../../protocol/log.js';
 import { PROMETHEUS_CONTENT_TYPE, type ServeMetrics } from './metrics.js';
 import { RejectedError, REJECTIONS, type ReleaseStore, type StoredRelease } from './release-store.js';
 import { STATUS_PAGE_HTML } from './status-page.js';
@@ -70,7 +70,8 @@ export function createHttpApi(init: HttpApiInit): Server {
   /** Refuses before the body is read; the client may still be sending, so the connection closes after. */
   const refuseEarly = (req: IncomingMessage, res: ServerResponse, reason: 'unauthorized' | 'too-large', message: string): void => {
     metrics.countRejection(reason);
-    log.log('warn', `refused ${req.method} ${req.url}: ${message}`, { reason, status: REJECTIONS[reason], remote: req.socket.remoteAddress });
+    log.event('serve.request-refused', { method: req.method, url: req.url, reason, status: REJECTIONS[reason], remote: req.socket.remoteAddress, detail: message },
+      `refused ${req.method} ${req.url}: ${message}`);
     send(res, REJECTIONS[reason], { error: reason, message }, { connection: 'close', ...(reason === 'unauthorized' ? { 'www-authenticate': 'Bearer realm="fwcast"' } : {}) });
     dropBody(req);
   };
@@ -100,21 +101,21 @@ export function createHttpApi(init: HttpApiInit): Server {
     try {
       const { release, created } = await store.ingest(body, init.maxUploadSize);
       metrics.countUpload(created ? 'stored' : 'duplicate');
-      log.log('info', created ? `stored ${release.model} ${release.version} (seq ${release.seq})` : `already stored: ${release.model} ${release.version} (seq ${release.seq})`, {
-        release: release.releaseId, model: release.model, version: release.version, seq: release.seq, bytes: release.imageSize, ms: Math.round(performance.now() - started),
-      });
+      log.event('serve.release-stored', {
+        model: release.model, version: release.version, seq: release.seq, release: release.releaseId, created, bytes: release.imageSize, ms: Math.round(performance.now() - started),
+      }, created ? `stored ${release.model} ${release.version} (seq ${release.seq})` : `already stored: ${release.model} ${release.version} (seq ${release.seq})`);
       send(res, created ? 201 : 200, { stored: created, release }, { location: `/api/v1/releases/${release.releaseId}` });
       if (created) init.onChange(release.model);
     } catch (err) {
       if (err instanceof RejectedError) {
         metrics.countRejection(err.reason);
-        log.log('warn', `refused upload: ${err.message}`, { reason: err.reason, status: err.status, remote: req.socket.remoteAddress });
+        log.event('serve.upload-refused', { reason: err.reason, status: err.status, remote: req.socket.remoteAddress, detail: err.message }, `refused upload: ${err.message}`);
         if (!res.headersSent && !res.destroyed) send(res, err.status, { error: err.reason, message: err.message }, req.complete ? {} : { connection: 'close' });
         dropBody(req);
         return;
       }
       if (!req.complete) {
-        log.log('warn', `upload abandoned: ${(err as Error).message}`, { remote: req.socket.remoteAddress });
+        log.event('serve.upload-abandoned', { remote: req.socket.remoteAddress, ...errorFields(err) }, `upload abandoned: ${(err as Error).message}`);
         return;
       }
       throw err;
@@ -128,7 +129,7 @@ export function createHttpApi(init: HttpApiInit): Server {
       return;
     }
     metrics.retirements++;
-    log.log('info', `retired ${r.model} ${r.version} (seq ${r.seq})`, { release: r.releaseId, model: r.model });
+    log.event('serve.release-retired', { model: r.model, version: r.version, seq: r.seq, release: r.releaseId }, `retired ${r.model} ${r.version} (seq ${r.seq})`);
     send(res, 200, { retired: true, release: r });
     init.onChange(r.model);
   };
@@ -187,7 +188,7 @@ export function createHttpApi(init: HttpApiInit): Server {
 
   const handle = (req: IncomingMessage, res: ServerResponse, continued: boolean): void => {
     route(req, res, continued).catch((err: unknown) => {
-      log.log('error', `${req.method} ${req.url} failed: ${(err as Error).stack ?? String(err)}`);
+      log.event('serve.request-failed', { method: req.method, url: req.url, ...errorFields(err) }, `${req.method} ${req.url} failed: ${(err as Error).stack ?? String(err)}`);
       if (!res.headersSent) send(res, 500, { error: 'internal', message: (err as Error).message });
       else res.destroy();
     });

@@ -27,8 +27,7 @@ import { pipeline } from 'node:stream/promises';
 import { fsyncDir, fsyncPath, writeFileAtomic } from '../../storage/durable-file.js';
 import { FwcastError } from '../../protocol/errors.js';
 import type { PublicKey } from '../../protocol/keys.js';
-import type { Logger } from '../../protocol/log.js';
-import { nullLogger } from '../../protocol/log.js';
+import { errorFields, nullLogger, type Logger } from '../../protocol/log.js';
 import { openSignedManifest, type Manifest } from '../../protocol/manifest.js';
 import { RELEASE_HEADER_SIZE } from '../../protocol/release-file.js';
 import { readReleaseFile, readReleaseManifest, type Release } from '../release.js';
@@ -148,7 +147,7 @@ export class ReleaseStore {
       unlinkSync(join(this.#incoming, name));
       dropped++;
     }
-    if (dropped > 0) this.#log.log('warn', `dropped ${dropped} unfinished upload(s) from a previous run`);
+    if (dropped > 0) this.#log.event('serve.uploads-dropped', { count: dropped }, `dropped ${dropped} unfinished upload(s) from a previous run`);
     for (const dir of [this.#releaseDir, this.#retiredDir]) {
       for (const name of readdirSync(dir)) if (name.includes('.tmp-')) unlinkSync(join(dir, name));
     }
@@ -159,7 +158,7 @@ export class ReleaseStore {
         const v = openSignedManifest(new Uint8Array(readFileSync(join(this.#retiredDir, name))), this.#trusted);
         this.#index(v.manifest, hex(v.kid), id, statSync(join(this.#retiredDir, name)).mtime, 'retired');
       } catch (err) {
-        this.#log.log('warn', `ignoring retired manifest ${name}: ${(err as Error).message}`);
+        this.#log.event('serve.release-ignored', { file: join(this.#retiredDir, name), ...errorFields(err) }, `ignoring retired manifest ${name}: ${(err as Error).message}`);
       }
     }
     for (const name of readdirSync(this.#releaseDir)) {
@@ -174,7 +173,7 @@ export class ReleaseStore {
         const v = openSignedManifest(readReleaseManifest(path), this.#trusted);
         this.#index(v.manifest, hex(v.kid), id, statSync(path).mtime, 'superseded');
       } catch (err) {
-        this.#log.log('warn', `ignoring stored release ${name}: ${(err as Error).message}`);
+        this.#log.event('serve.release-ignored', { file: path, ...errorFields(err) }, `ignoring stored release ${name}: ${(err as Error).message}`);
       }
     }
     this.#restate();
@@ -312,7 +311,7 @@ export class ReleaseStore {
       unlinkSync(this.#path(r.releaseId));
       // Keep the manifest's seq in the high-water mark via the live release (higher); forget the rest.
       this.#releases.delete(r.releaseId);
-      this.#log.log('info', `pruned superseded release ${r.releaseId}`, { model, version: r.version, seq: r.seq });
+      this.#log.event('serve.release-pruned', { model, version: r.version, seq: r.seq, release: r.releaseId }, `pruned superseded release ${r.releaseId}`);
     }
     if (superseded.length > this.#keep) fsyncDir(this.#releaseDir);
   }

@@ -30,7 +30,7 @@ export function addServeCommands(program: Command): void {
         }),
         server.failed,
       ]);
-      log.log('info', 'stopping');
+      log.event('serve.stopping', {}, 'stopping');
       await server.stop();
       if (failure) throw failure;
     });

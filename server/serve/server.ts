@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { readTrustedKey } from '../../cli/key-files.js';
 import * as ed25519 from '../../protocol/ed25519.js';
 import { ConfigError } from '../../protocol/errors.js';
-import type { Logger } from '../../protocol/log.js';
+import { errorFields, type Logger } from '../../protocol/log.js';
 import type { Transport } from '../../transport/transport.js';
 import { UdpMulticastTransport } from '../../transport/udp-multicast.js';
 import { Carousel } from '../../carousel/carousel.js';
@@ -67,7 +67,8 @@ export class FwcastServer {
     });
     this.#store.open();
     const counts = this.#store.list();
-    this.#log.log('info', `store ${this.config.store}: ${counts.length} release(s)`, { live: counts.filter((r) => r.state === 'live').length });
+    this.#log.event('serve.store-opened', { store: this.config.store, releases: counts.length, live: counts.filter((r) => r.state === 'live').length },
+      `store ${this.config.store}: ${counts.length} release(s)`);
     try {
       await this.#transport.open();
     } catch (err) {
@@ -75,7 +76,7 @@ export class FwcastServer {
     }
     for (const model of this.#models.keys()) this.#sync(model);
     this.#running = this.#publisher.run({ signal: this.#abort.signal }).catch((err: unknown) => {
-      this.#log.log('error', `the publisher stopped: ${(err as Error).message}`);
+      this.#log.event('serve.publisher-failed', errorFields(err), `the publisher stopped: ${(err as Error).message}`);
       this.#fail(err as Error);
     });
     this.#sampler = setInterval(() => this.metrics.sample(this.#publisher.stats()), 1000);
@@ -95,7 +96,8 @@ export class FwcastServer {
     });
     const address = this.#http.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    this.#log.log('info', `listening on http://${host}:${address.port}`, { rate: this.config.rate, interface: this.config.iface });
+    const url = `http://${host}:${address.port}`;
+    this.#log.event('serve.listening', { url, rate: this.config.rate, interface: this.config.iface }, `listening on ${url}`);
     return address;
   }
 
@@ -105,7 +107,7 @@ export class FwcastServer {
    */
   #sync(model: string): void {
     this.#syncing = this.#syncing.then(() => this.#syncNow(model)).catch((err: unknown) => {
-      this.#log.child('serve:publisher').log('error', `${model}: cannot publish: ${(err as Error).message}`, { model });
+      this.#log.child('serve:publisher').event('serve.publish-failed', { model, ...errorFields(err) }, `${model}: cannot publish: ${(err as Error).message}`);
     });
   }
 
@@ -119,7 +121,7 @@ export class FwcastServer {
     if (!live) {
       this.#publisher.remove(served.channel.name);
       this.#onAir.delete(model);
-      log.log('info', `${served.channel.name}: off the air (no release)`, { model });
+      log.event('serve.off-air', { model, channel: served.channel.name }, `${served.channel.name}: off the air (no release)`);
       return;
     }
     const started = performance.now();
@@ -132,7 +134,8 @@ export class FwcastServer {
       symbols = await symbolSetFor(release, { dir: this.#symbolDir, ...(pool ? { pool } : {}) });
     } catch (err) {
       if (!pool) throw err;
-      log.log('warn', `${served.channel.name}: worker threads failed (${(err as Error).message}); encoding on the main thread`, { model });
+      log.event('serve.encoding-fallback', { model, channel: served.channel.name, ...errorFields(err) },
+        `${served.channel.name}: worker threads failed (${(err as Error).message}); encoding on the main thread`);
       symbols = await symbolSetFor(release, { dir: this.#symbolDir });
     } finally {
       await pool?.close();
@@ -140,9 +143,10 @@ export class FwcastServer {
     if (this.#store.live(model)?.releaseId !== live.releaseId) return; // superseded meanwhile: the next change is queued
     this.#publisher.set({ channel: served.channel, carousel: new Carousel({ ...release, symbolSet: symbols.set }) });
     this.#onAir.set(model, { release: live, since: new Date().toISOString() });
-    log.log('info', `${served.channel.name}: on the air ${model} ${live.version} (seq ${live.seq})`, {
-      release: live.releaseId, group: served.channel.group, port: served.channel.port, symbols: symbols.source, ms: Math.round(performance.now() - started),
-    });
+    const ms = Math.round(performance.now() - started);
+    log.event('serve.on-air', {
+      model, version: live.version, seq: live.seq, release: live.releaseId, channel: served.channel.name, group: served.channel.group, port: served.channel.port, symbols: symbols.source, ms,
+    }, `${served.channel.name}: on the air ${model} ${live.version} (seq ${live.seq}); symbols ${symbols.source === 'cache' ? 'from cache' : 'encoded'} in ${ms} ms`);
     this.#dropStaleSymbols();
   }
 
@@ -205,6 +209,9 @@ export class FwcastServer {
     await this.#syncing;
     await this.#running;
     await this.#transport.close();
-    for (const s of this.#publisher.stats()) this.#log.log('info', `${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes`, { release: s.releaseId });
+    for (const s of this.#publisher.stats()) {
+      this.#log.event('carousel.stopped', { channel: s.channel, release: s.releaseId, rounds: s.rounds, datagrams: s.packets, bytes: s.bytes },
+        `${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes`);
+    }
   }
 }

@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import type { NetLab } from '../../scripts/lab/netlab.js';
-import { exitCode, FWCAST, stderrMatch, track, type Tracked } from './processes.js';
+import { exitCode, FWCAST, track, waitForEvent, type Tracked } from './processes.js';
 
 export const TOKEN = 'test-token-0123456789abcdef';
 
@@ -31,15 +31,15 @@ export function serveConfig(s: ServeSetup): string {
   const path = join(s.dir, 'serve.json');
   writeFileSync(path, JSON.stringify({
     listen: s.listen ?? '[fd00:fc::1]:8080', store: join(s.dir, 'store'), interface: 'eth0', rate: s.rate ?? '20mbit',
-    trustedKeys: [s.pub], models: s.models ?? ['rpi4'], ...s.extra,
+    trustedKeys: [s.pub], models: s.models ?? ['rpi4'], logFormat: 'json', ...s.extra,
   }, null, 2));
   return path;
 }
 
-/** Starts `fwcast serve` in a host and waits until it listens. */
+/** Starts `fwcast serve` in a host and waits until it listens (it logs JSON, see serveConfig). */
 export async function startServe(lab: NetLab, host: string, config: string): Promise<Tracked> {
   const p = track(lab.spawn(host, process.execPath, [FWCAST, 'serve', '--config', config], { env: { ...process.env, FWCAST_TOKEN: TOKEN } }));
-  await stderrMatch(p, /listening on http/, 20_000);
+  await waitForEvent(p, 'serve.listening', {}, 20_000);
   return p;
 }
 
