@@ -88,6 +88,7 @@ test('the agent logs documented events with their fields: refused, accepted, rec
   const installed = new Promise<InstalledRecord>((resolve) => agent.once('installed', resolve));
   await agent.start();
   const publisher = new MemoryTransport(hub);
+  await publisher.open();
   const image = makeImage(150_000, 6);
   for (const [seed, seq] of [[stranger.seed, 9], [key.seed, 3]] as const) {
     const carousel = new Carousel(buildRelease({ image, seed, model: 'rpi4', version: `1.0.${seq}`, seq }));
