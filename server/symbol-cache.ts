@@ -15,6 +15,7 @@ import { authenticate, encodeSegments, type SymbolSet } from '../protocol/symbol
 import type { CodecPool } from './codec-pool.js';
 import { encodeOnPool, type Release } from './release.js';
 import { replaceFile, writeAll } from '../storage/durable-file.js';
+import { DigestMismatchError } from '../protocol/errors.js';
 
 export interface SymbolCacheInit {
   /** Where cache files live; without it, nothing is cached. */
@@ -84,7 +85,7 @@ export async function symbolSetFor(release: Release, init: SymbolCacheInit = {})
   const encoding = m.segments.map((s) => ({ offset: s.offset, length: s.oti.transferLength, published: s.published }));
   const segments = init.pool ? await encodeOnPool(init.pool, release.image, m.symbolSize, encoding) : encodeSegments(release.image, m.symbolSize, encoding);
   const set = finish(segments);
-  if (!set) throw new Error('the image does not produce the symbols the manifest signs (authentication root differs)');
+  if (!set) throw new DigestMismatchError('the image does not produce the symbols the manifest signs (authentication root differs)');
   if (path) {
     mkdirSync(init.dir!, { recursive: true });
     writeCache(path, segments);
