@@ -43,7 +43,7 @@ export function openExclusive(path: string, mode = 0o644): number {
  * system), this process's pid, and 64 random bits. The `.tmp-` marks leftovers
  * of a crash for removal (see ReleaseStore.open).
  */
-export function temporaryPath(path: string): string {
+function temporaryPath(path: string): string {
   return `${path}.tmp-${process.pid}-${randomBytes(8).toString('hex')}`;
 }
 
@@ -91,7 +91,7 @@ export function copyFileAtomic(source: string, path: string, mode?: number): voi
     const buffer = Buffer.allocUnsafe(COPY_CHUNK);
     replaceFile(path, (fd) => {
       for (let n; (n = readSync(from, buffer, 0, buffer.length, null)) > 0; ) writeAll(fd, buffer.subarray(0, n));
-    }, mode ?? fstatSync(from).mode & 0o7777);
+    }, mode ?? fstatSync(from).mode & 0o777);
   } finally {
     closeSync(from);
   }
