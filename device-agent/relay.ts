@@ -12,9 +12,9 @@
  * after each install (the newer release replaces the older on the channel).
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { decodeCoseSign1 } from '../protocol/cose-sign1.js';
+import { DigestMismatchError } from '../protocol/errors.js';
 import { hex } from '../protocol/hex.js';
 import { errorFields, type Logger } from '../protocol/log.js';
 import { decodeManifest, releaseIdOf } from '../protocol/manifest.js';
@@ -32,12 +32,6 @@ export interface RelayInit {
   /** The models to relay and the channel each goes out on. */
   models: ReadonlyArray<{ model: string; channel: Channel }>;
   log: Logger;
-}
-
-/** The kept release of a model, as Store.keepRelease() left it. */
-export function keptReleasePaths(store: Store, model: string, releaseId: string): { image: string; manifest: string } {
-  const dir = join(store.dir, 'releases', model.replaceAll('/', '_'));
-  return { image: join(dir, `${releaseId}.img`), manifest: join(dir, `${releaseId}.cose`) };
 }
 
 export class Relay {
@@ -77,7 +71,7 @@ export class Relay {
     const spec = this.#init.models.find((m) => m.model === model);
     if (!spec) return false;
     if (this.#serving.get(model) === releaseId) return true;
-    const paths = keptReleasePaths(this.#init.store, model, releaseId);
+    const paths = this.#init.store.keptRelease(model, releaseId);
     if (!existsSync(paths.image) || !existsSync(paths.manifest)) {
       log.event('relay.release-missing', { model, release: releaseId, store: this.#init.store.dir },
         `relay: no kept release ${releaseId} for ${model} in ${this.#init.store.dir}; nothing to relay until the next install`);
@@ -88,9 +82,9 @@ export class Relay {
       const image = new Uint8Array(readFileSync(paths.image));
       const manifest = decodeManifest(decodeCoseSign1(signed).payload);
       const id = releaseIdOf(signed);
-      if (hex(id) !== releaseId) throw new Error(`${paths.manifest} is not release ${releaseId}`);
+      if (hex(id) !== releaseId) throw new DigestMismatchError(`${paths.manifest} is not release ${releaseId}`);
       const digest = createHash('sha256').update(image).digest();
-      if (Buffer.compare(digest, manifest.imageSha256) !== 0) throw new Error(`${paths.image} does not match its signed SHA-256`);
+      if (Buffer.compare(digest, manifest.imageSha256) !== 0) throw new DigestMismatchError(`${paths.image} does not match its signed SHA-256`);
       this.#publisher.set({ channel: spec.channel, carousel: new Carousel({ manifest, signed, releaseId: id, image }) });
       this.#serving.set(model, releaseId);
       log.event('relay.serving', {

@@ -10,9 +10,9 @@
  * cut leaves the previous state intact.
  */
 import { createHash } from 'node:crypto';
-import { accessSync, constants, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ConfigError } from '../protocol/errors.js';
 import { fsyncDir, writeFileAtomic } from '../storage/durable-file.js';
 
@@ -45,19 +45,25 @@ export class Store {
   }
 
   #load(): StateFile {
+    const path = join(this.dir, 'state.json');
     let text: string;
     try {
-      text = readFileSync(join(this.dir, 'state.json'), 'utf8');
+      text = readFileSync(path, 'utf8');
     } catch {
       return { format: 1, models: {} };
     }
+    const corrupt = (why: string): ConfigError => new ConfigError(`${path} is corrupt (${why}); restore it or remove it to forget installed versions`);
+    let parsed: unknown;
     try {
-      const parsed = JSON.parse(text) as StateFile;
-      if (parsed.format !== 1 || typeof parsed.models !== 'object') throw new Error('unknown format');
-      return parsed;
+      parsed = JSON.parse(text);
     } catch (err) {
-      throw new ConfigError(`${join(this.dir, 'state.json')} is corrupt (${(err as Error).message}); restore it or remove it to forget installed versions`);
+      throw corrupt((err as Error).message);
     }
+    const state = parsed as Partial<StateFile> | null;
+    if (typeof state !== 'object' || state === null || state.format !== 1 || typeof state.models !== 'object' || state.models === null || Array.isArray(state.models)) {
+      throw corrupt('unknown format');
+    }
+    return state as StateFile;
   }
 
   installed(model: string): InstalledRecord | undefined {
@@ -93,19 +99,34 @@ export class Store {
     }
   }
 
-  /** Moves a verified image into releases/<model>/ with its signed manifest. */
-  keepRelease(model: string, releaseId: string, image: string, signedManifest: Uint8Array): string {
-    const dir = join(this.dir, 'releases', model.replaceAll('/', '_'));
-    mkdirSync(dir, { recursive: true });
-    const imagePath = join(dir, `${releaseId}.img`);
-    writeFileAtomic(join(dir, `${releaseId}.cose`), signedManifest);
-    renameSync(image, imagePath);
-    fsyncDir(dir);
-    return imagePath;
+  /** Where the kept release of `model` lives (a model name may contain "/"). */
+  #releaseDir(model: string): string {
+    return join(this.dir, 'releases', model.replaceAll('/', '_'));
   }
 
+  /** The files of a kept release: its image and its signed manifest. */
+  keptRelease(model: string, releaseId: string): { image: string; manifest: string } {
+    const dir = this.#releaseDir(model);
+    return { image: join(dir, `${releaseId}.img`), manifest: join(dir, `${releaseId}.cose`) };
+  }
+
+  /** Moves a verified image into releases/<model>/ with its signed manifest. */
+  keepRelease(model: string, releaseId: string, image: string, signedManifest: Uint8Array): string {
+    const dir = this.#releaseDir(model);
+    if (!existsSync(dir)) {
+      mkdirSync(dir);
+      fsyncDir(dirname(dir));
+    }
+    const kept = this.keptRelease(model, releaseId);
+    writeFileAtomic(kept.manifest, signedManifest);
+    renameSync(image, kept.image);
+    fsyncDir(dir);
+    return kept.image;
+  }
+
+  /** Removes the kept releases of `model` other than `keepReleaseId`. */
   pruneReleases(model: string, keepReleaseId: string): void {
-    const dir = join(this.dir, 'releases', model.replaceAll('/', '_'));
+    const dir = this.#releaseDir(model);
     for (const name of readdirSync(dir)) {
       if (!name.startsWith(keepReleaseId)) rmSync(join(dir, name), { force: true });
     }

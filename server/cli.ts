@@ -64,6 +64,8 @@ function manifestSummary(m: Manifest, releaseId: Uint8Array, kid: Uint8Array) {
     channel: modelChannelName(m.model),
     group: channelGroup(modelChannelName(m.model)),
     fec: { scheme: 'RaptorQ (RFC 6330)', symbolSize: m.symbolSize, segmentSize: m.segmentSize, segments: m.segments.length, repairPercent: m.repairPercent },
+    // Each segment's RaptorQ object as a decoder needs it: OTI fields as protocol/oti.ts names them (SPEC §6.2).
+    segments: m.segments.map((s) => ({ index: s.index, offset: s.offset, oti: { ...s.oti }, sourceSymbols: s.sourceSymbols, published: s.published, sha256: hex(s.sha256) })),
     auth: { digestLength: m.auth.digestLength, chunkSymbols: m.auth.chunkSymbols, coding: m.auth.coding ? `${m.auth.coding.groupChunks}:${m.auth.coding.parityPerChunk}` : 'off' },
   };
 }
@@ -132,7 +134,10 @@ export function buildProgram(): Command {
       if (opts.json) {
         process.stdout.write(JSON.stringify(summary) + '\n');
       } else {
-        for (const [k, v] of Object.entries(summary)) process.stdout.write(`${k.padEnd(11)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}\n`);
+        for (const [k, v] of Object.entries(summary)) {
+          if (k === 'segments') for (const { index, ...seg } of v as Array<{ index: number }>) process.stdout.write(`${`segment ${index}`.padEnd(11)} ${JSON.stringify(seg)}\n`);
+          else process.stdout.write(`${k.padEnd(11)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}\n`);
+        }
       }
       if (summary.signature === 'INVALID') process.exitCode = 1;
     });

@@ -2,7 +2,7 @@
  * Building and reading signed release files: image → manifest + signature.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, readSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { DEFAULT_DATAGRAM_SIZE, DEFAULT_LIMITS, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MAX_SOURCE_SYMBOLS, SYMBOL_ALIGNMENT } from '../protocol/limits.js';
 import { checkFecParameters, checkModelName, decodeManifest, planSegments, publishedSymbols, releaseIdOf, signManifest, type Manifest, type SegmentInfo } from '../protocol/manifest.js';
 import { decodeCoseSign1 } from '../protocol/cose-sign1.js';
@@ -13,6 +13,7 @@ import { authenticate, encodeSegments, type SymbolSet, type SymbolSetSegment } f
 import type { CodecPool } from './codec-pool.js';
 import { decodeReleaseHeader, encodeReleaseHeader, RELEASE_HEADER_SIZE } from '../protocol/release-file.js';
 import { ConfigError, InvalidManifestError, MalformedPacketError } from '../protocol/errors.js';
+import { replaceFile, writeAll } from '../storage/durable-file.js';
 
 /** Repair symbols published per segment, as a percentage of its source symbols. */
 export const DEFAULT_REPAIR_PERCENT = 200;
@@ -166,19 +167,13 @@ export function encodeOnPool(pool: CodecPool, image: Uint8Array, symbolSize: num
   return Promise.all(segments.map((seg) => pool.encode(image.slice(seg.offset, seg.offset + seg.length), symbolSize, seg.published)));
 }
 
-/** Writes a release file atomically (temp file, fsync, rename). */
+/** Writes a release file durably: it replaces `path` whole or not at all (storage/durable-file.ts). */
 export function writeReleaseFile(path: string, release: Pick<Release, 'signed' | 'image'>): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w', 0o644);
-  try {
-    writeSync(fd, encodeReleaseHeader(release.signed.length));
-    writeSync(fd, release.signed);
-    writeSync(fd, release.image);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
+  replaceFile(path, (fd) => {
+    writeAll(fd, encodeReleaseHeader(release.signed.length));
+    writeAll(fd, release.signed);
+    writeAll(fd, release.image);
+  });
 }
 
 /**

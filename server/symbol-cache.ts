@@ -9,11 +9,13 @@
  * A file is touched whenever it is used; files unused for CACHE_DAYS are removed.
  */
 import { hex } from '../protocol/hex.js';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { authenticate, encodeSegments, type SymbolSet } from '../protocol/symbol-set.js';
 import type { CodecPool } from './codec-pool.js';
 import { encodeOnPool, type Release } from './release.js';
+import { replaceFile, writeAll } from '../storage/durable-file.js';
+import { DigestMismatchError } from '../protocol/errors.js';
 
 export interface SymbolCacheInit {
   /** Where cache files live; without it, nothing is cached. */
@@ -31,7 +33,9 @@ function pruneCache(dir: string, keep: string): void {
   const cutoff = Date.now() - CACHE_DAYS * 86_400_000;
   for (const name of readdirSync(dir)) {
     const path = join(dir, name);
-    if (path !== keep && name.endsWith('.symbols') && statSync(path).mtimeMs < cutoff) rmSync(path, { force: true });
+    // Temp files too: a write cut short by a crash leaves one (replaceFile).
+    const cached = name.endsWith('.symbols') || name.includes('.symbols.tmp-');
+    if (path !== keep && cached && statSync(path).mtimeMs < cutoff) rmSync(path, { force: true });
   }
 }
 
@@ -52,15 +56,9 @@ function readCache(path: string, sizes: number[]): Uint8Array[] | undefined {
 }
 
 function writeCache(path: string, segments: Uint8Array[]): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w', 0o644);
-  try {
-    for (const s of segments) writeSync(fd, s);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
+  replaceFile(path, (fd) => {
+    for (const s of segments) writeAll(fd, s);
+  });
 }
 
 /** The release's symbol set, from memory, from the cache, or encoded (and then cached). */
@@ -87,7 +85,7 @@ export async function symbolSetFor(release: Release, init: SymbolCacheInit = {})
   const encoding = m.segments.map((s) => ({ offset: s.offset, length: s.oti.transferLength, published: s.published }));
   const segments = init.pool ? await encodeOnPool(init.pool, release.image, m.symbolSize, encoding) : encodeSegments(release.image, m.symbolSize, encoding);
   const set = finish(segments);
-  if (!set) throw new Error('the image does not produce the symbols the manifest signs (authentication root differs)');
+  if (!set) throw new DigestMismatchError('the image does not produce the symbols the manifest signs (authentication root differs)');
   if (path) {
     mkdirSync(init.dir!, { recursive: true });
     writeCache(path, segments);

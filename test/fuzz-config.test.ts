@@ -15,9 +15,7 @@ import fc from 'fast-check';
 import { resolveAgentConfig, type AgentConfig, type AgentFlags } from '../device-agent/config.js';
 import { FwcastError } from '../protocol/errors.js';
 import { DEFAULT_LIMITS } from '../protocol/limits.js';
-
-const SEED = 20261125;
-const run = (numRuns: number): fc.Parameters<unknown> => ({ seed: SEED, numRuns, includeErrorInReport: true });
+import { run } from './helpers/fuzz.js';
 
 let dir: string;
 let counter = 0;

@@ -33,32 +33,14 @@ import { DEFAULT_LIMITS, type ReceiverLimits } from '../protocol/limits.js';
 import { decodeManifest, encodeManifest, openSignedManifest, type Manifest } from '../protocol/manifest.js';
 import { encodeReleaseHeader } from '../protocol/release-file.js';
 import { buildRelease, readReleaseFile, type Release } from '../server/release.js';
-import { keyId } from '../protocol/keys.js';
 import { makeImage, type TestKey } from './helpers/fixtures.js';
+import { cat, eq, fixedKey, hexOf, mutate, run, typed, type Mutation } from './helpers/fuzz.js';
 
-const SEED = 20261125;
-const run = (numRuns: number): fc.Parameters<unknown> => ({ seed: SEED, numRuns, includeErrorInReport: true });
 /** Wall-time budget for one parser call on one input of at most 300 kB. */
 const MAX_MS = 200;
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
-
-/** Keys from fixed seeds, so release ids, and hence every generated input, are the same on every run. */
-function fixedKey(n: number): TestKey {
-  const seed = new Uint8Array(32).fill(n);
-  const publicKey = ed25519.publicKeyFromSeed(seed);
-  return { seed, publicKey, kid: keyId(publicKey) };
-}
-
-function typed<T>(f: () => T): { ok: true; value: T } | { ok: false; error: FwcastError } {
-  try {
-    return { ok: true, value: f() };
-  } catch (err) {
-    if (err instanceof FwcastError) return { ok: false, error: err };
-    throw err;
-  }
-}
 
 /**
  * `typed`, and the call must finish within `ms`. The machine may be shared
@@ -77,20 +59,12 @@ function timed<T>(what: string, f: () => T, ms = MAX_MS): ReturnType<typeof type
   throw new Error(`${what} took ${best.toFixed(0)} ms at best of 3 (budget ${ms} ms)`);
 }
 
-const hexOf = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 /** JSON with byte strings as hex (Buffer.toJSON runs before a replacer sees the value, hence the second case). */
 const manifestJson = (m: Manifest): string => JSON.stringify(m, (_, v: unknown) => {
   if (v instanceof Uint8Array) return hexOf(v);
   const b = v as { type?: unknown; data?: unknown } | null;
   return b && b.type === 'Buffer' && Array.isArray(b.data) ? hexOf(Uint8Array.from(b.data as number[])) : v;
 });
-const eq = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(a, b) === 0;
-const cat = (...parts: ArrayLike<number>[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) { out.set(p, at); at += p.length; }
-  return out;
-};
 
 // ---------------------------------------------------------------------------
 // A CBOR item generator working on bytes, so it can say what an encoder never would
@@ -492,15 +466,6 @@ test('regression: decodeManifest: a manifest map with a duplicate key is refused
 // 3b. Mutations of a real signed manifest
 // ---------------------------------------------------------------------------
 
-type Mutation =
-  | { op: 'flip'; at: number; bit: number }
-  | { op: 'set'; at: number; value: number }
-  | { op: 'truncate'; to: number }
-  | { op: 'extend'; bytes: Uint8Array }
-  | { op: 'delete'; at: number; length: number }
-  | { op: 'insert'; at: number; bytes: Uint8Array }
-  | { op: 'copy'; from: number; at: number; length: number };
-
 const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   { weight: 5, arbitrary: fc.record({ op: fc.constant('flip' as const), at: fc.nat(), bit: fc.integer({ min: 0, max: 7 }) }) },
   { weight: 3, arbitrary: fc.record({ op: fc.constant('set' as const), at: fc.nat(), value: fc.oneof(fc.integer({ min: 0, max: 255 }), fc.constantFrom(0x00, 0x18, 0x19, 0x1a, 0x1b, 0x1f, 0x5f, 0x9f, 0xbf, 0xd2, 0xff)) }) },
@@ -510,25 +475,6 @@ const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ op: fc.constant('insert' as const), at: fc.nat(), bytes: fc.uint8Array({ minLength: 1, maxLength: 8 }) }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('copy' as const), from: fc.nat(), at: fc.nat(), length: fc.integer({ min: 1, max: 40 }) }) },
 );
-
-function mutate(d: Uint8Array, m: Mutation): Uint8Array {
-  const out = Uint8Array.from(d);
-  const n = out.length;
-  switch (m.op) {
-    case 'flip': if (n) out[m.at % n]! ^= 1 << m.bit; return out;
-    case 'set': if (n) out[m.at % n] = m.value; return out;
-    case 'truncate': return out.slice(0, m.to % (n + 1));
-    case 'extend': return cat(out, m.bytes);
-    case 'delete': { const at = m.at % (n + 1); return cat(out.subarray(0, at), out.subarray(at + m.length)); }
-    case 'insert': { const at = m.at % (n + 1); return cat(out.subarray(0, at), m.bytes, out.subarray(at)); }
-    case 'copy': {
-      if (!n) return out;
-      const from = m.from % n;
-      out.set(d.subarray(from, from + m.length).subarray(0, Math.max(0, n - (m.at % n))), m.at % n);
-      return out;
-    }
-  }
-}
 
 test('openSignedManifest: no mutation of a real signed manifest is accepted with different content', (t) => {
   const original = manifestJson(release.manifest);

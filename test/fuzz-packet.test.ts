@@ -29,33 +29,8 @@ import {
 import { decodeReleaseHeader, encodeReleaseHeader, RELEASE_HEADER_SIZE, RELEASE_MAGIC } from '../protocol/release-file.js';
 import { Carousel } from '../carousel/carousel.js';
 import { buildRelease } from '../server/release.js';
-import { makeImage, type TestKey } from './helpers/fixtures.js';
-
-const SEED = 20261125;
-const run = (numRuns: number): fc.Parameters<unknown> => ({ seed: SEED, numRuns, includeErrorInReport: true });
-
-/** Runs `f`; a FwcastError becomes a value, any other exception propagates (and fails the property). */
-/** Keys from fixed seeds, so release ids, and hence every generated input, are the same on every run. */
-function fixedKey(n: number): TestKey {
-  const seed = new Uint8Array(32).fill(n);
-  const publicKey = ed25519.publicKeyFromSeed(seed);
-  return { seed, publicKey, kid: keyId(publicKey) };
-}
-
-function typed<T>(f: () => T): { ok: true; value: T } | { ok: false; error: FwcastError } {
-  try {
-    return { ok: true, value: f() };
-  } catch (err) {
-    if (err instanceof FwcastError) {
-      if (typeof err.reason !== 'string' || err.reason.length === 0) throw new Error(`FwcastError without a reason: ${err.message}`);
-      return { ok: false, error: err };
-    }
-    throw err;
-  }
-}
-
-const hexOf = (b: Uint8Array): string => Buffer.from(b).toString('hex');
-const eq = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(a, b) === 0;
+import { makeImage } from './helpers/fixtures.js';
+import { eq, fixedKey, hexOf, mutate, run, typed, type Mutation } from './helpers/fuzz.js';
 
 // AUTH (type 3) is read from the module at run time, so this file keeps
 // working whatever the packet module exports.
@@ -303,16 +278,6 @@ test('AUTH parity bodies: decodeParityBody of arbitrary bytes gives the header a
 // 2. Mutations of real datagrams from a carousel
 // ---------------------------------------------------------------------------
 
-type Mutation =
-  | { op: 'flip'; at: number; bit: number }
-  | { op: 'set'; at: number; value: number }
-  | { op: 'u32'; at: number; value: number }
-  | { op: 'truncate'; to: number }
-  | { op: 'extend'; bytes: Uint8Array }
-  | { op: 'splice'; at: number; from: number; start: number; length: number }
-  | { op: 'delete'; at: number; length: number }
-  | { op: 'insert'; at: number; bytes: Uint8Array };
-
 const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ op: fc.constant('flip' as const), at: fc.nat(), bit: fc.integer({ min: 0, max: 7 }) }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('set' as const), at: fc.nat(), value: fc.integer({ min: 0, max: 255 }) }) },
@@ -324,37 +289,6 @@ const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ op: fc.constant('delete' as const), at: fc.nat(), length: fc.integer({ min: 1, max: 64 }) }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('insert' as const), at: fc.nat(), bytes: fc.uint8Array({ minLength: 1, maxLength: 32 }) }) },
 );
-
-function mutate(d: Uint8Array, m: Mutation, corpus: readonly Uint8Array[]): Uint8Array {
-  const out = Uint8Array.from(d);
-  const n = out.length;
-  switch (m.op) {
-    case 'flip': if (n) out[m.at % n]! ^= 1 << m.bit; return out;
-    case 'set': if (n) out[m.at % n] = m.value; return out;
-    case 'u32': {
-      if (n < 4) return out;
-      new DataView(out.buffer).setUint32(m.at % (n - 3), m.value);
-      return out;
-    }
-    case 'truncate': return out.slice(0, m.to % (n + 1));
-    case 'extend': return Uint8Array.from([...out, ...m.bytes]);
-    case 'splice': {
-      const other = corpus[m.from % corpus.length]!;
-      const start = other.length ? m.start % other.length : 0;
-      const piece = other.subarray(start, start + m.length);
-      const at = m.at % (n + 1);
-      return Uint8Array.from([...out.subarray(0, at), ...piece, ...out.subarray(Math.min(n, at + piece.length))]);
-    }
-    case 'delete': {
-      const at = m.at % (n + 1);
-      return Uint8Array.from([...out.subarray(0, at), ...out.subarray(at + m.length)]);
-    }
-    case 'insert': {
-      const at = m.at % (n + 1);
-      return Uint8Array.from([...out.subarray(0, at), ...m.bytes, ...out.subarray(at)]);
-    }
-  }
-}
 
 let corpus: Uint8Array[] = [];
 test.before(async () => {

@@ -20,22 +20,11 @@ import { encodeManifest, releaseIdOf } from '../protocol/manifest.js';
 import { decodePacket, encodeManifestFragment, PacketType, type Packet } from '../protocol/packet.js';
 import { Carousel } from '../carousel/carousel.js';
 import { buildRelease, type Release } from '../server/release.js';
-import { keyId } from '../protocol/keys.js';
 import { makeImage, type TestKey } from './helpers/fixtures.js';
+import { cat, eq, fixedKey, hexOf, mutate, run, type Mutation } from './helpers/fuzz.js';
 
-const SEED = 20261125;
-const run = (numRuns: number): fc.Parameters<unknown> => ({ seed: SEED, numRuns, includeErrorInReport: true });
 const NOW = 1_800_000_100;
 const MODEL = 'fuzz-rx';
-
-const hexOf = (b: Uint8Array): string => Buffer.from(b).toString('hex');
-const eq = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(a, b) === 0;
-const cat = (...parts: ArrayLike<number>[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) { out.set(p, at); at += p.length; }
-  return out;
-};
 
 let key: TestKey;
 let stranger: TestKey;
@@ -78,13 +67,6 @@ test.before(async () => {
   acceptIndex = genuine.findIndex((d) => r.push(d, NOW).some((e) => e.kind === 'accepted'));
   r.close();
 });
-
-/** Keys from fixed seeds, so release ids, and hence every generated input, are the same on every run. */
-function fixedKey(n: number): TestKey {
-  const seed = new Uint8Array(32).fill(n);
-  const publicKey = ed25519.publicKeyFromSeed(seed);
-  return { seed, publicKey, kid: keyId(publicKey) };
-}
 
 function tryDecode(d: Uint8Array): Packet | undefined {
   try {
@@ -154,14 +136,6 @@ function checkTotals(r: Receiver): void {
 // Hostile datagrams
 // ---------------------------------------------------------------------------
 
-type Mutation =
-  | { op: 'flip'; at: number; bit: number }
-  | { op: 'set'; at: number; value: number }
-  | { op: 'u32'; at: number; value: number }
-  | { op: 'truncate'; to: number }
-  | { op: 'extend'; bytes: Uint8Array }
-  | { op: 'splice'; at: number; from: number; start: number; length: number };
-
 const u32 = fc.oneof(fc.nat({ max: 0xffffffff }), fc.constantFrom(0, 1, 2, 0xff, 0xffff, 0x7fffffff, 0xffffffff));
 const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ op: fc.constant('flip' as const), at: fc.nat(), bit: fc.integer({ min: 0, max: 7 }) }) },
@@ -171,25 +145,6 @@ const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ op: fc.constant('extend' as const), bytes: fc.uint8Array({ minLength: 1, maxLength: 32 }) }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('splice' as const), at: fc.nat(), from: fc.nat(), start: fc.nat(), length: fc.nat({ max: 1300 }) }) },
 );
-
-function mutate(d: Uint8Array, m: Mutation): Uint8Array {
-  const out = Uint8Array.from(d);
-  const n = out.length;
-  switch (m.op) {
-    case 'flip': if (n) out[m.at % n]! ^= 1 << m.bit; return out;
-    case 'set': if (n) out[m.at % n] = m.value; return out;
-    case 'u32': if (n >= 4) new DataView(out.buffer).setUint32(m.at % (n - 3), m.value); return out;
-    case 'truncate': return out.slice(0, m.to % (n + 1));
-    case 'extend': return cat(out, m.bytes);
-    case 'splice': {
-      const other = genuine[m.from % genuine.length]!;
-      const start = m.start % other.length;
-      const piece = other.subarray(start, start + m.length);
-      const at = m.at % (n + 1);
-      return cat(out.subarray(0, at), piece, out.subarray(Math.min(n, at + piece.length)));
-    }
-  }
-}
 
 /** Fragments `signed` as a carousel would, under the release id it hashes to (so it passes the id check). */
 function fragmentsOf(signed: Uint8Array, size = 600): Uint8Array[] {
@@ -217,7 +172,7 @@ const hostileArb: fc.Arbitrary<Uint8Array[]> = fc.oneof(
       }),
   },
   // mutated genuine datagrams (symbols, AUTH and manifest fragments alike)
-  { weight: 6, arbitrary: fc.tuple(fc.nat(), fc.array(mutationArb, { minLength: 1, maxLength: 3 })).map(([i, ms]) => [ms.reduce((d, m) => mutate(d, m), genuine[i % genuine.length]!)]) },
+  { weight: 6, arbitrary: fc.tuple(fc.nat(), fc.array(mutationArb, { minLength: 1, maxLength: 3 })).map(([i, ms]) => [ms.reduce((d, m) => mutate(d, m, genuine), genuine[i % genuine.length]!)]) },
   // replays: genuine datagrams again (any order), and an older genuinely signed release
   { weight: 1, arbitrary: fc.array(fc.nat(), { minLength: 1, maxLength: 8 }).map((is) => is.map((i) => genuine[i % genuine.length]!)) },
   { weight: 1, arbitrary: fc.tuple(fc.nat(), fc.integer({ min: 1, max: 40 })).map(([i, n]) => olderDatagrams.slice(i % olderDatagrams.length, (i % olderDatagrams.length) + n)) },
@@ -306,7 +261,7 @@ const fieldMutation: fc.Arbitrary<Mutation> = fc.record({
   value: fc.oneof(u32, fc.integer({ min: -8, max: 8 }).map((d) => Math.max(0, (release?.signed.length ?? 0) + d))),
 });
 const fragmentHostile: fc.Arbitrary<Uint8Array[]> = fc.tuple(fc.nat(), fc.array(fc.oneof(mutationArb, fieldMutation), { minLength: 1, maxLength: 2 }))
-  .map(([i, ms]) => [ms.reduce((d, m) => mutate(d, m), fragments[i % fragments.length]!)]);
+  .map(([i, ms]) => [ms.reduce((d, m) => mutate(d, m, genuine), fragments[i % fragments.length]!)]);
 
 // Regression (found by this property, fixed in the working tree while this
 // suite was written): Receiver.#onFragment keyed a reassembly by release id

@@ -11,6 +11,7 @@ import {
   MalformedSmpPacketError, SMP_HEADER_SIZE, SMP_VERSION_2, SmpOp, type CborValue,
 } from './smp-frame.js';
 import { parseMcubootImage, McubootImageError, type McubootImageInfo } from './mcuboot-image.js';
+import { BootloaderProtocolError, BootloaderRefusedError, BootloaderTimeoutError, BootloaderVerifyError } from './bootloader-error.js';
 
 export { McubootImageError };
 
@@ -32,41 +33,11 @@ const DEFAULT_BUF_SIZE = 512;
 /** Framing and the per-line decode estimate eat into buf_size: the recorded MCUboot took 1016 of 1024. */
 const BUF_MARGIN = 16;
 
-export class McubootError extends Error {
-  override readonly name: string = 'McubootError';
-}
-
-/** The device answered with a non-zero rc. */
-export class McubootRcError extends McubootError {
-  override readonly name = 'McubootRcError';
-  constructor(readonly operation: string, readonly rc: number) {
-    super(`${operation} was refused: rc ${rc} (${RC_NAMES[rc] ?? 'unknown'})`);
-  }
-}
-
-/** No usable answer after all retries. */
-export class McubootTimeoutError extends McubootError {
-  override readonly name = 'McubootTimeoutError';
-  constructor(readonly operation: string, tries: number, cause: unknown) {
-    super(`${operation}: no answer from the device after ${tries} tries (${(cause as Error)?.message ?? cause})`, { cause });
-  }
-}
-
-/** Well-formed but wrong: an answer the protocol does not allow. */
-export class McubootProtocolError extends McubootError {
-  override readonly name = 'McubootProtocolError';
-}
-
-/** The upload finished but the device does not show the image we sent. */
-export class McubootVerifyError extends McubootError {
-  override readonly name = 'McubootVerifyError';
-}
-
-/** Throws McubootRcError for an answer carrying a non-zero rc. */
+/** Throws BootloaderRefusedError for an answer carrying a non-zero rc. */
 export function checkRc(operation: string, answer: Record<string, unknown>): void {
   const rc = answer.rc ?? 0;
-  if (typeof rc !== 'number') throw new McubootProtocolError(`${operation}: rc is not a number`);
-  if (rc !== 0) throw new McubootRcError(operation, rc);
+  if (typeof rc !== 'number') throw new BootloaderProtocolError('mcuboot', operation, 'rc is not a number');
+  if (rc !== 0) throw new BootloaderRefusedError('mcuboot', operation, `rc ${rc} (${RC_NAMES[rc] ?? 'unknown'})`, rc);
 }
 
 export interface ImageSlotState {
@@ -134,7 +105,7 @@ export class McubootClient {
         lastError = error;
       }
     }
-    throw new McubootTimeoutError(operation, tries, lastError);
+    throw new BootloaderTimeoutError('mcuboot', operation, `no answer from the device after ${tries} tries (${(lastError as Error)?.message ?? lastError})`, { cause: lastError });
   }
 
   private async awaitAnswer(op: number, group: number, id: number, seq: number, timeoutMs: number): Promise<Record<string, unknown>> {
@@ -165,7 +136,7 @@ export class McubootClient {
   async echo(text: string): Promise<string> {
     const answer = await this.command('Echo', SmpOp.Write, SMP.GROUP_OS, SMP.OS_ECHO, { d: text });
     checkRc('Echo', answer);
-    if (typeof answer.r !== 'string') throw new McubootProtocolError('Echo: answer has no text');
+    if (typeof answer.r !== 'string') throw new BootloaderProtocolError('mcuboot', 'Echo', 'answer has no text');
     return answer.r;
   }
 
@@ -174,14 +145,14 @@ export class McubootClient {
     const answer = await this.command('MCUmgr params', SmpOp.Read, SMP.GROUP_OS, SMP.OS_MCUMGR_PARAMS, {});
     if (answer.rc === 8) return undefined;
     checkRc('MCUmgr params', answer);
-    if (typeof answer.buf_size !== 'number') throw new McubootProtocolError('MCUmgr params: no buf_size');
+    if (typeof answer.buf_size !== 'number') throw new BootloaderProtocolError('mcuboot', 'MCUmgr params', 'no buf_size');
     return answer.buf_size;
   }
 
   async imageList(): Promise<ImageSlotState[]> {
     const answer = await this.command('Image list', SmpOp.Read, SMP.GROUP_IMAGE, SMP.IMAGE_STATE, {});
     checkRc('Image list', answer);
-    if (!Array.isArray(answer.images)) throw new McubootProtocolError('Image list: answer has no images array');
+    if (!Array.isArray(answer.images)) throw new BootloaderProtocolError('mcuboot', 'Image list', 'answer has no images array');
     return answer.images.map((raw: unknown): ImageSlotState => {
       const entry = (raw instanceof Map ? Object.fromEntries(raw) : raw) as Record<string, unknown>;
       return {
@@ -208,7 +179,7 @@ export class McubootClient {
       checkRc('Reset', answer);
       return true;
     } catch (error) {
-      if (error instanceof McubootTimeoutError) return false;
+      if (error instanceof BootloaderTimeoutError) return false;
       throw error;
     }
   }
@@ -223,14 +194,14 @@ export class McubootClient {
     let budget = 4 * Math.ceil(total / 64) + 16;
     let off = 0;
     for (;;) {
-      if (budget-- <= 0) throw new McubootProtocolError(`Image upload at off ${off}: the device keeps asking for other offsets; giving up`);
+      if (budget-- <= 0) throw new BootloaderProtocolError('mcuboot', `Image upload at off ${off}`, `the device keeps asking for other offsets; giving up`);
       const first = off === 0;
       const header: { [key: string]: CborValue } = first ? { image: 0, len: total, off: 0, sha: options.sha256 } : { off };
       const room = options.maxPacket - SMP_HEADER_SIZE - encodeCbor({ ...header, data: new Uint8Array(0) }).length - 2;
       let size = Math.min(total - off, room);
       // Non-final chunks are cut to the 8-byte write alignment by MCUboot anyway.
       if (off + size < total) size -= size % 8;
-      if (size <= 0) throw new McubootProtocolError(`Image upload: packet limit ${options.maxPacket} leaves no room for data`);
+      if (size <= 0) throw new BootloaderProtocolError('mcuboot', 'Image upload', `packet limit ${options.maxPacket} leaves no room for data`);
       const operation = `Image upload at off ${off}`;
       // off 0 makes the device erase the slot first, which takes a while on real flash.
       const timing = first ? { timeoutMs: options.eraseTimeoutMs } : {};
@@ -238,7 +209,7 @@ export class McubootClient {
       checkRc(operation, answer);
       const next = answer.off;
       if (typeof next !== 'number' || next < 0 || next > total) {
-        throw new McubootProtocolError(`${operation}: device answered off ${String(next)} for an image of ${total} bytes`);
+        throw new BootloaderProtocolError('mcuboot', operation, `device answered off ${String(next)} for an image of ${total} bytes`);
       }
       off = next;
       options.onProgress?.(off, total);
@@ -281,15 +252,15 @@ export async function flashMcuboot(options: McubootFlashOptions): Promise<Mcuboo
   await client.upload(options.image, { maxPacket: bufSize - BUF_MARGIN, sha256, eraseTimeoutMs: options.eraseTimeoutMs ?? 10_000, onProgress: options.onProgress });
   const after = await client.imageList();
   const slot0 = after.find((s) => s.slot === 0);
-  if (!slot0) throw new McubootVerifyError('Verify after upload: the device lists no image in slot 0 (its hash did not check)');
+  if (!slot0) throw new BootloaderVerifyError('mcuboot', 'Verify after upload', 'the device lists no image in slot 0 (its hash did not check)');
   let verifiedBy: McubootFlashResult['verifiedBy'];
   if (slot0.hash) {
     if (hex(slot0.hash) !== hex(info.sha256Tlv)) {
-      throw new McubootVerifyError(`Verify after upload: slot 0 hash ${hex(slot0.hash)} is not the image's ${hex(info.sha256Tlv)}`);
+      throw new BootloaderVerifyError('mcuboot', 'Verify after upload', `slot 0 hash ${hex(slot0.hash)} is not the image's ${hex(info.sha256Tlv)}`);
     }
     verifiedBy = 'hash';
   } else {
-    if (slot0.version !== info.version) throw new McubootVerifyError(`Verify after upload: slot 0 lists version ${slot0.version}, expected ${info.version}`);
+    if (slot0.version !== info.version) throw new BootloaderVerifyError('mcuboot', 'Verify after upload', `slot 0 lists version ${slot0.version}, expected ${info.version}`);
     verifiedBy = 'version';
   }
   const resetAcknowledged = (options.reset ?? true) ? await client.reset() : undefined;

@@ -7,6 +7,7 @@
 import type { SerialLink } from './link.js';
 import { hex } from '../../protocol/hex.js';
 import { SerialTimeoutError } from './link.js';
+import { BootloaderError, BootloaderProtocolError, BootloaderTimeoutError, BootloaderVerifyError } from './bootloader-error.js';
 
 export const STK = {
   OK: 0x10,
@@ -36,24 +37,6 @@ export const AVR_PARTS: Record<string, AvrPart> = {
   '1e9406': { name: 'ATmega168', pageSize: 128, flashSize: 16 * 1024, bootloaderSize: 512 },
   '1e930a': { name: 'ATmega88', pageSize: 64, flashSize: 8 * 1024, bootloaderSize: 512 },
 };
-
-export class Stk500Error extends Error {
-  override readonly name: string = 'Stk500Error';
-}
-
-export class Stk500TimeoutError extends Stk500Error {
-  override readonly name = 'Stk500TimeoutError';
-  constructor(readonly operation: string, detail: string) { super(`${operation}: ${detail}`); }
-}
-
-/** An answer that is not INSYNC … OK. */
-export class Stk500ProtocolError extends Stk500Error {
-  override readonly name = 'Stk500ProtocolError';
-}
-
-export class Stk500VerifyError extends Stk500Error {
-  override readonly name = 'Stk500VerifyError';
-}
 
 export interface Stk500Init {
   link: SerialLink;
@@ -90,12 +73,12 @@ export class Stk500Bootloader {
       answer = await this.link.read(answerLength + 2, { timeoutMs: this.timeoutMs, signal: this.signal });
     } catch (error) {
       if (error instanceof SerialTimeoutError) {
-        throw new Stk500TimeoutError(operation, `no complete answer within ${this.timeoutMs} ms (${error.received.length} of ${answerLength + 2} bytes)`);
+        throw new BootloaderTimeoutError('stk500', operation, `no complete answer within ${this.timeoutMs} ms (${error.received.length} of ${answerLength + 2} bytes)`);
       }
       throw error;
     }
     if (answer[0] !== STK.INSYNC || answer[answerLength + 1] !== STK.OK) {
-      throw new Stk500ProtocolError(`${operation}: expected INSYNC … OK, got ${hex(answer)}`);
+      throw new BootloaderProtocolError('stk500', operation, `expected INSYNC … OK, got ${hex(answer)}`);
     }
     return answer.subarray(1, answerLength + 1);
   }
@@ -113,12 +96,12 @@ export class Stk500Bootloader {
         await this.command('Get sync', Uint8Array.of(STK.GET_SYNC));
         return;
       } catch (error) {
-        if (!(error instanceof Stk500Error)) throw error;
+        if (!(error instanceof BootloaderError)) throw error;
         lastError = error;
         await this.link.readAvailable({ timeoutMs: 50, signal: this.signal });
       }
     }
-    throw new Stk500TimeoutError('Get sync', `no answer after ${this.tries * 3} tries (${(lastError as Error).message}); is the board reset into its bootloader?`);
+    throw new BootloaderTimeoutError('stk500', 'Get sync', `no answer after ${this.tries * 3} tries (${(lastError as Error).message}); is the board reset into its bootloader?`);
   }
 
   private async withRetries<T>(operation: () => Promise<T>): Promise<T> {
@@ -127,14 +110,14 @@ export class Stk500Bootloader {
       try {
         return await operation();
       } catch (error) {
-        if (!(error instanceof Stk500TimeoutError || error instanceof Stk500ProtocolError) || n >= this.tries) throw error;
+        if (!(error instanceof BootloaderTimeoutError || error instanceof BootloaderProtocolError) || n >= this.tries) throw error;
         this.retries++;
         await this.sync();
         try {
           await this.command('Enter programming mode', Uint8Array.of(STK.ENTER_PROGMODE));
         } catch (recovery) {
           // Noise on this answer too: the next try fails fast and recovers again.
-          if (!(recovery instanceof Stk500Error)) throw recovery;
+          if (!(recovery instanceof BootloaderError)) throw recovery;
         }
       }
     }
@@ -210,7 +193,7 @@ export async function flashStk500(options: Stk500FlashOptions): Promise<Stk500Fl
   await boot.enterProgramming();
   const signature = await boot.readSignature();
   const part = AVR_PARTS[signature];
-  if (!part) throw new Stk500ProtocolError(`Read signature: unknown part 0x${signature}`);
+  if (!part) throw new BootloaderProtocolError('stk500', 'Read signature', `unknown part 0x${signature}`);
   if (address % part.pageSize !== 0) throw new RangeError(`address 0x${address.toString(16)} is not on a ${part.pageSize}-byte page boundary`);
   const appEnd = part.flashSize - part.bootloaderSize;
   if (address + options.image.length > appEnd) {
@@ -244,7 +227,7 @@ export async function flashStk500(options: Stk500FlashOptions): Promise<Stk500Fl
       else if (round === 1) options.onProgress?.(options.image.length + Math.min(offset + part.pageSize, options.image.length), total);
     }
     if (bad.length === 0) break;
-    if (round === 3) throw new Stk500VerifyError(`Verify: page at 0x${(address + bad[0]!).toString(16)} still differs after rewriting twice`);
+    if (round === 3) throw new BootloaderVerifyError('stk500', 'Verify', `page at 0x${(address + bad[0]!).toString(16)} still differs after rewriting twice`);
     for (const offset of bad) await boot.programPage(address + offset, pageAt(offset));
     rewrittenPages += bad.length;
     toCheck = bad;

@@ -5,6 +5,7 @@
 // Success is only ever claimed after reading the whole image back.
 import type { SerialLink } from './link.js';
 import { SerialTimeoutError } from './link.js';
+import { BootloaderError, BootloaderProtocolError, BootloaderRefusedError, BootloaderTimeoutError, BootloaderVerifyError } from './bootloader-error.js';
 
 export const AN3155 = {
   SYNC: 0x7f,
@@ -36,29 +37,6 @@ export const STM32_PAGE_SIZES: Record<number, number> = {
   0x444: 1024, // F03x
   0x448: 2048, // F07x
 };
-
-export class Stm32Error extends Error {
-  override readonly name: string = 'Stm32Error';
-}
-
-export class Stm32NackError extends Stm32Error {
-  override readonly name = 'Stm32NackError';
-  constructor(readonly operation: string) { super(`${operation} was refused (NACK)`); }
-}
-
-export class Stm32TimeoutError extends Stm32Error {
-  override readonly name = 'Stm32TimeoutError';
-  constructor(readonly operation: string, detail: string) { super(`${operation}: ${detail}`); }
-}
-
-/** A byte that is neither ACK nor NACK, or an answer of the wrong shape. */
-export class Stm32ProtocolError extends Stm32Error {
-  override readonly name = 'Stm32ProtocolError';
-}
-
-export class Stm32VerifyError extends Stm32Error {
-  override readonly name = 'Stm32VerifyError';
-}
 
 const hex32 = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
 
@@ -115,7 +93,7 @@ export class Stm32Bootloader {
       const [byte] = await this.link.read(1, { timeoutMs, signal: this.signal });
       return byte!;
     } catch (error) {
-      if (error instanceof SerialTimeoutError) throw new Stm32TimeoutError(operation, `no answer within ${timeoutMs} ms`);
+      if (error instanceof SerialTimeoutError) throw new BootloaderTimeoutError('stm32', operation, `no answer within ${timeoutMs} ms`);
       throw error;
     }
   }
@@ -123,8 +101,8 @@ export class Stm32Bootloader {
   private async expectAck(operation: string, timeoutMs?: number): Promise<void> {
     const byte = await this.readByte(operation, timeoutMs);
     if (byte === AN3155.ACK) return;
-    if (byte === AN3155.NACK) throw new Stm32NackError(operation);
-    throw new Stm32ProtocolError(`${operation}: expected ACK, got 0x${byte.toString(16).padStart(2, '0')}`);
+    if (byte === AN3155.NACK) throw new BootloaderRefusedError('stm32', operation, 'NACK');
+    throw new BootloaderProtocolError('stm32', operation, `expected ACK, got 0x${byte.toString(16).padStart(2, '0')}`);
   }
 
   /** Opcode + complement, then ACK. */
@@ -147,7 +125,7 @@ export class Stm32Bootloader {
       try {
         return await attempt();
       } catch (error) {
-        if (!(error instanceof Stm32Error) || error instanceof Stm32VerifyError || n >= this.tries) throw error;
+        if (!(error instanceof BootloaderError) || error instanceof BootloaderVerifyError || n >= this.tries) throw error;
         this.retries++;
         await this.resync(operation);
       }
@@ -178,7 +156,7 @@ export class Stm32Bootloader {
       }
       await new Promise((resolve) => setTimeout(resolve, 300));
     }
-    throw new Stm32TimeoutError(operation, 'device silent while resynchronising (line dropped or bootloader left)');
+    throw new BootloaderTimeoutError('stm32', operation, 'device silent while resynchronising (line dropped or bootloader left)');
   }
 
   /** Autobaud sync. A NACK means the device was already synced (0x7f taken as a command). */
@@ -191,7 +169,7 @@ export class Stm32Bootloader {
       try {
         byte = await this.readByte('Sync', this.timeoutMs);
       } catch (error) {
-        if (error instanceof Stm32TimeoutError) { this.retries++; continue; }
+        if (error instanceof BootloaderTimeoutError) { this.retries++; continue; }
         throw error;
       }
       if (byte === AN3155.ACK || byte === AN3155.NACK) return;
@@ -200,7 +178,7 @@ export class Stm32Bootloader {
       await this.resync('Sync');
       return;
     }
-    throw new Stm32TimeoutError('Sync', 'no ACK to 0x7F; is BOOT0 high and the device reset, and is TX/RX crossed?');
+    throw new BootloaderTimeoutError('stm32', 'Sync', 'no ACK to 0x7F; is BOOT0 high and the device reset, and is TX/RX crossed?');
   }
 
   async get(): Promise<{ version: number; commands: number[] }> {
@@ -220,7 +198,7 @@ export class Stm32Bootloader {
       const count = await this.readByte('Get ID');
       const body = await this.link.read(count + 1, { timeoutMs: this.timeoutMs, signal: this.signal });
       await this.expectAck('Get ID');
-      if (body.length < 2) throw new Stm32ProtocolError('Get ID: product id shorter than 2 bytes');
+      if (body.length < 2) throw new BootloaderProtocolError('stm32', 'Get ID', 'product id shorter than 2 bytes');
       return (body[0]! << 8) | body[1]!;
     });
   }
@@ -237,7 +215,7 @@ export class Stm32Bootloader {
       try {
         return await this.link.read(length, { timeoutMs: this.timeoutMs, signal: this.signal });
       } catch (error) {
-        if (error instanceof SerialTimeoutError) throw new Stm32TimeoutError(operation, `${error.received.length} of ${length} bytes arrived`);
+        if (error instanceof SerialTimeoutError) throw new BootloaderTimeoutError('stm32', operation, `${error.received.length} of ${length} bytes arrived`);
         throw error;
       }
     });
@@ -265,7 +243,7 @@ export class Stm32Bootloader {
       } catch (error) {
         // A lost ACK leaves the block written, and flash cannot be written
         // twice without an erase: if it reads back right, it is done.
-        if (attempt > 1 && error instanceof Stm32Error && await this.blockMatches(address, padded)) return;
+        if (attempt > 1 && error instanceof BootloaderError && await this.blockMatches(address, padded)) return;
         throw error;
       }
     });
@@ -288,7 +266,7 @@ export class Stm32Bootloader {
   async erase(pages: number[] | 'all'): Promise<void> {
     if (this.commands.length === 0) await this.get();
     const extended = this.commands.includes(AN3155.EXTENDED_ERASE);
-    if (!extended && !this.commands.includes(AN3155.ERASE)) throw new Stm32Error('Erase: the bootloader offers neither Erase nor Extended Erase');
+    if (!extended && !this.commands.includes(AN3155.ERASE)) throw new BootloaderError('stm32', 'Erase', 'the bootloader offers neither Erase nor Extended Erase');
     const operation = pages === 'all' ? 'Mass erase' : `Erase of ${pages.length} page(s) from page ${pages[0]}`;
     let payload: Uint8Array;
     if (extended) {
@@ -377,7 +355,7 @@ export async function flashStm32(options: Stm32FlashOptions): Promise<Stm32Flash
       if (options.go) await boot.go(address);
       return { bootloaderVersion: version, commands, productId, retries: boot.retries, passes: pass };
     }
-    if (pass === 2) throw new Stm32VerifyError(`Verify: flash at ${hex32(bad)} differs from the image after two full passes`);
+    if (pass === 2) throw new BootloaderVerifyError('stm32', 'Verify', `flash at ${hex32(bad)} differs from the image after two full passes`);
   }
 }
 

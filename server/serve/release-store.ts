@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { fsyncDir, fsyncPath, writeFileAtomic } from '../../storage/durable-file.js';
+import { fsyncDir, fsyncPath, openExclusive, writeFileAtomic } from '../../storage/durable-file.js';
 import { FwcastError } from '../../protocol/errors.js';
 import type { PublicKey } from '../../protocol/keys.js';
 import { errorFields, nullLogger, type Logger } from '../../protocol/log.js';
@@ -247,7 +247,7 @@ export class ReleaseStore {
           done(null, chunk);
         },
       });
-      await pipeline(body, check, createWriteStream(part, { mode: 0o644 }));
+      await pipeline(body, check, createWriteStream(part, { fd: openExclusive(part) }));
       fsyncPath(part);
       const image = { size: Math.max(0, size - imageStart), sha256: hash.digest() };
       return await this.#exclusive(() => this.#commit(part, image));

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { openSerialPort } from '../../device-agent/serial/link.js';
 import { flashMcuboot } from '../../device-agent/serial/mcuboot-smp.js';
 import { buildMcubootImage } from '../../device-agent/serial/mcuboot-image.js';
-import { flashStm32, Stm32TimeoutError } from '../../device-agent/serial/stm32-an3155.js';
+import { flashStm32 } from '../../device-agent/serial/stm32-an3155.js';
+import { BootloaderTimeoutError } from '../../device-agent/serial/bootloader-error.js';
 import { flashStk500 } from '../../device-agent/serial/stk500.js';
 import { startRelay, type Relay, type RelayInit } from './relay.js';
 import { startArduino } from './avr.js';
@@ -111,7 +112,8 @@ test('STM32 line dropped for good mid-write: a clear timeout error naming the op
   const error = await t.throwsAsync(flashStm32({
     link, image: patternBytes(16_000, 54), timeoutMs: 150, tries: 3,
     onProgress: (done) => { if (!dropped && done > 4000) { dropped = true; relay.unplug(); } },
-  }), { instanceOf: Stm32TimeoutError });
+  }), { instanceOf: BootloaderTimeoutError });
+  t.is(error!.protocol, 'stm32');
   t.regex(error!.message, /^Write Memory at 0x080010\w\w: device silent while resynchronising/);
 });
 

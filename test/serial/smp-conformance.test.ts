@@ -5,7 +5,8 @@
 import test from 'ava';
 import { existsSync, readFileSync } from 'node:fs';
 import { createLinkPair, type SerialLink } from '../../device-agent/serial/link.js';
-import { checkRc, McubootClient, McubootRcError, SMP } from '../../device-agent/serial/mcuboot-smp.js';
+import { checkRc, McubootClient, SMP } from '../../device-agent/serial/mcuboot-smp.js';
+import { BootloaderRefusedError } from '../../device-agent/serial/bootloader-error.js';
 import { parseMcubootImage } from '../../device-agent/serial/mcuboot-image.js';
 import { SmpOp, type CborValue } from '../../device-agent/serial/smp-frame.js';
 import { SmpEmulator } from '../../hardware/emulators/smp-emulator.js';
@@ -138,8 +139,9 @@ test('client: upload requests match the recording and the device\'s off is what 
 
   const pastEnd = await replay('upload_past_end', upload(4075, new Uint8Array(16).fill(0xff)));
   t.is(pastEnd.sent, pastEnd.expected);
-  const error = t.throws(() => checkRc('Image upload at off 4075', pastEnd.result), { instanceOf: McubootRcError });
+  const error = t.throws(() => checkRc('Image upload at off 4075', pastEnd.result), { instanceOf: BootloaderRefusedError });
   t.is(error?.message, 'Image upload at off 4075 was refused: rc 3 (EINVAL)');
+  t.like(error, { protocol: 'mcuboot', operation: 'Image upload at off 4075', returnCode: 3 });
 });
 
 test('client: a dropped request (bad CRC on the line) is re-sent and the retry is answered', async (t) => {

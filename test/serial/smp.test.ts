@@ -4,7 +4,8 @@ import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLinkPair, openSerialPort } from '../../device-agent/serial/link.js';
-import { flashMcuboot, McubootImageError, McubootTimeoutError, McubootVerifyError } from '../../device-agent/serial/mcuboot-smp.js';
+import { flashMcuboot, McubootImageError } from '../../device-agent/serial/mcuboot-smp.js';
+import { BootloaderTimeoutError, BootloaderVerifyError } from '../../device-agent/serial/bootloader-error.js';
 import { buildMcubootImage } from '../../device-agent/serial/mcuboot-image.js';
 import { SmpEmulator } from '../../hardware/emulators/smp-emulator.js';
 import { memoryFlash, type FlashMemory } from '../../hardware/emulators/flash-file.js';
@@ -86,7 +87,8 @@ test('a device that stops answering mid-upload is a clear failure naming the off
       if (response && ++answers <= 6) await deviceEnd.write(response); // then the cable is cut
     }
   })();
-  const error = await t.throwsAsync(flashMcuboot({ link: host, image, timeoutMs: 100, tries: 3 }), { instanceOf: McubootTimeoutError });
+  const error = await t.throwsAsync(flashMcuboot({ link: host, image, timeoutMs: 100, tries: 3 }), { instanceOf: BootloaderTimeoutError });
+  t.is(error!.protocol, 'mcuboot');
   t.regex(error!.message, /^Image upload at off \d+: no answer from the device after 3 tries/);
   await host.close();
   await loop;
@@ -108,7 +110,8 @@ test('write-protected flash still holding an older image: off reaches len, but t
   const device = new SmpEmulator({ flash: protectedFlash });
   const [host, deviceEnd] = createLinkPair();
   const serving = device.serve(deviceEnd);
-  const error = await t.throwsAsync(flashMcuboot({ link: host, image, timeoutMs: 200 }), { instanceOf: McubootVerifyError });
+  const error = await t.throwsAsync(flashMcuboot({ link: host, image, timeoutMs: 200 }), { instanceOf: BootloaderVerifyError });
+  t.like(error, { protocol: 'mcuboot', operation: 'Verify after upload' });
   t.regex(error!.message, /^Verify after upload: slot 0 hash [0-9a-f]{64} is not the image's [0-9a-f]{64}$/);
   await host.close();
   await serving;
@@ -127,9 +130,10 @@ test('a flash that corrupts one byte: MCUboot no longer lists the image, and the
   const device = new SmpEmulator({ flash: flaky });
   const [host, deviceEnd] = createLinkPair();
   const serving = device.serve(deviceEnd);
-  await t.throwsAsync(flashMcuboot({ link: host, image, timeoutMs: 200 }), {
-    instanceOf: McubootVerifyError, message: 'Verify after upload: the device lists no image in slot 0 (its hash did not check)',
+  const error = await t.throwsAsync(flashMcuboot({ link: host, image, timeoutMs: 200 }), {
+    instanceOf: BootloaderVerifyError, message: 'Verify after upload: the device lists no image in slot 0 (its hash did not check)',
   });
+  t.is(error!.protocol, 'mcuboot');
   await host.close();
   await serving;
 });

@@ -3,7 +3,8 @@
 import test from 'ava';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { openSerialPort } from '../../device-agent/serial/link.js';
+import { createLinkPair, openSerialPort } from '../../device-agent/serial/link.js';
+import { BootloaderTimeoutError } from '../../device-agent/serial/bootloader-error.js';
 import { flashStk500 } from '../../device-agent/serial/stk500.js';
 import { parseIntelHex } from '../../device-agent/serial/intel-hex.js';
 import { createSerialInstaller, SerialConfigError } from '../../device-agent/serial/installer.js';
@@ -73,4 +74,12 @@ test('the installer refuses an image whose SHA-256 is not the verified one, befo
   writeFileSync(imagePath, patternBytes(100, 1));
   const installer = createSerialInstaller({ type: 'serial', protocol: 'stk500', port: join(dir, 'no-port') });
   await t.throwsAsync(installer.install({ imagePath, model: 'uno', version: '1', seq: 1, sha256: '00'.repeat(32) }), { name: 'ImageChangedError' });
+});
+
+test('a silent board (no bootloader running) is a clear sync failure naming the protocol', async (t) => {
+  const [host] = createLinkPair();
+  const error = await t.throwsAsync(flashStk500({ link: host, image: patternBytes(100, 1), timeoutMs: 20, tries: 1 }), { instanceOf: BootloaderTimeoutError });
+  t.like(error, { protocol: 'stk500', operation: 'Get sync' });
+  t.regex(error!.message, /^Get sync: no answer after 3 tries .*is the board reset into its bootloader\?$/);
+  await host.close();
 });

@@ -4,7 +4,8 @@ import test from 'ava';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLinkPair, openSerialPort } from '../../device-agent/serial/link.js';
-import { AN3155, flashStm32, Stm32TimeoutError, Stm32VerifyError } from '../../device-agent/serial/stm32-an3155.js';
+import { AN3155, flashStm32 } from '../../device-agent/serial/stm32-an3155.js';
+import { BootloaderTimeoutError, BootloaderVerifyError } from '../../device-agent/serial/bootloader-error.js';
 import { Stm32Emulator } from '../../hardware/emulators/stm32-emulator.js';
 import { memoryFlash, type FlashMemory } from '../../hardware/emulators/flash-file.js';
 import { patternBytes, ptyPair, REPO, requireTools, run, startTsx, tempDir, waitForOutput, type PtyPair } from './helpers.js';
@@ -76,7 +77,8 @@ test('a part offering Extended Erase (0x44) is erased with it, page by page', as
 
 test('a silent device (BOOT0 low, no bootloader) is a clear sync failure', async (t) => {
   const [host] = createLinkPair();
-  const error = await t.throwsAsync(flashStm32({ link: host, image: patternBytes(100, 1), timeoutMs: 50, tries: 2 }), { instanceOf: Stm32TimeoutError });
+  const error = await t.throwsAsync(flashStm32({ link: host, image: patternBytes(100, 1), timeoutMs: 50, tries: 2 }), { instanceOf: BootloaderTimeoutError });
+  t.like(error, { protocol: 'stm32', operation: 'Sync' });
   t.regex(error!.message, /^Sync: no ACK to 0x7F/);
   await host.close();
 });
@@ -114,9 +116,10 @@ test('a stuck flash bit is caught by read-back: one full retry pass, then a veri
   const [host, deviceEnd] = createLinkPair();
   const serving = device.serve(deviceEnd);
   const image = new Uint8Array(4096).fill(0x00);
-  await t.throwsAsync(flashStm32({ link: host, image, timeoutMs: 200 }), {
-    instanceOf: Stm32VerifyError, message: 'Verify: flash at 0x08000a00 differs from the image after two full passes',
+  const error = await t.throwsAsync(flashStm32({ link: host, image, timeoutMs: 200 }), {
+    instanceOf: BootloaderVerifyError, message: 'Verify: flash at 0x08000a00 differs from the image after two full passes',
   });
+  t.like(error, { protocol: 'stm32', operation: 'Verify' });
   t.is(opcodes.filter((op) => op === AN3155.ERASE).length, 2, 'erased and rewritten once before giving up');
   await host.close();
   await serving;

@@ -1,0 +1,51 @@
+/**
+ * device-agent/store.ts: where a kept release lives (one definition, used by
+ * the agent and the relay), pruning, and a state.json that cannot be used.
+ */
+import test from 'ava';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { Store } from '../device-agent/store.js';
+import { ConfigError } from '../protocol/errors.js';
+
+function storeDir(t: { teardown: (fn: () => void) => void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-store-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+test('keepRelease puts image and manifest where keptRelease says; pruneReleases keeps only the named release', (t) => {
+  const dir = storeDir(t);
+  const store = new Store(dir);
+  /** A verified image as the agent hands it over: a file in the store's incoming/. */
+  const keep = (id: string, image: string): string => {
+    const path = join(dir, 'incoming', `${id}.part`);
+    writeFileSync(path, image);
+    return store.keepRelease('acme/sensor', id, path, new TextEncoder().encode(`manifest ${id}`));
+  };
+  keep('00000000000000aa', 'old image');
+  const returned = keep('00000000000000bb', 'new image');
+  const kept = store.keptRelease('acme/sensor', '00000000000000bb');
+  t.is(returned, kept.image);
+  t.is(readFileSync(kept.image, 'utf8'), 'new image');
+  t.is(readFileSync(kept.manifest, 'utf8'), 'manifest 00000000000000bb');
+  t.is(dirname(dirname(kept.image)), join(dir, 'releases'));
+  t.is(readFileSync(store.keptRelease('acme/sensor', '00000000000000aa').image, 'utf8'), 'old image');
+
+  store.pruneReleases('acme/sensor', '00000000000000bb');
+  t.deepEqual(readdirSync(dirname(kept.image)).sort(), ['00000000000000bb.cose', '00000000000000bb.img']);
+  t.deepEqual(readdirSync(join(dir, 'incoming')), []);
+});
+
+test('a state.json that is not a state file is a ConfigError naming the file, whatever its JSON', (t) => {
+  for (const text of ['{not json', 'null', '[]', '"x"', '{"format":2,"models":{}}', '{"format":1}', '{"format":1,"models":null}', '{"format":1,"models":[]}']) {
+    const dir = storeDir(t);
+    writeFileSync(join(dir, 'state.json'), text);
+    const error = t.throws(() => new Store(dir), { instanceOf: ConfigError }, text);
+    t.true(error?.message.startsWith(`${join(dir, 'state.json')} is corrupt (`), error?.message);
+  }
+  const dir = storeDir(t);
+  writeFileSync(join(dir, 'state.json'), '{"format":1,"models":{}}');
+  t.deepEqual(new Store(dir).list(), []);
+});
