@@ -127,6 +127,8 @@ class ModelWorker {
     const releaseId = hex(release.releaseId);
     try {
       assembler.close();
+      // Its decoders lived only during add(): the codec's grown WASM memory goes back until the next transfer.
+      this.#codec.recycle();
       const sha256 = await sha256File(assembler.imagePath);
       if (sha256 !== hex(m.imageSha256)) {
         assembler.destroy();
