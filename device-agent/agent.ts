@@ -7,6 +7,7 @@
 import { EventEmitter } from 'node:events';
 import type { FwcastError } from '../protocol/errors.js';
 import { DigestMismatchError } from '../protocol/errors.js';
+import { RaptorqCodec } from '../protocol/fec.js';
 import type { PublicKey } from '../protocol/keys.js';
 import type { ReceiverLimits } from '../protocol/limits.js';
 import { errorFields, type Logger } from '../protocol/log.js';
@@ -60,6 +61,8 @@ class ModelWorker {
   #assembler: SpillAssembler | undefined;
   #installing = false;
   #flusher: NodeJS.Timeout;
+  /** This model's own codec: a decoder trap recycles it without touching other models' transfers. */
+  #codec = new RaptorqCodec();
 
   constructor(readonly spec: AgentModel, private readonly agent: Agent, private readonly log: Logger, installed: InstalledRecord | undefined, init: AgentInit) {
     this.retryBaseMs = init.retryBaseMs ?? 30_000;
@@ -80,7 +83,7 @@ class ModelWorker {
     const releaseId = hex(release.releaseId);
     this.agent.store.removeStaleTransfers(this.spec.model, releaseId);
     this.#assembler?.close();
-    const assembler = new SpillAssembler(this.agent.store.transferDir(releaseId), release.manifest);
+    const assembler = new SpillAssembler(this.agent.store.transferDir(releaseId), release.manifest, this.#codec);
     this.#assembler = assembler;
     if (assembler.completed.size > 0 || assembler.resumedSymbols > 0) {
       const m = release.manifest;
@@ -132,6 +135,8 @@ class ModelWorker {
     const releaseId = hex(release.releaseId);
     try {
       assembler.close();
+      // Its decoders lived only during add(): the codec's grown WASM memory goes back until the next transfer.
+      this.#codec.recycle();
       const sha256 = await sha256File(assembler.imagePath);
       if (sha256 !== hex(m.imageSha256)) {
         assembler.destroy();

@@ -8,7 +8,7 @@
  *    one segment at a time: memory stays flat whatever the image size, and
  *    what was received survives a restart.
  */
-import { SegmentDecoder } from '../protocol/fec.js';
+import { RaptorqCodec, SegmentDecoder } from '../protocol/fec.js';
 import type { SegmentInfo } from '../protocol/manifest.js';
 
 export type AddResult =
@@ -32,7 +32,10 @@ export interface SegmentAssembler {
   commit(segment: SegmentInfo, bytes: Uint8Array): void;
   /** Forgets a segment's symbols (its decode did not match its digest). */
   reset(segment: SegmentInfo): void;
-  /** After a codec trap: forget whatever lived in the old WASM instance. */
+  /**
+   * After a codec trap: recycle the assembler's own codec and forget whatever
+   * lived in its old WASM instance. Other assemblers' codecs are untouched.
+   */
   recoverFromTrap(): void;
   /** Releases memory and handles; what is persisted stays for a restart. */
   close(): void;
@@ -42,7 +45,8 @@ export class MemoryAssembler implements SegmentAssembler {
   readonly completed = new Set<number>();
   #decoders = new Map<number, SegmentDecoder>();
 
-  constructor(private readonly symbolSize: number) {}
+  /** `codec`: the model's own (default: a new one), never one that something else may recycle. */
+  constructor(private readonly symbolSize: number, private readonly codec = new RaptorqCodec()) {}
 
   received(segment: number): number {
     return this.#decoders.get(segment)?.received ?? 0;
@@ -51,7 +55,7 @@ export class MemoryAssembler implements SegmentAssembler {
   add(segment: SegmentInfo, esi: number, symbol: Uint8Array): AddResult {
     let decoder = this.#decoders.get(segment.index);
     if (!decoder) {
-      decoder = new SegmentDecoder(segment.oti.transferLength, this.symbolSize);
+      decoder = new SegmentDecoder(segment.oti.transferLength, this.symbolSize, this.codec);
       this.#decoders.set(segment.index, decoder);
     }
     const before = decoder.received;
@@ -73,6 +77,7 @@ export class MemoryAssembler implements SegmentAssembler {
 
   recoverFromTrap(): void {
     // The decoders lived in the dead instance; their symbols are gone.
+    this.codec.recycle();
     this.#decoders.clear();
   }
 

@@ -32,7 +32,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { SegmentDecoder } from '../protocol/fec.js';
+import { RaptorqCodec, SegmentDecoder } from '../protocol/fec.js';
 import type { Manifest, SegmentInfo } from '../protocol/manifest.js';
 import type { AddResult, SegmentAssembler } from './assembler.js';
 
@@ -74,8 +74,11 @@ export class SpillAssembler implements SegmentAssembler {
   #readBuffer: Uint8Array;
   /** Where segments are copied together from their source symbols. */
   #copyBuffer: Uint8Array | undefined;
+  #codec: RaptorqCodec;
 
-  constructor(dir: string, manifest: Manifest) {
+  /** `codec`: the model's own (default: a new one), never one that something else may recycle. */
+  constructor(dir: string, manifest: Manifest, codec = new RaptorqCodec()) {
+    this.#codec = codec;
     this.#dir = dir;
     this.#manifest = manifest;
     this.#record = ESI_BYTES + manifest.symbolSize;
@@ -225,7 +228,7 @@ export class SpillAssembler implements SegmentAssembler {
       });
       return out.subarray(0, segment.oti.transferLength);
     }
-    const decoder = new SegmentDecoder(segment.oti.transferLength, this.#manifest.symbolSize);
+    const decoder = new SegmentDecoder(segment.oti.transferLength, this.#manifest.symbolSize, this.#codec);
     try {
       let bytes: Uint8Array | undefined;
       this.#eachRecord(segment.index, count, (esi, symbol) => (bytes = decoder.push(esi, symbol)) !== undefined);
@@ -288,6 +291,7 @@ export class SpillAssembler implements SegmentAssembler {
 
   recoverFromTrap(): void {
     // Decoders live only during one decode attempt; every symbol is still on disk.
+    this.#codec.recycle();
   }
 
   close(): void {

@@ -13,52 +13,53 @@
  *  - The WASM module traps on malformed input, so the decoder is only ever
  *    handed packets assembled here from validated (ESI, symbol) pairs.
  *
- * Loading the codec's own .wasm file is the one read this module does; it is
- * code, not data, and happens once per process.
+ * Encoders and decoders live in a RaptorqCodec's WASM instance
+ * (raptorq-wasm.ts). recycle() replaces that instance, after a trap (whose
+ * unwinding leaks the instance's memory, and an instance dies after a few
+ * thousand) or to give memory back: only that codec's encoders and decoders
+ * go stale. Whatever may trap (a receiver's decoders) gets a codec of its
+ * own; `defaultCodec`, shared, is for code that never recycles (the
+ * publisher, tests, benchmarks).
  */
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import * as raptorq from 'raptorq/raptorq.js';
 import { K_PRIME } from './kprime-table.js';
 import { MAX_SOURCE_SYMBOLS, SYMBOL_ALIGNMENT } from './limits.js';
 import type { Oti } from './oti.js';
 import { MAX_ESI, PAYLOAD_ID_SIZE, readPayloadId, writePayloadId } from './payload-id.js';
+import { RaptorqWasm, type DecoderHandle, type EncoderHandle } from './raptorq-wasm.js';
 
-export type Raptorq = typeof raptorq;
-let wasmBytes: Uint8Array | undefined;
-let generation = 0;
+export { RaptorqTrapError } from './raptorq-wasm.js';
 
-export function loadRaptorq(): Raptorq {
-  if (!wasmBytes) {
-    const require = createRequire(import.meta.url);
-    wasmBytes = new Uint8Array(readFileSync(require.resolve('raptorq/raptorq_bg.wasm')));
-    raptorq.initSync(wasmBytes);
-    generation++;
-  }
-  return raptorq;
-}
-
-/** Instance generation: encoders and decoders are only valid within the one they were made in. */
-export function raptorqGeneration(): number {
-  loadRaptorq();
-  return generation;
-}
-
-/**
- * Replaces the WASM instance with a fresh one (after a trap, whose unwinding
- * leaks the old instance's memory, or to give memory back after a big
- * transfer). Every encoder and decoder made before becomes unusable.
- */
-export function recycleRaptorq(): void {
-  loadRaptorq();
-  raptorq.initSync(wasmBytes!);
-  generation++;
-}
-
-/** Thrown by encoders and decoders whose WASM instance was recycled. */
+/** Thrown by encoders and decoders whose codec was recycled since they were made. */
 export class StaleCodecError extends Error {
   override name = 'StaleCodecError';
 }
+
+/** One WASM instance for encoders and decoders, replaceable on its own. */
+export class RaptorqCodec {
+  #wasm: RaptorqWasm | undefined;
+
+  /** The current instance, made on first use (a codec that never codes costs nothing). */
+  get wasm(): RaptorqWasm {
+    return (this.#wasm ??= new RaptorqWasm());
+  }
+
+  /** Whether `wasm` is still this codec's instance. */
+  isCurrent(wasm: RaptorqWasm): boolean {
+    return this.#wasm === wasm;
+  }
+
+  /**
+   * Drops the instance; the next encoder or decoder gets a fresh one. Those
+   * made before throw StaleCodecError, and their free() does nothing: their
+   * memory goes with the old instance.
+   */
+  recycle(): void {
+    this.#wasm = undefined;
+  }
+}
+
+/** The shared codec, for code that never recycles it. */
+export const defaultCodec = new RaptorqCodec();
 
 /** K' for a block of K source symbols: the smallest K' ≥ K in RFC 6330 Table 2. */
 export function paddedBlockSize(k: number): number {
@@ -94,23 +95,25 @@ export interface EncodingSymbol {
 export class SegmentEncoder {
   readonly k: number;
   readonly kPrime: number;
-  #encoder: raptorq.Encoder | undefined;
-  #generation: number;
+  #codec: RaptorqCodec;
+  #wasm: RaptorqWasm;
+  #encoder: EncoderHandle | undefined;
 
-  constructor(data: Uint8Array, readonly symbolSize: number) {
+  constructor(data: Uint8Array, readonly symbolSize: number, codec = defaultCodec) {
     if (symbolSize % SYMBOL_ALIGNMENT !== 0) throw new RangeError(`symbol size must be a multiple of ${SYMBOL_ALIGNMENT}`);
     this.k = sourceSymbolCount(data.length, symbolSize);
     this.kPrime = paddedBlockSize(this.k);
-    this.#encoder = loadRaptorq().Encoder.with_defaults(data, symbolSize);
-    this.#generation = generation;
+    this.#codec = codec;
+    this.#wasm = codec.wasm;
+    this.#encoder = this.#wasm.encoderNew(data, symbolSize);
   }
 
   /** The first `count` encoding symbols: the K source symbols, then repair symbols K, K+1, … */
   symbols(count: number): EncodingSymbol[] {
-    if (!this.#encoder) throw new Error('SegmentEncoder used after free()');
-    if (this.#generation !== generation) throw new StaleCodecError('SegmentEncoder outlived its WASM instance');
+    if (this.#encoder === undefined) throw new Error('SegmentEncoder used after free()');
+    if (!this.#codec.isCurrent(this.#wasm)) throw new StaleCodecError('SegmentEncoder outlived its WASM instance');
     if (count < this.k || count > MAX_ESI + 1) throw new RangeError(`symbol count must be in ${this.k}..${MAX_ESI + 1}`);
-    const packets = this.#encoder.encode(count - this.k);
+    const packets = this.#wasm.encoderEncode(this.#encoder, count - this.k);
     const shift = this.kPrime - this.k;
     return packets.map((packet) => {
       const { esi } = readPayloadId(packet, 0);
@@ -119,7 +122,7 @@ export class SegmentEncoder {
   }
 
   free(): void {
-    if (this.#generation === generation) this.#encoder?.free();
+    if (this.#encoder !== undefined && this.#codec.isCurrent(this.#wasm)) this.#wasm.encoderFree(this.#encoder);
     this.#encoder = undefined;
   }
 }
@@ -131,17 +134,19 @@ export class SegmentEncoder {
 export class SegmentDecoder {
   readonly k: number;
   readonly kPrime: number;
-  #decoder: raptorq.Decoder | undefined;
+  #codec: RaptorqCodec;
+  #wasm: RaptorqWasm;
+  #decoder: DecoderHandle | undefined;
   #seen = new Set<number>();
   #packet: Uint8Array;
   #result: Uint8Array | undefined;
-  #generation: number;
 
-  constructor(readonly length: number, readonly symbolSize: number) {
+  constructor(readonly length: number, readonly symbolSize: number, codec = defaultCodec) {
     this.k = sourceSymbolCount(length, symbolSize);
     this.kPrime = paddedBlockSize(this.k);
-    this.#decoder = loadRaptorq().Decoder.with_defaults(BigInt(length), symbolSize);
-    this.#generation = generation;
+    this.#codec = codec;
+    this.#wasm = codec.wasm;
+    this.#decoder = this.#wasm.decoderNew(length, symbolSize);
     this.#packet = new Uint8Array(PAYLOAD_ID_SIZE + symbolSize);
   }
 
@@ -156,8 +161,8 @@ export class SegmentDecoder {
   /** Adds a symbol; returns the segment's bytes once it decodes. */
   push(esi: number, symbol: Uint8Array): Uint8Array | undefined {
     if (this.#result) return this.#result;
-    if (!this.#decoder) throw new Error('SegmentDecoder used after free()');
-    if (this.#generation !== generation) throw new StaleCodecError('SegmentDecoder outlived its WASM instance');
+    if (this.#decoder === undefined) throw new Error('SegmentDecoder used after free()');
+    if (!this.#codec.isCurrent(this.#wasm)) throw new StaleCodecError('SegmentDecoder outlived its WASM instance');
     if (symbol.length !== this.symbolSize) throw new RangeError(`symbol is ${symbol.length} bytes, expected ${this.symbolSize}`);
     if (!Number.isInteger(esi) || esi < 0 || esi > MAX_ESI) throw new RangeError(`ESI ${esi} out of range`);
     if (this.#seen.has(esi)) return undefined;
@@ -166,7 +171,7 @@ export class SegmentDecoder {
     if (crateEsi > MAX_ESI) return undefined;
     writePayloadId(this.#packet, 0, { sbn: 0, esi: crateEsi });
     this.#packet.set(symbol, PAYLOAD_ID_SIZE);
-    const out = this.#decoder.decode(this.#packet);
+    const out = this.#wasm.decoderDecode(this.#decoder, this.#packet);
     if (out) {
       this.#result = out;
       this.free();
@@ -175,7 +180,7 @@ export class SegmentDecoder {
   }
 
   free(): void {
-    if (this.#generation === generation) this.#decoder?.free();
+    if (this.#decoder !== undefined && this.#codec.isCurrent(this.#wasm)) this.#wasm.decoderFree(this.#decoder);
     this.#decoder = undefined;
   }
 }

@@ -7,15 +7,15 @@
  */
 import { writeFileSync } from 'node:fs';
 import { MAX_SOURCE_SYMBOLS } from '../protocol/limits.js';
-import { loadRaptorq } from '../protocol/fec.js';
+import { RaptorqWasm } from '../protocol/raptorq-wasm.js';
 
-const rq = loadRaptorq();
+const wasm = new RaptorqWasm();
 const values: number[] = [];
 const SYMBOL = 64;
 for (let k = 1; values.length === 0 || values[values.length - 1]! < MAX_SOURCE_SYMBOLS; ) {
-  const encoder = rq.Encoder.with_defaults(new Uint8Array(k * SYMBOL), SYMBOL);
-  const packets = encoder.encode(1);
-  encoder.free();
+  const encoder = wasm.encoderNew(new Uint8Array(k * SYMBOL), SYMBOL);
+  const packets = wasm.encoderEncode(encoder, 1);
+  wasm.encoderFree(encoder);
   const repair = packets[packets.length - 1]!;
   const kPrime = (repair[1]! << 16) | (repair[2]! << 8) | repair[3]!;
   values.push(kPrime);

@@ -4,9 +4,11 @@
  * installed from it.
  */
 import test from 'ava';
-import * as raptorq from 'raptorq/raptorq.js';
+import { MemoryAssembler } from '../device-agent/assembler.js';
 import type { DropReason } from '../device-agent/receiver/drop-reasons.js';
 import { Receiver, type ReceiverEvent } from '../device-agent/receiver/receiver.js';
+import { RaptorqCodec } from '../protocol/fec.js';
+import { RaptorqWasm, type DecoderHandle } from '../protocol/raptorq-wasm.js';
 import { encodeCbor, Tag } from '../protocol/cbor.js';
 import { COSE_SIGN1_TAG } from '../protocol/cose-sign1.js';
 import { releaseIdOf, signManifest, type Manifest } from '../protocol/manifest.js';
@@ -208,36 +210,105 @@ test('CBOR bombs in a manifest are refused quickly as malformed', async (t) => {
   }
 });
 
+/**
+ * Runs `body` with the `nth` call into a WASM decoder (of `codec` only, if
+ * given) made a real trap: that call gets the packet cut short of its 4-byte
+ * payload ID, on which the raptorq crate panics. `traps()` counts them. The
+ * body is synchronous, so no other test sees the patched binding.
+ */
+function withTrapOnDecode<R>(nth: number, codec: RaptorqCodec | undefined, body: (traps: () => number) => R): R {
+  const original = RaptorqWasm.prototype.decoderDecode;
+  let calls = 0;
+  let traps = 0;
+  RaptorqWasm.prototype.decoderDecode = function (this: RaptorqWasm, decoder: DecoderHandle, packet: Uint8Array) {
+    if ((!codec || codec.isCurrent(this)) && ++calls === nth) {
+      traps++;
+      return original.call(this, decoder, packet.subarray(0, 2));
+    }
+    return original.call(this, decoder, packet);
+  };
+  try {
+    return body(() => traps);
+  } finally {
+    RaptorqWasm.prototype.decoderDecode = original;
+  }
+}
+
 test('a trap inside the WASM decoder does not stop the transfer: the codec is recycled', async (t) => {
   const { release, image, receiver } = await setup();
-  const original = raptorq.Decoder.prototype.decode;
-  let calls = 0;
-  raptorq.Decoder.prototype.decode = function (this: raptorq.Decoder, packet: Uint8Array) {
-    if (++calls === 50) throw new WebAssemblyRuntimeError('unreachable');
-    return original.call(this, packet);
-  };
-  t.teardown(() => {
-    raptorq.Decoder.prototype.decode = original;
-  });
   const assembled = new Uint8Array(image.length);
   let complete = false;
-  for (const d of datagramsOf(release, 3000)) {
-    for (const e of receiver.push(d, NOW, 'publisher')) {
-      if (e.kind === 'segment') assembled.set(e.bytes, e.segment.offset);
-      if (e.kind === 'complete') complete = true;
+  const traps = withTrapOnDecode(50, undefined, (traps) => {
+    for (const d of datagramsOf(release, 3000)) {
+      for (const e of receiver.push(d, NOW, 'publisher')) {
+        if (e.kind === 'segment') assembled.set(e.bytes, e.segment.offset);
+        if (e.kind === 'complete') complete = true;
+      }
+      if (complete) break;
     }
-    if (complete) break;
-  }
+    return traps();
+  });
+  t.is(traps, 1);
   t.is(receiver.stats.decoderTraps, 1);
   t.is(receiver.stats.dropped['decoder-trap'], 1);
   t.true(complete, 'transfer completed after the trap');
   t.is(sha256hex(assembled), sha256hex(image));
 });
 
-/** What a WASM `unreachable` trap throws (WebAssembly.RuntimeError), without DOM typings. */
-class WebAssemblyRuntimeError extends Error {
-  override name = 'RuntimeError';
-}
+test('a decoder trap while receiving one model costs the other model nothing', async (t) => {
+  const key = await makeKey();
+  const models = ['rpi4', 'esp32'];
+  const images = models.map((_, i) => makeImage(300_000, 30 + i));
+  const streams = models.map((model, i) => datagramsOf(buildRelease({ image: images[i]!, seed: key.seed, model, version: '1.0.0', seq: 1, created: NOW - 10 }), 3000));
+
+  // Control: model B alone, no trap anywhere.
+  const control = new Receiver({ model: 'esp32', trusted: [key] });
+  let controlDatagrams = 0;
+  for (const d of streams[1]!) {
+    controlDatagrams++;
+    if (control.push(d, NOW, 'publisher').some((e) => e.kind === 'complete')) break;
+  }
+
+  // Both models at once, datagrams interleaved; the 100th decode in A's codec traps.
+  const codecA = new RaptorqCodec();
+  const a = new Receiver({ model: 'rpi4', trusted: [key], assemblerFor: (r) => new MemoryAssembler(r.manifest.symbolSize, codecA) });
+  const b = new Receiver({ model: 'esp32', trusted: [key] });
+  const receivers = [a, b];
+  const assembled = images.map((image) => new Uint8Array(image.length));
+  const sent = [0, 0];
+  const complete = [false, false];
+  let bAround: [before: { symbols: number; segmentsDone: number; segments: number }, after: number] | undefined;
+  const traps = withTrapOnDecode(100, codecA, (traps) => {
+    for (let i = 0; i < 3000 && !(complete[0] && complete[1]); i++) {
+      for (const m of [0, 1]) {
+        if (complete[m]) continue;
+        const bBefore = b.progress();
+        const trapsBefore = traps();
+        sent[m]!++;
+        for (const e of receivers[m]!.push(streams[m]![i]!, NOW, 'publisher')) {
+          if (e.kind === 'segment') assembled[m]!.set(e.bytes, e.segment.offset);
+          if (e.kind === 'complete') complete[m] = true;
+        }
+        if (traps() > trapsBefore && bBefore) bAround = [bBefore, b.progress()!.symbols];
+      }
+    }
+    return traps();
+  });
+  t.is(traps, 1, 'one real trap, in model A\'s codec');
+  t.is(a.stats.decoderTraps, 1);
+  t.true(complete[0], 'A recovered and completed');
+  t.is(sha256hex(assembled[0]!), sha256hex(images[0]!));
+
+  t.truthy(bAround, 'B was receiving when A trapped');
+  const [before, after] = bAround!;
+  t.true(before.symbols > 0 && before.segmentsDone < before.segments, 'B was mid-transfer when A trapped');
+  t.is(after, before.symbols, 'B\'s received symbols are unchanged by A\'s trap');
+  t.is(b.stats.decoderTraps, 0, 'B never trapped');
+  t.true(complete[1], 'B completed');
+  t.is(sent[1], controlDatagrams, 'B needed exactly as many datagrams as without the trap');
+  t.is(b.stats.symbolsAccepted, control.stats.symbolsAccepted);
+  t.is(sha256hex(assembled[1]!), sha256hex(images[1]!));
+});
 
 test('bounded state: junk manifests from one sender do not evict another sender\'s reassembly', async (t) => {
   const key = await makeKey();

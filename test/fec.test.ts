@@ -3,36 +3,37 @@
  * against an independent RFC 6330 implementation is in fec-lcrq.test.ts.
  */
 import test from 'ava';
-import * as raptorq from 'raptorq/raptorq.js';
 import { MAX_SOURCE_SYMBOLS } from '../protocol/limits.js';
 import {
+  RaptorqCodec,
+  RaptorqTrapError,
   SegmentDecoder,
   SegmentEncoder,
-  loadRaptorq,
+  StaleCodecError,
   paddedBlockSize,
   segmentOti,
   sourceSymbolCount,
   type EncodingSymbol,
 } from '../protocol/fec.js';
+import { RaptorqWasm, type DecoderHandle } from '../protocol/raptorq-wasm.js';
 import { makeImage, shuffle } from './helpers/fixtures.js';
 
 /**
- * Counts calls into the WASM decoder (raptorq's Decoder.prototype.decode) while
+ * Counts calls into the WASM decoder (the binding's decoderDecode) while
  * `body` runs. Test bodies here are synchronous, so no other test interleaves.
  */
 function countingWasmDecodes<R>(body: (calls: () => number) => R): R {
-  const proto = loadRaptorq().Decoder.prototype as { decode(packet: Uint8Array): Uint8Array | undefined };
-  if (proto !== raptorq.Decoder.prototype) throw new Error('fec.ts uses a different raptorq module instance');
-  const original = proto.decode;
+  const proto = RaptorqWasm.prototype;
+  const original = proto.decoderDecode;
   let calls = 0;
-  proto.decode = function (this: raptorq.Decoder, packet: Uint8Array) {
+  proto.decoderDecode = function (this: RaptorqWasm, decoder: DecoderHandle, packet: Uint8Array) {
     calls++;
-    return original.call(this, packet);
+    return original.call(this, decoder, packet);
   };
   try {
     return body(() => calls);
   } finally {
-    proto.decode = original;
+    proto.decoderDecode = original;
   }
 }
 
@@ -216,4 +217,61 @@ test('free() makes later use throw a clear error, and is idempotent', (t) => {
   decoder.free();
   t.notThrows(() => decoder.free());
   t.throws(() => decoder.push(1, first!.data), { instanceOf: Error, message: 'SegmentDecoder used after free()' });
+});
+
+test('a trap in one codec instance costs only its own encoders and decoders', (t) => {
+  const { k, symbols } = encode((k) => k + 10);
+  const victim = new RaptorqCodec();
+  const bystander = new RaptorqCodec();
+  const survivor = new SegmentDecoder(F, T, bystander);
+  const half = Math.floor(k / 2);
+  for (const s of symbols.slice(0, half)) t.is(survivor.push(s.esi, s.data), undefined);
+  const staleDecoder = new SegmentDecoder(F, T, victim);
+  for (const s of symbols.slice(0, half)) staleDecoder.push(s.esi, s.data);
+  const staleEncoder = new SegmentEncoder(DATA, T, victim);
+
+  // A real trap: a packet shorter than its 4-byte payload ID, straight into the victim's raw binding.
+  const wasm = victim.wasm;
+  const raw = wasm.decoderNew(F, T);
+  const trap = t.throws(() => wasm.decoderDecode(raw, new Uint8Array(2)), { instanceOf: RaptorqTrapError });
+  t.regex(trap!.message, /index out of bounds/, 'the Rust panic message, not only "unreachable"');
+  victim.recycle();
+
+  t.throws(() => staleDecoder.push(symbols[half]!.esi, symbols[half]!.data), { instanceOf: StaleCodecError });
+  t.throws(() => staleEncoder.symbols(k), { instanceOf: StaleCodecError });
+  t.notThrows(() => staleDecoder.free());
+  t.notThrows(() => staleEncoder.free());
+
+  // The other instance's decoder goes on from where it was.
+  t.is(survivor.received, half);
+  let out: Uint8Array | undefined;
+  for (const s of symbols.slice(half)) if ((out = survivor.push(s.esi, s.data))) break;
+  t.truthy(out, 'the bystander decoder completed');
+  t.true(equalBytes(out!, DATA));
+
+  // The recycled codec works again, in a fresh instance.
+  t.not(victim.wasm, wasm);
+  const fresh = new SegmentDecoder(F, T, victim);
+  let again: Uint8Array | undefined;
+  for (const s of symbols) again ??= fresh.push(s.esi, s.data);
+  t.true(again !== undefined && equalBytes(again, DATA));
+});
+
+/** A WASM module with a function import `module.name` (type () → ()) and nothing else. */
+function moduleImporting(module: string, name: string): Uint8Array {
+  const str = (text: string) => [text.length, ...Buffer.from(text)];
+  const section = (id: number, body: number[]) => [id, body.length, ...body];
+  return Uint8Array.from([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, [1, 0x60, 0, 0]),
+    ...section(2, [1, ...str(module), ...str(name), 0x00, 0]),
+  ]);
+}
+
+test('a raptorq.wasm that does not match the binding is a clear error when instantiated', (t) => {
+  const WebAssembly = (globalThis as unknown as { WebAssembly: { Module: new (bytes: Uint8Array) => object } }).WebAssembly;
+  const unknownImport = new WebAssembly.Module(moduleImporting('wbg', '__wbg_frobnicate_0123456789abcdef'));
+  t.throws(() => new RaptorqWasm(unknownImport), { message: /imports wbg\.__wbg_frobnicate_0123456789abcdef, which protocol\/raptorq-wasm\.ts does not provide/ });
+  const nothing = new WebAssembly.Module(moduleImporting('wbg', '__wbindgen_throw'));
+  t.throws(() => new RaptorqWasm(nothing), { message: /exports no memory/ });
 });

@@ -9,7 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddResult } from '../device-agent/assembler.js';
 import { SpillAssembler } from '../device-agent/spill-assembler.js';
+import { RaptorqCodec, RaptorqTrapError } from '../protocol/fec.js';
 import type { SegmentInfo } from '../protocol/manifest.js';
+import { RaptorqWasm, type DecoderHandle } from '../protocol/raptorq-wasm.js';
 import { symbolOf } from '../protocol/symbol-set.js';
 import type { Release } from '../server/release.js';
 import { makeImage, makeKey, shuffle } from './helpers/fixtures.js';
@@ -18,10 +20,10 @@ import { testRelease } from './helpers/releases.js';
 // Two segments, the last symbol of each only partly image bytes.
 const release = testRelease(await makeKey(), { image: makeImage(2 * 40 * 1208 - 500, 9), segmentSize: 40 * 1208 });
 
-function withAssembler(t: { teardown(fn: () => void): void }, r: Release): { open(): SpillAssembler } {
+function withAssembler(t: { teardown(fn: () => void): void }, r: Release, codec?: RaptorqCodec): { open(): SpillAssembler } {
   const dir = mkdtempSync(join(tmpdir(), 'fwcast-spill-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return { open: () => new SpillAssembler(dir, r.manifest) };
+  return { open: () => new SpillAssembler(dir, r.manifest, codec) };
 }
 
 const symbol = (seg: SegmentInfo, esi: number): Uint8Array => symbolOf(release.symbolSet!, seg.index, esi);
@@ -86,5 +88,42 @@ test('after a restart, symbols on disk are not taken as hashed: the completed se
   t.is(result.kind, 'decoded');
   if (result.kind !== 'decoded') return;
   t.is(result.sha256, undefined);
+  t.deepEqual(Buffer.from(result.bytes), Buffer.from(segmentBytes(seg)));
+});
+
+test('a trap while decoding recycles the assembler\'s own codec only, and the symbols on disk still decode', (t) => {
+  const codec = new RaptorqCodec();
+  const other = new RaptorqCodec();
+  const otherWasm = other.wasm;
+  const spill = withAssembler(t, release, codec).open();
+  t.teardown(() => spill.close());
+  const seg = release.manifest.segments[0]!;
+  // ESI 5 lost: the segment must go through the WASM decoder, not be copied.
+  const esis = range(0, seg.published).filter((esi) => esi !== 5);
+  t.is(addAll(spill, seg, esis.slice(0, seg.sourceSymbols - 1)).kind, 'stored');
+
+  // A real trap on the 10th packet of the first decode: it is cut short of its payload ID.
+  const original = RaptorqWasm.prototype.decoderDecode;
+  let calls = 0;
+  RaptorqWasm.prototype.decoderDecode = function (this: RaptorqWasm, decoder: DecoderHandle, packet: Uint8Array) {
+    return original.call(this, decoder, codec.isCurrent(this) && ++calls === 10 ? packet.subarray(0, 2) : packet);
+  };
+  let trapped: unknown;
+  try {
+    spill.add(seg, esis[seg.sourceSymbols - 1]!, symbol(seg, esis[seg.sourceSymbols - 1]!));
+  } catch (err) {
+    trapped = err;
+  } finally {
+    RaptorqWasm.prototype.decoderDecode = original;
+  }
+  t.true(trapped instanceof RaptorqTrapError, `the decode attempt trapped: ${String(trapped)}`);
+  const trappedWasm = codec.wasm;
+  spill.recoverFromTrap();
+  t.false(codec.isCurrent(trappedWasm), 'its own codec was recycled');
+  t.true(other.isCurrent(otherWasm), 'another codec was not');
+
+  const result = addAll(spill, seg, esis.slice(seg.sourceSymbols));
+  t.is(result.kind, 'decoded');
+  if (result.kind !== 'decoded') return;
   t.deepEqual(Buffer.from(result.bytes), Buffer.from(segmentBytes(seg)));
 });

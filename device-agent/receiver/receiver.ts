@@ -24,7 +24,6 @@
 import { createHash } from 'node:crypto';
 import { ChunkLayout, codedChunk, decodeChunkBody, decodeParityBody, leafHash, MerkleVerifier, NODE_SIZE, symbolMatches, type ChunkGroup } from '../../protocol/auth.js';
 import { recoverData } from '../../protocol/reed-solomon.js';
-import { recycleRaptorq } from '../../protocol/fec.js';
 import {
   ExpiredManifestError, FwcastError, MalformedPacketError, RollbackError, WrongModelError,
 } from '../../protocol/errors.js';
@@ -102,10 +101,10 @@ class Transfer implements LedgerHost<Uint8Array, ParityCandidate, Uint8Array> {
     try {
       result = this.assembler.add(seg, esi, symbol);
     } catch {
-      // A trap inside the WASM codec: start afresh with a new instance. Segments
-      // already decoded are kept; what the assembler held in WASM is collected again.
+      // A trap inside the WASM codec: the assembler starts afresh with a new instance
+      // of its own codec. Segments already decoded are kept; what it held in WASM is
+      // collected again. Other models' assemblers have codecs of their own.
       stats.decoderTraps++;
-      recycleRaptorq();
       this.assembler.recoverFromTrap();
       return this.dropped('decoder-trap', 1);
     }
