@@ -26,10 +26,10 @@ const IO_PACKAGES = '^node_modules/(mqtt|serialport|@serialport/[^/]+)/';
 /**
  * The one file read in protocol/: the RaptorQ codec's own .wasm, which ships
  * inside the raptorq package and is loaded once at start; reading it is part
- * of instantiating the codec, not I/O on any input. Today protocol/fec.ts
- * reads it; protocol/raptorq-wasm.ts is where that read may move.
+ * of instantiating the codec, not I/O on any input. protocol/raptorq-wasm.ts
+ * (the codec's binding) is that file.
  */
-const WASM_READERS = '^protocol/(fec|raptorq-wasm)[.]ts$';
+const WASM_READERS = '^protocol/raptorq-wasm[.]ts$';
 
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
