@@ -89,7 +89,7 @@ export class Pacer {
     let level = Infinity;
     for (const slot of this.#order) if (slot.channel.name !== name) level = Math.min(level, slot.level);
     const stats = { channel: name, releaseId: hex(entry.carousel.releaseId), packets: 0, bytes: 0, rounds: 0 };
-    this.#slots.set(name, { ...entry, stats, level: level === Infinity ? 0 : level });
+    this.#slots.set(name, { channel: entry.channel, carousel: entry.carousel, stats, level: level === Infinity ? 0 : level });
     this.#order = [...this.#slots.values()];
   }
 

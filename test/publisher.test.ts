@@ -92,7 +92,7 @@ test('the budget counts 48 bytes of IPv6 and UDP headers per datagram', async (t
   const expected = datagramsWithin(release!, 1_024_000, 48);
   t.is(wire.sent.length, expected);
   t.is(pacer.stats()[0]!.packets, expected);
-  // Counting payloads only would have sent this many: the test tells them apart.
+  // Counting payloads only would send a different number: the test tells the two apart.
   t.not(datagramsWithin(release!, 1_024_000, 0), expected);
 });
 
