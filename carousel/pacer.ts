@@ -1,0 +1,142 @@
+/**
+ * The pacing of several carousels, one per channel, within one rate budget:
+ * a state machine with no clock and no I/O. The caller passes the time `now`
+ * (milliseconds from any fixed origin) and the function that sends; `due`
+ * hands it every datagram due by then and says when the next one is due.
+ *
+ * The budget is a token bucket that counts whole IPv6 packets (payload + 48
+ * bytes of IPv6 and UDP headers), so the rate is what the link carries. A
+ * datagram goes out whenever the budget is not in debt, and may overdraw it
+ * by its own size: by any time, the bytes sent are the credit rounded up to a
+ * whole datagram. Unspent credit is kept up to one burst: 20 ms of sending
+ * (at least two 1500-byte packets), enough to ride out timer jitter, too
+ * little to flood receivers when the caller was held up.
+ *
+ * Channels take turns: the one that has sent the fewest wire bytes goes
+ * next, so each gets an equal share of the rate, within one datagram, even
+ * where their mixes of full symbol and small AUTH and manifest datagrams
+ * differ (plain round robin shares datagrams, not bytes). A channel that
+ * comes (or is replaced) starts level with the one furthest behind, neither
+ * owed the past nor owing it. Channels can be added, replaced and removed at
+ * any time (the long-running server swaps in new releases this way).
+ */
+import type { Channel } from '../transport/transport.js';
+import { hex } from '../protocol/hex.js';
+import type { Carousel } from './carousel.js';
+
+export const IPV6_UDP_HEADERS = 48;
+/** Unspent credit is kept for this long at most... */
+export const BURST_MS = 20;
+/** ...but never less than this many bytes, so a burst is at least two full-size packets. */
+export const MIN_BURST_BYTES = 2 * 1500;
+
+export interface PublisherEntry {
+  channel: Channel;
+  carousel: Carousel;
+}
+
+export interface ChannelStats {
+  channel: string;
+  releaseId: string;
+  packets: number;
+  bytes: number;
+  rounds: number;
+}
+
+export interface PacerInit {
+  /** Bits per second on the wire, all channels together. */
+  rate: number;
+  /** Stop each channel after this many complete rounds (it is then removed). */
+  rounds?: number;
+}
+
+/** Where the pacer hands the datagrams that are due. */
+export type Send = (channel: Channel, datagram: Uint8Array) => void;
+
+interface Slot extends PublisherEntry {
+  stats: ChannelStats;
+  /** Wire bytes sent, on a scale shared by all channels: the turn goes to the lowest. */
+  level: number;
+}
+
+export class Pacer {
+  readonly rate: number;
+  readonly rounds: number | undefined;
+  /** Most credit kept unspent, in wire bytes. */
+  readonly burstBytes: number;
+  #bytesPerMs: number;
+  /** Credit in wire bytes; negative while a datagram's overdraft is being paid off. */
+  #budget = 0;
+  /** When the credit was last brought up to date; unset until the first `due`. */
+  #last: number | undefined;
+  #slots = new Map<string, Slot>();
+  /** The live slots (ties go to the earlier), rebuilt when a channel comes or goes. */
+  #order: Slot[] = [];
+  #finished: ChannelStats[] = [];
+
+  constructor(init: PacerInit) {
+    if (!(init.rate > 0) || !Number.isFinite(init.rate)) throw new RangeError('rate must be a positive number of bits per second');
+    if (init.rounds !== undefined && !(Number.isInteger(init.rounds) && init.rounds > 0)) throw new RangeError('rounds must be a positive integer');
+    this.rate = init.rate;
+    this.rounds = init.rounds;
+    this.#bytesPerMs = init.rate / 8 / 1000;
+    this.burstBytes = Math.max(this.#bytesPerMs * BURST_MS, MIN_BURST_BYTES);
+  }
+
+  /** Starts (or replaces) the carousel on a channel, keyed by channel name. */
+  set(entry: PublisherEntry): void {
+    const name = entry.channel.name;
+    let level = Infinity;
+    for (const slot of this.#order) if (slot.channel.name !== name) level = Math.min(level, slot.level);
+    const stats = { channel: name, releaseId: hex(entry.carousel.releaseId), packets: 0, bytes: 0, rounds: 0 };
+    this.#slots.set(name, { channel: entry.channel, carousel: entry.carousel, stats, level: level === Infinity ? 0 : level });
+    this.#order = [...this.#slots.values()];
+  }
+
+  remove(channelName: string): void {
+    const slot = this.#slots.get(channelName);
+    if (!slot) return;
+    this.#slots.delete(channelName);
+    this.#order = [...this.#slots.values()];
+    this.#finished.push(slot.stats);
+  }
+
+  /** Live channels' stats, then those of channels that finished or were removed. */
+  stats(): ChannelStats[] {
+    return [...this.#order.map((s) => s.stats), ...this.#finished];
+  }
+
+  get idle(): boolean {
+    return this.#order.length === 0;
+  }
+
+  /**
+   * Hands `send` every datagram due at `now`, channel by channel in turn.
+   * Returns when the next one is due (`Infinity` when no channel is left):
+   * nothing is due before then, unless a channel is added.
+   */
+  due(now: number, send: Send): number {
+    const last = this.#last ?? now;
+    if (!(now >= last)) throw new RangeError(`time went backwards: ${now} after ${last}`);
+    this.#budget = Math.min(this.burstBytes, this.#budget + (now - last) * this.#bytesPerMs);
+    this.#last = now;
+    while (this.#budget >= 0 && this.#order.length > 0) this.#budget -= this.#sendOne(send);
+    return this.#order.length === 0 ? Infinity : now - this.#budget / this.#bytesPerMs;
+  }
+
+  /** Sends the next datagram of the channel whose turn it is; returns its cost in wire bytes. */
+  #sendOne(send: Send): number {
+    const order = this.#order;
+    let slot = order[0]!;
+    for (let i = 1; i < order.length; i++) if (order[i]!.level < slot.level) slot = order[i]!;
+    const datagram = slot.carousel.next();
+    send(slot.channel, datagram);
+    const cost = datagram.length + IPV6_UDP_HEADERS;
+    slot.level += cost;
+    slot.stats.packets++;
+    slot.stats.bytes += datagram.length;
+    slot.stats.rounds = slot.carousel.round;
+    if (this.rounds !== undefined && slot.carousel.round >= this.rounds) this.remove(slot.channel.name);
+    return cost;
+  }
+}
