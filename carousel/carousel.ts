@@ -87,7 +87,10 @@ export class Carousel {
   #manifestEvery: number;
   #order: Array<[segment: number, position: number]>;
   #queue: Uint8Array[] = [];
+  /** The round being queued (it runs ahead of what was handed out by the datagrams waiting in #queue). */
   #round = 0;
+  /** Rounds whose every datagram has been handed out. */
+  #completed = 0;
   #cursor = 0;
   #sinceManifest = 0;
   #manifestCopies = 0;
@@ -142,9 +145,9 @@ export class Carousel {
     this.roundLength = Math.ceil(n * (1 + (1 + (set.layout.parityPerChunk || copies - 1)) / m.auth.chunkSymbols)) + 2 * m.segments.length + Math.ceil(n / this.#manifestEvery + 1) * this.manifestFragments.length;
   }
 
-  /** Completed rounds. */
+  /** Completed rounds: every datagram of them has been handed out by next(). */
   get round(): number {
-    return this.#round;
+    return this.#completed;
   }
 
   /** Datagrams handed out so far. */
@@ -155,7 +158,10 @@ export class Carousel {
   next(): Uint8Array {
     if (this.#queue.length === 0) this.#refill();
     this.#sent++;
-    return this.#queue.shift()!;
+    const datagram = this.#queue.shift()!;
+    // A round's last symbol is the last datagram queued before the round turns.
+    if (this.#queue.length === 0) this.#completed = this.#round;
+    return datagram;
   }
 
   /**

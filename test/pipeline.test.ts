@@ -90,3 +90,24 @@ test('coded AUTH: over one cycle of the carousel every parity piece goes out onc
     t.true(chunk.firstEsi < m.segments[chunk.segment]!.sourceSymbols, `parity leaf ${leaf} belongs to a group of round 0`);
   }
 });
+
+test('regression: a round counts as done only once its last datagram has been handed out (publish --rounds N sends every symbol of N rounds)', async (t) => {
+  const key = await makeKey();
+  // Small enough that the round's last symbol is queued behind AUTH datagrams.
+  for (const size of [20_000, 150_000, 1_100_000]) {
+    const release = buildRelease({ image: makeImage(size, 3), seed: key.seed, model: 'rpi4', version: '1', seq: 1, created: NOW });
+    const carousel = new Carousel({ ...release });
+    const m = release.manifest;
+    for (let round = 1; round <= 2; round++) {
+      const heard = m.segments.map(() => new Set<number>());
+      while (carousel.round < round) {
+        const p = decodePacket(carousel.next());
+        if (p.type === PacketType.Symbol) heard[p.segment]!.add(p.esi);
+      }
+      for (const seg of m.segments) {
+        const expected = Array.from({ length: seg.sourceSymbols }, (_, i) => ((round - 1) * seg.sourceSymbols + i) % seg.published);
+        t.deepEqual([...heard[seg.index]!].sort((a, b) => a - b), expected.sort((a, b) => a - b), `${size} bytes, round ${round - 1}, segment ${seg.index}`);
+      }
+    }
+  }
+});
