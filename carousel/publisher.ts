@@ -7,6 +7,8 @@
  * Channels can be added, replaced and removed while the publisher runs (the
  * long-running server swaps in new releases this way).
  */
+import { LimitExceededError } from '../protocol/errors.js';
+import { hex } from '../protocol/hex.js';
 import type { Transport } from '../transport/transport.js';
 import { Pacer, type ChannelStats, type PacerInit, type PublisherEntry, type Send } from './pacer.js';
 
@@ -41,7 +43,16 @@ export class Publisher {
   }
 
   /** Starts (or replaces) the carousel on a channel, keyed by channel name. */
+  /**
+   * Starts (or replaces) the carousel on a channel. Throws LimitExceededError,
+   * and changes nothing, if its datagrams are longer than the transport
+   * carries: every one of them would be refused.
+   */
   set(entry: PublisherEntry): void {
+    const { largestDatagram } = entry.carousel;
+    if (largestDatagram > this.#transport.maxDatagramSize) {
+      throw new LimitExceededError(`release ${hex(entry.carousel.releaseId)} sends datagrams of up to ${largestDatagram} bytes; ${this.#transport.description} carries at most ${this.#transport.maxDatagramSize} (sign it with a smaller --datagram-size)`);
+    }
     this.#pacer.set(entry);
     this.#alarm?.();
   }

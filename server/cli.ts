@@ -15,9 +15,6 @@ import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
 import { maxDataPieces } from '../protocol/reed-solomon.js';
 import { decodeManifest, releaseIdOf, type Manifest } from '../protocol/manifest.js';
 import { createTransport, mqttSummary } from '../transport/create.js';
-import { AUTH_OVERHEAD, SYMBOL_OVERHEAD } from '../protocol/packet.js';
-import { NODE_SIZE } from '../protocol/auth.js';
-import type { SymbolSet } from '../protocol/symbol-set.js';
 import { Carousel } from '../carousel/carousel.js';
 import { Publisher, type ChannelStats } from '../carousel/publisher.js';
 import { buildReleaseParallel, readReleaseFile, readReleaseManifest, writeReleaseFile } from './release.js';
@@ -199,7 +196,7 @@ export function buildProgram(): Command {
             file, model: m.model, version: m.version, seq: m.seq, release: hex(release.releaseId), channel: name, group: channel.group, port: channel.port, symbols: source, ms,
           }, `${file}: ${m.model} ${m.version} seq ${m.seq} on ${name} [${channel.group}]:${channel.port}; symbols ${source === 'cache' ? 'from cache' : 'encoded'} in ${ms} ms`);
           entries.push({ channel, carousel: new Carousel({ ...release, symbolSet: set }) });
-          maxDatagramSize = Math.max(maxDatagramSize, largestDatagram(set));
+          maxDatagramSize = Math.max(maxDatagramSize, entries.at(-1)!.carousel.largestDatagram);
         }
       } finally {
         await pool.close();
@@ -257,17 +254,6 @@ export function buildProgram(): Command {
   addServeCommands(program);
 
   return program;
-}
-
-/**
- * The longest datagram a release's carousel sends (at least the default size,
- * which manifest fragments use): a release signed with a larger
- * --datagram-size needs the transport to carry it.
- */
-function largestDatagram(set: SymbolSet): number {
-  const depth = set.tree.proof(0).length;
-  const body = set.bodies.reduce((n, b) => Math.max(n, b.length), 0);
-  return Math.max(DEFAULT_DATAGRAM_SIZE, SYMBOL_OVERHEAD + set.symbolSize, AUTH_OVERHEAD + depth * NODE_SIZE + body);
 }
 
 /** $XDG_CACHE_HOME/fwcast, else ~/.cache/fwcast. */

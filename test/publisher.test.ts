@@ -218,3 +218,29 @@ test('the run loop sends through a real transport until the rounds are done', as
   t.true(ticks.length >= 2 && ticks.at(-1)! < 10_000, `ticks at ${ticks.map(Math.round).join(', ')} ms`);
   await listener.close();
 });
+
+test('a carousel whose datagrams are longer than the transport carries is refused by set(), with the sizes named', async (t) => {
+  const key = await makeKey();
+  const image = makeImage(200_000, 9);
+  const wide = buildRelease({ image, seed: key.seed, model: 'rpi4', version: '1', seq: 1, datagramSize: 1400 });
+  const plain = buildRelease({ image, seed: key.seed, model: 'rpi4', version: '1', seq: 1 });
+  const longestOf: number[] = [];
+  for (const [release, limit] of [[wide, 1400], [plain, 1232]] as const) {
+    // largestDatagram is what the carousel really sends: the longest datagram over two rounds.
+    const carousel = new Carousel({ ...release });
+    let longest = 0;
+    while (carousel.round < 2) longest = Math.max(longest, carousel.next().length);
+    t.is(carousel.largestDatagram, longest);
+    t.true(longest <= limit && longest > limit - 40, `${longest} bytes for --datagram-size ${limit}`);
+    longestOf.push(longest);
+  }
+  const hub = new MemoryHub();
+  const narrow = new Publisher({ transport: new MemoryTransport(hub, { maxDatagramSize: 1232 }), rate: 1e6 });
+  const error = t.throws(() => narrow.set({ channel: channelOf('fw/rpi4', 0), carousel: new Carousel({ ...wide }) }));
+  t.is((error as { reason?: string }).reason, 'limit-exceeded');
+  t.true(error!.message.includes(`${longestOf[0]} bytes`) && error!.message.includes('at most 1232'), error!.message);
+  t.true(narrow.idle, 'nothing was put on the air');
+  const roomy = new Publisher({ transport: new MemoryTransport(hub, { maxDatagramSize: 1400 }), rate: 1e6 });
+  roomy.set({ channel: channelOf('fw/rpi4', 0), carousel: new Carousel({ ...wide }) });
+  t.false(roomy.idle);
+});
