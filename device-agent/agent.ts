@@ -54,7 +54,6 @@ export interface AgentEvents {
   failed: [{ model: string; error: Error }];
 }
 
-
 class ModelWorker {
   readonly receiver: Receiver;
   readonly retryBaseMs: number;
