@@ -16,7 +16,8 @@ export class Lifecycle {
   #state: 'new' | 'open' | 'closed' = 'new';
   #opening: Promise<void> | undefined;
   #errors = Object.fromEntries(SEND_ERROR_REASONS.map((r) => [r, 0])) as Record<SendErrorReason, number>;
-  #lastError: TransportSendError | undefined;
+  /** The latest refusal, made into an error only when asked for: a transport refusing thousands a second should not build as many. */
+  #last: { reason: SendErrorReason; message: string; cause: unknown; at: number } | undefined;
 
   constructor(readonly kind: string, readonly description: string, readonly maxDatagramSize: number) {
     if (!Number.isInteger(maxDatagramSize) || maxDatagramSize < 1) throw new RangeError(`maxDatagramSize: ${maxDatagramSize} is not a positive integer`);
@@ -71,7 +72,7 @@ export class Lifecycle {
   /** Counts one datagram that did not go out; returns false for admit(). */
   refuse(reason: SendErrorReason, message: string, cause?: unknown): false {
     this.#errors[reason]++;
-    this.#lastError = new TransportSendError(reason, message, cause);
+    this.#last = { reason, message, cause, at: Date.now() };
     return false;
   }
 
@@ -105,7 +106,7 @@ export class Lifecycle {
       received: this.received,
       sendErrors: Object.values(sendErrorsBy).reduce((a, b) => a + b, 0),
       sendErrorsBy,
-      lastSendError: this.#lastError,
+      lastSendError: this.#last && new TransportSendError(this.#last.reason, this.#last.message, this.#last.cause, this.#last.at),
       reconnects: this.reconnects,
       parts: [],
     };

@@ -41,9 +41,11 @@ export const SEND_ERROR_REASONS: readonly SendErrorReason[] = ['not-open', 'clos
 
 /** One datagram that send() did not send; kept as `lastSendError`, never thrown. */
 export class TransportSendError extends FwcastError {
-  /** When it happened (ms since the epoch), to tell the latest among several transports. */
-  readonly at = Date.now();
-  constructor(readonly reason: SendErrorReason, message: string, cause?: unknown) {
+  /**
+   * @param at when it happened (ms since the epoch), to tell the latest among
+   *   several transports.
+   */
+  constructor(readonly reason: SendErrorReason, message: string, cause?: unknown, readonly at = Date.now()) {
     super(message);
     if (cause !== undefined) this.cause = cause;
   }
