@@ -101,7 +101,7 @@ class ModelWorker {
   #handle(event: ReceiverEvent): void {
     switch (event.kind) {
       case 'rejected':
-        this.log.event('release.refused', { model: this.spec.model, release: event.releaseId, ...errorFields(event.error) },
+        this.log.event('release.refused', { model: this.spec.model, release: event.releaseId, ...errorFields(event.error), ...event.error.facts },
           `rejected release ${event.releaseId}: ${event.error.name}: ${event.error.message}`);
         this.agent.emit('rejected', { model: this.spec.model, releaseId: event.releaseId, error: event.error });
         break;

@@ -5,7 +5,11 @@
  */
 export abstract class FwcastError extends Error {
   abstract readonly reason: string;
-  constructor(message: string) {
+  /**
+   * @param facts what the message says, as values a program can read (the
+   *   release's seq, the key id, …): log events carry them as fields.
+   */
+  constructor(message: string, readonly facts: Readonly<Record<string, string | number>> = {}) {
     super(message);
     this.name = new.target.name;
   }

@@ -30,7 +30,8 @@ const CHANNEL_COUNTS = ['channel', 'release', 'rounds', 'datagrams', 'bytes'] as
 export const LOG_EVENTS = {
   // fwcast-agent
   'agent.listening': { level: 'info', fields: ['model', 'channel', 'group', 'port', 'transport', 'installedVersion?', 'installedSeq?'] },
-  'release.refused': { level: 'warn', fields: ['model', 'release', 'error', 'reason', 'detail'] },
+  // The optional fields are the refusal's facts (FwcastError.facts): which key, model, seq.
+  'release.refused': { level: 'warn', fields: ['model', 'release', 'error', 'reason', 'detail', 'kid?', 'releaseModel?', 'seq?', 'installedSeq?', 'expires?'] },
   'release.accepted': { level: 'info', fields: [...MODEL_RELEASE, 'imageSize', 'segments', 'kid'] },
   'release.resumed': { level: 'info', fields: [...MODEL_RELEASE, 'segmentsDone', 'segments', 'symbolsOnDisk'] },
   'release.progress': { level: 'info', fields: ['model', 'version', 'seq', 'symbols', 'needed', 'segmentsDone', 'segments'] },

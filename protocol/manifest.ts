@@ -266,7 +266,7 @@ export function openSignedManifest(signed: Uint8Array, trusted: readonly PublicK
   const cose = decodeCoseSign1(signed);
   const hex = Buffer.from(cose.kid).toString('hex');
   const key = trusted.find((k) => Buffer.compare(k.kid, cose.kid) === 0);
-  if (!key) throw new UnknownKeyError(`manifest is signed by key ${hex}, which is not trusted`);
+  if (!key) throw new UnknownKeyError(`manifest is signed by key ${hex}, which is not trusted`, { kid: hex });
   if (!verifyCoseSign1(cose, key.publicKey)) throw new InvalidSignatureError(`manifest signature does not verify with trusted key ${hex}`);
   return { manifest: decodeManifest(cose.payload, limits), kid: cose.kid, releaseId: releaseIdOf(signed), signed };
 }

@@ -7,6 +7,8 @@ import test from 'ava';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { readTrustedKey } from '../cli/key-files.js';
+import { hex } from '../protocol/hex.js';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { makeImage, sha256hex } from './helpers/fixtures.js';
 import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, track, waitForEvent, type Tracked } from './helpers/processes.js';
@@ -87,6 +89,7 @@ test('wrong key, wrong model, lower sequence and expired manifests are each reje
   for (const d of [trustedDir, otherDir]) fwcast('keygen', '--out', d);
   const image = makeImage(200_000, 9);
   writeFileSync(join(dir, 'img.bin'), image);
+  const keyIdOf = (keyDir: string): string => hex(readTrustedKey(join(keyDir, 'publisher.pub')).kid);
   const sign = (name: string, keyDir: string, model: string, seq: number, extra: string[] = []): string => {
     const out = join(dir, `${name}.fwc`);
     fwcast('sign', join(dir, 'img.bin'), '--key', join(keyDir, 'publisher.key'), '--model', model, '--version', name, '--seq', String(seq), '--out', out, ...extra);
@@ -94,10 +97,10 @@ test('wrong key, wrong model, lower sequence and expired manifests are each reje
   };
   // Each bad release goes out on its own port so each agent sees exactly one of them.
   const cases = [
-    { host: 'wrongkey', release: sign('wrongkey', otherDir, 'rpi4', 5), refusal: { reason: 'unknown-key', error: 'UnknownKeyError' } },
-    { host: 'wrongmodel', release: sign('wrongmodel', trustedDir, 'other-board', 5), refusal: { reason: 'wrong-model', error: 'WrongModelError' } },
-    { host: 'rollback', release: sign('rollback', trustedDir, 'rpi4', 3), refusal: { reason: 'rollback', error: 'RollbackError' } },
-    { host: 'expired', release: sign('expired', trustedDir, 'rpi4', 9, ['--expires', '1s']), refusal: { reason: 'expired', error: 'ExpiredManifestError' } },
+    { host: 'wrongkey', release: sign('wrongkey', otherDir, 'rpi4', 5), refusal: { reason: 'unknown-key', error: 'UnknownKeyError', kid: keyIdOf(otherDir) } },
+    { host: 'wrongmodel', release: sign('wrongmodel', trustedDir, 'other-board', 5), refusal: { reason: 'wrong-model', error: 'WrongModelError', releaseModel: 'other-board' } },
+    { host: 'rollback', release: sign('rollback', trustedDir, 'rpi4', 3), refusal: { reason: 'rollback', error: 'RollbackError', seq: 3, installedSeq: 7 } },
+    { host: 'expired', release: sign('expired', trustedDir, 'rpi4', 9, ['--expires', '1s']), refusal: { reason: 'expired', error: 'ExpiredManifestError', seq: 9 } },
   ];
   // The rollback agent already has seq 7 installed.
   const rollbackStore = join(dir, 'store-rollback');

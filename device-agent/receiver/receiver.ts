@@ -271,12 +271,12 @@ export class Receiver {
     try {
       release = openSignedManifest(signed, this.#trusted, this.#limits);
       const m = release.manifest;
-      if (m.model !== this.model) throw new WrongModelError(`release is for model "${m.model}", this agent is "${this.model}"`);
+      if (m.model !== this.model) throw new WrongModelError(`release is for model "${m.model}", this agent is "${this.model}"`, { releaseModel: m.model });
       if (this.#installedSeq !== undefined && m.seq <= this.#installedSeq) {
-        throw new RollbackError(`sequence ${m.seq} is not above the installed ${this.#installedSeq} (version ${m.version})`);
+        throw new RollbackError(`sequence ${m.seq} is not above the installed ${this.#installedSeq} (version ${m.version})`, { seq: m.seq, installedSeq: this.#installedSeq });
       }
       if (m.expires !== undefined && m.expires <= now) {
-        throw new ExpiredManifestError(`release ${m.version} (seq ${m.seq}) expired at ${new Date(m.expires * 1000).toISOString()}`);
+        throw new ExpiredManifestError(`release ${m.version} (seq ${m.seq}) expired at ${new Date(m.expires * 1000).toISOString()}`, { seq: m.seq, expires: m.expires });
       }
     } catch (err) {
       const error = err instanceof FwcastError ? err : new MalformedPacketError(String(err));
