@@ -1,6 +1,6 @@
 /**
  * Property/fuzz tests of the agent's receive state machine (issue "Hostile
- * networks"): device-agent/receiver.ts Receiver.push fed arbitrary datagrams,
+ * networks"): device-agent/receiver/receiver.ts Receiver.push fed arbitrary datagrams,
  * forged manifests and mutated real datagrams, interleaved with a genuine
  * release's carousel.
  *

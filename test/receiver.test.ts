@@ -1,5 +1,5 @@
 /**
- * Unit tests of device-agent/receiver.ts: datagrams from carousel/carousel.ts
+ * Unit tests of device-agent/receiver/receiver.ts: datagrams from carousel/carousel.ts
  * (and hand-made ones) pushed in memory, events and drop counters checked.
  */
 import test from 'ava';
