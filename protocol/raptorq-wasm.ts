@@ -99,6 +99,8 @@ export class RaptorqWasm {
   #freeSlots: number[] = [];
   /** What the Rust panic hook reported just before a trap. */
   #panic: string | undefined;
+  /** A decoded object left in place for the caller (decoderDecode 'in-place'), freed by the next call that allocates. */
+  #lent: [ptr: number, length: number] | undefined;
 
   /** `module`: the compiled raptorq Module (tests pass others, to see a mismatch refused). */
   constructor(module: WasmModule = raptorqModule()) {
@@ -118,6 +120,7 @@ export class RaptorqWasm {
 
   /** Encoder.with_defaults: one source block of `data`, symbols of `symbolSize` bytes. */
   encoderNew(data: Uint8Array, symbolSize: number): EncoderHandle {
+    this.#takeBack();
     return this.#trapping(() => {
       const ptr = this.#copyIn(data);
       return this.#exports.encoder_with_defaults(ptr, data.length, symbolSize) as EncoderHandle;
@@ -126,6 +129,7 @@ export class RaptorqWasm {
 
   /** Encoder.encode: the K source packets, then `repairs` repair packets (4-byte payload ID + symbol each). */
   encoderEncode(encoder: EncoderHandle, repairs: number): Uint8Array[] {
+    this.#takeBack();
     return this.#withReturnArea((ret) => {
       this.#exports.encoder_encode(ret, encoder, repairs);
       const [ptr, count] = this.#returned(ret);
@@ -143,20 +147,47 @@ export class RaptorqWasm {
 
   /** Decoder.with_defaults: an object of `length` bytes in one source block. */
   decoderNew(length: number, symbolSize: number): DecoderHandle {
+    this.#takeBack();
     return this.#trapping(() => this.#exports.decoder_with_defaults(BigInt(length), symbolSize) as DecoderHandle);
   }
 
-  /** Decoder.decode: adds one packet (payload ID + symbol); the object's bytes once it decodes. */
-  decoderDecode(decoder: DecoderHandle, packet: Uint8Array): Uint8Array | undefined {
+  /**
+   * Decoder.decode: adds one packet (payload ID + symbol); the object's bytes
+   * once it decodes: copied into `into` when it is large enough (a view of
+   * it), or, with 'in-place', a view of this instance's memory, valid until
+   * the next call that allocates here (encoderNew, encoderEncode, decoderNew,
+   * decoderDecode; the free calls do not): no segment-sized copy at all.
+   * Otherwise copied into a new buffer.
+   */
+  decoderDecode(decoder: DecoderHandle, packet: Uint8Array, into?: Uint8Array | 'in-place'): Uint8Array | undefined {
+    this.#takeBack();
     return this.#withReturnArea((ret) => {
       const ptr = this.#copyIn(packet);
       this.#exports.decoder_decode(ret, decoder, ptr, packet.length);
       const [out, length] = this.#returned(ret);
       if (out === 0) return undefined;
-      const bytes = this.#memory().slice(out, out + length);
+      const result = this.#memory().subarray(out, out + length);
+      if (into === 'in-place') {
+        this.#lent = [out, length];
+        return result;
+      }
+      let bytes: Uint8Array;
+      if (into && into.length >= length) {
+        bytes = into.subarray(0, length);
+        bytes.set(result);
+      } else {
+        bytes = result.slice();
+      }
       this.#exports.__wbindgen_free(out, length);
       return bytes;
     });
+  }
+
+  /** Frees what decoderDecode lent in place: its view is no longer in use once the caller calls in again. */
+  #takeBack(): void {
+    if (!this.#lent) return;
+    this.#exports.__wbindgen_free(...this.#lent);
+    this.#lent = undefined;
   }
 
   decoderFree(decoder: DecoderHandle): void {

@@ -275,3 +275,23 @@ test('a raptorq.wasm that does not match the binding is a clear error when insta
   const nothing = new WebAssembly.Module(moduleImporting('wbg', '__wbindgen_throw'));
   t.throws(() => new RaptorqWasm(nothing), { message: /exports no memory/ });
 });
+
+test('in-place decoding hands out a view of the codec\'s memory and takes it back at the next call: no copy, and no leak', (t) => {
+  const codec = new RaptorqCodec();
+  const data = makeImage(200_000, 31);
+  const encoder = new SegmentEncoder(data, 1208, codec);
+  const symbols = encoder.symbols(encoder.k + 20);
+  encoder.free();
+  const decodeOnce = (): Uint8Array => {
+    const decoder = new SegmentDecoder(data.length, 1208, codec, 'in-place');
+    let out: Uint8Array | undefined;
+    for (const s of symbols.slice(5)) if ((out = decoder.push(s.esi, s.data))) break;
+    decoder.free();
+    return out!;
+  };
+  const first = decodeOnce();
+  t.true(equalBytes(first, data), 'the view holds the decoded bytes, also after the decoder was freed');
+  const grown = codec.wasm.memoryBytes;
+  for (let i = 0; i < 20; i++) t.true(equalBytes(decodeOnce(), data));
+  t.is(codec.wasm.memoryBytes, grown, 'each lent result was freed by the next decode: memory did not grow');
+});
