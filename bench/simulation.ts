@@ -7,7 +7,7 @@
  * where Kt = Σ segments' K and p_max the largest loss any agent has (target
  * ≤ 1.03; reported, never enforced).
  *
- *   npx tsx bench/simulation.ts                      # 1000 agents, 8 MiB, 1 and 4 MiB segments
+ *   npx tsx bench/simulation.ts                      # 1000 agents, 8 MiB, 1 MiB and the default (3 MiB) segments
  *   npx tsx bench/simulation.ts --smoke              # 50 agents, 1 MiB image: CI, < 20 s
  *   npx tsx bench/simulation.ts --agents 1000 --image-mib 8 --segment-mib 1,4 --max-loss 0.3 --seed 1
  *   npx tsx bench/simulation.ts --agents 8 --image-mib 16 --min-loss 0.1 --max-loss 0.1  # every agent at 10%
@@ -39,7 +39,8 @@
  * schedule: a segment of K symbols needs N ~ NegBin(K, 1 − p) sends, mean
  * K/(1 − p), σ = √(K·p)/(1 − p); the last of 1000 agents × S segments lands
  * z ≈ 2–2.7 σ above the mean, so ratio − 1 ≈ z·√(p/K): 1.049 at K = 869
- * (1 MiB segments), 1.017 at K = 3473 (4 MiB). `protocol`: a model of the
+ * (1 MiB segments), 1.024 at K = 2315 (the 3 MiB default on an 8 MiB image),
+ * 1.017 at K = 3473 (4 MiB). `protocol`: a model of the
  * uncoded schedule: symbols before the manifest are dropped, and a chunk's
  * symbols are useless when every AUTH copy of it was lost, which cuts the
  * useful fraction to (1 − p)(1 − p^copies) and makes losses come in chunks
@@ -61,7 +62,7 @@ import { ChunkLayout } from '../protocol/auth.js';
 import * as ed25519 from '../protocol/ed25519.js';
 import { hex } from '../protocol/hex.js';
 import { keyId, type PublicKey } from '../protocol/keys.js';
-import { DEFAULT_LIMITS } from '../protocol/limits.js';
+import { DEFAULT_LIMITS, DEFAULT_SEGMENT_SIZE } from '../protocol/limits.js';
 import type { Manifest } from '../protocol/manifest.js';
 import { decodePacket, PacketType, type ManifestFragment } from '../protocol/packet.js';
 import { symbolOf } from '../protocol/symbol-set.js';
@@ -81,7 +82,7 @@ export interface SimulationOptions {
   /** Smallest loss (default 0); equal to maxLoss, every agent has the same loss. */
   minLoss?: number;
   seed: number;
-  /** Largest segment, bytes (default: the release default, 1 MiB). */
+  /** Largest segment, bytes (default: the publisher's, DEFAULT_SEGMENT_SIZE). */
   segmentSize?: number;
   /** Worker threads (default: min(2, available cores)); 0 runs in this thread. */
   workers?: number;
@@ -659,7 +660,7 @@ function analyse(m: Manifest, agents: number, minLoss: number, maxLoss: number, 
 
 export async function simulateFleet(opts: SimulationOptions): Promise<SimulationResult> {
   const t0 = performance.now();
-  const segmentSize = opts.segmentSize ?? MiB;
+  const segmentSize = opts.segmentSize ?? DEFAULT_SEGMENT_SIZE;
   const minLoss = opts.minLoss ?? 0;
   if (!(minLoss >= 0 && minLoss <= opts.maxLoss && opts.maxLoss < 1)) throw new RangeError(`losses must satisfy 0 ≤ minLoss ≤ maxLoss < 1, got ${minLoss} and ${opts.maxLoss}`);
   const spec: FleetSpec = {
@@ -759,7 +760,7 @@ export async function simulateFleet(opts: SimulationOptions): Promise<Simulation
 /** For CI: 50 agents, 1 MiB image in 256 KiB segments, every agent cross-checked. */
 export const SMOKE: SimulationOptions = { agents: 50, imageBytes: MiB, maxLoss: 0.3, seed: 1, segmentSize: 256 * 1024, check: 50 };
 /** The benchmark: 1000 agents, 8 MiB image, loss 0…30 %. */
-export const FULL: SimulationOptions = { agents: 1000, imageBytes: 8 * MiB, maxLoss: 0.3, seed: 1, segmentSize: MiB };
+export const FULL: SimulationOptions = { agents: 1000, imageBytes: 8 * MiB, maxLoss: 0.3, seed: 1 };
 
 function row(r: SimulationResult): string {
   const a = r.analyticExpectation;
@@ -793,7 +794,7 @@ if (isMainThread && import.meta.url === `file://${process.argv[1]}`) {
   });
   const base = values.smoke ? SMOKE : FULL;
   const list = (s: string | undefined): number[] | undefined => s?.split(',').map(Number);
-  const segmentsMiB = list(values['segment-mib']) ?? (values.smoke ? [0.25] : [1, 4]);
+  const segmentsMiB = list(values['segment-mib']) ?? (values.smoke ? [0.25] : [1, DEFAULT_SEGMENT_SIZE / MiB]);
   const copies: Array<number | undefined> = list(values['auth-copies']) ?? [undefined];
   const every: Array<number | undefined> = list(values['manifest-every']) ?? [undefined];
   const results: SimulationResult[] = [];

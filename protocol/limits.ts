@@ -23,8 +23,17 @@ export const MAX_SOURCE_SYMBOLS = 8192;
  */
 export const MAX_SEGMENT_SIZE = 8 << 20;
 
-/** Default segment size: independent 1 MiB objects decode faster than one big block. */
-export const DEFAULT_SEGMENT_SIZE = 1 << 20;
+/**
+ * Default segment size, rounded up to whole symbols (2605 of 1208 bytes).
+ * Bandwidth first: the worst of a fleet needs K/(1 − p) symbols of every
+ * segment, so bigger segments (larger K) cost fewer bytes on the wire, while
+ * an agent's memory (one segment decoded at a time) and the codec's speed per
+ * core grow worse with them. Chosen by measurement (bench/segment-size.ts,
+ * bench/results/README.md): with 1000 agents at 0–30% loss 1.026–1.028× the
+ * ideal (1 MiB: 1.049–1.054×), agent peak RSS at 10% loss on a 256 MiB image
+ * 91–93 MiB, encode and decode 0.79–0.89× the speed per core of 1 MiB.
+ */
+export const DEFAULT_SEGMENT_SIZE = 3 << 20;
 
 export interface ReceiverLimits {
   /** Largest image a receiver will accept, bytes. */
