@@ -11,13 +11,13 @@ import { DEFAULT_CHUNK_CODING, type ChunkCoding } from '../protocol/auth.js';
 import { channelGroup, DEFAULT_PORT, modelChannelName } from '../protocol/channel.js';
 import { decodeCoseSign1, verifyCoseSign1 } from '../protocol/cose-sign1.js';
 import * as ed25519 from '../protocol/ed25519.js';
-import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
+import { DEFAULT_DATAGRAM_SIZE, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE } from '../protocol/limits.js';
 import { maxDataPieces } from '../protocol/reed-solomon.js';
 import { decodeManifest, releaseIdOf, type Manifest } from '../protocol/manifest.js';
 import { createTransport, mqttSummary } from '../transport/create.js';
 import { Carousel } from '../carousel/carousel.js';
 import { Publisher, type ChannelStats } from '../carousel/publisher.js';
-import { buildReleaseParallel, readReleaseFile, readReleaseManifest, writeReleaseFile } from './release.js';
+import { buildReleaseParallel, DEFAULT_REPAIR_PERCENT, readReleaseFile, readReleaseManifest, writeReleaseFile } from './release.js';
 import { CodecPool } from './codec-pool.js';
 import { symbolSetFor } from './symbol-cache.js';
 import { homedir } from 'node:os';
@@ -91,8 +91,8 @@ export function buildProgram(): Command {
     .requiredOption('--seq <n>', 'sequence number; agents only install a higher one than they have', integer('--seq', 0))
     .requiredOption('--out <file>', 'release file to write')
     .option('--expires <duration>', 'reject the release after this long, e.g. 30d')
-    .option('--segment-size <bytes>', 'segment size (independent RaptorQ object), rounded up to whole symbols', integer('--segment-size', 1024, 8 << 20), 1 << 20)
-    .option('--repair <percent>', 'repair symbols published per segment, percent of its source symbols', integer('--repair', 0, 10000), 200)
+    .option('--segment-size <bytes>', 'largest segment (independent RaptorQ object), rounded up to whole symbols', integer('--segment-size', 1024, MAX_SEGMENT_SIZE), DEFAULT_SEGMENT_SIZE)
+    .option('--repair <percent>', 'repair symbols published per segment, percent of its source symbols', integer('--repair', 0, 10000), DEFAULT_REPAIR_PERCENT)
     .option('--datagram-size <bytes>', 'UDP payload size of symbol datagrams', integer('--datagram-size', 128, 9000), DEFAULT_DATAGRAM_SIZE)
     .addOption(new Option('--auth-coding <G:R|off>', 'AUTH chunks erasure-coded in groups of up to G chunks (never across a round) with R parity pieces per chunk')
       .argParser(chunkCoding).default(DEFAULT_CHUNK_CODING, `${DEFAULT_CHUNK_CODING.groupChunks}:${DEFAULT_CHUNK_CODING.parityPerChunk}`))

@@ -78,3 +78,16 @@ test('inspect: one line per segment in text; a signature by another key is INVAL
   t.is(wrong.status, 1, wrong.stderr);
   t.regex(wrong.stdout, /^signature +INVALID$/m);
 });
+
+test('regression: fwcast sign without --segment-size uses the publisher\'s default segment size (3 MiB), not a default of its own', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-inspect-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  fwcast('keygen', '--out', dir);
+  writeFileSync(join(dir, 'image.bin'), makeImage(6 << 20, 5));
+  const release = join(dir, 'release.fwc');
+  fwcast('sign', join(dir, 'image.bin'), '--key', join(dir, 'publisher.key'), '--model', 'rpi4', '--version', '1', '--seq', '1', '--out', release);
+  const r = JSON.parse(fwcast('inspect', release, '--json')) as Inspected;
+  t.is(r.fec.segmentSize, 2605 * 1208);
+  t.deepEqual(r.segments.map((s) => s.sourceSymbols), [2605, 2604]);
+  t.is(r.fec.repairPercent, 200);
+});
