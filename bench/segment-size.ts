@@ -14,8 +14,10 @@
  *  - optionally the agent's peak RSS receiving a 256 MiB image at 10% loss
  *    (agent-rss.ts; needs the lab).
  *
- *   bash scripts/lab.sh npx tsx bench/segment-size.ts [--sizes 1,2,3,4] [--seeds 1,2,3] [--passes 3] [--no-rss] [--no-simulation]
+ *   bash scripts/lab.sh npx tsx bench/segment-size.ts [--sizes 1,2,3,4] [--seeds 1,2,3] [--passes 3] [--no-rss] [--no-simulation] [--out FILE]
  */
+import { writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { SegmentDecoder, SegmentEncoder, sourceSymbolCount, warmUpCodec } from '../protocol/fec.js';
 import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
@@ -143,8 +145,11 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       passes: { type: 'string', default: '3' },
       'no-rss': { type: 'boolean', default: false },
       'no-simulation': { type: 'boolean', default: false },
+      out: { type: 'string' },
     },
   });
+  const startedAt = new Date().toISOString();
+  const loadBefore = loadavg();
   const rows = await measureSegmentSizes({
     sizesMiB: values.sizes.split(',').map(Number),
     seeds: values.seeds.split(',').map(Number),
@@ -153,5 +158,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     rss: !values['no-rss'],
   });
   console.log(formatSegmentSizes(rows));
-  console.log(JSON.stringify(rows, null, 2));
+  const json = JSON.stringify({ startedAt, machine: { cpu: cpus()[0]?.model, cores: cpus().length, node: process.version, loadAverageAtStart: loadBefore }, rows }, null, 2);
+  console.log(json);
+  if (values.out) writeFileSync(values.out, json + '\n');
 }
