@@ -128,7 +128,7 @@ export class Carousel {
     this.#set = set;
     this.#auth = set.bodies.map((body, leaf) => encodeAuthPacket({ releaseId: init.releaseId, leaf, path: set.tree.proof(leaf), body }));
     this.#layout = set.layout;
-    this.largestDatagram = Math.max(SYMBOL_OVERHEAD + m.symbolSize, ...this.manifestFragments.map((d) => d.length), ...this.#auth.map((d) => d.length));
+    this.largestDatagram = [...this.manifestFragments, ...this.#auth].reduce((n, d) => Math.max(n, d.length), SYMBOL_OVERHEAD + m.symbolSize);
     const copies = init.authCopies ?? 3;
     if (!(Number.isInteger(copies) && copies >= 1)) throw new RangeError(`authCopies must be a positive integer, got ${copies}`);
     this.#copyPoints = Array.from({ length: copies - 1 }, (_, j) => Math.floor(((j + 1) * m.auth.chunkSymbols) / copies));
