@@ -3,7 +3,7 @@
  * across the lab's veth bridge to a real agent, which must install it with
  * zero receive-buffer drops (Udp6RcvbufErrors in its namespace).
  *
- *   bash scripts/lab.sh npx tsx bench/throughput.ts [PACKETS_PER_SECOND] [SIZE_MIB]
+ *   bash scripts/lab.sh npx tsx bench/throughput.ts [PACKETS_PER_SECOND] [SIZE_MIB] [SEGMENT_MIB]
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -41,12 +41,13 @@ function udp6Counter(lab: NetLab, host: string, name: string): number {
   return Number(new RegExp(`^${name}\\s+(\\d+)`, 'm').exec(text)?.[1] ?? 0);
 }
 
-export async function measureThroughput(targetPps = 30_000, imageMiB = 48): Promise<ThroughputResult> {
+export async function measureThroughput(targetPps = 30_000, imageMiB = 48, segmentMiB?: number): Promise<ThroughputResult> {
   const dir = mkdtempSync(join(tmpdir(), 'fwcast-pps-'));
   const lab = NetLab.create(['pub', 'dev']);
   try {
     await writeSampleImage(join(dir, 'image'), imageMiB * 1024 * 1024, 3);
-    execFileSync(process.execPath, [FWCAST, 'sign', join(dir, 'image'), '--key', KEY, '--model', 'pps', '--version', '1', '--seq', '1', '--out', join(dir, 'r.fwc')]);
+    execFileSync(process.execPath, [FWCAST, 'sign', join(dir, 'image'), '--key', KEY, '--model', 'pps', '--version', '1', '--seq', '1', '--out', join(dir, 'r.fwc'),
+      ...(segmentMiB ? ['--segment-size', String(Math.round(segmentMiB * 2 ** 20))] : [])]);
     const agent = track(lab.spawn('dev', process.execPath, [...agentNodeFlags(), AGENT, '--model', 'pps', '--key', PUB, '--iface', 'eth0', '--store', join(dir, 'store'), '--once', '--json', '--timeout', '90', '--log-format', 'json']));
     let dropsAtReceived: number | undefined;
     onEvent(agent, 'release.received', { model: 'pps' }, () => (dropsAtReceived = udp6Counter(lab, 'dev', 'Udp6RcvbufErrors')));
@@ -79,5 +80,5 @@ export async function measureThroughput(targetPps = 30_000, imageMiB = 48): Prom
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  console.log(JSON.stringify(await measureThroughput(Number(process.argv[2] ?? 30_000), Number(process.argv[3] ?? 48))));
+  console.log(JSON.stringify(await measureThroughput(Number(process.argv[2] ?? 30_000), Number(process.argv[3] ?? 48), process.argv[4] ? Number(process.argv[4]) : undefined)));
 }
