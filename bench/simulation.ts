@@ -230,7 +230,6 @@ interface Fleet {
   authCopies: number;
   manifestEvery: number;
   interleave: number;
-  fragments: number;
 }
 
 async function makeFleet(spec: FleetSpec): Promise<Fleet> {
@@ -247,7 +246,6 @@ async function makeFleet(spec: FleetSpec): Promise<Fleet> {
     ...(spec.earlyManifestEvery !== undefined ? { earlyEvery: spec.earlyManifestEvery } : {}),
     ...(spec.interleave !== undefined ? { interleave: spec.interleave } : {}),
   };
-  const carousel = new Carousel(init);
   return {
     release, key: { publicKey, kid: keyId(publicKey) },
     source: () => {
@@ -257,7 +255,6 @@ async function makeFleet(spec: FleetSpec): Promise<Fleet> {
     authCopies: spec.authCopies ?? 3,
     manifestEvery: spec.manifestEvery ?? MANIFEST_EVERY,
     interleave: spec.interleave ?? release.manifest.segments.length,
-    fragments: carousel.manifestFragments.length,
   };
 }
 
@@ -751,7 +748,7 @@ export async function simulateFleet(opts: SimulationOptions): Promise<Simulation
       chunkCoding: m.auth.coding ? `${m.auth.coding.groupChunks}:${m.auth.coding.parityPerChunk}` : 'copies',
       authCopies: fleet.authCopies, manifestEvery: fleet.manifestEvery, interleave: Math.min(fleet.interleave, m.segments.length),
       ...(opts.earlyManifestEvery !== undefined ? { earlyManifestEvery: opts.earlyManifestEvery } : {}),
-      chunkSymbols: m.auth.chunkSymbols, manifestFragments: fleet.fragments,
+      chunkSymbols: m.auth.chunkSymbols, manifestFragments: schedule.fragments,
     },
     workers: Math.max(1, workers),
   };

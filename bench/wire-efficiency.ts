@@ -137,7 +137,6 @@ export interface ReleaseFacts {
 
 const NFT = ['/usr/sbin/nft', '/sbin/nft'].find((p) => existsSync(p)) ?? '/usr/sbin/nft';
 const ETH_HEADER = 14;
-const IPV6_UDP = IPV6_UDP_HEADERS;
 const TRANSFER_LIMIT_MS = 120_000;
 const TABLE = 'fwwire';
 const PROBE_PORT = 9;
@@ -147,7 +146,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const sha256hex = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
 function idealBytes(facts: ReleaseFacts, loss: number): number {
-  return (facts.sourceSymbols / (1 - loss)) * (facts.symbolSize + IPV6_UDP);
+  return (facts.sourceSymbols / (1 - loss)) * (facts.symbolSize + IPV6_UDP_HEADERS);
 }
 
 // ---------------------------------------------------------------- counting
@@ -209,7 +208,7 @@ add rule bridge ${TABLE} pre iifname "${senderPort}" ether type ip6 ip6 nexthdr 
     await sleep(50);
     const c = this.read().counters.probe;
     if (!c || c.packets !== PROBE_COUNT) throw new Error(`calibration: bridge counted ${c?.packets} of ${PROBE_COUNT} probe packets`);
-    return c.bytes / c.packets - (payload + IPV6_UDP);
+    return c.bytes / c.packets - (payload + IPV6_UDP_HEADERS);
   }
 
   #nft(script: string): string {
@@ -439,7 +438,7 @@ async function runFwcast(opts: WireOptions, p: Prepared, loss: number): Promise<
     let note = '';
     if (pubStats) {
       const pkts = Number(pubStats.datagrams);
-      const ipBytes = Number(pubStats.bytes) + IPV6_UDP * pkts;
+      const ipBytes = Number(pubStats.bytes) + IPV6_UDP_HEADERS * pkts;
       if (pkts !== udpPackets) note += `publisher sent ${pkts} datagrams, bridge counted ${udpPackets}; `;
       else if (udpBytes - l2 * pkts !== ipBytes) note += `bridge counted ${udpBytes - l2 * pkts} IPv6 bytes, publisher ${ipBytes}; `;
     } else {

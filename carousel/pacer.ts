@@ -43,6 +43,11 @@ export interface ChannelStats {
   rounds: number;
 }
 
+/** A channel's counters as the log events name them (`carousel.stopped`, `publish.round`). */
+export function channelCounts(s: ChannelStats): { channel: string; release: string; rounds: number; datagrams: number; bytes: number } {
+  return { channel: s.channel, release: s.releaseId, rounds: s.rounds, datagrams: s.packets, bytes: s.bytes };
+}
+
 export interface PacerInit {
   /** Bits per second on the wire, all channels together. */
   rate: number;

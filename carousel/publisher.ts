@@ -12,7 +12,7 @@ import { hex } from '../protocol/hex.js';
 import type { Transport } from '../transport/transport.js';
 import { Pacer, type ChannelStats, type PacerInit, type PublisherEntry, type Send } from './pacer.js';
 
-export { IPV6_UDP_HEADERS, type ChannelStats, type PublisherEntry } from './pacer.js';
+export { channelCounts, IPV6_UDP_HEADERS, type ChannelStats, type PublisherEntry } from './pacer.js';
 
 export interface PublisherInit extends PacerInit {
   transport: Transport;
@@ -42,9 +42,8 @@ export class Publisher {
     this.#transport = init.transport;
   }
 
-  /** Starts (or replaces) the carousel on a channel, keyed by channel name. */
   /**
-   * Starts (or replaces) the carousel on a channel. Throws LimitExceededError,
+   * Starts (or replaces) the carousel on a channel, keyed by channel name. Throws LimitExceededError,
    * and changes nothing, if its datagrams are longer than the transport
    * carries: every one of them would be refused.
    */

@@ -19,7 +19,7 @@ import { hex } from '../protocol/hex.js';
 import { errorFields, type Logger } from '../protocol/log.js';
 import { decodeManifest, releaseIdOf } from '../protocol/manifest.js';
 import { Carousel } from '../carousel/carousel.js';
-import { Publisher, type ChannelStats } from '../carousel/publisher.js';
+import { channelCounts, Publisher, type ChannelStats } from '../carousel/publisher.js';
 import type { Channel, Transport } from '../transport/transport.js';
 import type { Store } from './store.js';
 
@@ -107,7 +107,7 @@ export class Relay {
     await this.#running;
     await this.#init.transport.close();
     for (const s of this.stats()) {
-      this.#init.log.event('carousel.stopped', { channel: s.channel, release: s.releaseId, rounds: s.rounds, datagrams: s.packets, bytes: s.bytes },
+      this.#init.log.event('carousel.stopped', channelCounts(s),
         `stats relay ${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes`);
     }
   }

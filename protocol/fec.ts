@@ -140,18 +140,17 @@ export class SegmentDecoder {
   #seen = new Set<number>();
   #packet: Uint8Array;
   #result: Uint8Array | undefined;
-  #output: Uint8Array | 'in-place' | undefined;
+  #inPlace: boolean;
 
   /**
-   * `output`: where push() puts the decoded bytes. By default a new buffer. A
-   * buffer of at least `length` bytes: copied there (push() returns a view of
-   * it), so a caller decoding segment after segment reuses one buffer instead
-   * of leaving a segment-sized one per decode for the garbage collector.
+   * `output`: where push() puts the decoded bytes. By default a new buffer.
    * 'in-place': left in the codec's WASM memory, a view valid until the next
-   * encoder or decoder of this codec is made or used: no copy at all.
+   * encoder or decoder of this codec is made or used: no copy at all, so a
+   * caller decoding segment after segment leaves no segment-sized buffer per
+   * decode for the garbage collector.
    */
-  constructor(readonly length: number, readonly symbolSize: number, codec = defaultCodec, output?: Uint8Array | 'in-place') {
-    this.#output = output;
+  constructor(readonly length: number, readonly symbolSize: number, codec = defaultCodec, output?: 'in-place') {
+    this.#inPlace = output === 'in-place';
     this.k = sourceSymbolCount(length, symbolSize);
     this.kPrime = paddedBlockSize(this.k);
     this.#codec = codec;
@@ -181,7 +180,7 @@ export class SegmentDecoder {
     if (crateEsi > MAX_ESI) return undefined;
     writePayloadId(this.#packet, 0, { sbn: 0, esi: crateEsi });
     this.#packet.set(symbol, PAYLOAD_ID_SIZE);
-    const out = this.#wasm.decoderDecode(this.#decoder, this.#packet, this.#output);
+    const out = this.#wasm.decoderDecode(this.#decoder, this.#packet, this.#inPlace);
     if (out) {
       this.#result = out;
       this.free();

@@ -153,13 +153,12 @@ export class RaptorqWasm {
 
   /**
    * Decoder.decode: adds one packet (payload ID + symbol); the object's bytes
-   * once it decodes: copied into `into` when it is large enough (a view of
-   * it), or, with 'in-place', a view of this instance's memory, valid until
-   * the next call that allocates here (encoderNew, encoderEncode, decoderNew,
-   * decoderDecode; the free calls do not): no segment-sized copy at all.
-   * Otherwise copied into a new buffer.
+   * once it decodes, in a new buffer, or with `inPlace` a view of this
+   * instance's memory, valid until the next call that allocates here
+   * (encoderNew, encoderEncode, decoderNew, decoderDecode; the free calls do
+   * not): no segment-sized copy at all.
    */
-  decoderDecode(decoder: DecoderHandle, packet: Uint8Array, into?: Uint8Array | 'in-place'): Uint8Array | undefined {
+  decoderDecode(decoder: DecoderHandle, packet: Uint8Array, inPlace = false): Uint8Array | undefined {
     this.#takeBack();
     return this.#withReturnArea((ret) => {
       const ptr = this.#copyIn(packet);
@@ -167,17 +166,11 @@ export class RaptorqWasm {
       const [out, length] = this.#returned(ret);
       if (out === 0) return undefined;
       const result = this.#memory().subarray(out, out + length);
-      if (into === 'in-place') {
+      if (inPlace) {
         this.#lent = [out, length];
         return result;
       }
-      let bytes: Uint8Array;
-      if (into && into.length >= length) {
-        bytes = into.subarray(0, length);
-        bytes.set(result);
-      } else {
-        bytes = result.slice();
-      }
+      const bytes = result.slice();
       this.#exports.__wbindgen_free(out, length);
       return bytes;
     });

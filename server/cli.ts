@@ -16,7 +16,7 @@ import { maxDataPieces } from '../protocol/reed-solomon.js';
 import { decodeManifest, releaseIdOf, type Manifest } from '../protocol/manifest.js';
 import { createTransport, mqttSummary } from '../transport/create.js';
 import { Carousel } from '../carousel/carousel.js';
-import { Publisher, type ChannelStats } from '../carousel/publisher.js';
+import { channelCounts, IPV6_UDP_HEADERS, Publisher, type ChannelStats } from '../carousel/publisher.js';
 import { buildReleaseParallel, DEFAULT_REPAIR_PERCENT, readReleaseFile, readReleaseManifest, writeReleaseFile } from './release.js';
 import { CodecPool } from './codec-pool.js';
 import { symbolSetFor } from './symbol-cache.js';
@@ -25,7 +25,6 @@ import { join } from 'node:path';
 import { addServeCommands } from './serve/serve-command.js';
 import { hex } from '../protocol/hex.js';
 import type { Logger } from '../protocol/log.js';
-
 
 function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
@@ -234,7 +233,7 @@ export function buildProgram(): Command {
       for (const s of publisher.stats()) {
         const perSecond = Math.round(s.packets / seconds);
         log.event('carousel.stopped', {
-          channel: s.channel, release: s.releaseId, rounds: s.rounds, datagrams: s.packets, bytes: s.bytes, seconds: Number(seconds.toFixed(2)), datagramsPerSecond: perSecond,
+          ...channelCounts(s), seconds: Number(seconds.toFixed(2)), datagramsPerSecond: perSecond,
         }, `${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes in ${seconds.toFixed(2)} s (${perSecond} datagrams/s)`);
       }
       const sent = transport.stats();
@@ -267,7 +266,7 @@ function clearLine(): void {
 
 /** Bits per second on the wire so far (IPv6 and UDP headers included). */
 function sentBitsPerSecond(stats: ChannelStats[], ms: number): number {
-  const bytes = stats.reduce((n, s) => n + s.bytes + s.packets * 48, 0);
+  const bytes = stats.reduce((n, s) => n + s.bytes + s.packets * IPV6_UDP_HEADERS, 0);
   return (bytes * 8 * 1000) / Math.max(ms, 1);
 }
 
@@ -290,7 +289,7 @@ class RoundLog {
       const last = this.#logged.get(key) ?? { rounds: 0, atMs: -Infinity };
       if (s.rounds <= last.rounds || ms - last.atMs < 5000) continue;
       this.#logged.set(key, { rounds: s.rounds, atMs: ms });
-      this.log.event('publish.round', { channel: s.channel, release: s.releaseId, rounds: s.rounds, datagrams: s.packets, bytes: s.bytes },
+      this.log.event('publish.round', channelCounts(s),
         `${s.channel}: round ${s.rounds} done, ${s.packets} datagrams, ${s.bytes} bytes`);
     }
   }

@@ -6,11 +6,9 @@
 import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
+import { MAX_DATAGRAM } from '../protocol/packet.js';
 import { Lifecycle } from './lifecycle.js';
 import type { Channel, DatagramHandler, Transport, TransportStats } from './transport.js';
-
-/** Largest UDP payload over IPv6 without jumbograms: 65535 − 8 bytes of UDP header. */
-const MAX_UDP6_PAYLOAD = 65527;
 
 export interface UdpMulticastInit {
   /** Network interface name, e.g. "eth0" or "lo". */
@@ -40,7 +38,7 @@ export class UdpMulticastTransport implements Transport {
   constructor(init: UdpMulticastInit) {
     if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(init.iface)) throw new TypeError(`iface: "${init.iface}" is not a network interface name`);
     this.#init = { hops: 8, receiveBuffer: 8 << 20, loopback: true, maxDatagramSize: DEFAULT_DATAGRAM_SIZE, ...init };
-    if (this.#init.maxDatagramSize > MAX_UDP6_PAYLOAD) throw new RangeError(`maxDatagramSize: ${this.#init.maxDatagramSize} is above the ${MAX_UDP6_PAYLOAD} bytes a UDP datagram carries`);
+    if (this.#init.maxDatagramSize > MAX_DATAGRAM) throw new RangeError(`maxDatagramSize: ${this.#init.maxDatagramSize} is above the ${MAX_DATAGRAM} bytes a UDP datagram carries`);
     this.maxDatagramSize = this.#init.maxDatagramSize;
     this.description = `udp6 multicast on ${init.iface}`;
     this.#life = new Lifecycle('udp6-multicast', this.description, this.maxDatagramSize);
@@ -110,12 +108,16 @@ export class UdpMulticastTransport implements Transport {
     if (!this.#life.admit(data)) return;
     try {
       this.#sender!.send(data, channel.port, `${channel.group}%${this.#init.iface}`, (err) => {
-        if (err) this.#life.refuse('network', `sending to [${channel.group}]:${channel.port} on ${this.#init.iface}: ${err.message}`, err);
+        if (err) this.#failed(channel, err);
       });
       this.#life.sent++;
     } catch (err) {
-      this.#life.refuse('network', `sending to [${channel.group}]:${channel.port} on ${this.#init.iface}: ${(err as Error).message}`, err);
+      this.#failed(channel, err as Error);
     }
+  }
+
+  #failed(channel: Channel, err: Error): void {
+    this.#life.refuse('network', `sending to [${channel.group}]:${channel.port} on ${this.#init.iface}: ${err.message}`, err);
   }
 
   stats(): TransportStats {

@@ -83,7 +83,7 @@ class Transfer implements LedgerHost<Uint8Array, ParityCandidate, Uint8Array> {
   readonly merkle: MerkleVerifier;
   readonly id: string;
 
-  constructor(readonly release: VerifiedManifest, readonly assembler: SegmentAssembler, private readonly receiver: Receiver, private readonly out: (e: ReceiverEvent) => void, private readonly dropped: (reason: DropReason, count: number) => void) {
+  constructor(readonly release: VerifiedManifest, readonly assembler: SegmentAssembler, private readonly stats: ReceiverStats, private readonly out: (e: ReceiverEvent) => void, private readonly dropped: (reason: DropReason, count: number) => void) {
     const m = release.manifest;
     const layout = new ChunkLayout(m.segments, m.auth.chunkSymbols, m.auth.coding);
     this.ledger = new TransferLedger(layout, m.segments.map((s) => s.published), this, assembler.completed);
@@ -96,7 +96,6 @@ class Transfer implements LedgerHost<Uint8Array, ParityCandidate, Uint8Array> {
     const length = m.auth.digestLength;
     if (!symbolMatches(symbol, digests, (esi % m.auth.chunkSymbols) * length, length)) return this.dropped('bad-symbol-digest', 1);
     const seg = m.segments[segment]!;
-    const stats = this.receiver.stats;
     let result;
     try {
       result = this.assembler.add(seg, esi, symbol);
@@ -104,15 +103,15 @@ class Transfer implements LedgerHost<Uint8Array, ParityCandidate, Uint8Array> {
       // A trap inside the WASM codec: the assembler starts afresh with a new instance
       // of its own codec. Segments already decoded are kept; what it held in WASM is
       // collected again. Other models' assemblers have codecs of their own.
-      stats.decoderTraps++;
+      this.stats.decoderTraps++;
       this.assembler.recoverFromTrap();
       return this.dropped('decoder-trap', 1);
     }
     if (result.kind === 'duplicate') {
-      stats.duplicates++;
+      this.stats.duplicates++;
       return;
     }
-    stats.symbolsAccepted++;
+    this.stats.symbolsAccepted++;
     if (result.kind === 'stored') return;
     const bytes = result.bytes;
     if (Buffer.compare(result.sha256 ?? createHash('sha256').update(bytes).digest(), seg.sha256) !== 0) {
@@ -122,13 +121,13 @@ class Transfer implements LedgerHost<Uint8Array, ParityCandidate, Uint8Array> {
     }
     this.assembler.commit(seg, bytes);
     this.ledger.segmentDone(segment);
-    stats.segmentsDecoded++;
+    this.stats.segmentsDecoded++;
     this.out({ kind: 'segment', release: this.release, segment: seg, bytes });
     if (this.ledger.remaining === 0) this.out({ kind: 'complete', release: this.release });
   }
 
   chunkVerified(): void {
-    this.receiver.stats.authChunksVerified++;
+    this.stats.authChunksVerified++;
   }
 
   checkPiece(c: ParityCandidate): Uint8Array | undefined {
@@ -291,7 +290,7 @@ export class Receiver {
       return this.#count('superseded', 1);
     }
     this.#dropTransfer();
-    const t = new Transfer(release, this.#assemblerFor(release), this, this.#emit, this.#count);
+    const t = new Transfer(release, this.#assemblerFor(release), this.stats, this.#emit, this.#count);
     this.#transfer = t;
     this.#emit({ kind: 'accepted', release });
     if (t.ledger.remaining === 0) return this.#emit({ kind: 'complete', release });

@@ -16,7 +16,7 @@ import type { Transport } from '../../transport/transport.js';
 import { UdpMulticastTransport } from '../../transport/udp-multicast.js';
 import { Carousel } from '../../carousel/carousel.js';
 import { CodecPool } from '../codec-pool.js';
-import { Publisher } from '../../carousel/publisher.js';
+import { channelCounts, Publisher } from '../../carousel/publisher.js';
 import { symbolSetFor } from '../symbol-cache.js';
 import type { ServeConfig, ServedModel } from './config.js';
 import { createHttpApi } from './http-api.js';
@@ -210,7 +210,7 @@ export class FwcastServer {
     await this.#running;
     await this.#transport.close();
     for (const s of this.#publisher.stats()) {
-      this.#log.event('carousel.stopped', { channel: s.channel, release: s.releaseId, rounds: s.rounds, datagrams: s.packets, bytes: s.bytes },
+      this.#log.event('carousel.stopped', channelCounts(s),
         `${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes`);
     }
   }
