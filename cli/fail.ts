@@ -8,3 +8,15 @@ export function exitWithError(program: string, err: unknown): never {
   process.stderr.write(`${program}: error: ${message}\n`);
   process.exit(err instanceof UsageError ? 2 : 1);
 }
+
+/**
+ * A reader that stops early (`fwcast inspect … | head`) closes the pipe; the
+ * next write fails with EPIPE. Like any Unix tool, end quietly then: the
+ * reader has all it wanted.
+ */
+export function endQuietlyOnClosedStdout(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+}

@@ -4,7 +4,7 @@
  */
 import { Command, Option } from 'commander';
 import { createConsoleLogger } from '../cli/console-log.js';
-import { exitWithError, UsageError } from '../cli/fail.js';
+import { endQuietlyOnClosedStdout, exitWithError, UsageError } from '../cli/fail.js';
 import { readTrustedKey } from '../cli/key-files.js';
 import type { LogLevel } from '../protocol/log.js';
 import { createTransport, mqttSummary } from '../transport/create.js';
@@ -164,6 +164,7 @@ export function buildProgram(): Command {
 }
 
 export async function main(argv = process.argv): Promise<void> {
+  endQuietlyOnClosedStdout();
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {

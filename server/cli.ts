@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { createConsoleLogger } from '../cli/console-log.js';
-import { exitWithError, UsageError } from '../cli/fail.js';
+import { endQuietlyOnClosedStdout, exitWithError, UsageError } from '../cli/fail.js';
 import { readPrivateKey, readTrustedKey, writeKeyPair } from '../cli/key-files.js';
 import { formatRate, parseDuration, parseRate } from '../cli/units.js';
 import { DEFAULT_CHUNK_CODING, type ChunkCoding } from '../protocol/auth.js';
@@ -296,6 +296,7 @@ class RoundLog {
 }
 
 export async function main(argv = process.argv): Promise<void> {
+  endQuietlyOnClosedStdout();
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {

@@ -91,3 +91,11 @@ test('regression: fwcast sign without --segment-size uses the publisher\'s defau
   t.deepEqual(r.segments.map((s) => s.sourceSymbols), [2605, 2604]);
   t.is(r.fec.repairPercent, 200);
 });
+
+test('regression: output cut short by a closed pipe (fwcast inspect … | head -n 1) ends quietly, not with an EPIPE stack trace', (t) => {
+  const { release } = signed(t);
+  const r = spawnSync('bash', ['-o', 'pipefail', '-c', `"${process.execPath}" "${FWCAST}" inspect "${release}" | head -n 1`], { encoding: 'utf8' });
+  t.is(r.stdout.split('\n').filter(Boolean).length, 1);
+  t.is(r.stderr, '', 'nothing on stderr');
+  t.is(r.status, 0);
+});
