@@ -109,12 +109,11 @@ test('wrong key, wrong model, lower sequence and expired manifests are each reje
   writeFileSync(join(rollbackStore, 'state.json'), JSON.stringify({ format: 1, models: { rpi4: { model: 'rpi4', seq: 7, version: '1.0.7', sha256: sha256hex(image), releaseId: '00', installedAt: new Date().toISOString(), path: '/nonexistent' } } }));
   await new Promise((r) => setTimeout(r, 1500)); // let the expiring release expire
   const group = 'ff1e:2bd7:ec2e:cb43:283:3ede:32a4:d45f';
-  const runs = cases.map((c, i) => {
-    const port = String(5000 + i);
-    const a = agent(lab, c.host, dir, join(trustedDir, 'publisher.pub'), ['--port', port, '--timeout', '6']);
-    const p = publish(lab, [c.release], ['--port', port, '--rate', '5mbit', '--duration', '20s', '--group', `other-board=${group}`]);
-    return { c, a, p };
-  });
+  // Publishers first, each on the air before its agent starts: the agent's 6 s are for refusing
+  // what it hears, not for waiting on a publisher that a loaded machine is slow to start.
+  const publishers = cases.map((c, i) => publish(lab, [c.release], ['--port', String(5000 + i), '--rate', '5mbit', '--duration', '30s', '--group', `other-board=${group}`]));
+  await Promise.all(publishers.map((p) => waitForEvent(p, 'publish.started', {}, 20_000)));
+  const runs = cases.map((c, i) => ({ c, p: publishers[i]!, a: agent(lab, c.host, dir, join(trustedDir, 'publisher.pub'), ['--port', String(5000 + i), '--timeout', '6']) }));
   for (const { c, a, p } of runs) {
     const code = await exitCode(a, 30_000);
     p.child.kill('SIGTERM');
