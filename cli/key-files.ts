@@ -1,9 +1,10 @@
 /** Reading and writing key files, with errors that say which file and why. */
 import { hex } from '../protocol/hex.js';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ed25519 from '../protocol/ed25519.js';
 import { ConfigError } from '../protocol/errors.js';
+import { openExclusive, writeAll, writeFileAtomic } from '../storage/durable-file.js';
 import { decodePrivateKeyPem, decodePublicKey, encodePrivateKeyPem, encodePublicKeyPem, keyId, type PublicKey } from '../protocol/keys.js';
 
 function readText(path: string, what: string): string {
@@ -31,12 +32,32 @@ export async function writeKeyPair(dir: string, force: boolean): Promise<{ priva
   mkdirSync(dir, { recursive: true });
   const privatePath = join(dir, 'publisher.key');
   const publicPath = join(dir, 'publisher.pub');
-  if (!force && (existsSync(privatePath) || existsSync(publicPath))) {
+  const present = (path: string): boolean => existsSync(path) || lstatSync(path, { throwIfNoEntry: false }) !== undefined;
+  if (!force && (present(privatePath) || present(publicPath))) {
     throw new ConfigError(`${privatePath} or ${publicPath} already exists; use --force to replace them`);
   }
   const pair = ed25519.generateKeyPair();
-  writeFileSync(privatePath, encodePrivateKeyPem(pair.seed), { mode: 0o600 });
-  chmodSync(privatePath, 0o600);
-  writeFileSync(publicPath, encodePublicKeyPem(pair.publicKey), { mode: 0o644 });
+  // Never through a symlink: a fresh file is created exclusively (O_EXCL|O_NOFOLLOW), and
+  // --force replaces the path itself by rename, whatever it was, rather than writing where it points.
+  const write = (path: string, text: string, mode: number): void => {
+    try {
+      if (force) writeFileAtomic(path, text, mode);
+      else writeNewFile(path, text, mode);
+    } catch (err) {
+      throw new ConfigError(`cannot write ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}${(err as NodeJS.ErrnoException).code === 'EEXIST' ? ' (something, perhaps a symlink, is already there; use --force to replace it)' : ''}`);
+    }
+  };
+  write(privatePath, encodePrivateKeyPem(pair.seed), 0o600);
+  write(publicPath, encodePublicKeyPem(pair.publicKey), 0o644);
   return { privatePath, publicPath, kid: hex(keyId(pair.publicKey)) };
+}
+
+/** Creates `path` with `text`; fails if anything, a dangling symlink included, is there. */
+function writeNewFile(path: string, text: string, mode: number): void {
+  const fd = openExclusive(path, mode);
+  try {
+    writeAll(fd, Buffer.from(text, 'utf8'));
+  } finally {
+    closeSync(fd);
+  }
 }

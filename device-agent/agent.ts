@@ -5,8 +5,9 @@
  * the installed sequence. It never sends anything back.
  */
 import { EventEmitter } from 'node:events';
+import { statfsSync } from 'node:fs';
 import type { FwcastError } from '../protocol/errors.js';
-import { DigestMismatchError } from '../protocol/errors.js';
+import { DigestMismatchError, StoreError } from '../protocol/errors.js';
 import { RaptorqCodec } from '../protocol/fec.js';
 import type { PublicKey } from '../protocol/keys.js';
 import type { ReceiverLimits } from '../protocol/limits.js';
@@ -54,11 +55,37 @@ export interface AgentEvents {
   failed: [{ model: string; error: Error }];
 }
 
+/** A complete release on its way to being installed. */
+interface Candidate {
+  release: VerifiedManifest;
+  id: string;
+  seq: number;
+  /** Until it is verified and kept: the transfer that holds its image. */
+  assembler?: SpillAssembler;
+  /** Once verified and kept in the store. */
+  kept?: { imagePath: string; sha256: string };
+  /** Install attempts that failed so far. */
+  attempt: number;
+}
+
+/**
+ * One model's receiver, transfers and installs. Installs run one at a time;
+ * while one runs, the newest complete release waits in `#next` (an older one
+ * is dropped), and runs as soon as the running install ends. A failed install
+ * is offered again after a back-off, unless something newer came meanwhile.
+ * So an older release is never installed after a newer one, and nothing that
+ * a transfer or an install still uses is deleted.
+ */
 class ModelWorker {
   readonly receiver: Receiver;
   readonly retryBaseMs: number;
-  #assembler: SpillAssembler | undefined;
-  #installing = false;
+  /** The transfer being received, if any. */
+  #receiving: { id: string; assembler: SpillAssembler } | undefined;
+  #running: Candidate | undefined;
+  #next: Candidate | undefined;
+  #retry: { candidate: Candidate; timer: NodeJS.Timeout } | undefined;
+  /** Set while the store fails: its errors are logged once, then counted until it works again. */
+  #storeDown: { failures: number } | undefined;
   #flusher: NodeJS.Timeout;
   /** This model's own codec: a decoder trap recycles it without touching other models' transfers. */
   #codec = new RaptorqCodec();
@@ -66,7 +93,7 @@ class ModelWorker {
   constructor(readonly spec: AgentModel, private readonly agent: Agent, private readonly log: Logger, installed: InstalledRecord | undefined, init: AgentInit) {
     this.retryBaseMs = init.retryBaseMs ?? 30_000;
     // What was received reaches the disk at least four times a second, whatever the rate.
-    this.#flusher = setInterval(() => this.#assembler?.flush(), 250);
+    this.#flusher = setInterval(() => this.#flush(), 250);
     this.#flusher.unref();
     this.receiver = new Receiver({
       model: spec.model,
@@ -80,10 +107,11 @@ class ModelWorker {
   /** Symbols go to disk in the store: memory stays flat, and a restart resumes. */
   #openTransfer(release: VerifiedManifest): SpillAssembler {
     const releaseId = hex(release.releaseId);
-    this.agent.store.removeStaleTransfers(this.spec.model, releaseId);
-    this.#assembler?.close();
+    const inUse = new Set([releaseId]);
+    for (const c of [this.#running, this.#next]) if (c?.assembler) inUse.add(c.id);
+    this.agent.store.removeStaleTransfers(this.spec.model, inUse);
     const assembler = new SpillAssembler(this.agent.store.transferDir(releaseId), release.manifest, this.#codec);
-    this.#assembler = assembler;
+    this.#receiving = { id: releaseId, assembler };
     if (assembler.completed.size > 0 || assembler.resumedSymbols > 0) {
       const m = release.manifest;
       this.log.event('release.resumed', {
@@ -92,6 +120,34 @@ class ModelWorker {
       }, `resuming ${m.version}: ${assembler.completed.size}/${m.segments.length} segments done, ${assembler.resumedSymbols} symbols on disk`);
     }
     return assembler;
+  }
+
+  #flush(): void {
+    try {
+      if ((this.#receiving?.assembler.flush() ?? 0) > 0) this.#storeWorks();
+    } catch (err) {
+      if (!(err instanceof StoreError)) throw err;
+      this.#storeFailed(err);
+    }
+  }
+
+  /** Logs the first failure of the store with what to free; later ones are counted until it works again. */
+  #storeFailed(error: StoreError): void {
+    if (this.#storeDown) {
+      this.#storeDown.failures++;
+      return;
+    }
+    this.#storeDown = { failures: 1 };
+    const free = freeBytes(this.agent.store.dir);
+    this.log.event('store.failed', { model: this.spec.model, store: this.agent.store.dir, path: error.facts.path, code: error.facts.code, ...errorFields(error), freeBytes: free },
+      `the store cannot be written: ${error.message}` + (free === undefined ? '' : ` (${free} bytes free in ${this.agent.store.dir})`) + '; reception goes on by itself once it can write again');
+  }
+
+  #storeWorks(): void {
+    if (!this.#storeDown) return;
+    this.log.event('store.recovered', { model: this.spec.model, store: this.agent.store.dir, failures: this.#storeDown.failures },
+      `the store works again after ${this.#storeDown.failures} failed writes; reception goes on`);
+    this.#storeDown = undefined;
   }
 
   onDatagram(data: Uint8Array, now: number, from: string): void {
@@ -113,55 +169,85 @@ class ModelWorker {
         break;
       }
       case 'segment':
+        this.#storeWorks();
+        break;
+      case 'store-error':
+        this.#storeFailed(event.error);
         break;
       case 'complete': {
         // Every segment has matched its signed SHA-256: the network has nothing more to give.
         const m = event.release.manifest;
-        this.log.event('release.received', { model: m.model, version: m.version, seq: m.seq, release: hex(event.release.releaseId), segments: m.segments.length },
+        const id = hex(event.release.releaseId);
+        this.log.event('release.received', { model: m.model, version: m.version, seq: m.seq, release: id, segments: m.segments.length },
           `received ${m.model} ${m.version} (seq ${m.seq}): all ${m.segments.length} segments match their signed digests`);
-        void this.#install(event.release);
+        const assembler = this.#receiving?.id === id ? this.#receiving.assembler : undefined;
+        this.#receiving = undefined;
+        // The receiver is free for a newer release; repeats of this one are counted, not received again.
+        this.receiver.abandon(id, 'install-pending');
+        if (assembler) this.#offer({ release: event.release, id, seq: m.seq, assembler, attempt: 0 });
         break;
       }
     }
   }
 
-  async #install(release: VerifiedManifest): Promise<void> {
-    const assembler = this.#assembler;
-    this.#assembler = undefined;
-    if (!assembler || this.#installing) return;
-    this.#installing = true;
-    const m = release.manifest;
-    const releaseId = hex(release.releaseId);
-    try {
-      assembler.close();
-      // Its decoders lived only during add(): the codec's grown WASM memory goes back until the next transfer.
-      this.#codec.recycle();
-      const sha256 = await sha256File(assembler.imagePath);
-      if (sha256 !== hex(m.imageSha256)) {
-        assembler.destroy();
-        throw new DigestMismatchError(`image ${m.version} decoded to SHA-256 ${sha256}, the manifest says ${hex(m.imageSha256)}`);
-      }
-      const imagePath = this.agent.store.keepRelease(m.model, releaseId, assembler.imagePath, release.signed);
-      assembler.destroy();
-      this.log.event('release.verified', { model: m.model, version: m.version, seq: m.seq, release: releaseId, sha256, installer: this.spec.installer.description },
-        `verified ${m.model} ${m.version} (seq ${m.seq}) sha256 ${sha256}; installing: ${this.spec.installer.description}`);
-      // Verified and kept: from here on a failed install is retried from the kept image, not received again.
-      this.receiver.abandon('install-pending');
-      await this.#deliver(release, imagePath, sha256, 0);
-    } catch (err) {
-      this.receiver.abandon('install-failed');
-      this.log.event('release.not-installed', { model: m.model, version: m.version, seq: m.seq, release: releaseId, ...errorFields(err) },
-        `${m.model} ${m.version} (seq ${m.seq}) was not installed: ${(err as Error).name}: ${(err as Error).message}`);
-      this.agent.emit('failed', { model: m.model, error: err as Error });
-    } finally {
-      this.#installing = false;
+  /** Queues a complete release for install, unless something at least as new is installed, running or queued. */
+  #offer(c: Candidate): void {
+    const newest = Math.max(this.receiver.installedSeq ?? -1, this.#running?.seq ?? -1, this.#next?.seq ?? -1);
+    if (c.seq <= newest) return this.#discard(c, newest);
+    if (this.#next) this.#discard(this.#next, c.seq);
+    if (this.#retry && this.#retry.candidate.seq < c.seq) {
+      clearTimeout(this.#retry.timer);
+      this.#discard(this.#retry.candidate, c.seq);
+      this.#retry = undefined;
     }
+    this.#next = c;
+    void this.#pump();
   }
 
-  /** Runs the installer; on failure tries again later (30 s, doubling to 15 min) until a newer release is installed. */
-  async #deliver(release: VerifiedManifest, imagePath: string, sha256: string, attempt: number): Promise<void> {
-    const m = release.manifest;
+  /** Drops a release a newer one replaces: its transfer goes; a kept image goes at the next prune. */
+  #discard(c: Candidate, newerSeq: number): void {
+    c.assembler?.destroy();
+    c.assembler = undefined;
+    const m = c.release.manifest;
+    this.log.event('release.superseded', { model: m.model, version: m.version, seq: m.seq, release: c.id, newerSeq },
+      `${m.model} ${m.version} (seq ${m.seq}) will not be installed: seq ${newerSeq} is newer`);
+  }
+
+  /** Runs the queued install, if any and none is running; then the next one. */
+  async #pump(): Promise<void> {
+    if (this.#running || !this.#next || this.agent.signal.aborted) return;
+    const c = this.#next;
+    this.#next = undefined;
+    this.#running = c;
+    try {
+      await this.#install(c);
+    } finally {
+      this.#running = undefined;
+    }
+    void this.#pump();
+  }
+
+  async #install(c: Candidate): Promise<void> {
+    const m = c.release.manifest;
+    try {
+      if (!c.kept) await this.#verifyAndKeep(c);
+    } catch (err) {
+      if (err instanceof StoreError) {
+        // Not the release's fault: verify and keep it again later, from the transfer still on disk.
+        this.#storeFailed(err);
+        return this.#retryLater(c, err);
+      }
+      c.assembler?.destroy();
+      this.receiver.abandon(c.id, 'install-failed');
+      this.log.event('release.not-installed', { model: m.model, version: m.version, seq: m.seq, release: c.id, ...errorFields(err) },
+        `${m.model} ${m.version} (seq ${m.seq}) was not installed: ${(err as Error).name}: ${(err as Error).message}`);
+      this.agent.emit('failed', { model: m.model, error: err as Error });
+      return;
+    }
+    // Something newer is complete already: install that instead.
+    if (this.#next && this.#next.seq > c.seq) return this.#discard(c, this.#next.seq);
     if ((this.receiver.installedSeq ?? -1) >= m.seq || this.agent.signal.aborted) return;
+    const { imagePath, sha256 } = c.kept!;
     let reported = -1;
     try {
       await this.spec.installer.install({
@@ -174,27 +260,59 @@ class ModelWorker {
           }
         },
       });
+      const record: InstalledRecord = {
+        model: m.model, seq: m.seq, version: m.version, sha256, releaseId: c.id,
+        installedAt: new Date().toISOString(), path: this.spec.installer.target ?? imagePath,
+      };
+      this.agent.store.recordInstalled(record);
+      this.agent.store.pruneReleases(m.model, c.id);
+      this.receiver.markInstalled(c.release);
+      this.log.event('release.installed', { model: m.model, version: m.version, seq: m.seq, release: c.id, sha256, path: record.path },
+        `installed ${m.model} ${m.version} (seq ${m.seq}) at ${record.path}`);
+      this.agent.emit('installed', record);
     } catch (err) {
-      const delay = Math.min(this.retryBaseMs * 2 ** attempt, 15 * 60_000);
-      this.log.event('release.install-failed', {
-        model: m.model, version: m.version, seq: m.seq, release: hex(release.releaseId), ...errorFields(err), attempt: attempt + 1, retryInSeconds: delay / 1000,
-      }, `install of ${m.model} ${m.version} (seq ${m.seq}) failed: ${(err as Error).name}: ${(err as Error).message}; retrying in ${delay / 1000} s`);
-      this.agent.emit('failed', { model: m.model, error: err as Error });
-      const timer = setTimeout(() => void this.#deliver(release, imagePath, sha256, attempt + 1), delay);
-      this.agent.signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
-      return;
+      this.#retryLater(c, err);
     }
-    const releaseId = hex(release.releaseId);
-    const record: InstalledRecord = {
-      model: m.model, seq: m.seq, version: m.version, sha256, releaseId,
-      installedAt: new Date().toISOString(), path: this.spec.installer.target ?? imagePath,
-    };
-    this.agent.store.recordInstalled(record);
-    this.agent.store.pruneReleases(m.model, releaseId);
-    this.receiver.markInstalled(release);
-    this.log.event('release.installed', { model: m.model, version: m.version, seq: m.seq, release: releaseId, sha256, path: record.path },
-      `installed ${m.model} ${m.version} (seq ${m.seq}) at ${record.path}`);
-    this.agent.emit('installed', record);
+  }
+
+  /** Hashes the received image against the signed digest and moves it into the store's kept releases. */
+  async #verifyAndKeep(c: Candidate): Promise<void> {
+    const m = c.release.manifest;
+    const assembler = c.assembler!;
+    // Its decoders lived only during add(): the codec's grown WASM memory goes back until the next transfer.
+    this.#codec.recycle();
+    let sha256: string;
+    try {
+      sha256 = await sha256File(assembler.imagePath);
+    } catch (err) {
+      throw StoreError.wrap(err, assembler.imagePath, 'read');
+    }
+    if (sha256 !== hex(m.imageSha256)) throw new DigestMismatchError(`image ${m.version} decoded to SHA-256 ${sha256}, the manifest says ${hex(m.imageSha256)}`);
+    const imagePath = this.agent.store.keepRelease(m.model, c.id, assembler.imagePath, c.release.signed);
+    assembler.destroy();
+    c.assembler = undefined;
+    c.kept = { imagePath, sha256 };
+    this.#storeWorks();
+    this.log.event('release.verified', { model: m.model, version: m.version, seq: m.seq, release: c.id, sha256, installer: this.spec.installer.description },
+      `verified ${m.model} ${m.version} (seq ${m.seq}) sha256 ${sha256}; installing: ${this.spec.installer.description}`);
+  }
+
+  /** Offers `c` again after 30 s, doubling up to 15 min, unless a newer release comes first. */
+  #retryLater(c: Candidate, err: unknown): void {
+    if (this.agent.signal.aborted) return;
+    const m = c.release.manifest;
+    const delay = Math.min(this.retryBaseMs * 2 ** c.attempt, 15 * 60_000);
+    c.attempt++;
+    this.receiver.abandon(c.id, 'install-failed');
+    this.log.event('release.install-failed', {
+      model: m.model, version: m.version, seq: m.seq, release: c.id, ...errorFields(err), attempt: c.attempt, retryInSeconds: delay / 1000,
+    }, `install of ${m.model} ${m.version} (seq ${m.seq}) failed: ${(err as Error).name}: ${(err as Error).message}; retrying in ${delay / 1000} s`);
+    this.agent.emit('failed', { model: m.model, error: err as Error });
+    const timer = setTimeout(() => {
+      this.#retry = undefined;
+      this.#offer(c);
+    }, delay);
+    this.#retry = { candidate: c, timer };
   }
 
   progress(): AgentProgress | undefined {
@@ -206,9 +324,22 @@ class ModelWorker {
 
   close(): void {
     clearInterval(this.#flusher);
+    if (this.#retry) clearTimeout(this.#retry.timer);
+    this.#retry = undefined;
     this.receiver.close();
-    this.#assembler?.close();
-    this.#assembler = undefined;
+    // What is received or complete stays on disk: the next start resumes or installs it.
+    for (const c of [this.#running, this.#next]) c?.assembler?.close();
+    this.#receiving = undefined;
+  }
+}
+
+/** Bytes available to the agent on the file system of `dir`, if it can tell. */
+function freeBytes(dir: string): number | undefined {
+  try {
+    const s = statfsSync(dir);
+    return s.bavail * s.bsize;
+  } catch {
+    return undefined;
   }
 }
 

@@ -31,6 +31,7 @@ import { DEFAULT_LIMITS, type ReceiverLimits } from '../protocol/limits.js';
 import { checkModelName } from '../protocol/manifest.js';
 import type { Channel } from '../transport/transport.js';
 import { resolveMqtt, resolveRelay, type MqttConfig, type RelayConfig, type TransportFlags } from './transports.js';
+import { modelFileName } from './store.js';
 
 export type InstallerConfig =
   | { type: 'file'; path: string }
@@ -153,7 +154,7 @@ export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
   if (flags.model) {
     const model = checkModelName(flags.model);
     const fromFile = Array.isArray(file.models) ? (file.models as unknown[]).find((m) => isObject(m) && m.model === model) as Json | undefined : undefined;
-    const installer = flagInstaller ?? (fromFile?.installer !== undefined ? parseInstaller(fromFile.installer, `models[${model}].installer`) : { type: 'file' as const, path: join(store, 'current', `${model.replaceAll('/', '_')}.img`) });
+    const installer = flagInstaller ?? (fromFile?.installer !== undefined ? parseInstaller(fromFile.installer, `models[${model}].installer`) : { type: 'file' as const, path: join(store, 'current', `${modelFileName(model)}.img`) });
     const group = flags.group ?? (fromFile ? str(fromFile, 'group', `models[${model}]`) : undefined);
     models = [{ model, channel: channelFor(model, group, defaultPort), installer }];
   } else {
@@ -165,7 +166,7 @@ export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
       const model = str(m, 'model', where);
       if (!model) throw new ConfigError(`${where}.model is required`);
       checkModelName(model);
-      const installer = m.installer === undefined ? { type: 'file' as const, path: join(store, 'current', `${model.replaceAll('/', '_')}.img`) } : parseInstaller(m.installer, `${where}.installer`);
+      const installer = m.installer === undefined ? { type: 'file' as const, path: join(store, 'current', `${modelFileName(model)}.img`) } : parseInstaller(m.installer, `${where}.installer`);
       const p = m.port === undefined ? defaultPort : port(m.port, `${where}.port`);
       return { model, channel: channelFor(model, str(m, 'group', where), p), installer };
     });

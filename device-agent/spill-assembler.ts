@@ -22,6 +22,14 @@
  * image, ~6 MiB on 256 MiB at 10% loss with 1 MiB segments).
  * Symbols are appended in batches; the agent flushes them every 250 ms, so a
  * kill loses at most that much reception.
+ * A failed write (disk full, I/O error) throws a StoreError and loses nothing
+ * already accepted: a batch that could not be written stays in memory (its
+ * size is bounded), and while it is full the segment's new symbols are
+ * refused, as if the network had lost them. Writes are positional, so a
+ * retry after a short write puts every record where it belongs; decoded bytes
+ * that could not be written leave their segment to be decoded again.
+ * Files are opened with O_NOFOLLOW: a symlink planted in the transfer
+ * directory makes the transfer fail instead of writing through it.
  * While a segment's source symbols arrive in ESI order (the carousel's first
  * round without loss), they are hashed as they come, so a copied segment's
  * SHA-256 is ready when its last symbol arrives. Without this, every segment
@@ -31,13 +39,15 @@
  * the ideal with the digest check skipped).
  */
 import { createHash, type Hash } from 'node:crypto';
-import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { RaptorqCodec, SegmentDecoder } from '../protocol/fec.js';
+import { StoreError } from '../protocol/errors.js';
 import type { Manifest, SegmentInfo } from '../protocol/manifest.js';
 import type { AddResult, SegmentAssembler } from './assembler.js';
 
 const ESI_BYTES = 4;
+const ONE = Uint8Array.of(1);
 /** Open spill files kept at once; others are reopened on demand. */
 const MAX_OPEN = 32;
 /** Records are written in batches, one write per batch; all batches together stay under this. */
@@ -47,6 +57,22 @@ const MAX_BATCH = 32;
 const COMMIT_BATCH = 8;
 /** Records read from a spill file at a time when decoding. */
 const READ_RECORDS = 64;
+/** Read-write, created if missing, never through a symlink. */
+const OPEN_RW = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW;
+
+/** Writes all of `bytes` at `position` (writeSync may write less than asked). */
+function writeAllAt(fd: number, bytes: Uint8Array, length: number, position: number): void {
+  for (let done = 0; done < length; ) done += writeSync(fd, bytes, done, length - done, position + done);
+}
+
+/** Runs a file operation, turning a failure into a StoreError that names the file. */
+function onStore<T>(path: string, doing: string, op: () => T): T {
+  try {
+    return op();
+  } catch (err) {
+    throw StoreError.wrap(err, path, doing);
+  }
+}
 
 interface SegmentState {
   /** Records in the file plus those waiting in `batch`. */
@@ -76,6 +102,9 @@ export class SpillAssembler implements SegmentAssembler {
   /** Where segments are copied together from their source symbols. */
   #copyBuffer: Uint8Array | undefined;
   #codec: RaptorqCodec;
+  #closed = false;
+  /** Decoded segments are written but their durability failed: flush() tries again. */
+  #durabilityFailed = false;
 
   /** `codec`: the model's own (default: a new one), never one that something else may recycle. */
   constructor(dir: string, manifest: Manifest, codec = new RaptorqCodec()) {
@@ -85,23 +114,37 @@ export class SpillAssembler implements SegmentAssembler {
     this.#record = ESI_BYTES + manifest.symbolSize;
     this.#batchRecords = Math.max(1, Math.min(MAX_BATCH, Math.floor(BATCH_BUDGET / (manifest.segments.length * this.#record))));
     this.#readBuffer = new Uint8Array(READ_RECORDS * this.#record);
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'model'), manifest.model);
     this.imagePath = join(dir, 'image.part');
-    this.#image = openSync(this.imagePath, existsSync(this.imagePath) ? 'r+' : 'w+', 0o600);
-    if (fstatSync(this.#image).size !== manifest.imageSize) ftruncateSync(this.#image, manifest.imageSize);
-    const donePath = join(dir, 'done');
-    const n = manifest.segments.length;
-    const done = existsSync(donePath) ? new Uint8Array(readFileSync(donePath)) : new Uint8Array(0);
-    this.#done = openSync(donePath, existsSync(donePath) ? 'r+' : 'w+', 0o600);
-    if (done.length !== n) ftruncateSync(this.#done, n);
-    for (const seg of manifest.segments) {
-      if (done[seg.index] === 1) {
-        this.completed.add(seg.index);
-        rmSync(this.#spillPath(seg.index), { force: true });
-      } else {
-        this.#state.set(seg.index, this.#recover(seg));
+    const opened: number[] = [];
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const model = openSync(join(dir, 'model'), OPEN_RW | constants.O_TRUNC, 0o600);
+      try {
+        writeAllAt(model, Buffer.from(manifest.model), Buffer.byteLength(manifest.model), 0);
+      } finally {
+        closeSync(model);
       }
+      this.#image = openSync(this.imagePath, OPEN_RW, 0o600);
+      opened.push(this.#image);
+      // Sparse: the blocks are taken as segments are written, so a full disk shows there, not here.
+      if (fstatSync(this.#image).size !== manifest.imageSize) ftruncateSync(this.#image, manifest.imageSize);
+      this.#done = openSync(join(dir, 'done'), OPEN_RW, 0o600);
+      opened.push(this.#done);
+      const n = manifest.segments.length;
+      const done = new Uint8Array(n);
+      if (fstatSync(this.#done).size === n) readSync(this.#done, done, 0, n, 0);
+      else ftruncateSync(this.#done, n);
+      for (const seg of manifest.segments) {
+        if (done[seg.index] === 1) {
+          this.completed.add(seg.index);
+          rmSync(this.#spillPath(seg.index), { force: true });
+        } else {
+          this.#state.set(seg.index, this.#recover(seg));
+        }
+      }
+    } catch (err) {
+      for (const fd of opened) closeSync(fd);
+      throw StoreError.wrap(err, dir, 'prepare the transfer directory');
     }
   }
 
@@ -122,7 +165,7 @@ export class SpillAssembler implements SegmentAssembler {
     if (!existsSync(path)) return this.#freshState(seg);
     // Symbols on disk were not hashed in this process: the segment is hashed whole when it completes.
     const state = this.#freshState(seg, false);
-    const fd = openSync(path, 'r+');
+    const fd = openSync(path, constants.O_RDWR | constants.O_NOFOLLOW);
     try {
       const records = Math.floor(fstatSync(fd).size / this.#record);
       const esi = new Uint8Array(ESI_BYTES);
@@ -154,7 +197,7 @@ export class SpillAssembler implements SegmentAssembler {
       closeSync(oldFd);
       this.#open.delete(oldest);
     }
-    fd = openSync(this.#spillPath(index), 'a+', 0o600);
+    fd = openSync(this.#spillPath(index), OPEN_RW, 0o600);
     this.#open.set(index, fd);
     return fd;
   }
@@ -170,6 +213,8 @@ export class SpillAssembler implements SegmentAssembler {
   add(segment: SegmentInfo, esi: number, symbol: Uint8Array): AddResult {
     const state = this.#state.get(segment.index);
     if (!state || state.seen[esi]) return { kind: 'duplicate' };
+    // A full batch that could not be written yet: try again; if it still fails, this symbol is refused (StoreError).
+    if (state.batched === this.#batchRecords) this.#flush(segment.index, state);
     state.batch ??= new Uint8Array(this.#batchRecords * this.#record);
     const at = state.batched * this.#record;
     new DataView(state.batch.buffer).setUint32(at, esi);
@@ -186,26 +231,62 @@ export class SpillAssembler implements SegmentAssembler {
         state.hash = undefined;
       }
     }
-    if (state.batched === this.#batchRecords) this.#flush(segment.index, state);
+    if (state.batched === this.#batchRecords) {
+      try {
+        this.#flush(segment.index, state);
+      } catch {
+        // The symbol is kept in the batch; the next add() or flush() tries again and reports.
+      }
+    }
     if (state.count < state.nextAttempt) return { kind: 'stored', received: state.count };
     this.#flush(segment.index, state);
     const bytes = this.#decode(segment, state.count);
-    if (bytes) return state.hash && state.hashed === segment.sourceSymbols ? { kind: 'decoded', bytes, sha256: state.hash.digest() } : { kind: 'decoded', bytes };
+    if (bytes) {
+      if (!state.hash || state.hashed !== segment.sourceSymbols) return { kind: 'decoded', bytes };
+      const sha256 = state.hash.digest();
+      // A digest is taken once; if the commit fails, the next decode hashes the bytes whole.
+      state.hash = undefined;
+      return { kind: 'decoded', bytes, sha256 };
+    }
     state.nextAttempt = state.count + 2;
     return { kind: 'stored', received: state.count };
   }
 
-  /** Writes every segment's waiting records (the agent calls this four times a second). */
-  flush(): void {
-    for (const [index, state] of this.#state) this.#flush(index, state);
+  /**
+   * Writes every segment's waiting records (the agent calls this four times a
+   * second) and retries what failed before. Returns how many records were
+   * written; throws the first StoreError after trying every segment.
+   */
+  flush(): number {
+    if (this.#closed) return 0;
+    let first: unknown;
+    let written = 0;
+    if (this.#durabilityFailed) {
+      try {
+        this.#makeDurable();
+      } catch (err) {
+        first = err;
+      }
+    }
+    for (const [index, state] of this.#state) {
+      try {
+        written += this.#flush(index, state);
+      } catch (err) {
+        first ??= err;
+      }
+    }
+    if (first !== undefined) throw first;
+    return written;
   }
 
-  /** Writes the waiting records of a segment to its spill file. */
-  #flush(index: number, state: SegmentState): void {
-    if (!state.batch || state.batched === 0) return;
-    const length = state.batched * this.#record;
-    writeSync(this.#fd(index), state.batch, 0, length, (state.count - state.batched) * this.#record);
+  /** Writes the waiting records of a segment to its spill file; on failure they stay waiting. */
+  #flush(index: number, state: SegmentState): number {
+    if (!state.batch || state.batched === 0) return 0;
+    const n = state.batched;
+    const path = this.#spillPath(index);
+    onStore(path, 'write', () => writeAllAt(this.#fd(index), state.batch!, n * this.#record, (state.count - n) * this.#record));
     state.batched = 0;
+    return n;
   }
 
   /**
@@ -244,12 +325,12 @@ export class SpillAssembler implements SegmentAssembler {
 
   /** Calls `visit` on the first `count` records of a spill file, in order, until it returns true. */
   #eachRecord(index: number, count: number, visit: (esi: number, symbol: Uint8Array) => boolean): void {
-    const fd = this.#fd(index);
+    const fd = onStore(this.#spillPath(index), 'open', () => this.#fd(index));
     const buffer = this.#readBuffer;
     const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
     for (let first = 0; first < count; first += READ_RECORDS) {
       const n = Math.min(READ_RECORDS, count - first);
-      readSync(fd, buffer, 0, n * this.#record, first * this.#record);
+      onStore(this.#spillPath(index), 'read', () => readSync(fd, buffer, 0, n * this.#record, first * this.#record));
       for (let i = 0; i < n; i++) {
         const at = i * this.#record;
         if (visit(view.getUint32(at), buffer.subarray(at + ESI_BYTES, at + this.#record))) return;
@@ -257,13 +338,20 @@ export class SpillAssembler implements SegmentAssembler {
     }
   }
 
+  /** Throws a StoreError, with the segment still to decode, if its bytes cannot be written. */
   commit(segment: SegmentInfo, bytes: Uint8Array): void {
-    let written = 0;
-    while (written < bytes.length) written += writeSync(this.#image, bytes, written, bytes.length - written, segment.offset + written);
+    onStore(this.imagePath, 'write', () => writeAllAt(this.#image, bytes, bytes.length, segment.offset));
     this.completed.add(segment.index);
     this.#state.delete(segment.index);
     this.#uncommitted.push(segment.index);
-    if (this.#uncommitted.length >= COMMIT_BATCH || this.completed.size === this.#manifest.segments.length) this.#makeDurable();
+    if (this.#uncommitted.length >= COMMIT_BATCH || this.completed.size === this.#manifest.segments.length) {
+      try {
+        this.#makeDurable();
+      } catch {
+        // The bytes are written; making them durable is retried by flush(), which reports the error.
+        this.#durabilityFailed = true;
+      }
+    }
   }
 
   /**
@@ -273,11 +361,15 @@ export class SpillAssembler implements SegmentAssembler {
    */
   #makeDurable(): void {
     if (this.#uncommitted.length === 0) return;
-    fdatasyncSync(this.#image);
-    for (const index of this.#uncommitted) writeSync(this.#done, Uint8Array.of(1), 0, 1, index);
-    fdatasyncSync(this.#done);
+    onStore(this.imagePath, 'sync', () => fdatasyncSync(this.#image));
+    const donePath = join(this.#dir, 'done');
+    onStore(donePath, 'write', () => {
+      for (const index of this.#uncommitted) writeAllAt(this.#done, ONE, 1, index);
+      fdatasyncSync(this.#done);
+    });
     for (const index of this.#uncommitted) this.#forget(index);
     this.#uncommitted = [];
+    this.#durabilityFailed = false;
   }
 
   reset(segment: SegmentInfo): void {
@@ -298,18 +390,24 @@ export class SpillAssembler implements SegmentAssembler {
     this.#codec.recycle();
   }
 
+  /**
+   * Persists what it can and closes every file, once: a second call does
+   * nothing (a descriptor closed twice may by then belong to someone else).
+   * Never throws: what could not be written is received again.
+   */
   close(): void {
-    this.#makeDurable();
-    this.flush();
+    if (this.#closed) return;
+    try {
+      this.#makeDurable();
+      this.flush();
+    } catch {
+      // Disk full or failing: the symbols and segments not on disk come again from the carousel.
+    }
+    this.#closed = true;
     for (const fd of this.#open.values()) closeSync(fd);
     this.#open.clear();
-    for (const fd of [this.#image, this.#done]) {
-      try {
-        closeSync(fd);
-      } catch {
-        // Already closed.
-      }
-    }
+    closeSync(this.#image);
+    closeSync(this.#done);
   }
 
   /** Removes the whole transfer directory (after the image moved on, or when abandoned). */

@@ -84,11 +84,11 @@ export class Store {
     return join(this.dir, 'incoming', releaseId);
   }
 
-  /** Removes unfinished transfers of `model` other than `keep` (an older release a newer one replaced). */
-  removeStaleTransfers(model: string, keep: string): void {
+  /** Removes the transfers of `model` other than those in `keep` (releases a newer one replaced); never one in use. */
+  removeStaleTransfers(model: string, keep: ReadonlySet<string>): void {
     const incoming = join(this.dir, 'incoming');
     for (const name of readdirSync(incoming)) {
-      if (name === keep) continue;
+      if (keep.has(name)) continue;
       let owner: string | undefined;
       try {
         owner = readFileSync(join(incoming, name, 'model'), 'utf8');
@@ -99,9 +99,9 @@ export class Store {
     }
   }
 
-  /** Where the kept release of `model` lives (a model name may contain "/"). */
+  /** Where the kept release of `model` lives. */
   #releaseDir(model: string): string {
-    return join(this.dir, 'releases', model.replaceAll('/', '_'));
+    return join(this.dir, 'releases', modelFileName(model));
   }
 
   /** The files of a kept release: its image and its signed manifest. */
@@ -131,6 +131,15 @@ export class Store {
       if (!name.startsWith(keepReleaseId)) rmSync(join(dir, name), { force: true });
     }
   }
+}
+
+/**
+ * A model name as one file name, different for different models: "/" (the
+ * only character of a model name that a path cannot hold) becomes "%2F", and
+ * "%" cannot occur in a model name, so `cam/v2` and `cam_v2` never share a file.
+ */
+export function modelFileName(model: string): string {
+  return encodeURIComponent(model);
 }
 
 /** Bytes hashed per read in sha256File. */

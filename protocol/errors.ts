@@ -69,3 +69,20 @@ export class DigestMismatchError extends FwcastError {
 export class ConfigError extends FwcastError {
   readonly reason = 'config';
 }
+
+/**
+ * The agent's store could not be written or read (disk full, I/O error): the
+ * release is neither wrong nor refused, and reception goes on once the store
+ * works again. `facts.path` is the file, `facts.code` the errno name.
+ */
+export class StoreError extends FwcastError {
+  readonly reason = 'store-error';
+
+  /** Wraps a failed file operation on `path`; other errors (a trap, a bug) pass through unchanged. */
+  static wrap(err: unknown, path: string, doing: string): unknown {
+    const code = (err as { code?: unknown } | undefined)?.code;
+    if (typeof code !== 'string' || !code.startsWith('E')) return err;
+    const hint = code === 'ENOSPC' || code === 'EDQUOT' ? ': the file system is full; free space there and reception resumes by itself' : '';
+    return new StoreError(`cannot ${doing} ${path}: ${code}${hint}`, { path, code });
+  }
+}

@@ -41,6 +41,9 @@ export const LOG_EVENTS = {
   'release.installing': { level: 'info', fields: ['model', 'version', 'seq', 'percent', 'done', 'total'] },
   'release.install-failed': { level: 'error', fields: [...MODEL_RELEASE, ...ERROR, 'attempt', 'retryInSeconds'] },
   'release.installed': { level: 'info', fields: [...MODEL_RELEASE, 'sha256', 'path'] },
+  'release.superseded': { level: 'info', fields: [...MODEL_RELEASE, 'newerSeq'] },
+  'store.failed': { level: 'error', fields: ['model', 'store', 'path', 'code', ...ERROR, 'freeBytes?'] },
+  'store.recovered': { level: 'info', fields: ['model', 'store', 'failures'] },
   'agent.timeout': { level: 'error', fields: ['seconds'] },
   'agent.stats': { level: 'info', fields: ['model', 'datagrams', 'symbolsUsed', 'duplicates', 'segmentsDecoded', 'authChunksVerified', 'decoderTraps', 'dropped.*'] },
   // fwcast-agent relay mode

@@ -48,3 +48,89 @@ test('a failed install is retried from the kept image, without receiving it agai
   t.true((agent.stats().rpi4!.dropped['install-pending'] ?? 0) > 0, 'the release was not received again meanwhile');
   t.true(existsSync(record.path));
 });
+
+/** An installer that records what it installs and, while `gate` is set, waits for it. */
+class GatedInstaller {
+  readonly description = 'gated test installer';
+  readonly installs: number[] = [];
+  gate: Promise<void> | undefined;
+  async install(req: { seq: number; imagePath: string }): Promise<void> {
+    // The image must still be there, whole, while the install runs.
+    readFileSync(req.imagePath);
+    if (this.gate) await this.gate;
+    this.installs.push(req.seq);
+  }
+}
+
+async function churnAgent(t: { teardown: (fn: () => void) => void }) {
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-agent-'));
+  const key = await makeKey();
+  const hub = new MemoryHub();
+  const channel = { name: 'fw/rpi4', group: 'ff1e::1', port: 4242 };
+  const installer = new GatedInstaller();
+  const agent = new Agent({ models: [{ model: 'rpi4', channel, installer }], trusted: [key], store: new Store(join(dir, 'store')), transport: new MemoryTransport(hub), log: nullLogger, retryBaseMs: 100 });
+  t.teardown(() => agent.stop());
+  const failures: Error[] = [];
+  agent.on('failed', (f) => failures.push(f.error));
+  await agent.start();
+  const publisher = new MemoryTransport(hub);
+  await publisher.open();
+  const release = (seq: number, size: number) => buildRelease({ image: makeImage(size, seq), seed: key.seed, model: 'rpi4', version: `1.0.${seq}`, seq, segmentSize: 64 << 10 });
+  /** Sends one release's carousel until the agent has received all of it, without yielding to the event loop. */
+  const sendAll = (r: ReturnType<typeof release>): void => {
+    const carousel = new Carousel({ ...r });
+    let seen = false;
+    for (let i = 0; i < 20_000; i++) {
+      publisher.send(channel, carousel.next());
+      const receiving = agent.progress().some((p) => p.seq === r.manifest.seq);
+      if (seen && !receiving) return;
+      seen ||= receiving;
+    }
+    throw new Error(`release ${r.manifest.seq} was not received in 20,000 datagrams`);
+  };
+  return { agent, installer, failures, release, sendAll, dir };
+}
+
+test('regression: a newer release completing while an older one is verified is installed, and the older one is not', async (t) => {
+  const { agent, installer, failures, release, sendAll } = await churnAgent(t);
+  const a = release(5, 300_000);
+  const b = release(6, 300_000);
+  const installed = new Promise<InstalledRecord>((resolve) => agent.on('installed', (r) => r.seq === 6 && resolve(r)));
+  // A completes and its hash starts (asynchronously); B arrives and completes before the hash ends.
+  sendAll(a);
+  sendAll(b);
+  const record = await installed;
+  t.is(record.seq, 6);
+  t.deepEqual(installer.installs, [6], 'A, superseded before its installer ran, was not installed after or before B');
+  t.deepEqual(failures, []);
+  t.is(agent.store.installed('rpi4')?.seq, 6);
+});
+
+test('regression: a newer release completing while an older one installs is installed right after it; never older after newer', async (t) => {
+  const { agent, installer, failures, release, sendAll } = await churnAgent(t);
+  let open!: () => void;
+  installer.gate = new Promise((resolve) => (open = resolve));
+  const installing = new Promise<void>((resolve) => {
+    const check = setInterval(() => {
+      if (agent.progress().length === 0 && agent.store.list().length === 0) {
+        clearInterval(check);
+        resolve();
+      }
+    }, 20);
+  });
+  sendAll(release(5, 300_000));
+  await installing;
+  // A's installer waits at the gate: B and then C complete meanwhile; only the newest waits its turn.
+  await new Promise((r) => setTimeout(r, 200));
+  sendAll(release(6, 200_000));
+  await new Promise((r) => setTimeout(r, 200));
+  sendAll(release(7, 200_000));
+  await new Promise((r) => setTimeout(r, 200));
+  const done = new Promise<InstalledRecord>((resolve) => agent.on('installed', (r) => r.seq === 7 && resolve(r)));
+  open();
+  installer.gate = undefined;
+  await done;
+  t.deepEqual(installer.installs, [5, 7]);
+  t.deepEqual(failures, []);
+  t.is(agent.store.installed('rpi4')?.seq, 7);
+});

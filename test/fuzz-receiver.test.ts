@@ -112,6 +112,7 @@ function pushAll(r: Receiver, datagrams: readonly Uint8Array[], out: Outcome): v
     for (const e of events) {
       if (e.kind === 'accepted') out.accepted.push(hexOf(e.release.releaseId));
       if (e.kind === 'rejected') out.rejected.push({ releaseId: e.releaseId, error: e.error });
+      if (e.kind === 'store-error') throw new Error(`a memory assembler reported a store error: ${e.error.message}`);
       const id = hexOf((e.kind === 'rejected' ? { releaseId: Buffer.from(e.releaseId, 'hex') } : e.release).releaseId);
       if (e.kind === 'segment') {
         const source = id === genuineId ? release : id === hexOf(older.releaseId) ? older : undefined;

@@ -4,11 +4,13 @@
  */
 import test from 'ava';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddResult } from '../device-agent/assembler.js';
 import { SpillAssembler } from '../device-agent/spill-assembler.js';
+import { StoreError } from '../protocol/errors.js';
 import { RaptorqCodec, RaptorqTrapError } from '../protocol/fec.js';
 import type { SegmentInfo } from '../protocol/manifest.js';
 import { RaptorqWasm, type DecoderHandle } from '../protocol/raptorq-wasm.js';
@@ -126,4 +128,79 @@ test('a trap while decoding recycles the assembler\'s own codec only, and the sy
   t.is(result.kind, 'decoded');
   if (result.kind !== 'decoded') return;
   t.deepEqual(Buffer.from(result.bytes), Buffer.from(segmentBytes(seg)));
+});
+
+test('regression: close() twice does not close a descriptor that by then belongs to someone else', (t) => {
+  const spill = withAssembler(t, release).open();
+  const seg = release.manifest.segments[0]!;
+  addAll(spill, seg, range(0, 5));
+  spill.close();
+  // The lowest free descriptors are reused at once: this file gets one the assembler had.
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-other-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'f'), 'x');
+  const fds = [openSync(join(dir, 'f'), 'r'), openSync(join(dir, 'f'), 'r'), openSync(join(dir, 'f'), 'r')];
+  t.teardown(() => fds.forEach((fd) => closeSync(fd)));
+  spill.close();
+  for (const fd of fds) t.notThrows(() => fstatSync(fd), `descriptor ${fd} still open`);
+});
+
+test('regression: a symlink planted in the transfer directory is not written through', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-spill-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const outside = join(dir, 'outside');
+  writeFileSync(outside, 'precious', { mode: 0o644 });
+  const transfer = join(dir, 'transfer');
+  mkdirSync(transfer);
+  for (const name of ['image.part', 'done', 'model']) {
+    rmSync(join(transfer, name), { force: true });
+    symlinkSync(outside, join(transfer, name));
+    t.throws(() => new SpillAssembler(transfer, release.manifest), { instanceOf: StoreError }, name);
+    rmSync(join(transfer, name));
+  }
+  t.is(readFileSync(outside, 'utf8'), 'precious');
+  t.is(statSync(outside).mode & 0o777, 0o644);
+});
+
+test('regression: a full disk refuses symbols with a StoreError, loses none already taken, and the segment decodes once space returns', (t) => {
+  if (process.env.FWCAST_LAB !== '1') return t.fail('needs the lab (npm test runs in it): mounts a tmpfs');
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-full-'));
+  t.teardown(() => {
+    spawnSync('umount', [dir]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'fwcast-full', dir], { encoding: 'utf8' });
+  t.is(mounted.status, 0, mounted.stderr);
+  const seg = release.manifest.segments[0]!;
+  // Leave room for the transfer's small files and part of one segment's symbols only.
+  const filler = join(dir, 'filler');
+  writeFileSync(filler, Buffer.alloc(256 * 1024 - 8 * 4096));
+  const spill = new SpillAssembler(join(dir, 't'), release.manifest);
+  t.teardown(() => spill.close());
+  const esis = range(0, seg.sourceSymbols);
+  let refused = 0;
+  let result: AddResult | undefined;
+  for (const esi of esis) {
+    try {
+      result = spill.add(seg, esi, symbol(seg, esi));
+    } catch (err) {
+      t.true(err instanceof StoreError, String(err));
+      t.is((err as StoreError).facts.code, 'ENOSPC');
+      refused++;
+    }
+  }
+  t.true(refused > 0, 'the disk filled');
+  t.throws(() => spill.flush(), { instanceOf: StoreError });
+  rmSync(filler);
+  t.true(spill.flush() > 0, 'the waiting records are written once space returns');
+  // The refused symbols come again (the carousel repeats); what was taken before was not lost.
+  for (const esi of esis) {
+    const r = spill.add(seg, esi, symbol(seg, esi));
+    if (r.kind !== 'duplicate') result = r;
+    if (r.kind === 'decoded') break;
+  }
+  t.is(result?.kind, 'decoded');
+  if (result?.kind !== 'decoded') return;
+  t.deepEqual(Buffer.from(result.bytes), Buffer.from(segmentBytes(seg)));
+  t.notThrows(() => spill.commit(seg, result!.kind === 'decoded' ? result!.bytes : new Uint8Array()));
 });

@@ -3,10 +3,12 @@
  * the agent and the relay), pruning, and a state.json that cannot be used.
  */
 import test from 'ava';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { Store } from '../device-agent/store.js';
+import { writeKeyPair } from '../cli/key-files.js';
+import { resolveAgentConfig } from '../device-agent/config.js';
+import { modelFileName, Store } from '../device-agent/store.js';
 import { ConfigError } from '../protocol/errors.js';
 
 function storeDir(t: { teardown: (fn: () => void) => void }): string {
@@ -48,4 +50,38 @@ test('a state.json that is not a state file is a ConfigError naming the file, wh
   const dir = storeDir(t);
   writeFileSync(join(dir, 'state.json'), '{"format":1,"models":{}}');
   t.deepEqual(new Store(dir).list(), []);
+});
+
+test('regression: models "cam/v2" and "cam_v2" keep their releases apart, and their default install paths differ', (t) => {
+  const dir = storeDir(t);
+  const store = new Store(dir);
+  const keep = (model: string, id: string, image: string): string => {
+    const path = join(dir, 'incoming', `${id}.part`);
+    writeFileSync(path, image);
+    return store.keepRelease(model, id, path, new TextEncoder().encode(`manifest ${id}`));
+  };
+  keep('cam/v2', '00000000000000aa', 'slash image');
+  keep('cam_v2', '00000000000000bb', 'underscore image');
+  store.pruneReleases('cam_v2', '00000000000000bb');
+  t.is(readFileSync(store.keptRelease('cam/v2', '00000000000000aa').image, 'utf8'), 'slash image');
+  t.is(readFileSync(store.keptRelease('cam_v2', '00000000000000bb').image, 'utf8'), 'underscore image');
+  t.not(modelFileName('cam/v2'), modelFileName('cam_v2'));
+  const configPath = join(dir, 'agent.json');
+  writeFileSync(configPath, JSON.stringify({ interface: 'lo', store: dir, trustedKeys: ['unused.pub'], models: [{ model: 'cam/v2' }, { model: 'cam_v2' }] }));
+  const config = resolveAgentConfig({ config: configPath });
+  const paths = config.models.map((m) => m.installer.type === 'file' ? m.installer.path : '');
+  t.is(new Set(paths).size, 2, paths.join(' '));
+});
+
+test('regression: keygen never writes a key through a symlink, dangling or not', async (t) => {
+  const dir = storeDir(t);
+  const elsewhere = join(dir, 'elsewhere');
+  symlinkSync(elsewhere, join(dir, 'publisher.key'));
+  await t.throwsAsync(writeKeyPair(dir, false), { instanceOf: ConfigError });
+  t.false(existsSync(elsewhere), 'nothing was written where the dangling link points');
+  // --force replaces the link itself.
+  await writeKeyPair(dir, true);
+  t.false(existsSync(elsewhere));
+  t.false(lstatSync(join(dir, 'publisher.key')).isSymbolicLink());
+  t.is(lstatSync(join(dir, 'publisher.key')).mode & 0o777, 0o600);
 });

@@ -35,6 +35,8 @@ export const DROP_REASONS = {
   'bad-symbol-digest': 'a symbol whose digest differs from its verified AUTH chunk',
   'decoder-trap': 'a symbol during which the RaptorQ decoder trapped (its codec instance is recycled)',
   'segment-digest-mismatch': 'a decoded segment whose SHA-256 differs from the signed one (a broken publisher)',
+  // The agent's own store
+  'store-error': 'a symbol, segment or manifest that could not be written to the store (disk full, I/O error); it is received again once the store works',
 } as const satisfies Record<string, string>;
 
 export type DropReason = keyof typeof DROP_REASONS;

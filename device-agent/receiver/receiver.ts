@@ -25,7 +25,7 @@ import { createHash } from 'node:crypto';
 import { ChunkLayout, codedChunk, decodeChunkBody, decodeParityBody, leafHash, MerkleVerifier, NODE_SIZE, symbolMatches, type ChunkGroup } from '../../protocol/auth.js';
 import { recoverData } from '../../protocol/reed-solomon.js';
 import {
-  ExpiredManifestError, FwcastError, MalformedPacketError, RollbackError, WrongModelError,
+  ExpiredManifestError, FwcastError, MalformedPacketError, RollbackError, StoreError, WrongModelError,
 } from '../../protocol/errors.js';
 import { hex } from '../../protocol/hex.js';
 import type { PublicKey } from '../../protocol/keys.js';
@@ -53,7 +53,9 @@ export type ReceiverEvent =
   | { kind: 'accepted'; release: VerifiedManifest }
   /** `bytes` may be reused by the assembler: valid until the next push(). */
   | { kind: 'segment'; release: VerifiedManifest; segment: SegmentInfo; bytes: Uint8Array }
-  | { kind: 'complete'; release: VerifiedManifest };
+  | { kind: 'complete'; release: VerifiedManifest }
+  /** The assembler could not write or read its files: what failed is received again once the store works. */
+  | { kind: 'store-error'; error: StoreError };
 
 export interface ReceiverStats {
   datagrams: number;
@@ -99,7 +101,8 @@ class Transfer implements LedgerHost<Uint8Array, ParityCandidate, Uint8Array> {
     let result;
     try {
       result = this.assembler.add(seg, esi, symbol);
-    } catch {
+    } catch (err) {
+      if (err instanceof StoreError) return this.#storeError(err);
       // A trap inside the WASM codec: the assembler starts afresh with a new instance
       // of its own codec. Segments already decoded are kept; what it held in WASM is
       // collected again. Other models' assemblers have codecs of their own.
@@ -119,11 +122,22 @@ class Transfer implements LedgerHost<Uint8Array, ParityCandidate, Uint8Array> {
       this.assembler.reset(seg);
       return this.dropped('segment-digest-mismatch', 1);
     }
-    this.assembler.commit(seg, bytes);
+    try {
+      this.assembler.commit(seg, bytes);
+    } catch (err) {
+      // The segment stays to decode: its symbols are still in the assembler.
+      if (err instanceof StoreError) return this.#storeError(err);
+      throw err;
+    }
     this.ledger.segmentDone(segment);
     this.stats.segmentsDecoded++;
     this.out({ kind: 'segment', release: this.release, segment: seg, bytes });
     if (this.ledger.remaining === 0) this.out({ kind: 'complete', release: this.release });
+  }
+
+  #storeError(error: StoreError): void {
+    this.out({ kind: 'store-error', error });
+    this.dropped('store-error', 1);
   }
 
   chunkVerified(): void {
@@ -219,11 +233,14 @@ export class Receiver {
     if (this.#transfer && this.#transfer.release.manifest.seq <= this.#installedSeq) this.#dropTransfer();
   }
 
-  /** Abandons the current release (e.g. its install failed) and refuses it until restart. */
-  abandon(reason: AbandonReason): void {
-    if (!this.#transfer) return;
-    this.#remember(this.#transfer.id, reason);
-    this.#dropTransfer();
+  /**
+   * Refuses release `releaseId` (hex) until restart, e.g. while it installs or
+   * after its install failed, and ends its transfer if it is the current one:
+   * a newer release being received meanwhile goes on.
+   */
+  abandon(releaseId: string, reason: AbandonReason): void {
+    this.#remember(releaseId, reason);
+    if (this.#transfer?.id === releaseId) this.#dropTransfer();
   }
 
   close(): void {
@@ -289,8 +306,17 @@ export class Receiver {
       this.#remember(id, 'superseded');
       return this.#count('superseded', 1);
     }
+    let assembler: SegmentAssembler;
+    try {
+      assembler = this.#assemblerFor(release);
+    } catch (err) {
+      // Not the release's fault: it is not remembered, and its next manifest copy tries again.
+      if (!(err instanceof StoreError)) throw err;
+      this.#count('store-error', 1);
+      return this.#emit({ kind: 'store-error', error: err });
+    }
     this.#dropTransfer();
-    const t = new Transfer(release, this.#assemblerFor(release), this.stats, this.#emit, this.#count);
+    const t = new Transfer(release, assembler, this.stats, this.#emit, this.#count);
     this.#transfer = t;
     this.#emit({ kind: 'accepted', release });
     if (t.ledger.remaining === 0) return this.#emit({ kind: 'complete', release });
