@@ -23,12 +23,15 @@ export const MAX_VALUE_CHARACTERS = 512;
 /** The most characters the message takes on a line, escapes included. */
 export const MAX_MESSAGE_CHARACTERS = 1024;
 
+/** JSON.stringify escapes C0 controls, quotes and backslashes; this also escapes the other unsafe characters (C1, DEL, U+2028/9, bidi). */
+const json = (value: unknown): string => escapeUnsafe(JSON.stringify(value));
+
 const UNSAFE = new RegExp(UNSAFE_CHARACTERS.source);
 
 /** `s` itself if it fits in `max` characters once escaped, else cut to fit with "…(N characters)" saying how long it was. */
 function bounded(s: string, max: number): string {
-  // An escaped character takes at most 6 (\uXXXX): most strings need no counting.
-  if (s.length * 6 <= max) return s;
+  // An escaped character takes at most 6 (\uXXXX): most strings need no counting, and most others fit as they are.
+  if (s.length * 6 <= max || (s.length <= max && json(s).length <= max)) return s;
   const suffix = `…(${s.length} characters)`;
   const room = max - suffix.length - 2; // and the quotes around a JSON string
   let used = 0;
@@ -39,9 +42,6 @@ function bounded(s: string, max: number): string {
   }
   return s;
 }
-
-/** JSON.stringify escapes C0 controls, quotes and backslashes; this also escapes the other unsafe characters (C1, DEL, U+2028/9, bidi). */
-const json = (value: unknown): string => escapeUnsafe(JSON.stringify(value));
 
 /** A text field value: bare if it is one plain word, else a JSON string (quoted, escaped). */
 function textValue(v: string | number | boolean): string {
@@ -61,14 +61,21 @@ export function createConsoleLogger(init: ConsoleLogInit = {}, scope = 'fwcast')
       init.beforeWrite?.();
       const own = { time: new Date().toISOString(), level, scope, event, msg: bounded(message, MAX_MESSAGE_CHARACTERS) };
       if (init.format === 'json') {
-        const values: Record<string, unknown> = {};
-        for (const [k, v] of Object.entries(fields)) values[k] = typeof v === 'string' ? bounded(v, MAX_VALUE_CHARACTERS) : v;
-        // The line's own keys last as well, so a field can never overwrite them.
-        stream.write(json({ ...own, ...values, ...own }) + '\n');
+        // Field by field onto the line's own keys, which a field can never overwrite (and no object
+        // spread: V8 makes spreads that overwrite keys ~10 µs slower than this whole line).
+        const line: Record<string, unknown> = own;
+        for (const k in fields) {
+          const v = fields[k];
+          if (!OWN.has(k)) line[k] = typeof v === 'string' ? bounded(v, MAX_VALUE_CHARACTERS) : v;
+        }
+        stream.write(json(line) + '\n');
         return;
       }
       const pairs: Array<[string, string | number | boolean]> = [['event', event]];
-      for (const [k, v] of Object.entries(fields)) if (v !== undefined && !OWN.has(k)) pairs.push([k, v]);
+      for (const k in fields) {
+        const v = fields[k];
+        if (v !== undefined && !OWN.has(k)) pairs.push([k, v]);
+      }
       const extra = pairs.map(([k, v]) => ` ${escapeUnsafe(k)}=${textValue(v)}`).join('');
       stream.write(`${own.time} ${level.padEnd(5)} ${escapeUnsafe(scope)}: ${escapeUnsafe(own.msg)}${extra}\n`);
     },
