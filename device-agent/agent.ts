@@ -16,6 +16,7 @@ import type { VerifiedManifest } from '../protocol/manifest.js';
 import type { Channel, Transport } from '../transport/transport.js';
 import type { Installer } from './installer.js';
 import { Receiver, type ReceiverEvent, type ReceiverStats } from './receiver/receiver.js';
+import { limitRefusals } from './refusal-log.js';
 import { SpillAssembler } from './spill-assembler.js';
 import { sha256File, type InstalledRecord, type Store } from './store.js';
 import { hex } from '../protocol/hex.js';
@@ -365,7 +366,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   async start(): Promise<void> {
     const now = this.#init.now ?? (() => Date.now() / 1000);
     for (const spec of this.#init.models) {
-      const log = this.#init.log.child(`agent:${spec.model}`);
+      const log = limitRefusals(this.#init.log.child(`agent:${spec.model}`), spec.model);
       const installed = this.store.installed(spec.model);
       const worker = new ModelWorker(spec, this, log, installed, this.#init);
       this.#workers.push(worker);

@@ -11,6 +11,7 @@
  */
 import { Decoder, Encoder, Tag } from 'cbor-x';
 import { MalformedPacketError } from './errors.js';
+import { quote } from './quote.js';
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: false, tagUint8Array: false, variableMapSize: true });
 const decoder = new Decoder({ useRecords: false, mapsAsObjects: false });
@@ -96,6 +97,6 @@ export function decodeCbor(bytes: Uint8Array, what: string, allowCoseTag = false
   try {
     return decoder.decode(bytes);
   } catch (err) {
-    throw new MalformedPacketError(`${what} is not valid CBOR: ${(err as Error).message}`);
+    throw new MalformedPacketError(`${what} is not valid CBOR: ${quote((err as Error).message)}`);
   }
 }

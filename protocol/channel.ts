@@ -11,6 +11,7 @@
  */
 import { blake3 } from '@noble/hashes/blake3.js';
 import { ConfigError } from './errors.js';
+import { quote } from './quote.js';
 
 /** Librecast's default port, used for every fwcast channel unless configured. */
 export const DEFAULT_PORT = 4242;
@@ -60,7 +61,7 @@ export function channelGroup(name: string): string {
 /** Validates a configured group override: it must be an IPv6 multicast address. */
 export function checkMulticastGroup(group: string): string {
   if (!/^ff[0-9a-f]{2}:[0-9a-f:]*$/i.test(group)) {
-    throw new ConfigError(`"${group}" is not an IPv6 multicast address (ffXX:...)`);
+    throw new ConfigError(`${quote(group)} is not an IPv6 multicast address (ffXX:...)`);
   }
   return group.toLowerCase();
 }

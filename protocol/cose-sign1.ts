@@ -14,6 +14,7 @@ import { decodeCbor, encodeCbor, Tag } from './cbor.js';
 import * as ed25519 from './ed25519.js';
 import { InvalidSignatureError, MalformedPacketError } from './errors.js';
 import { keyId } from './keys.js';
+import { quote } from './quote.js';
 
 export const COSE_SIGN1_TAG = 18;
 export const ALG_EDDSA = -8;
@@ -59,7 +60,7 @@ export function decodeCoseSign1(bytes: Uint8Array): CoseSign1 {
   if (!(headers instanceof Map)) throw new MalformedPacketError('COSE protected header is not a map');
   const alg = headers.get(HDR_ALG);
   const kid = headers.get(HDR_KID);
-  if (alg !== ALG_EDDSA) throw new InvalidSignatureError(`COSE algorithm ${String(alg)} is not EdDSA (${ALG_EDDSA})`);
+  if (alg !== ALG_EDDSA) throw new InvalidSignatureError(`COSE algorithm ${quote(alg)} is not EdDSA (${ALG_EDDSA})`);
   if (!isBytes(kid)) throw new InvalidSignatureError('COSE protected header has no key id (kid)');
   return { protectedBytes, alg, kid, payload, signature };
 }

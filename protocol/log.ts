@@ -32,6 +32,8 @@ export const LOG_EVENTS = {
   'agent.listening': { level: 'info', fields: ['model', 'channel', 'group', 'port', 'transport', 'installedVersion?', 'installedSeq?'] },
   // The optional fields are the refusal's facts (FwcastError.facts): which key, model, seq.
   'release.refused': { level: 'warn', fields: ['model', 'release', 'error', 'reason', 'detail', 'kid?', 'releaseModel?', 'seq?', 'installedSeq?', 'expires?'] },
+  // At most one per model every 10 s, while refusals beyond 5 per reason went unlogged (device-agent/refusal-log.ts).
+  'release.refusals-suppressed': { level: 'warn', fields: ['model', 'seconds', 'total', 'suppressed.*'] },
   'release.accepted': { level: 'info', fields: [...MODEL_RELEASE, 'imageSize', 'segments', 'kid'] },
   'release.resumed': { level: 'info', fields: [...MODEL_RELEASE, 'segmentsDone', 'segments', 'symbolsOnDisk'] },
   'release.progress': { level: 'info', fields: ['model', 'version', 'seq', 'symbols', 'needed', 'segmentsDone', 'segments'] },

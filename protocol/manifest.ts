@@ -15,6 +15,7 @@ import { decodeOti, encodeOti, type Oti } from './oti.js';
 import { AUTH_SCHEME_MERKLE_CHUNKS, ChunkLayout, NODE_SIZE, type AuthParams, type ChunkCoding } from './auth.js';
 import { maxDataPieces } from './reed-solomon.js';
 import { RELEASE_ID_SIZE } from './packet.js';
+import { hexCut, quote } from './quote.js';
 
 export const MANIFEST_FORMAT = 1;
 /** RaptorQ's FEC Encoding ID (RFC 6330 §3.1). */
@@ -62,7 +63,7 @@ const MODEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$/;
 
 export function checkModelName(model: string): string {
   if (!MODEL_PATTERN.test(model)) {
-    throw new InvalidManifestError(`model "${model}" must be 1-64 characters of letters, digits, ".", "_", "/" or "-", starting with a letter or digit`);
+    throw new InvalidManifestError(`model ${quote(model)} must be 1-64 characters of letters, digits, ".", "_", "/" or "-", starting with a letter or digit`);
   }
   return model;
 }
@@ -141,7 +142,7 @@ function uint(value: unknown, name: string, max = Number.MAX_SAFE_INTEGER): numb
   // cbor-x gives 8-byte integers as BigInt.
   if (typeof value === 'bigint' && value >= 0n && value <= BigInt(max)) return Number(value);
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > max) {
-    throw new InvalidManifestError(`manifest field "${name}" must be an integer in 0..${max}, got ${String(value)}`);
+    throw new InvalidManifestError(`manifest field "${name}" must be an integer in 0..${max}, got ${quote(value)}`);
   }
   return value;
 }
@@ -164,7 +165,7 @@ export function decodeManifest(payload: Uint8Array, limits: ReceiverLimits = DEF
   const map = decodeCbor(payload, 'manifest');
   if (!(map instanceof Map)) throw new InvalidManifestError('manifest is not a CBOR map');
   const format = map.get(K.format);
-  if (format !== MANIFEST_FORMAT) throw new InvalidManifestError(`manifest format ${String(format)} is not supported (expected ${MANIFEST_FORMAT})`);
+  if (format !== MANIFEST_FORMAT) throw new InvalidManifestError(`manifest format ${quote(format)} is not supported (expected ${MANIFEST_FORMAT})`);
   const model = checkModelName(text(map.get(K.model), 'model', 64));
   const seq = uint(map.get(K.seq), 'seq');
   const version = text(map.get(K.version), 'version', 64);
@@ -181,7 +182,7 @@ export function decodeManifest(payload: Uint8Array, limits: ReceiverLimits = DEF
 
   const fec = map.get(K.fec);
   if (!(fec instanceof Map)) throw new InvalidManifestError('manifest has no FEC parameters');
-  if (fec.get(F.encoding) !== FEC_RAPTORQ) throw new InvalidManifestError(`FEC encoding ${String(fec.get(F.encoding))} is not RaptorQ (${FEC_RAPTORQ})`);
+  if (fec.get(F.encoding) !== FEC_RAPTORQ) throw new InvalidManifestError(`FEC encoding ${quote(fec.get(F.encoding))} is not RaptorQ (${FEC_RAPTORQ})`);
   const symbolSize = uint(fec.get(F.symbolSize), 'fec.symbol-size', 65535);
   if (symbolSize > limits.maxSymbolSize) throw new LimitExceededError(`symbol size ${symbolSize} exceeds the limit of ${limits.maxSymbolSize}`);
   const segmentSize = uint(fec.get(F.segmentSize), 'fec.segment-size');
@@ -216,7 +217,7 @@ export function decodeManifest(payload: Uint8Array, limits: ReceiverLimits = DEF
 function decodeAuthParams(value: unknown, segments: SegmentInfo[]): AuthParams {
   if (!(value instanceof Map)) throw new InvalidManifestError('manifest has no per-packet authentication parameters (fec key 6)');
   const scheme = value.get(A.scheme);
-  if (scheme !== AUTH_SCHEME_MERKLE_CHUNKS) throw new InvalidManifestError(`authentication scheme ${String(scheme)} is not supported (expected ${AUTH_SCHEME_MERKLE_CHUNKS})`);
+  if (scheme !== AUTH_SCHEME_MERKLE_CHUNKS) throw new InvalidManifestError(`authentication scheme ${quote(scheme)} is not supported (expected ${AUTH_SCHEME_MERKLE_CHUNKS})`);
   const digestLength = uint(value.get(A.digestLength), 'fec.auth.digest-length', 32);
   if (digestLength < 8) throw new InvalidManifestError(`symbol digests of ${digestLength} bytes are too short (at least 8)`);
   const chunkSymbols = uint(value.get(A.chunkSymbols), 'fec.auth.chunk-symbols', 65535);
@@ -264,9 +265,10 @@ export interface VerifiedManifest {
 export function openSignedManifest(signed: Uint8Array, trusted: readonly PublicKey[], limits: ReceiverLimits = DEFAULT_LIMITS): VerifiedManifest {
   if (signed.length > limits.maxManifestSize) throw new LimitExceededError(`signed manifest of ${signed.length} bytes exceeds the limit of ${limits.maxManifestSize}`);
   const cose = decodeCoseSign1(signed);
-  const hex = Buffer.from(cose.kid).toString('hex');
+  // A key id from the wire may be any length: cut, so no message or log field carries kilobytes of it.
+  const kid = hexCut(cose.kid);
   const key = trusted.find((k) => Buffer.compare(k.kid, cose.kid) === 0);
-  if (!key) throw new UnknownKeyError(`manifest is signed by key ${hex}, which is not trusted`, { kid: hex });
-  if (!verifyCoseSign1(cose, key.publicKey)) throw new InvalidSignatureError(`manifest signature does not verify with trusted key ${hex}`);
+  if (!key) throw new UnknownKeyError(`manifest is signed by key ${kid}, which is not trusted`, { kid });
+  if (!verifyCoseSign1(cose, key.publicKey)) throw new InvalidSignatureError(`manifest signature does not verify with trusted key ${kid}`);
   return { manifest: decodeManifest(cose.payload, limits), kid: cose.kid, releaseId: releaseIdOf(signed), signed };
 }
