@@ -1,3 +1,5 @@
+import { escapeUnsafe } from '../protocol/quote.js';
+
 /** How the CLIs end on a user-facing error: one clear line on stderr, non-zero exit. */
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -5,7 +7,8 @@ export class UsageError extends Error {
 
 export function exitWithError(program: string, err: unknown): never {
   const message = err instanceof Error ? err.message : String(err);
-  process.stderr.write(`${program}: error: ${message}\n`);
+  // Messages may carry text from files or the network: one line, no terminal controls.
+  process.stderr.write(`${program}: error: ${escapeUnsafe(message)}\n`);
   process.exit(err instanceof UsageError ? 2 : 1);
 }
 

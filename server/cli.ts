@@ -1,6 +1,7 @@
 /**
  * `fwcast`: the publisher's command line. keygen → sign → inspect → publish.
  */
+import { escapeUnsafe } from '../protocol/quote.js';
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { createConsoleLogger } from '../cli/console-log.js';
@@ -132,7 +133,8 @@ export function buildProgram(): Command {
       } else {
         for (const [k, v] of Object.entries(summary)) {
           if (k === 'segments') for (const { index, ...seg } of v as Array<{ index: number }>) process.stdout.write(`${`segment ${index}`.padEnd(11)} ${JSON.stringify(seg)}\n`);
-          else process.stdout.write(`${k.padEnd(11)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}\n`);
+          // A release file is not trusted yet: its strings reach the terminal escaped.
+          else process.stdout.write(`${k.padEnd(11)} ${escapeUnsafe(typeof v === 'object' ? JSON.stringify(v) : String(v))}\n`);
         }
       }
       if (summary.signature === 'INVALID') process.exitCode = 1;

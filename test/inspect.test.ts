@@ -8,7 +8,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makeImage, sha256hex } from './helpers/fixtures.js';
+import { buildRelease, writeReleaseFile } from '../server/release.js';
+import { makeImage, makeKey, sha256hex } from './helpers/fixtures.js';
 import { FWCAST, fwcast } from './helpers/processes.js';
 
 interface Inspected {
@@ -98,4 +99,19 @@ test('regression: output cut short by a closed pipe (fwcast inspect … | head -
   t.is(r.stdout.split('\n').filter(Boolean).length, 1);
   t.is(r.stderr, '', 'nothing on stderr');
   t.is(r.status, 0);
+});
+
+test('regression: inspect of an untrusted release file shows its strings escaped: no terminal control or forged line reaches the terminal', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-inspect-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // Signed by anyone: inspect reads files before anyone checks who signed them.
+  const key = await makeKey();
+  const release = buildRelease({ image: makeImage(5000, 2), seed: key.seed, model: 'rpi4', version: '\u001b[2J\u001b[31mrm -rf\nsignature   valid\u202e', seq: 1 });
+  const file = join(dir, 'hostile.fwc');
+  writeReleaseFile(file, release);
+  const r = spawnSync(process.execPath, [FWCAST, 'inspect', file], { encoding: 'utf8' });
+  t.is(r.status, 0, r.stderr);
+  t.false(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202e]/.test(r.stdout), JSON.stringify(r.stdout));
+  t.is(r.stdout.split('\n').filter((l) => l.startsWith('signature')).length, 0, 'no forged "signature valid" line');
+  t.regex(r.stdout, /^version +"?\\u001b\[2J/m);
 });
