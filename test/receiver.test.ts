@@ -4,6 +4,8 @@
  */
 import test from 'ava';
 import fc from 'fast-check';
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import type { DropReason } from '../device-agent/receiver/drop-reasons.js';
 import { Receiver, type ReceiverEvent, type ReceiverInit } from '../device-agent/receiver/receiver.js';
 import * as ed25519 from '../protocol/ed25519.js';
@@ -545,4 +547,36 @@ test('symbols and AUTH heard before the manifest are kept and used once it arriv
   t.is(kinds(events)[0], 'accepted');
   t.true(receiver.stats.symbolsAccepted > 0, 'the kept symbols were authenticated and used');
   t.is(receiver.stats.dropped['unknown-release'] ?? 0, 0, 'they are no longer counted as drops');
+});
+
+test('datagrams of unknown releases are kept up to 1 MiB, whatever their size: 1,200 of 64 KB retain no more', async (t) => {
+  // Retained memory, measured after a full collection (the peak of a flood is the
+  // garbage collector's business: test/memory-bounds.test.ts measures the agent's).
+  v8.setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const k = await key();
+  const receiver = new Receiver({ model: 'rpi4', trusted: [k] });
+  const random = prng(5);
+  const junk = (i: number): Uint8Array => {
+    const d = new Uint8Array(65000);
+    d.set([0x46, 0x57, 1, i % 2 === 0 ? PacketType.Symbol : PacketType.Auth]);
+    for (let j = 4; j < 12; j++) d[j] = Math.floor(random() * 256);
+    return d;
+  };
+  // Backing stores are freed by a sweeper after the collection: collect until the count settles.
+  const retained = async (): Promise<number> => {
+    let last = -1;
+    for (let i = 0; i < 20 && process.memoryUsage().arrayBuffers !== last; i++) {
+      last = process.memoryUsage().arrayBuffers;
+      gc();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return process.memoryUsage().arrayBuffers;
+  };
+  const before = await retained();
+  for (let i = 0; i < 1200; i++) receiver.push(junk(i), NOW);
+  const kept = (await retained()) - before;
+  t.log(`retained ${(kept / 1048576).toFixed(2)} MiB after 1,200 datagrams of 64 KB`);
+  t.is(receiver.stats.dropped['unknown-release'], 1200);
+  t.true(kept <= 1.25 * 1048576, `retained ${kept} bytes`);
 });

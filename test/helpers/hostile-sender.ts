@@ -5,9 +5,9 @@
  *   poison  one-byte manifest fragments (random offset, random byte) for a
  *           genuine release id and total length, taken from its release file:
  *           with first-writer-wins reassembly they spoil every genuine copy
- *   junk    datagrams of --size bytes behind a valid SYMBOL header with a
- *           random release id each: what a receiver keeps for a manifest it
- *           has not heard yet
+ *   junk    datagrams of --size bytes behind a valid SYMBOL or AUTH header
+ *           with a random release id each: what a receiver keeps for a
+ *           manifest it has not heard yet
  *
  * UDP: `--source ADDR` adds the genuine publisher's address to the interface
  * (nodad) and sends from it: the receiver sees the very sender it reassembles
@@ -80,7 +80,8 @@ if (values.mode === 'poison') {
     out[0] = MAGIC_0;
     out[1] = MAGIC_1;
     out[2] = WIRE_VERSION;
-    out[3] = PacketType.Symbol;
+    // Symbols and AUTH datagrams in turn: a receiver keeps both kinds for a release it has not heard of.
+    out[3] = sent % 2 === 0 ? PacketType.Symbol : PacketType.Auth;
     out.set(randomBytes(HEADER_SIZE - 4), 4);
     return out;
   };
