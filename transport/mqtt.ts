@@ -11,6 +11,11 @@
  * connection it reconnects with exponential backoff (`reconnectMinMs` doubling
  * up to `reconnectMaxMs`) and subscribes again to every joined channel.
  *
+ * MQTT 5: CONNECT announces the largest packet we take (the largest datagram,
+ * its topic and headers), so the broker drops bigger messages for us; a packet
+ * over it that comes anyway closes the connection at its header, before any
+ * of it is buffered (mqtt-packet-limit.ts). A broker must speak MQTT 5.
+ *
  * Sending never throws and never queues without bound: while disconnected a
  * datagram is dropped and counted (send error `offline`), and while the
  * socket's write buffer holds more than `maxBufferedBytes` it is dropped and
