@@ -374,7 +374,7 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
     agent, loss, datagram: -1, symbolsSent: 0, received: 0, beforeManifest: 0, unauthenticated: 0, accepted: 0, segmentDone: 0, duplicates: 0, authVerified: 0, decodes: 0, decodeFailures: 0,
   };
   const reassembly = new ManifestReassembly(DEFAULT_LIMITS.maxManifestSize);
-  const early = new EarlyBacklog<number>();
+  const early = new EarlyBacklog<number>((i) => schedule.size[i]!);
   const assembler: SegmentAssembler = new MemoryAssembler(m.symbolSize);
   const acceptedIn = new Int32Array(m.segments.length);
   let ledger: TransferLedger<undefined, number, true> | undefined;

@@ -11,6 +11,11 @@
  * connection it reconnects with exponential backoff (`reconnectMinMs` doubling
  * up to `reconnectMaxMs`) and subscribes again to every joined channel.
  *
+ * MQTT 5: CONNECT announces the largest packet we take (the largest datagram,
+ * its topic and headers), so the broker drops bigger messages for us; a packet
+ * over it that comes anyway closes the connection at its header, before any
+ * of it is buffered (mqtt-packet-limit.ts). A broker must speak MQTT 5.
+ *
  * Sending never throws and never queues without bound: while disconnected a
  * datagram is dropped and counted (send error `offline`), and while the
  * socket's write buffer holds more than `maxBufferedBytes` it is dropped and
@@ -20,6 +25,7 @@
  * broker and the slowest subscriber sustain (see docs/mqtt.md).
  */
 import { readFileSync } from 'node:fs';
+import type { Duplex } from 'node:stream';
 import type { IClientOptions, MqttClient } from 'mqtt';
 
 // MQTT.js costs ~20 MB of resident memory: loaded only by agents and
@@ -32,6 +38,7 @@ async function loadMqtt(): Promise<typeof import('mqtt').default> {
 import { ConfigError } from '../protocol/errors.js';
 import { MAX_DATAGRAM } from '../protocol/packet.js';
 import { Lifecycle } from './lifecycle.js';
+import { MqttPacketLimit } from './mqtt-packet-limit.js';
 import type { Channel, DatagramHandler, Transport, TransportStats } from './transport.js';
 
 export const DEFAULT_TOPIC_PREFIX = 'fwcast';
@@ -68,6 +75,17 @@ export type MqttEvent =
   | { kind: 'connected'; reconnects: number }
   | { kind: 'disconnected'; retryInMs: number }
   | { kind: 'error'; error: Error };
+
+/** The broker sent a packet larger than we accept (the connection is closed and opened again). */
+export class MqttOversizeError extends Error {
+  override name = 'MqttOversizeError';
+}
+
+/**
+ * Room in a PUBLISH packet besides the topic and the payload: fixed header (5),
+ * topic length (2), packet id (2), properties a broker may add (MQTT 5).
+ */
+const PUBLISH_OVERHEAD = 1024;
 
 /** Connection refused for a reason retrying will not fix (credentials, authorisation). */
 export class MqttRefusedError extends Error {
@@ -114,6 +132,8 @@ export class MqttTransport implements Transport {
   #retryMs: number;
   #waiters = new Set<{ resolve: () => void; reject: (err: Error) => void }>();
   #refused: Error | undefined;
+  /** Largest MQTT packet taken from the broker: the largest datagram a receiver accepts, its topic and headers. */
+  #packetLimit: number;
 
   constructor(init: MqttTransportInit) {
     let url: URL;
@@ -135,6 +155,8 @@ export class MqttTransport implements Transport {
     this.#from = `mqtt:${url.host}`;
     this.description = `MQTT ${url.protocol}//${url.host} topics ${this.#prefix}/…`;
     this.maxDatagramSize = init.maxDatagramSize ?? MAX_DATAGRAM;
+    // Topics are the prefix and a channel name (fw/<model>: short).
+    this.#packetLimit = MAX_DATAGRAM + Buffer.byteLength(this.#prefix) + PUBLISH_OVERHEAD;
     this.#life = new Lifecycle('mqtt', this.description, this.maxDatagramSize);
   }
 
@@ -163,6 +185,12 @@ export class MqttTransport implements Transport {
       // QoS 0 while offline is dropped here, never queued for later.
       queueQoSZero: false,
       resubscribe: false,
+      // MQTT 5, to tell the broker the largest packet we take (MQTT 5 §3.1.2.11.4):
+      // it then drops bigger messages for us rather than send them.
+      protocolVersion: 5,
+      properties: { maximumPacketSize: this.#packetLimit },
+      // The stream is wrapped first (below).
+      manualConnect: true,
       ...(i.username !== undefined ? { username: i.username } : {}),
       ...(i.password !== undefined ? { password: i.password } : {}),
       ...(i.ca !== undefined ? { ca: i.ca } : {}),
@@ -170,6 +198,23 @@ export class MqttTransport implements Transport {
       ...(i.key !== undefined ? { key: i.key } : {}),
     };
     const client = mqttModule!.connect(i.url, options);
+    // Every stream (one per connection) goes through the packet limit before MQTT.js parses
+    // it. streamBuilder is MQTT.js's own (typed private); test/mqtt-limits.test.ts fails if it goes.
+    const inner = client as unknown as { streamBuilder: (c: MqttClient) => Duplex };
+    const build = inner.streamBuilder;
+    inner.streamBuilder = (c) => {
+      const stream = build(c);
+      const limit = new MqttPacketLimit(this.#packetLimit);
+      // Added before MQTT.js pipes the stream: this listener sees each chunk first.
+      stream.on('data', (chunk: Uint8Array) => {
+        const over = limit.push(chunk);
+        if (over === undefined || stream.destroyed) return;
+        this.#init.onEvent?.({ kind: 'error', error: new MqttOversizeError(`MQTT broker ${this.#from.slice(5)} sent ${over}: connection closed, reconnecting`) });
+        stream.destroy();
+      });
+      return stream;
+    };
+    client.connect();
     let everConnected = false;
     client.on('connect', () => {
       if (everConnected) this.#life.reconnects++;

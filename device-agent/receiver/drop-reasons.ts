@@ -23,7 +23,7 @@ export const DROP_REASONS = {
   'install-pending': 'a release received while its install runs',
   'install-failed': 'a release whose install failed (refused until the agent restarts)',
   // Symbols and AUTH datagrams
-  'unknown-release': 'a symbol or AUTH datagram of a release whose manifest has not been accepted (up to 512 are kept, and used if that manifest is accepted soon after)',
+  'unknown-release': 'a symbol or AUTH datagram of a release whose manifest has not been accepted (up to 1 MiB of them is kept, and used if that manifest is accepted soon after)',
   'bad-auth': 'an AUTH datagram or parity piece that fails its Merkle path or does not match its leaf',
   'auth-repeat': 'an AUTH datagram or parity piece already known',
   'segment-complete': 'a symbol or AUTH datagram of a segment already decoded',

@@ -182,7 +182,7 @@ export class Receiver {
   #reassembly: ManifestReassembly;
   #refused = new Map<string, DropReason>();
   #transfer: Transfer | undefined;
-  #early = new EarlyBacklog<Uint8Array>();
+  #early = new EarlyBacklog<Uint8Array>((datagram) => datagram.byteLength);
   #assemblerFor: (release: VerifiedManifest) => SegmentAssembler;
   /** Events of the push() under way (NONE until there is one: most datagrams have none). */
   #events: ReceiverEvent[] = NONE;
@@ -327,13 +327,13 @@ export class Receiver {
    * The current transfer if `releaseId` is its release; otherwise counts the
    * drop, keeping a copy of datagrams of a release not seen yet (early-backlog.ts).
    */
-  #transferFor(releaseId: Uint8Array, datagram: Uint8Array): Transfer | undefined {
+  #transferFor(releaseId: Uint8Array, datagram: Uint8Array, keep = true): Transfer | undefined {
     const t = this.#transfer;
     // Byte comparison first: this runs for every datagram.
     if (t && Buffer.compare(releaseId, t.release.releaseId) === 0) return t;
     const id = hex(releaseId);
     const refused = this.#refused.get(id);
-    if (!refused) this.#early.keep(id, datagram.slice());
+    if (!refused && keep) this.#early.keep(id, datagram.slice());
     this.#count(refused ?? 'unknown-release', 1);
     return undefined;
   }
@@ -391,7 +391,8 @@ export class Receiver {
   }
 
   #onSymbol(p: SymbolPacket, datagram: Uint8Array): void {
-    const t = this.#transferFor(p.releaseId, datagram);
+    // A symbol larger than any this receiver accepts can never be used: not worth a copy.
+    const t = this.#transferFor(p.releaseId, datagram, p.symbol.length <= this.#limits.maxSymbolSize);
     if (!t) return;
     const m = t.release.manifest;
     const seg = m.segments[p.segment];
