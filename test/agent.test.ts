@@ -54,9 +54,12 @@ class GatedInstaller {
   readonly description = 'gated test installer';
   readonly installs: number[] = [];
   gate: Promise<void> | undefined;
+  /** Called as an install reaches the gate. */
+  onGate: ((seq: number) => void) | undefined;
   async install(req: { seq: number; imagePath: string }): Promise<void> {
     // The image must still be there, whole, while the install runs.
     readFileSync(req.imagePath);
+    this.onGate?.(req.seq);
     if (this.gate) await this.gate;
     this.installs.push(req.seq);
   }
@@ -110,18 +113,10 @@ test('regression: a newer release completing while an older one installs is inst
   const { agent, installer, failures, release, sendAll } = await churnAgent(t);
   let open!: () => void;
   installer.gate = new Promise((resolve) => (open = resolve));
-  const installing = new Promise<void>((resolve) => {
-    const check = setInterval(() => {
-      if (agent.progress().length === 0 && agent.store.list().length === 0) {
-        clearInterval(check);
-        resolve();
-      }
-    }, 20);
-  });
+  const installing = new Promise<number>((resolve) => (installer.onGate = resolve));
   sendAll(release(5, 300_000));
-  await installing;
+  t.is(await installing, 5);
   // A's installer waits at the gate: B and then C complete meanwhile; only the newest waits its turn.
-  await new Promise((r) => setTimeout(r, 200));
   sendAll(release(6, 200_000));
   await new Promise((r) => setTimeout(r, 200));
   sendAll(release(7, 200_000));
