@@ -202,6 +202,8 @@ export class Stm32Bootloader {
   async sync(): Promise<void> {
     // An application's chatter would be read as answers to 0x7F.
     await this.drainUntilQuiet('Sync');
+    let unprompted = 0;
+    let sample: Uint8Array | undefined;
     for (let n = 1; n <= this.tries * 2; n++) {
       this.signal?.throwIfAborted();
       await this.link.flushInput();
@@ -213,11 +215,25 @@ export class Stm32Bootloader {
         if (error instanceof BootloaderTimeoutError) { this.retries++; continue; }
         throw error;
       }
+      // The bootloader answers with one byte and then says nothing; more is
+      // an application that paused long enough to pass for quiet.
+      const more = await this.link.readAvailable({ timeoutMs: QUIET_MS, signal: this.signal });
+      if (more.length > 0) {
+        unprompted += 1 + more.length;
+        sample ??= Uint8Array.of(byte, ...more);
+        this.retries++;
+        await this.drainUntilQuiet('Sync');
+        continue;
+      }
       if (byte === AN3155.ACK || byte === AN3155.NACK) return;
       // Something answered, garbled: the device is synced, the line is noisy.
       this.retries++;
       await this.resync('Sync');
       return;
+    }
+    if (sample) {
+      throw new BootloaderProtocolError('stm32', 'Sync', `the line never went quiet after 0x7F (${unprompted} bytes besides any answer, starting ${quoteLine(sample)}): `
+        + 'an application is talking, not the ROM bootloader; set BOOT0 high and reset the device');
     }
     throw new BootloaderTimeoutError('stm32', 'Sync', 'no ACK to 0x7F; is BOOT0 high and the device reset, and is TX/RX crossed?');
   }

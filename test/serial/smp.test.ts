@@ -40,8 +40,9 @@ test('an answer lost mid-upload: the client re-sends an old offset, the device a
   const device = new SmpEmulator();
   let responses = 0;
   const [host, deviceEnd] = createLinkPair({
-    // Swallow the device's answer to the 4th request (an upload chunk the device did write).
-    bToA: (data) => (++responses === 4 ? new Uint8Array(0) : data),
+    // Swallow the device's answer to the 5th request (after image list, params, slot info and the
+    // first chunk: an upload chunk the device did write).
+    bToA: (data) => (++responses === 5 ? new Uint8Array(0) : data),
   });
   const serving = device.serve(deviceEnd);
   const result = await flashMcuboot({ link: host, image, timeoutMs: 200 });

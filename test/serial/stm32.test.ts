@@ -144,12 +144,12 @@ test('an application printing a line every 100 ms (no bootloader on the line): a
   const started = Date.now();
   const outcome = await Promise.race([
     flashStm32({ link, image: patternBytes(4000, 62), timeoutMs: 200 }).then(() => 'flashed', (error: unknown) => error),
-    new Promise((resolve) => setTimeout(() => resolve('still waiting after 20 s'), 20_000)),
+    new Promise((resolve) => setTimeout(() => resolve('still waiting after 30 s'), 30_000)),
   ]);
   const elapsed = Date.now() - started;
   t.log(`gave up after ${elapsed} ms: ${String(outcome)}`);
   t.true(outcome instanceof BootloaderError, `a bootloader error, got ${String(outcome)}`);
-  t.true(elapsed < 10_000, `bounded (${elapsed} ms)`);
+  t.true(elapsed < 15_000, `bounded (${elapsed} ms)`);
   t.like(outcome, { protocol: 'stm32', operation: 'Sync', deviceState: 'untouched' });
   t.regex((outcome as Error).message, /never went quiet/);
   t.true(readFileSync(flashPath).subarray(0, old.length).equals(old), 'old firmware intact');
