@@ -7,6 +7,7 @@ import { createLinkPair, openSerialPort } from '../../device-agent/serial/link.j
 import { flashMcuboot, McubootImageError } from '../../device-agent/serial/mcuboot-smp.js';
 import { BootloaderError, BootloaderTimeoutError, BootloaderVerifyError } from '../../device-agent/serial/bootloader-error.js';
 import { buildMcubootImage } from '../../device-agent/serial/mcuboot-image.js';
+import { flashImage, parseSerialConfig, SerialConfigError } from '../../device-agent/serial/installer.js';
 import { SmpEmulator } from '../../hardware/emulators/smp-emulator.js';
 import { memoryFlash, type FlashMemory } from '../../hardware/emulators/flash-file.js';
 import { patternBytes, ptyPair, REPO, requireTools, run, startTsx, tempDir, waitForOutput } from './helpers.js';
@@ -220,6 +221,28 @@ test('an image of exactly the configured slot size is refused before upload as o
   t.is(error!.name, 'ImageTooLargeError');
   t.regex(error!.message, /trailer/);
   t.regex(error!.message, /slotSize/);
+  t.is(device.erases, 0);
+  await host.close();
+  await serving;
+});
+
+test('installer configuration: eraseTimeoutMs, slotSize, trailerSize and restore are checked, and reach the flash', async (t) => {
+  const base = { type: 'serial', protocol: 'mcuboot', port: '/dev/x' };
+  t.like(parseSerialConfig({ ...base, eraseTimeoutMs: 30_000, slotSize: 0x40000, trailerSize: 4096, restore: false }),
+    { eraseTimeoutMs: 30_000, slotSize: 0x40000, trailerSize: 4096, restore: false });
+  t.throws(() => parseSerialConfig({ ...base, eraseTimeoutMs: 0 }), { instanceOf: SerialConfigError, message: /"eraseTimeoutMs"/ });
+  t.throws(() => parseSerialConfig({ ...base, slotSize: '256k' }), { instanceOf: SerialConfigError, message: /"slotSize"/ });
+  t.throws(() => parseSerialConfig({ ...base, slotSize: 4096, trailerSize: 4096 }), { instanceOf: SerialConfigError, message: /"trailerSize" 4096 leaves no room in "slotSize" 4096/ });
+  t.throws(() => parseSerialConfig({ ...base, restore: 'yes' }), { instanceOf: SerialConfigError, message: /"restore"/ });
+
+  // slotSize from the configuration is what the size check uses when the device has no slot info.
+  const device = new SmpEmulator({ flash: memoryFlash(64 * 1024) });
+  const [host, deviceEnd] = createLinkPair();
+  const serving = device.serve(deviceEnd);
+  const config = parseSerialConfig({ ...base, slotSize: 32 * 1024, timeoutMs: 200 });
+  const error = await t.throwsAsync(flashImage(host, config, imageOfSize(40_000, 75)), { instanceOf: BootloaderError });
+  t.is(error!.name, 'ImageTooLargeError');
+  t.regex(error!.message, /larger than slot 0 of 32768 bytes \(slotSize 32768, trailerSize 3120\)/);
   t.is(device.erases, 0);
   await host.close();
   await serving;
