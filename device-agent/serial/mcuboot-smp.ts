@@ -190,13 +190,13 @@ export class McubootClient {
 
   /**
    * Slot 0's size and the largest image, from the image group's slot info
-   * command; undefined when the build lacks it (rc 8, as in the recorded one).
+   * command; undefined when the build lacks it (rc 8, as in the recorded one)
+   * or answers it in any shape without an images array.
    */
   async slotInfo(): Promise<SlotInfo | undefined> {
     const answer = await this.command('Slot info', SmpOp.Read, SMP.GROUP_IMAGE, SMP.IMAGE_SLOT_INFO, {});
-    if (answer.rc === 8) return undefined;
+    if (answer.rc === 8 || !Array.isArray(answer.images)) return undefined;
     checkRc('Slot info', answer);
-    if (!Array.isArray(answer.images)) throw new BootloaderProtocolError('mcuboot', 'Slot info', 'answer has no images array');
     const image = answer.images.map(asRecord).find((entry) => entry !== undefined && (entry.image ?? 0) === 0);
     if (!image) return {};
     const info: SlotInfo = {};
@@ -291,7 +291,7 @@ export class McubootClient {
       } catch (error) {
         if (!(error instanceof BootloaderTimeoutError)) throw error;
       }
-      const where = await this.probeOffset(total);
+      const where = await this.probeOffset();
       if (where === undefined) {
         throw new BootloaderTimeoutError('mcuboot', operation, `no answer within the erase wait of ${eraseWaitMs} ms, nor to ${this.tries} offset probes after it; `
           + 'if erasing the slot takes longer, raise eraseTimeoutMs');
@@ -309,7 +309,7 @@ export class McubootClient {
    * (offsets it expects are multiples of the write alignment, or the image's
    * end). Undefined when it does not answer.
    */
-  private async probeOffset(total: number): Promise<number | undefined> {
+  private async probeOffset(): Promise<number | undefined> {
     const operation = 'Upload offset probe';
     try {
       const answer = await this.command(operation, SmpOp.Write, SMP.GROUP_IMAGE, SMP.IMAGE_UPLOAD, { off: 1, data: new Uint8Array(0) });

@@ -435,9 +435,12 @@ async function checkFits(boot: Stm32Bootloader, address: number, length: number)
   if (!first) throw new BootloaderRefusedError('stm32', 'Size check', `the bootloader refuses address ${hex32(address)}: it is not in this chip's flash`);
   const last = address + length - 1;
   if (await boot.readable(last)) return;
-  const size = await flashSize(boot, Math.floor((address - STM32_FLASH_BASE) / 1024) + 1, Math.ceil((last + 1 - STM32_FLASH_BASE) / 1024));
+  // The flash size is worth a few probes for the message, when the image is in flash at all.
+  const size = address >= STM32_FLASH_BASE
+    ? `this chip's ${await flashSize(boot, Math.floor((address - STM32_FLASH_BASE) / 1024) + 1, Math.ceil((last + 1 - STM32_FLASH_BASE) / 1024))} bytes of flash`
+    : 'the memory region it starts in';
   throw new ImageTooLargeError('stm32', 'Size check', `the image is ${length} bytes; from ${hex32(address)} it would end at ${hex32(last)}, `
-    + `past the end of this chip's ${size} bytes of flash (its bootloader refuses that address); nothing was erased`);
+    + `past the end of ${size} (its bootloader refuses that address); nothing was erased`);
 }
 
 /**
