@@ -9,7 +9,17 @@
 /** The serial installer's protocol names (installer.ts SERIAL_PROTOCOLS). */
 export type BootloaderProtocol = 'stk500' | 'stm32' | 'mcuboot';
 
+/**
+ * What a failed flash left on the device, where the client knows: nothing
+ * touched yet, the old contents written back and verified, or erased with
+ * no complete image in place.
+ */
+export type DeviceState = 'untouched' | 'restored' | 'erased';
+
 export class BootloaderError extends Error {
+  /** Set by the flash functions when they give up; undefined for a single operation's failure. */
+  deviceState?: DeviceState;
+
   constructor(readonly protocol: BootloaderProtocol, readonly operation: string, detail: string, options?: ErrorOptions) {
     super(`${operation}: ${detail}`, options);
     this.name = new.target.name;
@@ -32,3 +42,6 @@ export class BootloaderRefusedError extends BootloaderError {
 
 /** Everything was written, but the device does not hold the image we sent. */
 export class BootloaderVerifyError extends BootloaderError {}
+
+/** The image does not fit where it would go; refused before anything is erased. */
+export class ImageTooLargeError extends BootloaderError {}

@@ -4,6 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { flashImage, parseSerialConfig, SERIAL_PROTOCOLS, withSerialLink } from './installer.js';
+import { BootloaderError } from './bootloader-error.js';
 
 function parseInteger(value: string, what: string): number {
   const n = Number(value);
@@ -41,12 +42,22 @@ export function addFlashCommand(program: Command): void {
     .option('--start', 'reset (mcuboot, default) or jump (stm32) into the image after verifying it')
     .option('--no-start', 'leave the device in its bootloader after verifying')
     .option('--parity <parity>', 'stm32 only: even (AN3155, default) or none (ptys)')
+    .option('--erase-timeout <ms>', 'answer timeout of an erase (stm32 default 30000; mcuboot default 100 ms per KiB of slot, at least 10000)', (v) => parseInteger(v, '--erase-timeout'))
+    .option('--slot-size <bytes>', 'mcuboot: size of slot 0, for the size check when the device does not report it', (v) => parseInteger(v, '--slot-size'))
+    .option('--trailer-size <bytes>', 'mcuboot: bytes kept for MCUboot\'s trailer when the device does not report its largest image (default 3120)', (v) => parseInteger(v, '--trailer-size'))
+    .option('--no-restore', 'stm32: do not read the flash before erasing it (nothing to write back if the install fails)')
     .argument('<image>', 'MCUboot image (mcuboot), raw binary (stm32), Intel HEX or raw binary (stk500)')
-    .action(async (imagePath: string, opts: { protocol: string; port: string; baud?: number; address?: number; start?: boolean; parity?: string }) => {
+    .action(async (imagePath: string, opts: {
+      protocol: string; port: string; baud?: number; address?: number; start?: boolean; parity?: string;
+      eraseTimeout?: number; slotSize?: number; trailerSize?: number; restore?: boolean;
+    }) => {
       const progress = progressPrinter(process.stderr);
       try {
         const config = parseSerialConfig({
           type: 'serial', protocol: opts.protocol, port: opts.port, baud: opts.baud, address: opts.address, parity: opts.parity, start: opts.start,
+          eraseTimeoutMs: opts.eraseTimeout, slotSize: opts.slotSize, trailerSize: opts.trailerSize,
+          // commander sets restore true unless --no-restore: pass only the opt-out.
+          ...(opts.restore === false ? { restore: false } : {}),
         });
         const image = new Uint8Array(await readFile(imagePath));
         const report = await withSerialLink(config, (link) => flashImage(link, config, image, { onProgress: (d, t) => progress.update(d, t) }));
@@ -56,7 +67,8 @@ export function addFlashCommand(program: Command): void {
       } catch (error) {
         progress.end();
         const e = error as Error;
-        process.stderr.write(`flash: failed: ${e.name && e.name !== 'Error' ? `${e.name}: ` : ''}${e.message}\n`);
+        const state = e instanceof BootloaderError && e.deviceState ? ` (device: ${e.deviceState})` : '';
+        process.stderr.write(`flash: failed: ${e.name && e.name !== 'Error' ? `${e.name}: ` : ''}${e.message}${state}\n`);
         process.exitCode = 1;
       }
     });

@@ -31,6 +31,14 @@ export interface SerialInstallerConfig {
   start?: boolean;
   /** stm32 only: 'even' as AN3155 requires (default), 'none' for ptys and adapters without parity. */
   parity?: Parity;
+  /** Answer timeout of an erase in ms: stm32 default 30000; mcuboot (whole-slot erase) default 100 ms per KiB of slot, at least 10000. */
+  eraseTimeoutMs?: number;
+  /** mcuboot: size of slot 0 in bytes, for the size check when the device does not report it. */
+  slotSize?: number;
+  /** mcuboot: bytes kept for MCUboot's trailer at the slot's end when the device does not report its largest image (default 3120). */
+  trailerSize?: number;
+  /** stm32: read what will be erased first and write it back if the install fails (default true). */
+  restore?: boolean;
 }
 
 /** A configuration field that is missing or wrong; the message names the field. */
@@ -58,17 +66,28 @@ export function parseSerialConfig(raw: unknown): SerialInstallerConfig {
   if (typeof config.port !== 'string' || config.port === '') throw new SerialConfigError('serial installer: "port" must be a device path such as /dev/ttyUSB0');
   if (config.start !== undefined && typeof config.start !== 'boolean') throw new SerialConfigError('serial installer: "start" must be true or false');
   if (config.parity !== undefined && config.parity !== 'even' && config.parity !== 'none') throw new SerialConfigError('serial installer: "parity" must be "even" or "none"');
+  if (config.restore !== undefined && typeof config.restore !== 'boolean') throw new SerialConfigError('serial installer: "restore" must be true or false');
   const parsed: SerialInstallerConfig = { type: 'serial', protocol: config.protocol as SerialProtocol, port: config.port };
   const baud = optionalNumber(config, 'baud', (n) => n >= 50 && n <= 4_000_000, 'a baud rate between 50 and 4000000');
   const address = optionalNumber(config, 'address', (n) => n >= 0 && n <= 0xffffffff, 'a flash address between 0 and 0xffffffff');
   const timeoutMs = optionalNumber(config, 'timeoutMs', (n) => n > 0, 'a positive number of milliseconds');
   const tries = optionalNumber(config, 'tries', (n) => n >= 1 && n <= 100, 'between 1 and 100');
+  const eraseTimeoutMs = optionalNumber(config, 'eraseTimeoutMs', (n) => n > 0 && n <= 3_600_000, 'a positive number of milliseconds, at most an hour');
+  const slotSize = optionalNumber(config, 'slotSize', (n) => n > 0, 'a positive number of bytes');
+  const trailerSize = optionalNumber(config, 'trailerSize', (n) => n >= 0, 'a number of bytes');
+  if (slotSize !== undefined && trailerSize !== undefined && trailerSize >= slotSize) {
+    throw new SerialConfigError(`serial installer: "trailerSize" ${trailerSize} leaves no room in "slotSize" ${slotSize}`);
+  }
   if (baud !== undefined) parsed.baud = baud;
   if (address !== undefined) parsed.address = address;
   if (timeoutMs !== undefined) parsed.timeoutMs = timeoutMs;
   if (tries !== undefined) parsed.tries = tries;
   if (config.start !== undefined) parsed.start = config.start as boolean;
   if (config.parity !== undefined) parsed.parity = config.parity as Parity;
+  if (eraseTimeoutMs !== undefined) parsed.eraseTimeoutMs = eraseTimeoutMs;
+  if (slotSize !== undefined) parsed.slotSize = slotSize;
+  if (trailerSize !== undefined) parsed.trailerSize = trailerSize;
+  if (config.restore !== undefined) parsed.restore = config.restore as boolean;
   return parsed;
 }
 
@@ -91,16 +110,17 @@ export async function flashImage(
   options: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {},
 ): Promise<FlashReport> {
   const common = { link, timeoutMs: config.timeoutMs, tries: config.tries, signal: options.signal, onProgress: options.onProgress };
+  const eraseTimeoutMs = config.eraseTimeoutMs;
   switch (config.protocol) {
     case 'mcuboot': {
-      const result = await flashMcuboot({ ...common, image, reset: config.start ?? true });
+      const result = await flashMcuboot({ ...common, image, reset: config.start ?? true, eraseTimeoutMs, slotSize: config.slotSize, trailerSize: config.trailerSize });
       const slot0 = result.after.find((s) => s.slot === 0);
       const how = result.verifiedBy === 'hash' ? `SHA-256 ${hex(slot0!.hash!)}` : `version ${slot0!.version} (build reports no hashes)`;
       return { protocol: 'mcuboot', bytes: image.length, retries: result.retries, verified: `MCUboot lists slot 0 with ${how}` };
     }
     case 'stm32': {
       const address = config.address ?? STM32_FLASH_BASE;
-      const result = await flashStm32({ ...common, image, address, go: config.start ?? false });
+      const result = await flashStm32({ ...common, image, address, go: config.start ?? false, eraseTimeoutMs, restore: config.restore });
       return {
         protocol: 'stm32', bytes: image.length, retries: result.retries,
         verified: `read back ${image.length} bytes at 0x${address.toString(16)} (product id 0x${result.productId.toString(16)})`,

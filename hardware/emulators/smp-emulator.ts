@@ -30,6 +30,12 @@ export interface SmpEmulatorInit {
   mcumgrParams?: boolean;
   /** Called after the reset response is sent. */
   onReset?: () => void;
+  /** How long erasing the slot takes (answering the off 0 chunk waits for it); default 0. */
+  eraseMs?: number;
+  /** Answer the image group's slot info command (id 6), as newer MCUboot builds can; default false, as recorded. */
+  slotInfo?: boolean;
+  /** Bytes at the end of the slot that MCUboot keeps for its image trailer; default one 4 KiB sector. */
+  trailerSize?: number;
 }
 
 export class SmpEmulator {
@@ -42,6 +48,9 @@ export class SmpEmulator {
   private readonly reportImageHash: boolean;
   private readonly mcumgrParams: boolean;
   private readonly onReset: (() => void) | undefined;
+  private readonly eraseMs: number;
+  private readonly slotInfo: boolean;
+  private readonly trailerSize: number;
   private uploadSize = 0;
   private uploadOffset = 0;
   readonly decoder: ConsoleFrameDecoder;
@@ -49,6 +58,8 @@ export class SmpEmulator {
   answered = 0;
   /** Upload requests whose off was not the one expected (answered with the expected off). */
   offsetMismatches = 0;
+  /** Whole-slot erases done (one per off 0 chunk received). */
+  erases = 0;
 
   constructor(init: SmpEmulatorInit = {}) {
     this.flash = init.flash ?? memoryFlash(256 * 1024);
@@ -59,12 +70,15 @@ export class SmpEmulator {
     this.reportImageHash = init.reportImageHash ?? true;
     this.mcumgrParams = init.mcumgrParams ?? true;
     this.onReset = init.onReset;
+    this.eraseMs = init.eraseMs ?? 0;
+    this.slotInfo = init.slotInfo ?? false;
+    this.trailerSize = init.trailerSize ?? 4096;
     // The decoder's size check reproduces the recorded cut-off (1016-byte packets).
     this.decoder = new ConsoleFrameDecoder({ maxDecoded: this.receiveSize - 2 });
   }
 
   /** One console line (without '\n') in; the response bytes on the line out, or nothing. */
-  receiveLine(line: Uint8Array): { response?: Uint8Array; reset?: boolean } {
+  receiveLine(line: Uint8Array): { response?: Uint8Array; reset?: boolean; busyMs?: number } {
     const outcome = this.decoder.pushLine(line);
     if (outcome.kind !== 'packet') return {};
     let packet;
@@ -73,13 +87,15 @@ export class SmpEmulator {
     if (header.op !== SmpOp.Read && header.op !== SmpOp.Write) return {};
     let body: Record<string, unknown>;
     try { body = header.length ? decodeCborMap(packet.payload) : {}; } catch { body = {}; }
+    const erasesBefore = this.erases;
     const { payload, reset } = this.dispatch(header, body);
     const response = encodeSmpPacket(
       { op: header.op + 1, version: header.version, flags: 0, group: header.group, seq: header.seq, id: header.id },
       encodeCbor(payload, true),
     );
     this.answered++;
-    return { response: encodeConsoleFrame(response), reset };
+    const busyMs = this.erases > erasesBefore ? this.eraseMs : 0;
+    return { response: encodeConsoleFrame(response), reset, ...(busyMs ? { busyMs } : {}) };
   }
 
   private dispatch(header: SmpHeader, body: Record<string, unknown>): { payload: { [key: string]: CborValue }; reset?: boolean } {
@@ -104,15 +120,28 @@ export class SmpEmulator {
     if (header.group === 1) {
       if (header.id === 0) return { payload: { images: this.listImages() } };
       if (header.id === 1) return this.upload(body);
+      if (header.id === 6 && this.slotInfo) return { payload: this.slotInfoPayload() };
     }
     return rc(MGMT_ERR.ENOTSUP);
+  }
+
+  /** What upstream's bs_slot_info answers: image 0's two slots, the one serial recovery uploads to, and the largest image. */
+  private slotInfoPayload(): { [key: string]: CborValue } {
+    return {
+      images: [{
+        image: 0,
+        slots: [{ slot: 0, size: this.slotSize, upload_image_id: 0 }, { slot: 1, size: this.slotSize }],
+        max_image_size: this.slotSize - this.trailerSize,
+      }],
+    };
   }
 
   private listImages(): CborValue[] {
     let info;
     try { info = parseMcubootImage(this.flash.bytes); } catch { return []; }
     // MCUboot lists only an image whose hash checks; booleans only when true.
-    if (!info.hashValid) return [];
+    // An image reaching into the trailer does not check either.
+    if (!info.hashValid || info.totalSize > this.slotSize - this.trailerSize) return [];
     const entry: { [key: string]: CborValue } = { bootable: true, confirmed: true, active: true, slot: 0 };
     if (this.reportImageHash) entry.hash = info.sha256Tlv;
     entry.version = info.version;
@@ -127,6 +156,7 @@ export class SmpEmulator {
       this.uploadSize = len;
       this.uploadOffset = 0;
       this.flash.erase(0, this.slotSize);
+      this.erases++;
     } else if (off !== this.uploadOffset) {
       // The device's offset is the truth: tell the client where to continue.
       this.offsetMismatches++;
@@ -151,7 +181,9 @@ export class SmpEmulator {
         if (error instanceof SerialClosedError) return;
         throw error;
       }
-      const { response, reset } = this.receiveLine(line.subarray(0, line.length - 1));
+      const { response, reset, busyMs } = this.receiveLine(line.subarray(0, line.length - 1));
+      // A device erasing flash reads nothing meanwhile: what arrives waits in the line's buffer.
+      if (busyMs) await new Promise((resolve) => setTimeout(resolve, busyMs));
       if (response) await link.write(response);
       if (reset) this.onReset?.();
     }
@@ -166,10 +198,13 @@ async function main(): Promise<void> {
       'slot-size': { type: 'string', default: String(256 * 1024) },
       'no-hash': { type: 'boolean', default: false },
       'no-params': { type: 'boolean', default: false },
+      'erase-ms': { type: 'string', default: '0' },
+      'slot-info': { type: 'boolean', default: false },
+      'trailer-size': { type: 'string', default: '4096' },
     },
   });
   if (!values.port || !values.flash) {
-    process.stderr.write('usage: smp-emulator --port PTY --flash FILE [--slot-size N] [--no-hash] [--no-params]\n');
+    process.stderr.write('usage: smp-emulator --port PTY --flash FILE [--slot-size N] [--no-hash] [--no-params] [--erase-ms MS] [--slot-info] [--trailer-size N]\n');
     process.exit(2);
   }
   const flash = new FlashFile(values.flash, Number(values['slot-size']));
@@ -178,6 +213,9 @@ async function main(): Promise<void> {
     flash,
     reportImageHash: !values['no-hash'],
     mcumgrParams: !values['no-params'],
+    eraseMs: Number(values['erase-ms']),
+    slotInfo: values['slot-info'],
+    trailerSize: Number(values['trailer-size']),
     onReset: () => process.stderr.write('smp-emulator: reset\n'),
   });
   process.on('SIGTERM', () => { void link.close().then(() => process.exit(0)); });

@@ -20,6 +20,13 @@ export interface Stm32EmulatorInit {
   extendedErase?: boolean;
   /** Called for each command byte accepted, for logs and tests. */
   onCommand?: (opcode: number) => void;
+  /**
+   * Not in the bootloader at all: the application runs (BOOT0 low) and prints
+   * a line every `lineEveryMs`, ignoring whatever it is sent.
+   */
+  application?: { lineEveryMs: number };
+  /** Flash offset from which pages no longer program (worn or write-protected): Write Memory there is NACKed. */
+  failWritesFrom?: number;
 }
 
 const RAM_BASE = 0x20000000;
@@ -46,6 +53,7 @@ export class Stm32Emulator {
 
   /** Serves the link until it closes. */
   async serve(link: SerialLink): Promise<void> {
+    if (this.init.application) return this.runApplication(link, this.init.application.lineEveryMs);
     const byte = async (): Promise<number> => (await link.read(1, WAIT))[0]!;
     const ack = (): Promise<void> => link.write(Uint8Array.of(AN3155.ACK));
     const nack = (): Promise<void> => link.write(Uint8Array.of(AN3155.NACK));
@@ -123,6 +131,22 @@ export class Stm32Emulator {
     }
   }
 
+  /** An application's debug console: a line every few ms, input ignored, until the link closes. */
+  private async runApplication(link: SerialLink, lineEveryMs: number): Promise<void> {
+    let tick = 0;
+    while (link.isOpen) {
+      // Text with 'y' (0x79 = ACK) in it, as real logs have.
+      try {
+        await link.write(Buffer.from(`app: ready, tick ${tick++}\r\n`, 'latin1'));
+        await link.flushInput();
+      } catch (error) {
+        if (error instanceof SerialClosedError || !link.isOpen) return;
+        throw error;
+      }
+      await new Promise((resolve) => setTimeout(resolve, lineEveryMs));
+    }
+  }
+
   private region(address: number, length: number): { memory: Uint8Array; offset: number; flash: boolean } | undefined {
     const flashSize = this.init.flash.size;
     if (address >= STM32_FLASH_BASE && address + length <= STM32_FLASH_BASE + flashSize) {
@@ -135,6 +159,7 @@ export class Stm32Emulator {
   private write(region: { memory: Uint8Array; offset: number; flash: boolean }, data: Uint8Array): boolean {
     if (!region.flash) { region.memory.set(data, region.offset); return true; }
     if (data.length % 4 !== 0 || region.offset % 4 !== 0) return false;
+    if (this.init.failWritesFrom !== undefined && region.offset + data.length > this.init.failWritesFrom) return false;
     // Programming a word that is not erased fails on STM32 flash, unless it
     // already holds exactly these bytes.
     for (let i = 0; i < data.length; i++) {
@@ -191,17 +216,25 @@ async function main(): Promise<void> {
       flash: { type: 'string' },
       'flash-size': { type: 'string', default: String(128 * 1024) },
       'extended-erase': { type: 'boolean', default: false },
+      'product-id': { type: 'string', default: '0x410' },
+      'page-size': { type: 'string', default: '1024' },
+      'application-line-ms': { type: 'string' },
     },
   });
   if (!values.port || !values.flash) {
-    process.stderr.write('usage: stm32-emulator --port PTY --flash FILE [--flash-size N] [--extended-erase]\n');
+    process.stderr.write('usage: stm32-emulator --port PTY --flash FILE [--flash-size N] [--extended-erase] [--product-id 0xNNN] [--page-size N] [--application-line-ms MS]\n');
     process.exit(2);
   }
   const flash = new FlashFile(values.flash, Number(values['flash-size']));
   const link = await openSerialPort({ path: values.port });
-  const emulator = new Stm32Emulator({ flash, extendedErase: values['extended-erase'] });
+  const productId = Number(values['product-id']);
+  const lineEveryMs = values['application-line-ms'] === undefined ? undefined : Number(values['application-line-ms']);
+  const emulator = new Stm32Emulator({
+    flash, extendedErase: values['extended-erase'], productId, pageSize: Number(values['page-size']),
+    ...(lineEveryMs === undefined ? {} : { application: { lineEveryMs } }),
+  });
   process.on('SIGTERM', () => { void link.close().then(() => process.exit(0)); });
-  process.stderr.write(`stm32-emulator: serving AN3155 (pid 0x410) on ${values.port}\n`);
+  process.stderr.write(`stm32-emulator: serving ${lineEveryMs === undefined ? 'AN3155' : 'a chatty application'} (pid 0x${productId.toString(16)}) on ${values.port}\n`);
   await emulator.serve(link);
   flash.close();
 }

@@ -110,6 +110,10 @@ test('client: echo, params and image lists are sent byte-identical to the record
   t.is(noHash.result[0]!.hash, undefined);
   t.is(noHash.result[0]!.version, '1.2.3.4');
 
+  const noSlotInfo = await replay('image_slot_info_not_built', (c) => c.slotInfo());
+  t.is(noSlotInfo.sent, noSlotInfo.expected);
+  t.is(noSlotInfo.result, undefined, 'rc 8: the size comes from configuration');
+
   const reset = await replay('reset', (c) => c.reset());
   t.is(reset.sent, reset.expected);
   t.true(reset.result);
@@ -148,7 +152,8 @@ test('client: a dropped request (bad CRC on the line) is re-sent and the retry i
   // MCUboot answers nothing to a corrupted frame; the client must not wait forever or give up at once.
   const exchange = byName('echo_after_bad_crc');
   const [host, device] = createLinkPair();
-  const client = new McubootClient({ link: host, firstSeq: exchange.request.header!.seq, tries: 3, timeoutMs: 150 });
+  // Each try has its own sequence number: the lost first try is seq 15 (as echo_bad_crc was recorded), the retry 16.
+  const client = new McubootClient({ link: host, firstSeq: exchange.request.header!.seq - 1, tries: 3, timeoutMs: 150 });
   const deviceSide = (async () => {
     const request = Buffer.from(exchange.request.raw_hex!, 'hex');
     await device.read(request.length, { timeoutMs: 2000 }); // first try: "lost"

@@ -5,19 +5,22 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLinkPair, openSerialPort } from '../../device-agent/serial/link.js';
 import { AN3155, flashStm32 } from '../../device-agent/serial/stm32-an3155.js';
-import { BootloaderTimeoutError, BootloaderVerifyError } from '../../device-agent/serial/bootloader-error.js';
+import { BootloaderError, BootloaderRefusedError, BootloaderTimeoutError, BootloaderVerifyError } from '../../device-agent/serial/bootloader-error.js';
 import { Stm32Emulator } from '../../hardware/emulators/stm32-emulator.js';
 import { memoryFlash, type FlashMemory } from '../../hardware/emulators/flash-file.js';
 import { patternBytes, ptyPair, REPO, requireTools, run, startTsx, tempDir, waitForOutput, type PtyPair } from './helpers.js';
 
 const FLASH_SIZE = 128 * 1024;
 
-async function stm32Device(t: Parameters<typeof requireTools>[0], name: string): Promise<{ dir: string; pair: PtyPair; flashPath: string }> {
+async function stm32Device(
+  t: Parameters<typeof requireTools>[0], name: string, options: { args?: string[]; flash?: Uint8Array } = {},
+): Promise<{ dir: string; pair: PtyPair; flashPath: string }> {
   requireTools(t, 'socat', 'stm32flash');
   const dir = tempDir(t, name);
   const pair = await ptyPair(t, dir, name);
   const flashPath = join(dir, 'stm32-flash.bin');
-  const emulator = startTsx(t, 'hardware/emulators/stm32-emulator.ts', ['--port', pair.device, '--flash', flashPath]);
+  if (options.flash) writeFileSync(flashPath, options.flash);
+  const emulator = startTsx(t, 'hardware/emulators/stm32-emulator.ts', ['--port', pair.device, '--flash', flashPath, ...(options.args ?? [])]);
   await waitForOutput(emulator, /serving/, 15_000, 'stm32-emulator');
   return { dir, pair, flashPath };
 }
@@ -116,11 +119,77 @@ test('a stuck flash bit is caught by read-back: one full retry pass, then a veri
   const [host, deviceEnd] = createLinkPair();
   const serving = device.serve(deviceEnd);
   const image = new Uint8Array(4096).fill(0x00);
-  const error = await t.throwsAsync(flashStm32({ link: host, image, timeoutMs: 200 }), {
+  // Without the write-back of the old contents, whose erase would be a third.
+  const error = await t.throwsAsync(flashStm32({ link: host, image, timeoutMs: 200, restore: false }), {
     instanceOf: BootloaderVerifyError, message: 'Verify: flash at 0x08000a00 differs from the image after two full passes',
   });
   t.like(error, { protocol: 'stm32', operation: 'Verify' });
   t.is(opcodes.filter((op) => op === AN3155.ERASE).length, 2, 'erased and rewritten once before giving up');
+  await host.close();
+  await serving;
+});
+
+/** Flash of `size` bytes holding `old` at its start, erased after it. */
+function flashHolding(size: number, old: Uint8Array): Uint8Array {
+  const bytes = new Uint8Array(size).fill(0xff);
+  bytes.set(old);
+  return bytes;
+}
+
+test('an application printing a line every 100 ms (no bootloader on the line): a clear failure within seconds, flash untouched', async (t) => {
+  const old = patternBytes(8000, 61);
+  const { pair, flashPath } = await stm32Device(t, 'stm32-chatty', { args: ['--application-line-ms', '100'], flash: flashHolding(FLASH_SIZE, old) });
+  const link = await openSerialPort({ path: pair.host });
+  t.teardown(() => link.close());
+  const started = Date.now();
+  const outcome = await Promise.race([
+    flashStm32({ link, image: patternBytes(4000, 62), timeoutMs: 200 }).then(() => 'flashed', (error: unknown) => error),
+    new Promise((resolve) => setTimeout(() => resolve('still waiting after 30 s'), 30_000)),
+  ]);
+  const elapsed = Date.now() - started;
+  t.log(`gave up after ${elapsed} ms: ${String(outcome)}`);
+  t.true(outcome instanceof BootloaderError, `a bootloader error, got ${String(outcome)}`);
+  t.true(elapsed < 15_000, `bounded (${elapsed} ms)`);
+  t.like(outcome, { protocol: 'stm32', operation: 'Sync', deviceState: 'untouched' });
+  t.regex((outcome as Error).message, /never went quiet/);
+  t.true(readFileSync(flashPath).subarray(0, old.length).equals(old), 'old firmware intact');
+});
+
+test('an image larger than the flash of a part not in the page table is refused before anything is erased', async (t) => {
+  const flash = memoryFlash(32 * 1024);
+  const old = patternBytes(20_000, 63);
+  flash.write(0, old);
+  const opcodes: number[] = [];
+  // Product id 0x4ff is in no table: the only size we can know is the one the chip reports.
+  const device = new Stm32Emulator({ flash, productId: 0x4ff, onCommand: (op) => opcodes.push(op) });
+  const [host, deviceEnd] = createLinkPair();
+  const serving = device.serve(deviceEnd);
+  const error = await t.throwsAsync(flashStm32({ link: host, image: patternBytes(40_000, 64), timeoutMs: 100 }), { instanceOf: BootloaderError });
+  t.log(error!.message);
+  t.is(error!.name, 'ImageTooLargeError');
+  t.like(error, { protocol: 'stm32', deviceState: 'untouched' });
+  t.regex(error!.message, /40000 bytes/);
+  t.regex(error!.message, /32768 bytes of flash/);
+  t.false(opcodes.includes(AN3155.ERASE), 'no erase was sent');
+  t.false(opcodes.includes(AN3155.WRITE_MEMORY), 'no write was sent');
+  t.true(Buffer.from(flash.bytes.subarray(0, old.length)).equals(Buffer.from(old)), 'old firmware intact');
+  await host.close();
+  await serving;
+});
+
+test('a write that fails after the erase: the previous flash contents are written back and verified', async (t) => {
+  const flash = memoryFlash(FLASH_SIZE);
+  const old = patternBytes(3000, 65);
+  flash.write(0, old);
+  // Pages from 0x1000 on no longer program: the new, larger image cannot be written.
+  const device = new Stm32Emulator({ flash, failWritesFrom: 0x1000 });
+  const [host, deviceEnd] = createLinkPair();
+  const serving = device.serve(deviceEnd);
+  const error = await t.throwsAsync(flashStm32({ link: host, image: patternBytes(6000, 66), timeoutMs: 100, tries: 2 }), { instanceOf: BootloaderRefusedError });
+  t.log(error!.message);
+  t.like(error, { protocol: 'stm32', operation: 'Write Memory at 0x08001000', deviceState: 'restored' });
+  t.true(Buffer.from(flash.bytes.subarray(0, old.length)).equals(Buffer.from(old)), 'old firmware back in place');
+  t.true(flash.bytes.subarray(old.length, 8192).every((b) => b === 0xff), 'nothing of the new image is left');
   await host.close();
   await serving;
 });
