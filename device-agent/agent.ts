@@ -306,7 +306,7 @@ class ModelWorker {
     c.attempt++;
     this.receiver.abandon(c.id, 'install-failed');
     this.log.event('release.install-failed', {
-      model: m.model, version: m.version, seq: m.seq, release: c.id, ...errorFields(err), attempt: c.attempt, retryInSeconds: delay / 1000,
+      model: m.model, version: m.version, seq: m.seq, release: c.id, ...errorFields(err), deviceState: deviceStateOf(err), attempt: c.attempt, retryInSeconds: delay / 1000,
     }, `install of ${m.model} ${m.version} (seq ${m.seq}) failed: ${(err as Error).name}: ${(err as Error).message}; retrying in ${delay / 1000} s`);
     this.agent.emit('failed', { model: m.model, error: err as Error });
     const timer = setTimeout(() => {
@@ -332,6 +332,12 @@ class ModelWorker {
     for (const c of [this.#running, this.#next]) c?.assembler?.close();
     this.#receiving = undefined;
   }
+}
+
+/** What a serial installer's error says it left on the device, if it says. */
+function deviceStateOf(err: unknown): string | undefined {
+  const state = (err as { deviceState?: unknown } | undefined)?.deviceState;
+  return typeof state === 'string' ? state : undefined;
 }
 
 /** Bytes available to the agent on the file system of `dir`, if it can tell. */

@@ -41,7 +41,8 @@ export const LOG_EVENTS = {
   'release.verified': { level: 'info', fields: [...MODEL_RELEASE, 'sha256', 'installer'] },
   'release.not-installed': { level: 'error', fields: [...MODEL_RELEASE, ...ERROR] },
   'release.installing': { level: 'info', fields: ['model', 'version', 'seq', 'percent', 'done', 'total'] },
-  'release.install-failed': { level: 'error', fields: [...MODEL_RELEASE, ...ERROR, 'attempt', 'retryInSeconds'] },
+  // deviceState: what a serial installer left on the device (untouched, restored, erased), when it says.
+  'release.install-failed': { level: 'error', fields: [...MODEL_RELEASE, ...ERROR, 'deviceState?', 'attempt', 'retryInSeconds'] },
   'release.installed': { level: 'info', fields: [...MODEL_RELEASE, 'sha256', 'path'] },
   'release.superseded': { level: 'info', fields: [...MODEL_RELEASE, 'newerSeq'] },
   'store.failed': { level: 'error', fields: ['model', 'store', 'path', 'code', ...ERROR, 'freeBytes?'] },

@@ -163,7 +163,7 @@ test('serial installer fails (no such port; silent device): clear error, exit 1 
   const failure = (a: Tracked) => events(a.stderr, 'release.install-failed', { model, version: '1.0.1', seq: 1 })[0];
   t.like(failure(agents[0]!), { error: 'SerialOpenError', attempt: 1, retryInSeconds: 30 }, agents[0]!.stderr);
   t.true(String(failure(agents[0]!)?.detail).includes(missing), 'the error names the missing port');
-  t.like(failure(agents[1]!), { error: 'BootloaderTimeoutError' }, agents[1]!.stderr);
+  t.like(failure(agents[1]!), { error: 'BootloaderTimeoutError', deviceState: 'untouched' }, agents[1]!.stderr);
   t.true(String(events(agents[1]!.stderr, 'release.verified')[0]?.installer).startsWith('serial stm32 '), 'the STM32 bootloader client timed out');
   t.regex(String(failure(agents[1]!)?.detail), /^Sync: /, 'the bootloader never answered the sync byte');
   t.deepEqual(await installedRecords(noport.store), []);
