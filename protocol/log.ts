@@ -54,6 +54,7 @@ export const LOG_EVENTS = {
   'publish.progress': { level: 'info', fields: ['seconds', 'bitsPerSecond'] },
   'publish.round': { level: 'info', fields: [...CHANNEL_COUNTS] },
   'publish.send-errors': { level: 'warn', fields: ['count', 'detail?'] },
+  'publish.undelivered': { level: 'error', fields: ['transport', 'datagrams', 'detail?'] },
   // fwcast publish, fwcast serve and relay mode, when they stop
   'carousel.stopped': { level: 'info', fields: [...CHANNEL_COUNTS, 'seconds?', 'datagramsPerSecond?'] },
   // MQTT transport (both CLIs)
