@@ -80,6 +80,10 @@ export const LOG_EVENTS = {
   'serve.upload-abandoned': { level: 'warn', fields: ['remote?', ...ERROR] },
   'serve.request-failed': { level: 'error', fields: ['method', 'url', ...ERROR] },
   'serve.stopping': { level: 'info', fields: [] },
+  'serve.plain-http': { level: 'warn', fields: ['url'] },
+  'serve.connections-refused': { level: 'warn', fields: ['limit', 'remote', 'count'] },
+  'serve.tls-reloaded': { level: 'info', fields: ['cert', 'fingerprint', 'expires'] },
+  'serve.tls-reload-failed': { level: 'error', fields: ['cert', ...ERROR] },
 } as const satisfies Record<string, EventSpec>;
 
 export type LogEvent = keyof typeof LOG_EVENTS;
