@@ -60,6 +60,7 @@ export const LOG_EVENTS = {
   'publish.progress': { level: 'info', fields: ['seconds', 'bitsPerSecond'] },
   'publish.round': { level: 'info', fields: [...CHANNEL_COUNTS] },
   'publish.send-errors': { level: 'warn', fields: ['count', 'detail?'] },
+  'publish.undelivered': { level: 'error', fields: ['transport', 'datagrams', 'detail?'] },
   // fwcast publish, fwcast serve and relay mode, when they stop
   'carousel.stopped': { level: 'info', fields: [...CHANNEL_COUNTS, 'seconds?', 'datagramsPerSecond?'] },
   // MQTT transport (both CLIs)
@@ -85,6 +86,10 @@ export const LOG_EVENTS = {
   'serve.upload-abandoned': { level: 'warn', fields: ['remote?', ...ERROR] },
   'serve.request-failed': { level: 'error', fields: ['method', 'url', ...ERROR] },
   'serve.stopping': { level: 'info', fields: [] },
+  'serve.plain-http': { level: 'warn', fields: ['url'] },
+  'serve.connections-refused': { level: 'warn', fields: ['limit', 'remote', 'count'] },
+  'serve.tls-reloaded': { level: 'info', fields: ['cert', 'fingerprint', 'expires'] },
+  'serve.tls-reload-failed': { level: 'error', fields: ['cert', ...ERROR] },
 } as const satisfies Record<string, EventSpec>;
 
 export type LogEvent = keyof typeof LOG_EVENTS;

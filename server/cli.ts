@@ -16,6 +16,9 @@ import { DEFAULT_DATAGRAM_SIZE, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE } from '.
 import { maxDataPieces } from '../protocol/reed-solomon.js';
 import { decodeManifest, releaseIdOf, type Manifest } from '../protocol/manifest.js';
 import { createTransport, mqttSummary } from '../transport/create.js';
+import { checkNetworkInterface } from '../transport/network-interface.js';
+import type { TransportStats } from '../transport/transport.js';
+import { ExpiredManifestError } from '../protocol/errors.js';
 import { Carousel } from '../carousel/carousel.js';
 import { channelCounts, IPV6_UDP_HEADERS, Publisher, type ChannelStats } from '../carousel/publisher.js';
 import { buildReleaseParallel, DEFAULT_REPAIR_PERCENT, readReleaseFile, readReleaseManifest, writeReleaseFile } from './release.js';
@@ -170,9 +173,12 @@ export function buildProgram(): Command {
     .option('--cache <dir>', 'keep encoded symbols here, so a restart does not encode again', defaultCacheDir())
     .option('--no-cache', 'encode at every start')
     .option('--quiet', 'no progress display')
+    .option('--force-expired', 'send a release whose expiry has passed (agents refuse it; for tests of that refusal)')
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
-    .action(async (files: string[], opts: { logFormat: 'text' | 'json'; cache: string | false; iface?: string; mqtt?: string; mqttCa?: string; mqttCert?: string; mqttKey?: string; mqttUsername?: string; mqttPasswordFile?: string; mqttTopicPrefix?: string; rate: string; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean }) => {
+    .action(async (files: string[], opts: { logFormat: 'text' | 'json'; cache: string | false; iface?: string; forceExpired?: boolean; mqtt?: string; mqttCa?: string; mqttCert?: string; mqttKey?: string; mqttUsername?: string; mqttPasswordFile?: string; mqttTopicPrefix?: string; rate: string; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean }) => {
       if (!opts.iface && !opts.mqtt) throw new UsageError('publish needs --iface (IPv6 multicast), --mqtt (a broker), or both');
+      // Before encoding, which may take a while: a mistyped name would send by the default route.
+      if (opts.iface) checkNetworkInterface(opts.iface, '--iface');
       const rate = parseRate(opts.rate);
       const overrides = new Map((opts.group ?? []).map((g) => {
         const at = g.indexOf('=');
@@ -187,6 +193,7 @@ export function buildProgram(): Command {
       try {
         for (const file of files) {
           const release = readReleaseFile(file);
+          if (!opts.forceExpired) refuseExpired(file, release.manifest);
           const name = modelChannelName(release.manifest.model);
           const channel = { name, group: overrides.get(release.manifest.model) ?? channelGroup(name), port: opts.port };
           const started = performance.now();
@@ -243,6 +250,12 @@ export function buildProgram(): Command {
         const last = sent.lastSendError?.message;
         log.event('publish.send-errors', { count: sent.sendErrors, detail: last }, `${sent.sendErrors} datagrams could not be sent (last error: ${last})`);
       }
+      for (const path of undeliveredPaths(sent)) {
+        const last = path.lastSendError?.message;
+        log.event('publish.undelivered', { transport: path.description, datagrams: path.sent + path.sendErrors, ...(last ? { detail: last } : {}) },
+          `nothing could be delivered via ${path.description}: every datagram failed${last ? ` (last error: ${last})` : ''}`);
+        process.exitCode = 1;
+      }
       const mq = mqttSummary(transport);
       if (mq) {
         log.child('mqtt').event('mqtt.stats', { ...mq },
@@ -255,6 +268,24 @@ export function buildProgram(): Command {
   addServeCommands(program);
 
   return program;
+}
+
+/** An expired release is one every agent refuses: sending it is almost always a mistake. */
+function refuseExpired(file: string, m: Manifest): void {
+  if (m.expires === undefined || m.expires * 1000 > Date.now()) return;
+  throw new ExpiredManifestError(`${file}: ${m.model} ${m.version} (seq ${m.seq}) expired at ${new Date(m.expires * 1000).toISOString()}; agents refuse it. Sign it again, or pass --force-expired to send it anyway`,
+    { seq: m.seq, expires: m.expires });
+}
+
+/**
+ * The transports (each network path, e.g. multicast and MQTT apart) that tried
+ * to send and delivered nothing: every datagram refused, or failed after it
+ * left (a refusal counted as 'network' follows its `sent`).
+ */
+function undeliveredPaths(stats: TransportStats): TransportStats[] {
+  if (stats.parts.length > 0) return stats.parts.flatMap(undeliveredPaths);
+  const attempted = stats.sent + stats.sendErrors;
+  return attempted > 0 && (stats.sent === 0 || stats.sendErrorsBy.network >= stats.sent) ? [stats] : [];
 }
 
 /** $XDG_CACHE_HOME/fwcast, else ~/.cache/fwcast. */

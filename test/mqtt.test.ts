@@ -196,9 +196,11 @@ test('mqtts with client certificates: publisher and agent authenticate by certif
   t.is((await installed(a)).sha256, sha256hex(image));
   t.is(await exitCode(p, 30_000), 0);
 
-  // Without the CA the broker's certificate is not trusted: the publisher never connects, and says why.
+  // Without the CA the broker's certificate is not trusted: the publisher never connects, says why,
+  // and exits 1 because nothing was delivered (issue 13).
   const untrusted = publish(release, broker.url, ['--mqtt-cert', join(dir, 'publisher.crt'), '--mqtt-key', join(dir, 'publisher.key'), '--duration', '2s']);
-  t.is(await exitCode(untrusted, 60_000), 0);
+  t.is(await exitCode(untrusted, 60_000), 1);
+  t.is(events(untrusted.stderr, 'publish.undelivered').length, 1, untrusted.stderr);
   t.true(events(untrusted.stderr, 'mqtt.error', { url: /^mqtts:\/\/127\.0\.0\.1:\d+$/, detail: /self[- ]signed|unable to get local issuer|certificate/i }).length > 0, untrusted.stderr);
   t.like(mqttCounters(untrusted), { published: 0 }, untrusted.stderr);
   t.true(Number(mqttCounters(untrusted)?.droppedOffline) > 0);

@@ -4,6 +4,7 @@
  * nftables on the bridge.
  */
 import test from 'ava';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -111,7 +112,8 @@ test('wrong key, wrong model, lower sequence and expired manifests are each reje
   const group = 'ff1e:2bd7:ec2e:cb43:283:3ede:32a4:d45f';
   // Publishers first, each on the air before its agent starts: the agent's 6 s are for refusing
   // what it hears, not for waiting on a publisher that a loaded machine is slow to start.
-  const publishers = cases.map((c, i) => publish(lab, [c.release], ['--port', String(5000 + i), '--rate', '5mbit', '--duration', '30s', '--group', `other-board=${group}`]));
+  // --force-expired: publish refuses an expired release otherwise, and this test is about the agent's refusal.
+  const publishers = cases.map((c, i) => publish(lab, [c.release], ['--port', String(5000 + i), '--rate', '5mbit', '--duration', '30s', '--group', `other-board=${group}`, '--force-expired']));
   await Promise.all(publishers.map((p) => waitForEvent(p, 'publish.started', {}, 20_000)));
   const runs = cases.map((c, i) => ({ c, p: publishers[i]!, a: agent(lab, c.host, dir, join(trustedDir, 'publisher.pub'), ['--port', String(5000 + i), '--timeout', '6']) }));
   for (const { c, a, p } of runs) {
@@ -125,4 +127,74 @@ test('wrong key, wrong model, lower sequence and expired manifests are each reje
     t.deepEqual(events(a.stderr, 'release.installed'), []);
     t.true(Number(events(a.stderr, 'agent.stats')[0]?.[`dropped.${c.refusal.reason}`]) >= 2, `${c.host}: repeats counted in the stats at exit`);
   }
+});
+
+/** `fwcast publish` with only the arguments given (no --iface, rate or duration of publish() above). */
+function publishOnly(lab: NetLab, releases: string[], args: string[]): Tracked {
+  return track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', ...releases, '--log-format', 'json', ...args]));
+}
+
+test('a network interface that does not exist stops publish and the agent at start, naming it; one without addresses is fine', async (t) => {
+  const lab = NetLab.create(['pub']);
+  t.teardown(() => lab.destroy());
+  const dir = workdir();
+  const { release, pub } = setupRelease(dir, 50_000, { seed: 21 });
+  // An interface with no address at all still exists: multicast may go out on it.
+  execFileSync('ip', ['-n', lab.ns('pub'), 'link', 'add', 'bare0', 'type', 'veth', 'peer', 'name', 'bare1']);
+  execFileSync('ip', ['-n', lab.ns('pub'), 'link', 'set', 'bare0', 'up']);
+
+  const mistyped = publishOnly(lab, [release], ['--iface', 'eth9', '--rounds', '1', '--no-cache']);
+  t.is(await exitCode(mistyped, 20_000), 1, mistyped.stderr);
+  t.regex(mistyped.stderr, /^fwcast: error: --iface "eth9" does not exist on this host \(it has: .*eth0.*\)$/m);
+  t.deepEqual(events(mistyped.stderr, 'publish.started'), [], 'nothing sent, not even by the default route');
+
+  const agentRun = track(lab.spawn('pub', process.execPath, [FWCAST_AGENT, '--model', 'rpi4', '--key', pub, '--iface', 'eth9', '--store', join(dir, 'store-eth9'), '--timeout', '10', '--log-format', 'json']));
+  t.is(await exitCode(agentRun, 20_000), 1, agentRun.stderr);
+  t.regex(agentRun.stderr, /^fwcast-agent: error: network interface "eth9" does not exist on this host/m);
+  t.deepEqual(events(agentRun.stderr, 'agent.listening'), []);
+
+  const bare = publishOnly(lab, [release], ['--iface', 'bare0', '--rounds', '1', '--no-cache']);
+  t.is(await exitCode(bare, 20_000), 0, bare.stderr);
+  t.is(events(bare.stderr, 'publish.started').length, 1);
+});
+
+test('publish exits non-zero when a path delivered nothing: broker down for the whole run, or every multicast send failing', async (t) => {
+  const lab = NetLab.create(['pub']);
+  t.teardown(() => lab.destroy());
+  const dir = workdir();
+  const { release } = setupRelease(dir, 50_000, { seed: 22 });
+  // Nothing listens on port 1: the broker is down for the whole run. Multicast on eth0 works.
+  const both = publishOnly(lab, [release], ['--iface', 'eth0', '--mqtt', 'mqtt://[::1]:1', '--duration', '2s', '--no-cache']);
+  t.is(await exitCode(both, 30_000), 1, both.stderr);
+  const undelivered = events(both.stderr, 'publish.undelivered');
+  t.is(undelivered.length, 1, both.stderr);
+  t.regex(String(undelivered[0]?.transport), /^MQTT mqtt:\/\/\[::1\]:1 /);
+  t.true(Number(undelivered[0]?.datagrams) > 0);
+
+  // eth0 down: every multicast send fails.
+  execFileSync('ip', ['-n', lab.ns('pub'), 'link', 'set', 'eth0', 'down']);
+  const down = publishOnly(lab, [release], ['--iface', 'eth0', '--duration', '2s', '--no-cache']);
+  t.is(await exitCode(down, 30_000), 1, down.stderr);
+  t.like(events(down.stderr, 'publish.undelivered')[0], { transport: 'udp6 multicast on eth0' }, down.stderr);
+
+  // A path that delivered is not reported: exit 0.
+  execFileSync('ip', ['-n', lab.ns('pub'), 'link', 'set', 'eth0', 'up']);
+  const ok = publishOnly(lab, [release], ['--iface', 'eth0', '--rounds', '1', '--no-cache']);
+  t.is(await exitCode(ok, 30_000), 0, ok.stderr);
+  t.deepEqual(events(ok.stderr, 'publish.undelivered'), []);
+});
+
+test('publish refuses an expired release unless --force-expired', async (t) => {
+  const lab = NetLab.create(['pub']);
+  t.teardown(() => lab.destroy());
+  const dir = workdir();
+  const { release } = setupRelease(dir, 50_000, { seed: 23, extra: ['--expires', '1s'] });
+  await new Promise((r) => setTimeout(r, 1500));
+  const refused = publishOnly(lab, [release], ['--iface', 'eth0', '--rounds', '1', '--no-cache']);
+  t.is(await exitCode(refused, 20_000), 1, refused.stderr);
+  t.regex(refused.stderr, /^fwcast: error: .*release-1-rpi4\.fwc: rpi4 1\.0\.1 \(seq 1\) expired at \d{4}-.*--force-expired/m);
+  t.deepEqual(events(refused.stderr, 'publish.started'), []);
+  const forced = publishOnly(lab, [release], ['--iface', 'eth0', '--rounds', '1', '--no-cache', '--force-expired']);
+  t.is(await exitCode(forced, 20_000), 0, forced.stderr);
+  t.is(events(forced.stderr, 'publish.started').length, 1);
 });

@@ -4,6 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveServeConfig } from '../server/serve/config.js';
+import { ROOT } from './helpers/processes.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'fwcast-serve-config-'));
 const TOKEN = 'a-token-of-enough-length';
@@ -36,6 +37,23 @@ test('defaults, and environment over file, flags over environment', (t) => {
   t.is(resolveServeConfig({ config: file({ ...base, models: [{ model: 'rpi4', group: 'ff15::5' }] }) }, { FWCAST_TOKEN: TOKEN }).models[0]?.channel.group, 'ff15::5');
 });
 
+test('HTTP limits: seconds by default, each settable; TLS files and the read token', (t) => {
+  const c = resolveServeConfig({ config: file(base) }, { FWCAST_TOKEN: TOKEN });
+  t.like(c, { tls: undefined, readToken: undefined, headersTimeoutMs: 10_000, requestTimeoutMs: 300_000, idleTimeoutMs: 30_000, maxConnections: 256, maxConnectionsPerClient: 16 });
+  const readTokenFile = join(dir, 'read-token');
+  writeFileSync(readTokenFile, `${TOKEN}-read\n`);
+  const set = resolveServeConfig({ config: file({ ...base, tlsCert: '/c.pem', tlsKey: '/k.pem', readTokenFile, headersTimeout: 3, requestTimeout: 60, idleTimeout: 5, maxConnections: 10, maxConnectionsPerClient: 2 }) }, { FWCAST_TOKEN: TOKEN });
+  t.like(set, { tls: { cert: '/c.pem', key: '/k.pem' }, readToken: `${TOKEN}-read`, headersTimeoutMs: 3000, requestTimeoutMs: 60_000, idleTimeoutMs: 5000, maxConnections: 10, maxConnectionsPerClient: 2 });
+  const env = resolveServeConfig({ config: file(base) }, { FWCAST_TOKEN: TOKEN, FWCAST_READ_TOKEN: `${TOKEN}-env`, FWCAST_TLS_CERT: '/e.pem', FWCAST_TLS_KEY: '/ek.pem', FWCAST_HEADERS_TIMEOUT: '4', FWCAST_MAX_CONNECTIONS_PER_CLIENT: '3' });
+  t.like(env, { tls: { cert: '/e.pem', key: '/ek.pem' }, readToken: `${TOKEN}-env`, headersTimeoutMs: 4000, maxConnectionsPerClient: 3 });
+});
+
+test('the example serve.json listens on all addresses only with TLS', (t) => {
+  const example = resolveServeConfig({ config: join(ROOT, 'hardware', 'raspberry-pi', 'serve.json') }, { FWCAST_TOKEN: TOKEN });
+  t.is(example.host, '::');
+  t.deepEqual(example.tls, { cert: '/etc/fwcast/serve-cert.pem', key: '/etc/fwcast/serve-key.pem' });
+});
+
 const errors: Array<[string, unknown, Record<string, string>, RegExp]> = [
   ['not JSON', '{ nope', { FWCAST_TOKEN: TOKEN }, /is not valid JSON/],
   ['unknown field', { ...base, rates: '1mbit' }, { FWCAST_TOKEN: TOKEN }, /config: unknown field "rates"/],
@@ -53,6 +71,12 @@ const errors: Array<[string, unknown, Record<string, string>, RegExp]> = [
   ['missing token file', { ...base, tokenFile: '/nonexistent/token' }, {}, /cannot read token file \/nonexistent\/token: ENOENT/],
   ['bad upload limit', base, { FWCAST_TOKEN: TOKEN, FWCAST_MAX_UPLOAD: '1GB' }, /FWCAST_MAX_UPLOAD must be an integer/],
   ['bad log format', { ...base, logFormat: 'xml' }, { FWCAST_TOKEN: TOKEN }, /config\.logFormat must be "text" or "json"/],
+  ['certificate without key', { ...base, tlsCert: '/c.pem' }, { FWCAST_TOKEN: TOKEN }, /TLS needs both "tlsCert" and "tlsKey"/],
+  ['header time-out of 0', { ...base, headersTimeout: 0 }, { FWCAST_TOKEN: TOKEN }, /config\.headersTimeout must be an integer in 1\.\.600, got 0/],
+  ['request time-out shorter than the header time-out', { ...base, headersTimeout: 20, requestTimeout: 10 }, { FWCAST_TOKEN: TOKEN }, /requestTimeout \(10 s\) must not be shorter than headersTimeout \(20 s\)/],
+  ['no connections allowed', base, { FWCAST_TOKEN: TOKEN, FWCAST_MAX_CONNECTIONS: '0' }, /FWCAST_MAX_CONNECTIONS must be an integer in 1\.\./],
+  ['short read token', base, { FWCAST_TOKEN: TOKEN, FWCAST_READ_TOKEN: 'short' }, /the read token must be at least 16 characters/],
+  ['missing read token file', { ...base, readTokenFile: '/nonexistent/read' }, { FWCAST_TOKEN: TOKEN }, /cannot read read token file \/nonexistent\/read: ENOENT/],
 ];
 
 for (const [name, config, env, message] of errors) {

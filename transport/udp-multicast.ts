@@ -8,10 +8,11 @@ import { once } from 'node:events';
 import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
 import { MAX_DATAGRAM } from '../protocol/packet.js';
 import { Lifecycle } from './lifecycle.js';
+import { checkNetworkInterface } from './network-interface.js';
 import type { Channel, DatagramHandler, Transport, TransportStats } from './transport.js';
 
 export interface UdpMulticastInit {
-  /** Network interface name, e.g. "eth0" or "lo". */
+  /** Network interface name, e.g. "eth0" or "lo"; one this host does not have is a ConfigError. */
   iface: string;
   /** Hop limit of sent datagrams (default 8: a site, not the world). */
   hops?: number;
@@ -36,7 +37,8 @@ export class UdpMulticastTransport implements Transport {
   #listeners = new Set<dgram.Socket>();
 
   constructor(init: UdpMulticastInit) {
-    if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(init.iface)) throw new TypeError(`iface: "${init.iface}" is not a network interface name`);
+    // Here, not at open(): an unknown name would send by the default route.
+    checkNetworkInterface(init.iface);
     this.#init = { hops: 8, receiveBuffer: 8 << 20, loopback: true, maxDatagramSize: DEFAULT_DATAGRAM_SIZE, ...init };
     if (this.#init.maxDatagramSize > MAX_DATAGRAM) throw new RangeError(`maxDatagramSize: ${this.#init.maxDatagramSize} is above the ${MAX_DATAGRAM} bytes a UDP datagram carries`);
     this.maxDatagramSize = this.#init.maxDatagramSize;

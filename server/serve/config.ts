@@ -14,7 +14,16 @@
  *     "tokenFile": "/etc/fwcast/serve.token",     FWCAST_TOKEN_FILE, or the token itself in FWCAST_TOKEN
  *     "maxUploadSize": 536870912,                 FWCAST_MAX_UPLOAD (bytes)
  *     "keepReleases": 2,                          FWCAST_KEEP_RELEASES
- *     "logFormat": "text"                         FWCAST_LOG_FORMAT
+ *     "logFormat": "text",                        FWCAST_LOG_FORMAT
+ *     "tlsCert": "/etc/fwcast/serve-cert.pem",    FWCAST_TLS_CERT   (PEM, chain included; with tlsKey: HTTPS,
+ *     "tlsKey": "/etc/fwcast/serve-key.pem",      FWCAST_TLS_KEY     both read again on SIGHUP)
+ *     "readTokenFile": "/etc/fwcast/read.token",  FWCAST_READ_TOKEN_FILE, or FWCAST_READ_TOKEN (optional: then
+ *                                                 every read but /healthz needs it, or the upload token)
+ *     "headersTimeout": 10,                       FWCAST_HEADERS_TIMEOUT   (seconds to send the request headers)
+ *     "requestTimeout": 300,                      FWCAST_REQUEST_TIMEOUT   (seconds for a whole request, upload included)
+ *     "idleTimeout": 30,                          FWCAST_IDLE_TIMEOUT      (seconds a connection may stay silent)
+ *     "maxConnections": 256,                      FWCAST_MAX_CONNECTIONS   (open connections, all clients)
+ *     "maxConnectionsPerClient": 16               FWCAST_MAX_CONNECTIONS_PER_CLIENT (per client address)
  *   }
  *
  * Every error names the field (or variable) it is about. The server never takes
@@ -50,6 +59,15 @@ export interface ServeConfig {
   /** Superseded releases kept on disk per model, besides the live one. */
   keepReleases: number;
   logFormat: 'text' | 'json';
+  /** Certificate chain and private key files (PEM) for HTTPS; without them, plain HTTP. */
+  tls: { cert: string; key: string } | undefined;
+  /** Bearer token for reads (status, metrics, release lists); undefined: reads are open. */
+  readToken: string | undefined;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxConnections: number;
+  maxConnectionsPerClient: number;
 }
 
 /** What the command line may set. */
@@ -66,7 +84,10 @@ export const DEFAULT_MAX_UPLOAD = 512 * 1024 * 1024;
 const MIN_TOKEN_LENGTH = 16;
 
 type Json = JsonObject;
-const KNOWN = ['listen', 'store', 'interface', 'rate', 'port', 'hops', 'trustedKeys', 'models', 'tokenFile', 'maxUploadSize', 'keepReleases', 'logFormat'];
+const KNOWN = [
+  'listen', 'store', 'interface', 'rate', 'port', 'hops', 'trustedKeys', 'models', 'tokenFile', 'maxUploadSize', 'keepReleases', 'logFormat',
+  'tlsCert', 'tlsKey', 'readTokenFile', 'headersTimeout', 'requestTimeout', 'idleTimeout', 'maxConnections', 'maxConnectionsPerClient',
+];
 
 const isObject = isJsonObject;
 
@@ -171,19 +192,20 @@ export function resolveServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = p
   const models = parseModels(list(modelSetting) ?? [], modelSetting?.where ?? 'config.models', udpPort);
   if (models.length === 0) throw new ConfigError('no model to serve: list "models" in the config or FWCAST_MODELS (uploads for other models are refused)');
 
-  let token = env.FWCAST_TOKEN?.trim() || undefined;
-  if (!token) {
-    const tokenFile = text(pick(undefined, env, 'FWCAST_TOKEN_FILE', file, 'tokenFile'));
-    if (tokenFile) {
-      try {
-        token = readFileSync(tokenFile, 'utf8').trim();
-      } catch (err) {
-        throw new ConfigError(`cannot read token file ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-      }
-    }
-  }
+  const token = readToken(env, 'FWCAST_TOKEN', pick(undefined, env, 'FWCAST_TOKEN_FILE', file, 'tokenFile'), 'upload token');
   if (!token) throw new ConfigError('no upload token: set FWCAST_TOKEN, FWCAST_TOKEN_FILE or "tokenFile" (uploads need `Authorization: Bearer TOKEN`)');
-  if (token.length < MIN_TOKEN_LENGTH || /\s/.test(token)) throw new ConfigError(`the upload token must be at least ${MIN_TOKEN_LENGTH} characters without spaces (e.g. \`openssl rand -hex 32\`)`);
+  const readTokenValue = readToken(env, 'FWCAST_READ_TOKEN', pick(undefined, env, 'FWCAST_READ_TOKEN_FILE', file, 'readTokenFile'), 'read token');
+
+  const cert = text(pick(undefined, env, 'FWCAST_TLS_CERT', file, 'tlsCert'));
+  const key = text(pick(undefined, env, 'FWCAST_TLS_KEY', file, 'tlsKey'));
+  if ((cert === undefined) !== (key === undefined)) throw new ConfigError('TLS needs both "tlsCert" and "tlsKey" (FWCAST_TLS_CERT, FWCAST_TLS_KEY): the certificate chain and its private key');
+  const seconds = (variable: string, field: string, max: number, fallback: number): number => 1000 * integer(pick(undefined, env, variable, file, field), 1, max, fallback);
+  const headersTimeoutMs = seconds('FWCAST_HEADERS_TIMEOUT', 'headersTimeout', 600, 10);
+  const requestTimeoutMs = seconds('FWCAST_REQUEST_TIMEOUT', 'requestTimeout', 86_400, 300);
+  const idleTimeoutMs = seconds('FWCAST_IDLE_TIMEOUT', 'idleTimeout', 3600, 30);
+  if (requestTimeoutMs < headersTimeoutMs) throw new ConfigError(`requestTimeout (${requestTimeoutMs / 1000} s) must not be shorter than headersTimeout (${headersTimeoutMs / 1000} s): it includes the headers`);
+  const maxConnections = integer(pick(undefined, env, 'FWCAST_MAX_CONNECTIONS', file, 'maxConnections'), 1, 1_000_000, 256);
+  const maxConnectionsPerClient = integer(pick(undefined, env, 'FWCAST_MAX_CONNECTIONS_PER_CLIENT', file, 'maxConnectionsPerClient'), 1, 1_000_000, 16);
 
   const maxUploadSize = integer(pick(undefined, env, 'FWCAST_MAX_UPLOAD', file, 'maxUploadSize'), 1024, Number.MAX_SAFE_INTEGER, DEFAULT_MAX_UPLOAD);
   const keepReleases = integer(pick(undefined, env, 'FWCAST_KEEP_RELEASES', file, 'keepReleases'), 0, 1000, 2);
@@ -191,5 +213,28 @@ export function resolveServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = p
   if (format && format.value !== 'text' && format.value !== 'json') throw new ConfigError(`${format.where} must be "text" or "json"`);
   const logFormat = (format?.value as 'text' | 'json' | undefined) ?? 'text';
 
-  return { host, httpPort, store, iface, rate, hops, trustedKeys, models, token, maxUploadSize, keepReleases, logFormat };
+  return {
+    host, httpPort, store, iface, rate, hops, trustedKeys, models, token, maxUploadSize, keepReleases, logFormat,
+    tls: cert && key ? { cert, key } : undefined, readToken: readTokenValue,
+    headersTimeoutMs, requestTimeoutMs, idleTimeoutMs, maxConnections, maxConnectionsPerClient,
+  };
+}
+
+/** A token from `variable` itself, else from the file `fileSetting` names; checked for length. */
+function readToken(env: NodeJS.ProcessEnv, variable: string, fileSetting: { value: unknown; where: string } | undefined, what: string): string | undefined {
+  let token = env[variable]?.trim() || undefined;
+  if (!token) {
+    const tokenFile = text(fileSetting);
+    if (tokenFile) {
+      try {
+        token = readFileSync(tokenFile, 'utf8').trim();
+      } catch (err) {
+        throw new ConfigError(`cannot read ${what === 'upload token' ? 'token' : what} file ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+    }
+  }
+  if (token !== undefined && (token.length < MIN_TOKEN_LENGTH || /\s/.test(token))) {
+    throw new ConfigError(`the ${what} must be at least ${MIN_TOKEN_LENGTH} characters without spaces (e.g. \`openssl rand -hex 32\`)`);
+  }
+  return token;
 }

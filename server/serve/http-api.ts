@@ -3,12 +3,16 @@
  *
  *   POST   /api/v1/releases       upload a release file (body: `fwcast sign`'s output)   bearer token
  *   DELETE /api/v1/releases/ID    retire a release (stops publishing it)                 bearer token
- *   GET    /api/v1/releases       list stored releases
- *   GET    /api/v1/releases/ID    one release
- *   GET    /api/v1/status         channels, releases and live rates (the status page polls it)
+ *   GET    /api/v1/releases       list stored releases                                   read token*
+ *   GET    /api/v1/releases/ID    one release                                            read token*
+ *   GET    /api/v1/status         channels, releases and live rates (the status page polls it)  read token*
  *   GET    /healthz               liveness: 200 {"status":"ok"}
- *   GET    /metrics               Prometheus text exposition
- *   GET    /                      the status page
+ *   GET    /metrics               Prometheus text exposition                             read token*
+ *   GET    /                      the status page                                        read token*
+ *
+ * * only when a read token is configured; the upload token is accepted too, as
+ * `Bearer TOKEN` or as the password of HTTP Basic (so a browser can open the
+ * status page: it asks for the password once and sends it with the page's polls).
  *
  * Upload answers: 201 stored, 200 already stored (same release id: CI can
  * retry), 401 no or wrong token, 413 too large, 400 not a valid release file,
@@ -20,17 +24,23 @@
  * 413 before it sends the body.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { PassThrough } from 'node:stream';
 import { errorFields, type Logger } from '../../protocol/log.js';
 import { PROMETHEUS_CONTENT_TYPE, type ServeMetrics } from './metrics.js';
 import { RejectedError, REJECTIONS, type ReleaseStore, type StoredRelease } from './release-store.js';
 import { STATUS_PAGE_HTML } from './status-page.js';
+import { createListener, type Listener, type ListenerLimits, type TlsIdentity } from './http-listener.js';
 
 export interface HttpApiInit {
   store: ReleaseStore;
   metrics: ServeMetrics;
   token: string;
+  /** Needed (or `token`) for every read but /healthz; undefined: reads are open. */
+  readToken?: string | undefined;
+  /** HTTPS identity (plain HTTP without it), time-outs and connection limits. */
+  tls?: TlsIdentity | undefined;
+  limits: ListenerLimits;
   maxUploadSize: number;
   log: Logger;
   /** JSON for /api/v1/status. */
@@ -58,13 +68,29 @@ function dropBody(req: IncomingMessage): void {
   if (!req.complete) setTimeout(() => req.destroy(), 1000).unref();
 }
 
-export function createHttpApi(init: HttpApiInit): Server {
+export function createHttpApi(init: HttpApiInit): Listener {
   const { store, metrics, log } = init;
   const tokenDigest = digest(init.token);
+  const readDigest = init.readToken !== undefined ? digest(init.readToken) : undefined;
 
   const authorized = (req: IncomingMessage): boolean => {
     const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
     return m !== null && timingSafeEqual(digest(m[1]!), tokenDigest);
+  };
+
+  /** Reads: open without a read token; else the read or the upload token, as Bearer or as Basic's password. */
+  const mayRead = (req: IncomingMessage): boolean => {
+    if (!readDigest) return true;
+    const header = req.headers.authorization ?? '';
+    let presented = /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1];
+    const basic = /^Basic\s+([A-Za-z0-9+/]+={0,2})\s*$/i.exec(header)?.[1];
+    if (basic) {
+      const pair = Buffer.from(basic, 'base64').toString('utf8');
+      presented = pair.slice(pair.indexOf(':') + 1);
+    }
+    if (presented === undefined) return false;
+    const d = digest(presented);
+    return timingSafeEqual(d, readDigest) || timingSafeEqual(d, tokenDigest);
   };
 
   /** Refuses before the body is read; the client may still be sending, so the connection closes after. */
@@ -141,12 +167,14 @@ export function createHttpApi(init: HttpApiInit): Server {
     const one = /^\/api\/v1\/releases\/([0-9a-f]{16})$/.exec(path);
     const allow = (methods: string): void => send(res, 405, { error: 'method-not-allowed', message: `${method} is not allowed on ${path}` }, { allow: methods });
 
+    const reading = method === 'GET' || method === 'HEAD';
+    if (reading && (path === '/api/v1/releases' || one) && !mayRead(req)) return refuseRead(req, res);
     if (path === '/api/v1/releases') {
       if (method === 'POST') {
         if (continued || precheck(req, res)) await upload(req, res);
         return;
       }
-      if (method === 'GET' || method === 'HEAD') return send(res, 200, { releases: store.list() });
+      if (reading) return send(res, 200, { releases: store.list() });
       return allow('GET, POST');
     }
     if (one) {
@@ -155,16 +183,16 @@ export function createHttpApi(init: HttpApiInit): Server {
         if (continued || precheck(req, res)) await retire(id, res);
         return;
       }
-      if (method === 'GET' || method === 'HEAD') {
+      if (reading) {
         const r: StoredRelease | undefined = store.get(id);
         return r ? send(res, 200, r) : send(res, 404, { error: 'not-found', message: `no release ${id}` });
       }
       return allow('GET, DELETE');
     }
     if (method !== 'GET' && method !== 'HEAD') return allow('GET');
+    if (path === '/healthz') return send(res, 200, { status: 'ok', uptimeSeconds: Math.round((Date.now() - metrics.startedAt) / 1000) });
+    if (!mayRead(req)) return refuseRead(req, res);
     switch (path) {
-      case '/healthz':
-        return send(res, 200, { status: 'ok', uptimeSeconds: Math.round((Date.now() - metrics.startedAt) / 1000) });
       case '/metrics': {
         const text = init.exposition();
         res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'content-length': Buffer.byteLength(text) });
@@ -186,7 +214,25 @@ export function createHttpApi(init: HttpApiInit): Server {
     }
   };
 
+  const refuseRead = (req: IncomingMessage, res: ServerResponse): void => {
+    const message = req.headers.authorization ? 'wrong token' : 'this server needs a read token: "Authorization: Bearer TOKEN"';
+    metrics.countRejection('unauthorized');
+    log.event('serve.request-refused', { method: req.method, url: req.url, reason: 'unauthorized', status: 401, remote: req.socket.remoteAddress, detail: message },
+      `refused ${req.method} ${req.url}: ${message}`);
+    // Two challenges: Basic makes a browser ask for the token for the status page.
+    const text = JSON.stringify({ error: 'unauthorized', message }) + '\n';
+    res.writeHead(401, {
+      'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text),
+      'www-authenticate': ['Basic realm="fwcast", charset="UTF-8"', 'Bearer realm="fwcast"'],
+    });
+    res.end(text);
+  };
+
   const handle = (req: IncomingMessage, res: ServerResponse, continued: boolean): void => {
+    // A body nobody reads (only an authorised upload reads one) is cut short after the answer, not waited for.
+    res.once('finish', () => {
+      if (!req.complete) dropBody(req);
+    });
     route(req, res, continued).catch((err: unknown) => {
       log.event('serve.request-failed', { method: req.method, url: req.url, ...errorFields(err) }, `${req.method} ${req.url} failed: ${(err as Error).stack ?? String(err)}`);
       if (!res.headersSent) send(res, 500, { error: 'internal', message: (err as Error).message });
@@ -194,7 +240,13 @@ export function createHttpApi(init: HttpApiInit): Server {
     });
   };
 
-  const server = createServer({ requestTimeout: 30 * 60_000, headersTimeout: 60_000 }, (req, res) => handle(req, res, false));
+  const listener = createListener({
+    tls: init.tls,
+    limits: init.limits,
+    onRefused: (limit, remote, count) => log.event('serve.connections-refused', { limit, remote, count },
+      `refused ${count} connection(s) over the ${limit === 'total' ? `limit of ${init.limits.maxConnections} in total` : `limit of ${init.limits.maxConnectionsPerClient} per client`} (latest from ${remote})`),
+  }, (req, res) => handle(req, res, false));
+  const server = listener.server;
   // `Expect: 100-continue`: answer 401/413 before the client sends the body.
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
     const writes = req.method === 'POST' || req.method === 'DELETE';
@@ -202,5 +254,5 @@ export function createHttpApi(init: HttpApiInit): Server {
     res.writeContinue();
     handle(req, res, writes);
   });
-  return server;
+  return listener;
 }

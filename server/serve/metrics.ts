@@ -48,7 +48,11 @@ export class ServeMetrics {
   }
 
   /** The text exposition of everything above. `live` are the channels now on the air. */
-  exposition(stats: ChannelStats[], live: Array<{ channel: string; model: string; releaseId: string; version: string; seq: number }>, extra: { rate: number; sendErrors: number; releases: Record<string, number> }): string {
+  exposition(
+    stats: ChannelStats[],
+    live: Array<{ channel: string; model: string; releaseId: string; version: string; seq: number }>,
+    extra: { rate: number; sendErrors: number; releases: Record<string, number>; connections?: { open: number; refused: Record<string, number> } },
+  ): string {
     const out: string[] = [];
     const metric = (name: string, type: 'counter' | 'gauge', help: string, rows: Array<[Record<string, string>, number]>): void => {
       out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
@@ -77,6 +81,11 @@ export class ServeMetrics {
     metric('fwcast_upload_rejections_total', 'counter', 'Refused uploads and requests by reason.', [...this.rejections].map(([reason, n]) => [{ reason }, n]));
     metric('fwcast_retirements_total', 'counter', 'Releases retired through the API.', [[{}, this.retirements]]);
     metric('fwcast_releases', 'gauge', 'Releases in the store by state.', Object.entries(extra.releases).map(([state, n]) => [{ state }, n]));
+    if (extra.connections) {
+      metric('fwcast_http_connections', 'gauge', 'HTTP connections open now.', [[{}, extra.connections.open]]);
+      metric('fwcast_http_connections_refused_total', 'counter', 'HTTP connections closed at once for a connection limit (total, per-client).',
+        Object.entries(extra.connections.refused).map(([limit, n]) => [{ limit }, n]));
+    }
     metric('fwcast_start_time_seconds', 'gauge', 'Unix time the server started.', [[{}, Math.floor(this.startedAt / 1000)]]);
     return out.join('\n') + '\n';
   }

@@ -44,7 +44,7 @@ export function uploadUrl(server: string): URL {
   return new URL(`${url.pathname.replace(/\/+$/, '')}/api/v1/releases`, url);
 }
 
-export function pushRelease(file: string, server: string, token: string | undefined, timeoutMs: number): Promise<PushResult> {
+export function pushRelease(file: string, server: string, token: string | undefined, timeoutMs: number, ca?: Buffer): Promise<PushResult> {
   const url = uploadUrl(server);
   const size = statSync(file).size;
   return new Promise((resolve, reject) => {
@@ -58,6 +58,7 @@ export function pushRelease(file: string, server: string, token: string | undefi
         ...(token ? { authorization: `Bearer ${token}` } : {}),
       },
       timeout: timeoutMs,
+      ...(ca && url.protocol === 'https:' ? { ca } : {}),
     });
     let bodySent = false;
     const sendBody = (): void => {

@@ -2,7 +2,7 @@
  * `fwcast serve` (the long-running publisher with its HTTP API) and
  * `fwcast push` (upload a signed release from CI).
  */
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { createConsoleLogger } from '../../cli/console-log.js';
 import { resolveServeConfig, type ServeFlags } from './config.js';
@@ -23,6 +23,9 @@ export function addServeCommands(program: Command): void {
       const log = createConsoleLogger({ format: config.logFormat }, 'serve');
       const server = new FwcastServer(config, log);
       await server.start();
+      // Also keeps SIGHUP from ending the process when there is no TLS to reload.
+      const reload = (): void => server.reloadTls();
+      process.on('SIGHUP', reload);
       const failure = await Promise.race([
         new Promise<undefined>((resolve) => {
           process.once('SIGINT', () => resolve(undefined));
@@ -30,6 +33,7 @@ export function addServeCommands(program: Command): void {
         }),
         server.failed,
       ]);
+      process.off('SIGHUP', reload);
       log.event('serve.stopping', {}, 'stopping');
       await server.stop();
       if (failure) throw failure;
@@ -39,32 +43,39 @@ export function addServeCommands(program: Command): void {
     .description('upload a signed release file to `fwcast serve` (for CI). Exit codes: 0 stored or already stored, 2 usage, 3 rejected by the server, 4 authentication failed, 5 server unreachable or failing')
     .argument('<file>', 'release file from `fwcast sign`')
     .requiredOption('--server <url>', 'server base URL, e.g. http://fwcast.example:8080')
-    .option('--token <token>', 'upload token (default: the FWCAST_TOKEN environment variable, which keeps it out of process lists)')
+    .option('--token-file <file>', 'file holding the upload token (or set FWCAST_TOKEN)')
+    .option('--token <token>', 'upload token on the command line: every user of the machine sees it in `ps`; prefer FWCAST_TOKEN or --token-file')
+    .option('--ca <file>', 'CA certificate(s) (PEM) to trust for an https:// server, e.g. its self-signed certificate')
     .option('--timeout <seconds>', 'give up after this many seconds without an answer', '120')
     .option('--json', 'print one JSON line with the outcome')
     .exitOverride((err) => {
       // Commander has printed the message already; usage errors exit 2.
       process.exit(err.exitCode === 0 ? 0 : PUSH_EXIT.usage);
     })
-    .action(async (file: string, opts: { server: string; token?: string; timeout: string; json?: boolean }) => {
+    .action(async (file: string, opts: { server: string; token?: string; tokenFile?: string; ca?: string; timeout: string; json?: boolean }) => {
       const finish = (code: number, outcome: Record<string, unknown>, line: string): void => {
         if (opts.json) process.stdout.write(JSON.stringify({ ok: code === 0, exitCode: code, ...outcome }) + '\n');
         (code === 0 ? process.stdout : process.stderr).write(opts.json && code === 0 ? '' : `${code === 0 ? '' : 'fwcast push: error: '}${line}\n`);
         process.exitCode = code;
       };
       const timeout = Number(opts.timeout);
+      let token: string | undefined;
+      let ca: Buffer | undefined;
       try {
         uploadUrl(opts.server);
         if (!(timeout > 0)) throw new TypeError(`--timeout must be a positive number of seconds, got "${opts.timeout}"`);
+        if (opts.token !== undefined && opts.tokenFile !== undefined) throw new TypeError('give the token once: --token-file or --token, not both');
+        token = opts.tokenFile !== undefined ? readTokenFile(opts.tokenFile) : opts.token ?? (process.env.FWCAST_TOKEN?.trim() || undefined);
+        if (opts.ca !== undefined) ca = readPushFile(opts.ca, 'CA file');
         if (!statSync(file).isFile()) throw new TypeError(`${file} is not a file`);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         return finish(PUSH_EXIT.usage, { error: 'usage', message: code ? `cannot read ${file}: ${code}` : (err as Error).message }, code ? `cannot read ${file}: ${code}` : (err as Error).message);
       }
-      const token = opts.token ?? (process.env.FWCAST_TOKEN || undefined);
+      if (opts.token !== undefined) process.stderr.write('fwcast push: warning: --token is visible to every user in `ps`; prefer FWCAST_TOKEN or --token-file\n');
       let result;
       try {
-        result = await pushRelease(file, opts.server, token, timeout * 1000);
+        result = await pushRelease(file, opts.server, token, timeout * 1000, ca);
       } catch (err) {
         if (err instanceof PushNetworkError) return finish(PUSH_EXIT.unreachable, { error: 'unreachable', message: err.message }, err.message);
         throw err;
@@ -77,7 +88,22 @@ export function addServeCommands(program: Command): void {
       }
       const reason = typeof result.body.error === 'string' ? result.body.error : `http-${result.status}`;
       const message = typeof result.body.message === 'string' ? result.body.message : `HTTP ${result.status}`;
-      const hint = code === PUSH_EXIT.auth ? (token ? ' (check the token)' : ' (pass --token or set FWCAST_TOKEN)') : '';
+      const hint = code === PUSH_EXIT.auth ? (token ? ' (check the token)' : ' (set FWCAST_TOKEN or pass --token-file)') : '';
       return finish(code === PUSH_EXIT.stored ? PUSH_EXIT.error : code, { status: result.status, error: reason, message }, `server answered ${result.status} ${reason}: ${message}${hint}`);
     });
+}
+
+/** A file push needs; an unreadable one is a usage error naming it. */
+function readPushFile(path: string, what: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new TypeError(`cannot read the ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+function readTokenFile(path: string): string {
+  const token = readPushFile(path, 'token file').toString('utf8').trim();
+  if (token === '') throw new TypeError(`the token file ${path} is empty`);
+  return token;
 }

@@ -5,7 +5,6 @@
  * fly; retiring the live release puts the next newest on the air (or none).
  */
 import { existsSync, readdirSync, rmSync } from 'node:fs';
-import type { Server } from 'node:http';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { readTrustedKey } from '../../cli/key-files.js';
@@ -20,6 +19,7 @@ import { channelCounts, Publisher } from '../../carousel/publisher.js';
 import { symbolSetFor } from '../symbol-cache.js';
 import type { ServeConfig, ServedModel } from './config.js';
 import { createHttpApi } from './http-api.js';
+import { readTlsIdentity, type Listener, type TlsIdentity } from './http-listener.js';
 import { ServeMetrics } from './metrics.js';
 import { ReleaseStore, type StoredRelease } from './release-store.js';
 
@@ -38,7 +38,7 @@ export class FwcastServer {
   #store!: ReleaseStore;
   #transport: Transport;
   #publisher: Publisher;
-  #http!: Server;
+  #listener!: Listener;
   #abort = new AbortController();
   #running: Promise<void> | undefined;
   #sampler: NodeJS.Timeout | undefined;
@@ -60,6 +60,8 @@ export class FwcastServer {
 
   /** Opens the store, puts every model's live release on the air, and listens. Returns the HTTP address. */
   async start(): Promise<AddressInfo> {
+    // First: a certificate that cannot be used is a configuration error, before anything runs.
+    const tls = this.config.tls ? readTlsIdentity(this.config.tls) : undefined;
     await ed25519.ready();
     const trusted = this.config.trustedKeys.map(readTrustedKey);
     this.#store = new ReleaseStore({
@@ -80,10 +82,13 @@ export class FwcastServer {
       this.#fail(err as Error);
     });
     this.#sampler = setInterval(() => this.metrics.sample(this.#publisher.stats()), 1000);
-    this.#http = createHttpApi({
+    this.#listener = createHttpApi({
       store: this.#store,
       metrics: this.metrics,
       token: this.config.token,
+      readToken: this.config.readToken,
+      tls,
+      limits: this.config,
       maxUploadSize: this.config.maxUploadSize,
       log: this.#log.child('serve:http'),
       status: () => this.status(),
@@ -96,9 +101,35 @@ export class FwcastServer {
     });
     const address = this.#http.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    const url = `http://${host}:${address.port}`;
+    const url = `${tls ? 'https' : 'http'}://${host}:${address.port}`;
     this.#log.event('serve.listening', { url, rate: this.config.rate, interface: this.config.iface }, `listening on ${url}`);
+    if (!tls && !isLoopback(address.address)) {
+      this.#log.event('serve.plain-http', { url }, `${url} is plain HTTP on a network: the upload token crosses it in clear (set "tlsCert" and "tlsKey")`);
+    }
     return address;
+  }
+
+  get #http() {
+    return this.#listener.server;
+  }
+
+  /**
+   * Reads the TLS certificate and key files again (SIGHUP) and serves them to
+   * new connections; on any error the current ones stay. Without TLS, nothing.
+   */
+  reloadTls(): void {
+    const files = this.config.tls;
+    if (!files || !this.#listener || !('setSecureContext' in this.#http)) return;
+    let identity: TlsIdentity;
+    try {
+      identity = readTlsIdentity(files);
+    } catch (err) {
+      this.#log.event('serve.tls-reload-failed', { cert: files.cert, ...errorFields(err) }, `TLS files not reloaded, the current ones stay: ${(err as Error).message}`);
+      return;
+    }
+    this.#http.setSecureContext({ cert: identity.cert, key: identity.key });
+    this.#log.event('serve.tls-reloaded', { cert: files.cert, fingerprint: identity.fingerprint, expires: identity.expires },
+      `TLS certificate ${files.cert} reloaded (SHA-256 ${identity.fingerprint}, valid until ${identity.expires})`);
   }
 
   /**
@@ -194,13 +225,13 @@ export class FwcastServer {
     const releases: Record<string, number> = { live: 0, superseded: 0, retired: 0 };
     for (const r of this.#store.list()) releases[r.state] = (releases[r.state] ?? 0) + 1;
     const live = [...this.#onAir].map(([model, a]) => ({ channel: this.#models.get(model)!.channel.name, model, releaseId: a.release.releaseId, version: a.release.version, seq: a.release.seq }));
-    return this.metrics.exposition(this.#publisher.stats(), live, { rate: this.config.rate, sendErrors: this.#transport.stats().sendErrors, releases });
+    return this.metrics.exposition(this.#publisher.stats(), live, { rate: this.config.rate, sendErrors: this.#transport.stats().sendErrors, releases, connections: this.#listener.connections() });
   }
 
   async stop(): Promise<void> {
     this.#abort.abort();
     if (this.#sampler) clearInterval(this.#sampler);
-    if (this.#http?.listening) {
+    if (this.#listener?.server.listening) {
       const closed = new Promise<void>((resolve) => this.#http.close(() => resolve()));
       this.#http.closeIdleConnections();
       setTimeout(() => this.#http.closeAllConnections(), 2000).unref();
@@ -214,4 +245,9 @@ export class FwcastServer {
         `${s.channel}: ${s.rounds} rounds, ${s.packets} datagrams, ${s.bytes} bytes`);
     }
   }
+}
+
+/** ::1, 127.0.0.0/8, ::ffff:127.x: addresses no other host reaches. */
+function isLoopback(address: string): boolean {
+  return address === '::1' || /^(::ffff:)?127\./.test(address);
 }

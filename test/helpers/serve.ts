@@ -49,11 +49,16 @@ export interface PushOutcome {
   stderr: string;
 }
 
-/** `fwcast push FILE --json` from a host; the token is passed as given (undefined: none). */
-export async function push(lab: NetLab, host: string, file: string, token: string | undefined, server = 'http://[fd00:fc::1]:8080'): Promise<PushOutcome> {
+/**
+ * `fwcast push FILE --json` from a host; the token (undefined: none) in
+ * FWCAST_TOKEN, as users should pass it, or with `--token` (`via: 'flag'`).
+ */
+export async function push(lab: NetLab, host: string, file: string, token: string | undefined, server = 'http://[fd00:fc::1]:8080', opts: { via?: 'env' | 'flag'; args?: string[] } = {}): Promise<PushOutcome> {
   const env = { ...process.env };
   delete env.FWCAST_TOKEN;
-  const p = track(lab.spawn(host, process.execPath, [FWCAST, 'push', file, '--server', server, '--json', ...(token ? ['--token', token] : [])], { env }));
+  if (token && opts.via !== 'flag') env.FWCAST_TOKEN = token;
+  const flag = token && opts.via === 'flag' ? ['--token', token] : [];
+  const p = track(lab.spawn(host, process.execPath, [FWCAST, 'push', file, '--server', server, '--json', ...flag, ...(opts.args ?? [])], { env }));
   const code = await exitCode(p, 30_000);
   return { code, json: JSON.parse(p.stdout.trim() || '{}') as PushOutcome['json'], stderr: p.stderr };
 }
