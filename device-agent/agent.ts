@@ -16,7 +16,7 @@ import type { VerifiedManifest } from '../protocol/manifest.js';
 import type { Channel, Transport } from '../transport/transport.js';
 import type { Installer } from './installer.js';
 import { Receiver, type ReceiverEvent, type ReceiverStats } from './receiver/receiver.js';
-import { limitRefusals } from './refusal-log.js';
+import { limitRefusals } from '../cli/refusal-log.js';
 import { SpillAssembler } from './spill-assembler.js';
 import { sha256File, type InstalledRecord, type Store } from './store.js';
 import { hex } from '../protocol/hex.js';

@@ -32,7 +32,7 @@ export const LOG_EVENTS = {
   'agent.listening': { level: 'info', fields: ['model', 'channel', 'group', 'port', 'transport', 'installedVersion?', 'installedSeq?'] },
   // The optional fields are the refusal's facts (FwcastError.facts): which key, model, seq.
   'release.refused': { level: 'warn', fields: ['model', 'release', 'error', 'reason', 'detail', 'kid?', 'releaseModel?', 'seq?', 'installedSeq?', 'expires?'] },
-  // At most one per model every 10 s, while refusals beyond 5 per reason went unlogged (device-agent/refusal-log.ts).
+  // At most one per model every 10 s, while refusals beyond 5 per reason went unlogged (cli/refusal-log.ts).
   'release.refusals-suppressed': { level: 'warn', fields: ['model', 'seconds', 'total', 'suppressed.*'] },
   'release.accepted': { level: 'info', fields: [...MODEL_RELEASE, 'imageSize', 'segments', 'kid'] },
   'release.resumed': { level: 'info', fields: [...MODEL_RELEASE, 'segmentsDone', 'segments', 'symbolsOnDisk'] },
@@ -83,6 +83,8 @@ export const LOG_EVENTS = {
   'serve.release-retired': { level: 'info', fields: [...MODEL_RELEASE] },
   'serve.request-refused': { level: 'warn', fields: ['method', 'url', 'reason', 'status', 'remote?', 'detail'] },
   'serve.upload-refused': { level: 'warn', fields: ['reason', 'status', 'remote?', 'detail'] },
+  // At most one every 10 s, while refusals beyond 5 per reason went unlogged (cli/refusal-log.ts).
+  'serve.refusals-suppressed': { level: 'warn', fields: ['seconds', 'total', 'suppressed.*'] },
   'serve.upload-abandoned': { level: 'warn', fields: ['remote?', ...ERROR] },
   'serve.request-failed': { level: 'error', fields: ['method', 'url', ...ERROR] },
   'serve.stopping': { level: 'info', fields: [] },

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { createConsoleLogger, MAX_MESSAGE_CHARACTERS, MAX_VALUE_CHARACTERS } from '../cli/console-log.js';
 import { Agent } from '../device-agent/agent.js';
 import { CommandInstaller } from '../device-agent/installers/command-installer.js';
-import { limitRefusals, type RefusalLogClock } from '../device-agent/refusal-log.js';
+import { limitRefusals, type RefusalLogClock } from '../cli/refusal-log.js';
 import { Store } from '../device-agent/store.js';
 import { decodeCoseSign1 } from '../protocol/cose-sign1.js';
 import { InvalidSignatureError } from '../protocol/errors.js';

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { channelGroup } from '../protocol/channel.js';
-import { REFUSAL_LOG_LIMITS } from '../device-agent/refusal-log.js';
+import { REFUSAL_LOG_LIMITS } from '../cli/refusal-log.js';
 import type { LogAttackerSummary } from './helpers/log-attacker.js';
 import { checkLogLines, MAX_LINE_CHARACTERS, type CheckedLine } from './helpers/log-lines.js';
 import { exitCode, FWCAST_AGENT, fwcast, ROOT, stderrMatch, track, type Tracked } from './helpers/processes.js';

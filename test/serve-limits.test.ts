@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { idleFlood, probe, reports, slowHeaders, type FloodReport, type ProbeReport, type TrickleReport } from './helpers/http-clients.js';
-import { exitCode } from './helpers/processes.js';
+import { events, exitCode, track, waitForEvent } from './helpers/processes.js';
 import { fwcastAsync, serveConfig, startServe } from './helpers/serve.js';
 
 const TARGET = { host: 'fd00:fc::1', port: 8080 };
@@ -57,4 +57,24 @@ test('slowloris: headers sent a byte every half second are cut off by the header
   const probes = probe(lab, 'slow', `http://[${TARGET.host}]:${TARGET.port}/healthz`, 1, 3000);
   await exitCode(probes, 10_000);
   t.like(reports<ProbeReport>(probes)[0], { status: 200 }, 'and the server still answers');
+});
+
+test('regression: a stranger sending 300 unauthorized uploads gets at most 5 log lines per reason, then one summary counting the rest', async (t) => {
+  const lab = NetLab.create(['srv', 'stranger']);
+  t.teardown(() => lab.destroy());
+  const srv = await server(lab);
+  t.teardown(() => void srv.child.kill('SIGKILL'));
+  const stranger = track(lab.spawn('stranger', process.execPath, ['-e', `
+    (async () => {
+      for (let i = 0; i < 300; i++) {
+        const r = await fetch('http://[${TARGET.host}]:${TARGET.port}/api/v1/releases', { method: 'POST', headers: { authorization: 'Bearer wrong-' + i }, body: 'x' });
+        await r.text();
+      }
+    })().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
+  `]));
+  t.is(await exitCode(stranger, 60_000), 0, stranger.stderr);
+  const summary = await waitForEvent(srv, 'serve.refusals-suppressed', {}, 15_000);
+  const refused = events(srv.stderr, 'serve.request-refused');
+  t.true(refused.length <= 5, `${refused.length} serve.request-refused lines`);
+  t.is(Number(summary['suppressed.unauthorized']) + refused.length, 300, JSON.stringify(summary));
 });

@@ -26,6 +26,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { PassThrough } from 'node:stream';
+import { limitRefusalEvents } from '../../cli/refusal-log.js';
 import { errorFields, type Logger } from '../../protocol/log.js';
 import { PROMETHEUS_CONTENT_TYPE, type ServeMetrics } from './metrics.js';
 import { RejectedError, REJECTIONS, type ReleaseStore, type StoredRelease } from './release-store.js';
@@ -69,7 +70,9 @@ function dropBody(req: IncomingMessage): void {
 }
 
 export function createHttpApi(init: HttpApiInit): Listener {
-  const { store, metrics, log } = init;
+  const { store, metrics } = init;
+  // Anyone who reaches the port can be refused: those lines come at a bounded rate (cli/refusal-log.ts).
+  const log = limitRefusalEvents(init.log, { refusals: ['serve.request-refused', 'serve.upload-refused'], summary: 'serve.refusals-suppressed', context: {} });
   const tokenDigest = digest(init.token);
   const readDigest = init.readToken !== undefined ? digest(init.readToken) : undefined;
 

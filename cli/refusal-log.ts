@@ -1,12 +1,14 @@
 /**
  * Refusals, logged at a bounded rate. Anyone on the network can make the
- * agent refuse a release (an unsigned manifest is one datagram), so logging
- * each refusal hands a stranger the agent's log volume. Per reason, the first
- * few refusals of each interval are logged as `release.refused`; the rest are
- * counted, and at the end of the interval one `release.refusals-suppressed`
- * line gives the counts by reason. At most one summary per interval, and none
- * while nothing was left out. Every refusal is still counted in the receiver's
- * drop counters (`agent.stats`).
+ * agent refuse a release (an unsigned manifest is one datagram), and anyone
+ * who reaches serve can make it refuse a request, so logging each refusal
+ * hands a stranger the log's volume. Per reason, the first few refusals of
+ * each interval are logged (`release.refused`; `serve.request-refused` and
+ * `serve.upload-refused`); the rest are counted, and at the end of the
+ * interval one summary line (`release.refusals-suppressed`,
+ * `serve.refusals-suppressed`) gives the counts by reason. At most one summary
+ * per interval, and none while nothing was left out. The agent still counts
+ * every refusal in its drop counters (`agent.stats`), serve in its metrics.
  */
 import type { LogEvent, LogFields, Logger } from '../protocol/log.js';
 
@@ -41,8 +43,20 @@ interface Window {
   summaryDue: boolean;
 }
 
+/** Which events are refusals, the summary that stands for those left out, and the fields every summary carries. */
+export interface RefusalEvents {
+  refusals: readonly LogEvent[];
+  summary: LogEvent;
+  context: LogFields;
+}
+
 /** `log`, with its `release.refused` lines for `model` limited as described above; other events pass unchanged. */
 export function limitRefusals(log: Logger, model: string, limits: RefusalLogLimits = REFUSAL_LOG_LIMITS, clock: RefusalLogClock = realClock): Logger {
+  return limitRefusalEvents(log, { refusals: ['release.refused'], summary: 'release.refusals-suppressed', context: { model } }, limits, clock);
+}
+
+/** `log`, with the `refusals` events limited per `reason` field as described above; other events pass unchanged. */
+export function limitRefusalEvents(log: Logger, kinds: RefusalEvents, limits: RefusalLogLimits = REFUSAL_LOG_LIMITS, clock: RefusalLogClock = realClock): Logger {
   let window: Window | undefined;
 
   const summarise = (w: Window): void => {
@@ -51,9 +65,9 @@ export function limitRefusals(log: Logger, model: string, limits: RefusalLogLimi
     const counts = [...w.suppressed].sort(([a], [b]) => a.localeCompare(b));
     const total = counts.reduce((sum, [, n]) => sum + n, 0);
     const seconds = limits.intervalMs / 1000;
-    const fields: LogFields = { model, seconds, total };
+    const fields: LogFields = { ...kinds.context, seconds, total };
     for (const [reason, n] of counts) fields[`suppressed.${reason}`] = n;
-    log.event('release.refusals-suppressed', fields,
+    log.event(kinds.summary, fields,
       `${total} more refusals in ${seconds} s not logged one by one: ${counts.map(([r, n]) => `${r} ${n}`).join(', ')}`);
   };
 
@@ -80,7 +94,7 @@ export function limitRefusals(log: Logger, model: string, limits: RefusalLogLimi
 
   const limited = (inner: Logger): Logger => ({
     event(event: LogEvent, fields: LogFields, message?: string) {
-      if (event === 'release.refused' && !admit(String(fields.reason))) return;
+      if (kinds.refusals.includes(event) && !admit(String(fields.reason))) return;
       inner.event(event, fields, message);
     },
     child: (scope) => limited(inner.child(scope)),
