@@ -14,7 +14,7 @@
  */
 
 /** Library code: what dist/ is built from (tsconfig.build.json). */
-const LIBRARY = '^(protocol|transport|carousel|storage|server|device-agent|cli)/';
+const LIBRARY = '^(protocol|transport|carousel|storage|runtime|server|device-agent|cli)/';
 
 /**
  * Node modules that reach outside the process (files, network, processes,
@@ -36,23 +36,23 @@ module.exports = {
   forbidden: [
     {
       name: 'server-not-device-agent',
-      comment: 'server/ and device-agent/ are the two sides; what both need lives in carousel/, transport/, storage/ or protocol/.',
+      comment: 'server/ and device-agent/ are the two sides; what both need lives in carousel/, transport/, storage/, runtime/ or protocol/.',
       severity: 'error',
       from: { path: '^server/' },
       to: { path: '^device-agent/' },
     },
     {
       name: 'device-agent-not-server',
-      comment: 'server/ and device-agent/ are the two sides; what both need lives in carousel/, transport/, storage/ or protocol/.',
+      comment: 'server/ and device-agent/ are the two sides; what both need lives in carousel/, transport/, storage/, runtime/ or protocol/.',
       severity: 'error',
       from: { path: '^device-agent/' },
       to: { path: '^server/' },
     },
     {
       name: 'shared-not-sides',
-      comment: 'transport/, carousel/ and storage/ serve both sides, so they import neither, nor cli/ (command lines only).',
+      comment: 'transport/, carousel/, storage/ and runtime/ serve both sides, so they import neither, nor cli/ (command lines only).',
       severity: 'error',
-      from: { path: '^(transport|carousel|storage)/' },
+      from: { path: '^(transport|carousel|storage|runtime)/' },
       to: { path: '^(server|device-agent|cli)/' },
     },
     {

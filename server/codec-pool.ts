@@ -3,7 +3,8 @@
  * independent, so they encode and decode in parallel, one per core.
  */
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startModuleWorker } from '../runtime/worker-thread.js';
 import type { CodecRequest, CodecResponse } from './codec-worker.js';
 
 /**
@@ -15,15 +16,6 @@ const DEPTH = 2;
 type Pending = { resolve: (r: CodecResponse) => void; reject: (e: Error) => void };
 type Job = CodecRequest extends infer R ? (R extends unknown ? Omit<R, 'id'> : never) : never;
 
-/** Under tsx (development, tests) the worker is TypeScript: it registers the same loader first. */
-function startWorker(): Worker {
-  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./codec-worker.js', import.meta.url));
-  const entry = JSON.stringify(new URL('./codec-worker.ts', import.meta.url).href);
-  // Resolved from here, not from the working directory an eval worker would use.
-  const tsx = JSON.stringify(import.meta.resolve('tsx/esm/api'));
-  return new Worker(`import(${tsx}).then((tsx) => { tsx.register(); return import(${entry}); });`, { eval: true });
-}
-
 export class CodecPool {
   #workers: Worker[] = [];
   /** One entry per job a worker may take now: each worker holds up to DEPTH. */
@@ -34,7 +26,7 @@ export class CodecPool {
 
   constructor(size = availableParallelism()) {
     for (let i = 0; i < Math.max(1, size); i++) {
-      const worker = startWorker();
+      const worker = startModuleWorker(import.meta.url, 'codec-worker');
       worker.on('message', (res: CodecResponse) => {
         const p = this.#pending.get(res.id);
         this.#pending.delete(res.id);
