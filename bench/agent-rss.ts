@@ -27,6 +27,12 @@ export function agentNodeFlags(): string[] {
   return shebang.split(/\s+/).filter((w) => w.startsWith('--'));
 }
 
+/** The environment the agent's shebang line sets (NAME=value before `node`). */
+export function agentEnvironment(): Record<string, string> {
+  const shebang = readFileSync(AGENT, 'utf8').split('\n')[0]!;
+  return Object.fromEntries(shebang.split(/\s+/).filter((w) => /^[A-Z_]+=/.test(w)).map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]));
+}
+
 export interface AgentRssOptions {
   /** Publisher rate, tc units (default 150mbit). */
   rate?: string;
@@ -58,7 +64,7 @@ export async function measureAgentRss(imageMiB: number, opts: AgentRssOptions = 
       ...(opts.segmentSize ? ['--segment-size', String(opts.segmentSize)] : [])]);
     const expected = JSON.parse(execFileSync(process.execPath, [FWCAST, 'inspect', release, '--json'], { encoding: 'utf8' })) as { sha256: string; fec: { segmentSize: number } };
     if (lossPercent > 0) lab.setLoss('dev', lossPercent);
-    const agent = lab.spawn('dev', process.execPath, [...agentNodeFlags(), AGENT, '--model', 'bench', '--key', PUB, '--iface', 'eth0', '--store', join(dir, 'store'), '--once', '--json', '--timeout', String(timeoutS)]);
+    const agent = lab.spawn('dev', process.execPath, [...agentNodeFlags(), AGENT, '--model', 'bench', '--key', PUB, '--iface', 'eth0', '--store', join(dir, 'store'), '--once', '--json', '--timeout', String(timeoutS)], { env: { ...process.env, ...agentEnvironment() } });
     let stdout = '';
     agent.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     agent.stderr!.resume();

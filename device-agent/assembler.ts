@@ -8,18 +8,37 @@
  *    one segment at a time: memory stays flat whatever the image size, and
  *    what was received survives a restart.
  */
+import type { StoreError } from '../protocol/errors.js';
 import { RaptorqCodec, SegmentDecoder } from '../protocol/fec.js';
 import type { SegmentInfo } from '../protocol/manifest.js';
 
 export type AddResult =
   | { kind: 'duplicate' }
-  | { kind: 'stored'; received: number }
+  /** `retryAt`: a decode was tried and failed; the next try is at that many symbols. */
+  | { kind: 'stored'; received: number; retryAt?: number }
   /**
    * The segment decoded; its bytes still have to pass the segment digest, and
    * may be reused by the next add(). `sha256` is their digest when the
    * assembler already has it (hashed while the source symbols arrived).
    */
-  | { kind: 'decoded'; bytes: Uint8Array; sha256?: Uint8Array };
+  | { kind: 'decoded'; bytes: Uint8Array; sha256?: Uint8Array }
+  /** Not taken: the storage behind this assembler is busy; the carousel brings the symbol again. */
+  | { kind: 'shed' }
+  /** Not taken: the segment has what its decode, under way elsewhere, needs. */
+  | { kind: 'enough' };
+
+/**
+ * What an assembler that decodes elsewhere (threaded-assembler.ts) reports
+ * later, between datagrams: a segment decoded, matched its signed digest and
+ * is durable; a segment decoded to the wrong bytes (started over); codec
+ * traps; the store failing, or working again after failing.
+ */
+export type Settlement =
+  | { kind: 'committed'; segment: number }
+  | { kind: 'mismatch'; segment: number }
+  | { kind: 'trap'; count: number }
+  | { kind: 'store-error'; error: StoreError; refused: number }
+  | { kind: 'store-ok' };
 
 export interface SegmentAssembler {
   /** Segments already decoded and committed (after a restart). */
@@ -39,6 +58,11 @@ export interface SegmentAssembler {
   recoverFromTrap(): void;
   /** Releases memory and handles; what is persisted stays for a restart. */
   close(): void;
+  /**
+   * Set by the receiver on an assembler that settles segments later (one
+   * whose add() never returns `decoded`): called between datagrams.
+   */
+  onSettled?: (s: Settlement) => void;
 }
 
 export class MemoryAssembler implements SegmentAssembler {

@@ -239,6 +239,21 @@ export class SpillAssembler implements SegmentAssembler {
       }
     }
     if (state.count < state.nextAttempt) return { kind: 'stored', received: state.count };
+    return this.#attempt(segment, state);
+  }
+
+  /**
+   * Decodes a segment now if it holds enough symbols: after a restart, a
+   * segment may have all it needs on disk, and no new symbol will come to
+   * start its decode.
+   */
+  tryDecode(segment: SegmentInfo): AddResult | undefined {
+    const state = this.#state.get(segment.index);
+    if (!state || state.count < state.nextAttempt) return undefined;
+    return this.#attempt(segment, state);
+  }
+
+  #attempt(segment: SegmentInfo, state: SegmentState): AddResult {
     this.#flush(segment.index, state);
     const bytes = this.#decode(segment, state.count);
     if (bytes) {
@@ -249,7 +264,7 @@ export class SpillAssembler implements SegmentAssembler {
       return { kind: 'decoded', bytes, sha256 };
     }
     state.nextAttempt = state.count + 2;
-    return { kind: 'stored', received: state.count };
+    return { kind: 'stored', received: state.count, retryAt: state.nextAttempt };
   }
 
   /**

@@ -37,7 +37,8 @@ export const LOG_EVENTS = {
   'release.accepted': { level: 'info', fields: [...MODEL_RELEASE, 'imageSize', 'segments', 'kid'] },
   'release.resumed': { level: 'info', fields: [...MODEL_RELEASE, 'segmentsDone', 'segments', 'symbolsOnDisk'] },
   'release.progress': { level: 'info', fields: ['model', 'version', 'seq', 'symbols', 'needed', 'segmentsDone', 'segments'] },
-  'release.received': { level: 'info', fields: [...MODEL_RELEASE, 'segments'] },
+  // stallMs: the agent's longest event-loop stall while the release was received (the socket is not read meanwhile).
+  'release.received': { level: 'info', fields: [...MODEL_RELEASE, 'segments', 'seconds', 'stallMs'] },
   'release.verified': { level: 'info', fields: [...MODEL_RELEASE, 'sha256', 'installer'] },
   'release.not-installed': { level: 'error', fields: [...MODEL_RELEASE, ...ERROR] },
   'release.installing': { level: 'info', fields: ['model', 'version', 'seq', 'percent', 'done', 'total'] },

@@ -127,7 +127,7 @@ test('mix-and-match: symbols of another release relabelled with the current rele
   const assembled = new Uint8Array(image.length);
   let complete = false;
   for (const e of feed(receiver, genuine, 'publisher')) {
-    if (e.kind === 'segment') assembled.set(e.bytes, e.segment.offset);
+    if (e.kind === 'segment') assembled.set(e.bytes!, e.segment.offset);
     if (e.kind === 'complete') complete = true;
   }
   t.true(complete);
@@ -241,7 +241,7 @@ test('a trap inside the WASM decoder does not stop the transfer: the codec is re
   const traps = withTrapOnDecode(50, undefined, (traps) => {
     for (const d of datagramsOf(release, 3000)) {
       for (const e of receiver.push(d, NOW, 'publisher')) {
-        if (e.kind === 'segment') assembled.set(e.bytes, e.segment.offset);
+        if (e.kind === 'segment') assembled.set(e.bytes!, e.segment.offset);
         if (e.kind === 'complete') complete = true;
       }
       if (complete) break;
@@ -286,7 +286,7 @@ test('a decoder trap while receiving one model costs the other model nothing', a
         const trapsBefore = traps();
         sent[m]!++;
         for (const e of receivers[m]!.push(streams[m]![i]!, NOW, 'publisher')) {
-          if (e.kind === 'segment') assembled[m]!.set(e.bytes, e.segment.offset);
+          if (e.kind === 'segment') assembled[m]!.set(e.bytes!, e.segment.offset);
           if (e.kind === 'complete') complete[m] = true;
         }
         if (traps() > trapsBefore && bBefore) bAround = [bBefore, b.progress()!.symbols];

@@ -112,13 +112,14 @@ function pushAll(r: Receiver, datagrams: readonly Uint8Array[], out: Outcome): v
     for (const e of events) {
       if (e.kind === 'accepted') out.accepted.push(hexOf(e.release.releaseId));
       if (e.kind === 'rejected') out.rejected.push({ releaseId: e.releaseId, error: e.error });
-      if (e.kind === 'store-error') throw new Error(`a memory assembler reported a store error: ${e.error.message}`);
+      if (e.kind === 'store-error' || e.kind === 'store-ok') throw new Error(`a memory assembler reported on a store: ${e.kind}`);
       const id = hexOf((e.kind === 'rejected' ? { releaseId: Buffer.from(e.releaseId, 'hex') } : e.release).releaseId);
       if (e.kind === 'segment') {
         const source = id === genuineId ? release : id === hexOf(older.releaseId) ? older : undefined;
         if (!source) throw new Error('a segment of a forged release was delivered');
-        if (!eq(e.bytes, source.image.subarray(e.segment.offset, e.segment.offset + e.bytes.length))) throw new Error('a segment was delivered with the wrong bytes');
-        if (source === release) out.image.set(e.bytes, e.segment.offset);
+        const bytes = e.bytes!;
+        if (!eq(bytes, source.image.subarray(e.segment.offset, e.segment.offset + bytes.length))) throw new Error('a segment was delivered with the wrong bytes');
+        if (source === release) out.image.set(bytes, e.segment.offset);
       }
       if (e.kind === 'complete' && id === genuineId) out.complete = true;
     }

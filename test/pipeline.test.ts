@@ -18,7 +18,7 @@ function receive(receiver: Receiver, carousel: Carousel, lossRate: number, seed:
     if (lose() < lossRate) continue;
     for (const e of receiver.push(datagram, NOW)) {
       events.push(e);
-      if (e.kind === 'segment') image.set(e.bytes, e.segment.offset);
+      if (e.kind === 'segment') image.set(e.bytes!, e.segment.offset);
       if (e.kind === 'complete') return { image, events, sent };
     }
   }
@@ -53,7 +53,7 @@ test('a lossless receiver completes within the first round; authentication costs
     const datagram = carousel.next();
     bytes[decodePacket(datagram).type] += datagram.length;
     for (const e of receiver.push(datagram, NOW)) {
-      if (e.kind === 'segment') assembled.set(e.bytes, e.segment.offset);
+      if (e.kind === 'segment') assembled.set(e.bytes!, e.segment.offset);
       if (e.kind === 'complete') image = assembled;
     }
   }

@@ -134,7 +134,7 @@ test('a newer seq arriving mid-transfer supersedes the current release; the olde
     for (const d of [b.next(), a.next()]) {
       for (const e of receiver.push(d, NOW)) {
         events.push(e);
-        if (e.kind === 'segment') image.set(e.bytes, e.segment.offset);
+        if (e.kind === 'segment') image.set(e.bytes!, e.segment.offset);
         if (e.kind === 'complete') complete = true;
       }
     }
@@ -521,7 +521,7 @@ test('after a burst of garbage the genuine release still completes', async (t) =
       t.notThrows(() => {
         for (const e of receiver.push(d, NOW)) {
           events.push(e);
-          if (e.kind === 'segment') out.set(e.bytes, e.segment.offset);
+          if (e.kind === 'segment') out.set(e.bytes!, e.segment.offset);
           if (e.kind === 'complete') image = out;
         }
       });

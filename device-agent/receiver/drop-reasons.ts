@@ -36,6 +36,8 @@ export const DROP_REASONS = {
   'decoder-trap': 'a symbol during which the RaptorQ decoder trapped (its codec instance is recycled)',
   'segment-digest-mismatch': 'a decoded segment whose SHA-256 differs from the signed one (a broken publisher)',
   // The agent's own store
+  'segment-decoding': 'a symbol of a segment that already has what its decode, under way in the storage thread, needs',
+  'storage-behind': 'a symbol shed because the agent\'s storage thread was behind by more than its bound (1 MiB); the carousel brings another',
   'store-error': 'a symbol, segment or manifest that could not be written to the store (disk full, I/O error); it is received again once the store works',
 } as const satisfies Record<string, string>;
 

@@ -32,7 +32,7 @@ import type { PublicKey } from '../../protocol/keys.js';
 import { DEFAULT_LIMITS, type ReceiverLimits } from '../../protocol/limits.js';
 import { openSignedManifest, type SegmentInfo, type VerifiedManifest } from '../../protocol/manifest.js';
 import { decodePacket, PacketType, type AuthPacket, type ManifestFragment, type SymbolPacket } from '../../protocol/packet.js';
-import { MemoryAssembler, type SegmentAssembler } from '../assembler.js';
+import { MemoryAssembler, type SegmentAssembler, type Settlement } from '../assembler.js';
 import { isDropReason, type AbandonReason, type DropReason, type LedgerDropReason } from './drop-reasons.js';
 import { EarlyBacklog } from './early-backlog.js';
 import { ManifestReassembly } from './manifest-reassembly.js';
@@ -46,16 +46,27 @@ export interface ReceiverInit {
   limits?: ReceiverLimits;
   /** Where symbols of an accepted release go (default: in memory). */
   assemblerFor?: (release: VerifiedManifest) => SegmentAssembler;
+  /**
+   * Events that happen between push() calls: those of an assembler that
+   * decodes in another thread (segments settled, store errors, completion).
+   */
+  onLateEvent?: (e: ReceiverEvent) => void;
 }
 
 export type ReceiverEvent =
   | { kind: 'rejected'; releaseId: string; error: FwcastError }
   | { kind: 'accepted'; release: VerifiedManifest }
-  /** `bytes` may be reused by the assembler: valid until the next push(). */
-  | { kind: 'segment'; release: VerifiedManifest; segment: SegmentInfo; bytes: Uint8Array }
+  /**
+   * A segment decoded and matched its signed digest. `bytes` (from an
+   * assembler that decodes in this thread) may be reused by the assembler:
+   * valid until the next push().
+   */
+  | { kind: 'segment'; release: VerifiedManifest; segment: SegmentInfo; bytes?: Uint8Array }
   | { kind: 'complete'; release: VerifiedManifest }
   /** The assembler could not write or read its files: what failed is received again once the store works. */
-  | { kind: 'store-error'; error: StoreError };
+  | { kind: 'store-error'; error: StoreError }
+  /** The store works again after a store-error. */
+  | { kind: 'store-ok' };
 
 export interface ReceiverStats {
   datagrams: number;
@@ -85,12 +96,39 @@ class Transfer implements LedgerHost<Uint8Array, ParityCandidate, Uint8Array> {
   readonly merkle: MerkleVerifier;
   readonly id: string;
 
-  constructor(readonly release: VerifiedManifest, readonly assembler: SegmentAssembler, private readonly stats: ReceiverStats, private readonly out: (e: ReceiverEvent) => void, private readonly dropped: (reason: DropReason, count: number) => void) {
+  constructor(readonly release: VerifiedManifest, readonly assembler: SegmentAssembler, private readonly stats: ReceiverStats, private readonly out: (e: ReceiverEvent) => void, private readonly dropped: (reason: DropReason, count: number) => void, late: (e: ReceiverEvent) => void) {
     const m = release.manifest;
     const layout = new ChunkLayout(m.segments, m.auth.chunkSymbols, m.auth.coding);
     this.ledger = new TransferLedger(layout, m.segments.map((s) => s.published), this, assembler.completed);
     this.merkle = new MerkleVerifier(m.auth.root, layout.depth);
     this.id = hex(release.releaseId);
+    // An assembler that decodes elsewhere settles segments between datagrams: its events go out on their own.
+    assembler.onSettled = (s) => this.#settle(s, late);
+  }
+
+  #settle(s: Settlement, out: (e: ReceiverEvent) => void): void {
+    switch (s.kind) {
+      case 'committed':
+        if (this.ledger.isDone(s.segment)) return;
+        return this.#segmentDone(this.release.manifest.segments[s.segment]!, undefined, out);
+      case 'mismatch':
+        return this.dropped('segment-digest-mismatch', 1);
+      case 'trap':
+        this.stats.decoderTraps += s.count;
+        return this.dropped('decoder-trap', s.count);
+      case 'store-error':
+        this.dropped('store-error', s.refused);
+        return out({ kind: 'store-error', error: s.error });
+      case 'store-ok':
+        return out({ kind: 'store-ok' });
+    }
+  }
+
+  #segmentDone(seg: SegmentInfo, bytes: Uint8Array | undefined, out: (e: ReceiverEvent) => void): void {
+    this.ledger.segmentDone(seg.index);
+    this.stats.segmentsDecoded++;
+    out({ kind: 'segment', release: this.release, segment: seg, ...(bytes ? { bytes } : {}) });
+    if (this.ledger.remaining === 0) out({ kind: 'complete', release: this.release });
   }
 
   deliver(segment: number, esi: number, symbol: Uint8Array, digests: Uint8Array): void {
@@ -114,6 +152,8 @@ class Transfer implements LedgerHost<Uint8Array, ParityCandidate, Uint8Array> {
       this.stats.duplicates++;
       return;
     }
+    if (result.kind === 'shed') return this.dropped('storage-behind', 1);
+    if (result.kind === 'enough') return this.dropped('segment-decoding', 1);
     this.stats.symbolsAccepted++;
     if (result.kind === 'stored') return;
     const bytes = result.bytes;
@@ -129,10 +169,7 @@ class Transfer implements LedgerHost<Uint8Array, ParityCandidate, Uint8Array> {
       if (err instanceof StoreError) return this.#storeError(err);
       throw err;
     }
-    this.ledger.segmentDone(segment);
-    this.stats.segmentsDecoded++;
-    this.out({ kind: 'segment', release: this.release, segment: seg, bytes });
-    if (this.ledger.remaining === 0) this.out({ kind: 'complete', release: this.release });
+    this.#segmentDone(seg, bytes, this.out);
   }
 
   #storeError(error: StoreError): void {
@@ -194,7 +231,10 @@ export class Receiver {
     this.stats.dropped[reason] = (this.stats.dropped[reason] ?? 0) + count;
   };
 
+  #late: (e: ReceiverEvent) => void;
+
   constructor(init: ReceiverInit) {
+    this.#late = init.onLateEvent ?? (() => {});
     this.#assemblerFor = init.assemblerFor ?? ((release) => new MemoryAssembler(release.manifest.symbolSize));
     this.model = init.model;
     this.#trusted = init.trusted;
@@ -316,7 +356,7 @@ export class Receiver {
       return this.#emit({ kind: 'store-error', error: err });
     }
     this.#dropTransfer();
-    const t = new Transfer(release, assembler, this.stats, this.#emit, this.#count);
+    const t = new Transfer(release, assembler, this.stats, this.#emit, this.#count, this.#late);
     this.#transfer = t;
     this.#emit({ kind: 'accepted', release });
     if (t.ledger.remaining === 0) return this.#emit({ kind: 'complete', release });

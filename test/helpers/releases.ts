@@ -91,7 +91,7 @@ export function feed(receiver: Receiver, datagrams: Iterable<Uint8Array>, now: n
     for (const e of receiver.push(d, now)) {
       events.push(e);
       if (e.kind === 'accepted' && !image) image = new Uint8Array(e.release.manifest.imageSize);
-      if (e.kind === 'segment') image?.set(e.bytes, e.segment.offset);
+      if (e.kind === 'segment') image?.set(e.bytes!, e.segment.offset);
     }
   }
   return { events, image };
@@ -104,7 +104,7 @@ export function runUntilComplete(receiver: Receiver, carousel: Carousel, now: nu
   for (let sent = 1; sent <= max; sent++) {
     for (const e of receiver.push(carousel.next(), now)) {
       events.push(e);
-      if (e.kind === 'segment') image.set(e.bytes, e.segment.offset);
+      if (e.kind === 'segment') image.set(e.bytes!, e.segment.offset);
       if (e.kind === 'complete') return { events, image, sent };
     }
   }
