@@ -8,6 +8,8 @@ import { endQuietlyOnClosedStdout, exitWithError, UsageError } from '../cli/fail
 import { readTrustedKey } from '../cli/key-files.js';
 import type { LogLevel } from '../protocol/log.js';
 import { createTransport, mqttSummary } from '../transport/create.js';
+import { receiveBufferCap, receiveBufferDrops, receiveBufferFor } from '../transport/receive-buffer.js';
+import type { ReceiveBufferReport } from '../transport/udp-multicast.js';
 import { Agent, type AgentProgress } from './agent.js';
 import { resolveAgentConfig, type AgentFlags } from './config.js';
 import { createInstaller } from './installers/create.js';
@@ -54,7 +56,19 @@ async function run(opts: RunOptions): Promise<void> {
   };
   const log = createConsoleLogger({ format: opts.logFormat, level: opts.logLevel, beforeWrite: clear });
   const models = await Promise.all(config.models.map(async (m) => ({ model: m.model, channel: m.channel, installer: await createInstaller(m.installer) })));
-  const transport = createTransport({ iface: config.iface, mqtt: config.mqtt }, log.child('mqtt'));
+  let capped = false;
+  const onReceiveBuffer = ({ channel, wanted, granted }: ReceiveBufferReport): void => {
+    // Once: the cap is the host's, the same for every channel.
+    if (granted >= wanted || capped) return;
+    capped = true;
+    const model = config.models.find((m) => m.channel === channel)?.model;
+    const fix = `sysctl -w net.core.rmem_max=${wanted}`;
+    log.child(model ? `agent:${model}` : 'agent').event('agent.receive-buffer-capped', {
+      model, channel: channel.name, wantedBytes: wanted, grantedBytes: granted, expectedRate: config.expectedRate, rmemMax: receiveBufferCap(), fix,
+    }, `the kernel granted a ${granted}-byte receive buffer, ${wanted} are needed to ride out a 250 ms stall at ${config.expectedRate / 1e6} Mbit/s: ` +
+      `datagrams will be dropped on this host whenever the agent falls behind; raise the cap: ${fix} (persistently: hardware/raspberry-pi/99-fwcast-sysctl.conf in /etc/sysctl.d/)`);
+  };
+  const transport = createTransport({ iface: config.iface, mqtt: config.mqtt, receiveBuffer: receiveBufferFor(config.expectedRate), onReceiveBuffer }, log.child('mqtt'));
   const agent = new Agent({ models, trusted, store, transport, log, limits: config.limits });
   // Relay mode: each verified install is carouselled onward (device-agent/relay.ts).
   const relay = config.relay
@@ -100,10 +114,14 @@ async function run(opts: RunOptions): Promise<void> {
   clear();
   for (const [model, s] of Object.entries(agent.stats())) {
     const dropped = Object.entries(s.dropped);
+    const channel = config.models.find((m) => m.model === model)!.channel;
+    // What the kernel threw away before the agent saw it: loss the agent made itself.
+    const receiveBufferDropped = config.iface ? receiveBufferDrops(channel.group, channel.port) : undefined;
     log.event('agent.stats', {
-      model, datagrams: s.datagrams, symbolsUsed: s.symbolsAccepted, duplicates: s.duplicates, segmentsDecoded: s.segmentsDecoded,
+      model, datagrams: s.datagrams, receiveBufferDrops: receiveBufferDropped, symbolsUsed: s.symbolsAccepted, duplicates: s.duplicates, segmentsDecoded: s.segmentsDecoded,
       authChunksVerified: s.authChunksVerified, decoderTraps: s.decoderTraps, ...Object.fromEntries(dropped.map(([k, v]) => [`dropped.${k}`, v])),
     }, `stats ${model}: ${s.datagrams} datagrams, ${s.symbolsAccepted} symbols used, ${s.duplicates} duplicates` +
+      (receiveBufferDropped ? `, ${receiveBufferDropped} dropped by the kernel (receive buffer full)` : '') +
       (dropped.length > 0 ? `; dropped: ${dropped.map(([k, v]) => `${v} ${k}`).join(', ')}` : ''));
   }
   const mq = mqttSummary(transport);
@@ -137,6 +155,7 @@ export function buildProgram(): Command {
     .option('--relay-iface <name>', 'relay mode: re-multicast each installed release on this interface')
     .option('--relay-mqtt <url>', 'relay mode: re-publish each installed release to this MQTT broker')
     .option('--relay-rate <rate>', 'relay rate on the wire (default 10mbit)')
+    .option('--expected-rate <rate>', 'the publisher\'s rate to keep up with: sizes the receive buffer (default 100mbit)')
     .option('--install-to <path>', 'install by writing the image to this path (atomic rename)')
     .option('--install-command <cmd>', 'install by running this shell command (FWCAST_IMAGE, FWCAST_VERSION, … in its environment)')
     .option('--once', 'exit 0 after the first successful install')
