@@ -7,10 +7,12 @@ import { createConsoleLogger } from '../cli/console-log.js';
 import { endQuietlyOnClosedStdout, exitWithError, UsageError } from '../cli/fail.js';
 import { readTrustedKey } from '../cli/key-files.js';
 import type { LogLevel } from '../protocol/log.js';
+import { formatRate } from '../cli/units.js';
 import { createTransport, mqttSummary } from '../transport/create.js';
 import { receiveBufferCap, receiveBufferDrops, receiveBufferFor } from '../transport/receive-buffer.js';
 import type { ReceiveBufferReport } from '../transport/udp-multicast.js';
 import { Agent, type AgentProgress } from './agent.js';
+import { measureCapacity, RATE_HEADROOM, type CapacityResult } from './capacity.js';
 import { resolveAgentConfig, type AgentFlags } from './config.js';
 import { createInstaller } from './installers/create.js';
 import { Relay } from './relay.js';
@@ -131,6 +133,34 @@ async function run(opts: RunOptions): Promise<void> {
   process.exit(code);
 }
 
+function percent(value: string): number {
+  const n = Number(value.replace(/%$/, ''));
+  if (!(n >= 0 && n < 100)) throw new UsageError(`--loss must be a percentage, at least 0 and below 100, got "${value}"`);
+  return n / 100;
+}
+
+function mebibytes(value: string): number {
+  const n = Number(value);
+  if (!(n > 0 && n <= 64)) throw new UsageError(`--segment-mib must be above 0 and at most 64, got "${value}"`);
+  return Math.round(n * 2 ** 20);
+}
+
+function capacityText(r: CapacityResult): string {
+  const mib = (n: number): string => `${+(n / 2 ** 20).toFixed(2)} MiB`;
+  const rows: Array<[string, string]> = [
+    ['CPU per datagram (authenticate + store)', `${r.cpuPerDatagramUs.toFixed(1)} µs`],
+    ['CPU per MiB decoded (decode, digest, write)', `${r.cpuPerMiBDecodedMs.toFixed(1)} ms`],
+    ['sustained, received', `${Math.round(r.receivedDatagramsPerSecond)} datagrams/s (${(r.cpuUtilisation * 100).toFixed(0)}% of a CPU)`],
+    ['sustained, on the wire', formatRate(r.wireBitsPerSecond)],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return `fwcast-agent capacity: a ${mib(r.imageBytes)} release in ${mib(r.segmentSize)} segments at ${+(r.loss * 100).toFixed(1)}% loss, ` +
+    `${r.transfers} transfers measured, ${+r.cpus.toFixed(2)} CPUs available\n` +
+    rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}\n`).join('') +
+    `publisher rate for a fleet of such boards at this loss: --rate ${Math.max(1, Math.floor(r.recommendedRate / 1e6))}mbit ` +
+    `(${RATE_HEADROOM * 100}% of the sustained rate: the rest is for the kernel's receive path, the installer and the device)\n`;
+}
+
 export function buildProgram(): Command {
   const program = new Command('fwcast-agent')
     .description('Receive, verify and install firmware from fwcast multicast channels. Never sends anything back.')
@@ -176,6 +206,18 @@ export function buildProgram(): Command {
       if (opts.json) process.stdout.write(JSON.stringify(records) + '\n');
       else if (records.length === 0) process.stdout.write('nothing installed\n');
       else for (const r of records) process.stdout.write(`${r.model} ${r.version} (seq ${r.seq}) sha256 ${r.sha256} at ${r.path}, installed ${r.installedAt}\n`);
+    });
+
+  program.command('capacity')
+    .description('measure what this device can receive: feeds a synthetic signed release to the agent in memory, as fast as it takes it')
+    .option('--seconds <n>', 'time to spend measuring', seconds, 5)
+    .option('--segment-mib <m>', 'segment size of the synthetic release, MiB (4 segments)', mebibytes, 2 ** 20)
+    .option('--loss <percent>', 'datagrams lost on the way, percent', percent, 0)
+    .option('--dir <dir>', 'where the temporary stores go (default: the temporary directory; use the store\'s disk)')
+    .option('--json', 'print the measurement as JSON')
+    .action(async (opts: { seconds: number; segmentMib: number; loss: number; dir?: string; json?: boolean }) => {
+      const r = await measureCapacity({ seconds: opts.seconds, segmentSize: opts.segmentMib, loss: opts.loss, ...(opts.dir ? { dir: opts.dir } : {}) });
+      process.stdout.write(opts.json ? JSON.stringify(r) + '\n' : capacityText(r));
     });
 
   addFlashCommand(program);
