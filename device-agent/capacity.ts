@@ -14,10 +14,18 @@
  *    included) per second of wall time, from the first datagram to the
  *    release received.
  *
+ *  - the longest stall: the longest the agent took over one batch of
+ *    datagrams (a segment decoding, a write, the CPU quota), warm-up
+ *    included, since a device's first release meets cold code. A socket
+ *    drops what arrives during a stall beyond what its buffer holds.
+ *
  * CPU time is the whole process's (process.cpuUsage: every thread), so work
- * moved to worker threads is counted too. The in-memory transport skips the
- * kernel's receive path (a system call and a copy per datagram), so the
- * recommended publisher rate keeps half the sustained rate in reserve.
+ * moved to worker threads is counted too. The recommended publisher rate is
+ * the lower of half the sustained rate (the in-memory transport skips the
+ * kernel's receive path, a system call and a copy per datagram) and half the
+ * rate whose receive buffer, as the agent sizes it for that rate
+ * (transport/receive-buffer.ts) and as net.core.rmem_max allows, holds what
+ * arrives during the longest stall.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -31,6 +39,7 @@ import { keyId } from '../protocol/keys.js';
 import type { LogEvent, Logger } from '../protocol/log.js';
 import { buildRelease, type Release } from '../protocol/release.js';
 import { MemoryHub, MemoryTransport } from '../transport/memory.js';
+import { MAX_RECEIVE_BUFFER, MIN_RECEIVE_BUFFER, RECEIVE_STALL_BUDGET_MS, receiveBufferCap } from '../transport/receive-buffer.js';
 import { Agent } from './agent.js';
 import { FileInstaller } from './installers/file-installer.js';
 import { Store } from './store.js';
@@ -67,7 +76,11 @@ export interface CapacityResult {
   cpuUtilisation: number;
   receivedDatagramsPerSecond: number;
   wireBitsPerSecond: number;
-  /** Half the sustained wire rate: what a publisher may send to a fleet of such boards at this loss. */
+  /** The longest the agent did not take datagrams, ms. */
+  longestStallMs: number;
+  /** The fastest wire rate whose receive buffer (sized by the agent for it, capped by net.core.rmem_max) holds the longest stall. */
+  stallBitsPerSecond: number;
+  /** Half the lower of the sustained and the stall-bound rates: what a publisher may send to a fleet of such boards at this loss. */
   recommendedRate: number;
   /** What the agent dropped while measured, by reason (expected: repeats after a segment or the release completed). */
   dropped: Record<string, number>;
@@ -113,6 +126,19 @@ export function availableCpus(): number {
     }
   }
   return machine;
+}
+
+/**
+ * The fastest rate R at which a stall of `stall` seconds fits in the receive
+ * buffer the agent asks for at R (what arrives in the stall budget, between
+ * the floor and the cap; receive-buffer.ts) and the kernel grants (at most
+ * `rmemMax`). Within the budget the buffer grows with R and only the
+ * kernel's cap binds; beyond it, the buffer the floor gives does.
+ */
+export function rateHoldingStall(stall: number, rmemMax: number | undefined): number {
+  const cap = Math.min(rmemMax ?? MAX_RECEIVE_BUFFER, MAX_RECEIVE_BUFFER);
+  const s = Math.max(stall, 1e-3);
+  return (8 * (s <= RECEIVE_STALL_BUDGET_MS / 1000 ? cap : Math.min(cap, MIN_RECEIVE_BUFFER))) / s;
 }
 
 /** A publisher rate, rounded down to two significant digits (bits per second). */
@@ -166,6 +192,7 @@ class LossyWire {
 
 interface TransferSample {
   received: number;
+  longestStallMs: number;
   wire: { datagrams: number; bytes: number };
   wallMs: number;
   cpuMs: number;
@@ -213,6 +240,8 @@ async function runTransfer(release: Release, wire: LossyWire, trusted: ReturnTyp
     let start = 0;
     const startCpu = cpuMs();
     const startWall = performance.now();
+    let longestStallMs = 0;
+    let batchStart = startWall;
     while (!received) {
       if (i >= limit) throw new Error(`the agent did not complete a ${release.manifest.imageSize}-byte release in ${limit} datagrams`);
       for (const end = i + BATCH; i < end && !received; i++) {
@@ -225,6 +254,9 @@ async function runTransfer(release: Release, wire: LossyWire, trusted: ReturnTyp
         hub.deliver(CHANNEL, wire.heard(i), 'capacity');
       }
       await yieldToLoop();
+      const now = performance.now();
+      longestStallMs = Math.max(longestStallMs, now - batchStart);
+      batchStart = now;
     }
     c2 = cpuMs();
     const wallMs = performance.now() - startWall;
@@ -234,7 +266,7 @@ async function runTransfer(release: Release, wire: LossyWire, trusted: ReturnTyp
     const stats = agent.stats()[MODEL]!;
     const storeDatagrams = stored - start;
     return {
-      received: i, wire: wire.wireUpTo(i - 1), wallMs, cpuMs: total,
+      received: i, longestStallMs, wire: wire.wireUpTo(i - 1), wallMs, cpuMs: total,
       storeDatagrams, storeCpuMs: c1 - c0, decodeDatagrams: i - stored, decodeCpuMs: c2 - c1,
       dropped: Object.fromEntries(Object.entries(stats.dropped).map(([k, v]) => [k, v ?? 0])),
     };
@@ -264,8 +296,8 @@ export async function measureCapacity(opts: CapacityOptions): Promise<CapacityRe
   const wire = new LossyWire(release, opts.loss);
   const trusted = trustedKey(seed);
   const dir = opts.dir ?? tmpdir();
-  // A first transfer pays for compiling and warming up the code: it is not measured.
-  await runTransfer(release, wire, trusted, dir);
+  // A first transfer pays for compiling and warming up the code: only its stalls count.
+  const cold = await runTransfer(release, wire, trusted, dir);
   const measured: TransferSample[] = [];
   const deadline = performance.now() + opts.seconds * 1000;
   do measured.push(await runTransfer(release, wire, trusted, dir));
@@ -279,6 +311,8 @@ export async function measureCapacity(opts: CapacityOptions): Promise<CapacityRe
   for (const s of measured) for (const [k, v] of Object.entries(s.dropped)) dropped[k] = (dropped[k] ?? 0) + v;
   const wireBitsPerSecond = (sum((s) => s.wire.bytes) * 8) / wallSeconds;
   const last = measured[measured.length - 1]!;
+  const longestStallMs = Math.max(cold.longestStallMs, ...measured.map((s) => s.longestStallMs));
+  const stallBitsPerSecond = rateHoldingStall(longestStallMs / 1000, receiveBufferCap());
   return {
     loss: opts.loss,
     imageBytes: release.manifest.imageSize,
@@ -293,7 +327,9 @@ export async function measureCapacity(opts: CapacityOptions): Promise<CapacityRe
     cpuUtilisation: sum((s) => s.cpuMs) / 1000 / wallSeconds,
     receivedDatagramsPerSecond: sum((s) => s.received) / wallSeconds,
     wireBitsPerSecond,
-    recommendedRate: roundDown(RATE_HEADROOM * wireBitsPerSecond),
+    longestStallMs,
+    stallBitsPerSecond,
+    recommendedRate: roundDown(RATE_HEADROOM * Math.min(wireBitsPerSecond, stallBitsPerSecond)),
     dropped,
     buildSeconds,
   };

@@ -152,13 +152,14 @@ function capacityText(r: CapacityResult): string {
     ['CPU per MiB decoded (decode, digest, write)', `${r.cpuPerMiBDecodedMs.toFixed(1)} ms`],
     ['sustained, received', `${Math.round(r.receivedDatagramsPerSecond)} datagrams/s (${(r.cpuUtilisation * 100).toFixed(0)}% of a CPU)`],
     ['sustained, on the wire', formatRate(r.wireBitsPerSecond)],
+    ['longest stall (first release included)', `${r.longestStallMs.toFixed(0)} ms: the receive buffer holds it up to ${formatRate(r.stallBitsPerSecond)}`],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
   return `fwcast-agent capacity: a ${mib(r.imageBytes)} release in ${mib(r.segmentSize)} segments at ${+(r.loss * 100).toFixed(1)}% loss, ` +
     `${r.transfers} transfers measured, ${+r.cpus.toFixed(2)} CPUs available\n` +
     rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}\n`).join('') +
     `publisher rate for a fleet of such boards at this loss: --rate ${Math.max(1, Math.floor(r.recommendedRate / 1e6))}mbit ` +
-    `(${RATE_HEADROOM * 100}% of the sustained rate: the rest is for the kernel's receive path, the installer and the device)\n`;
+    `(${RATE_HEADROOM * 100}% of the lower of the two: the rest is for the kernel's receive path, the installer and the device)\n`;
 }
 
 export function buildProgram(): Command {

@@ -77,13 +77,13 @@ function procAddress(address: Uint8Array, port: number): string {
   return `${out}:${port.toString(16).padStart(4, '0')}`.toUpperCase();
 }
 
-/** Inodes of the sockets this process has open. */
-function ownSocketInodes(): Set<string> {
+/** Inodes of the sockets a process has open. */
+function socketInodes(pid: number | 'self'): Set<string> {
   const inodes = new Set<string>();
-  for (const fd of readdirSync('/proc/self/fd')) {
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
     let target: string;
     try {
-      target = readlinkSync(`/proc/self/fd/${fd}`);
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
     } catch {
       continue; // closed meanwhile (readdir's own fd among them)
     }
@@ -98,16 +98,18 @@ function ownSocketInodes(): Set<string> {
  * `group` and `port` (their receive buffers were full), summed over them;
  * undefined where the system does not tell (not Linux, no /proc) or the
  * process has no such socket. Cheap enough for a stats line: one read of
- * /proc/self/net/udp6 and of the process's descriptors.
+ * /proc/self/net/udp6 and of the process's descriptors. `pid` reads another
+ * process's instead (tests and benchmarks watching an agent; needs the
+ * right to read its /proc/PID/fd).
  */
-export function receiveBufferDrops(group: string, port: number): number | undefined {
+export function receiveBufferDrops(group: string, port: number, pid: number | 'self' = 'self'): number | undefined {
   const bytes = ipv6Bytes(group);
   if (!bytes) return undefined;
   let table: string;
   let inodes: Set<string>;
   try {
-    table = readFileSync('/proc/self/net/udp6', 'utf8');
-    inodes = ownSocketInodes();
+    table = readFileSync(`/proc/${pid}/net/udp6`, 'utf8');
+    inodes = socketInodes(pid);
   } catch {
     return undefined;
   }
