@@ -35,7 +35,7 @@ import { performance } from 'node:perf_hooks';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { Carousel } from '../carousel/carousel.js';
 import * as ed25519 from '../protocol/ed25519.js';
-import { keyId } from '../protocol/keys.js';
+import { keyId, type PublicKey } from '../protocol/keys.js';
 import type { LogEvent, Logger } from '../protocol/log.js';
 import { buildRelease, type Release } from '../protocol/release.js';
 import { MemoryHub, MemoryTransport } from '../transport/memory.js';
@@ -209,7 +209,7 @@ const cpuMs = (): number => {
 };
 
 /** One transfer of the release into a fresh agent with a fresh store. */
-async function runTransfer(release: Release, wire: LossyWire, trusted: ReturnType<typeof trustedKey>, dir: string): Promise<TransferSample> {
+async function runTransfer(release: Release, wire: LossyWire, trusted: PublicKey, dir: string): Promise<TransferSample> {
   const work = mkdtempSync(join(dir, 'fwcast-capacity-'));
   let received = false;
   let settled: ((outcome: string) => void) | undefined;
@@ -276,7 +276,7 @@ async function runTransfer(release: Release, wire: LossyWire, trusted: ReturnTyp
   }
 }
 
-function trustedKey(seed: Uint8Array) {
+function trustedKey(seed: Uint8Array): PublicKey {
   const publicKey = ed25519.publicKeyFromSeed(seed);
   return { publicKey, kid: keyId(publicKey) };
 }

@@ -9,7 +9,7 @@ import { readTrustedKey } from '../cli/key-files.js';
 import type { LogLevel } from '../protocol/log.js';
 import { formatRate } from '../cli/units.js';
 import { createTransport, mqttSummary } from '../transport/create.js';
-import { receiveBufferCap, receiveBufferDrops, receiveBufferFor } from '../transport/receive-buffer.js';
+import { RECEIVE_STALL_BUDGET_MS, receiveBufferCap, receiveBufferDrops, receiveBufferFor } from '../transport/receive-buffer.js';
 import type { ReceiveBufferReport } from '../transport/udp-multicast.js';
 import { Agent, type AgentProgress } from './agent.js';
 import { measureCapacity, RATE_HEADROOM, type CapacityResult } from './capacity.js';
@@ -67,7 +67,7 @@ async function run(opts: RunOptions): Promise<void> {
     const fix = `sysctl -w net.core.rmem_max=${wanted}`;
     log.child(model ? `agent:${model}` : 'agent').event('agent.receive-buffer-capped', {
       model, channel: channel.name, wantedBytes: wanted, grantedBytes: granted, expectedRate: config.expectedRate, rmemMax: receiveBufferCap(), fix,
-    }, `the kernel granted a ${granted}-byte receive buffer, ${wanted} are needed to ride out a 250 ms stall at ${config.expectedRate / 1e6} Mbit/s: ` +
+    }, `the kernel granted a ${granted}-byte receive buffer, ${wanted} are needed to ride out a ${RECEIVE_STALL_BUDGET_MS} ms stall at ${config.expectedRate / 1e6} Mbit/s: ` +
       `datagrams will be dropped on this host whenever the agent falls behind; raise the cap: ${fix} (persistently: hardware/raspberry-pi/99-fwcast-sysctl.conf in /etc/sysctl.d/)`);
   };
   const transport = createTransport({ iface: config.iface, mqtt: config.mqtt, receiveBuffer: receiveBufferFor(config.expectedRate), onReceiveBuffer }, log.child('mqtt'));
