@@ -7,8 +7,12 @@ import { createConsoleLogger } from '../cli/console-log.js';
 import { endQuietlyOnClosedStdout, exitWithError, UsageError } from '../cli/fail.js';
 import { readTrustedKey } from '../cli/key-files.js';
 import type { LogLevel } from '../protocol/log.js';
+import { formatRate } from '../cli/units.js';
 import { createTransport, mqttSummary } from '../transport/create.js';
+import { RECEIVE_STALL_BUDGET_MS, receiveBufferCap, receiveBufferDrops, receiveBufferFor } from '../transport/receive-buffer.js';
+import type { ReceiveBufferReport } from '../transport/udp-multicast.js';
 import { Agent, type AgentProgress } from './agent.js';
+import { measureCapacity, RATE_HEADROOM, type CapacityResult } from './capacity.js';
 import { resolveAgentConfig, type AgentFlags } from './config.js';
 import { createInstaller } from './installers/create.js';
 import { Relay } from './relay.js';
@@ -54,7 +58,19 @@ async function run(opts: RunOptions): Promise<void> {
   };
   const log = createConsoleLogger({ format: opts.logFormat, level: opts.logLevel, beforeWrite: clear });
   const models = await Promise.all(config.models.map(async (m) => ({ model: m.model, channel: m.channel, installer: await createInstaller(m.installer) })));
-  const transport = createTransport({ iface: config.iface, mqtt: config.mqtt }, log.child('mqtt'));
+  let capped = false;
+  const onReceiveBuffer = ({ channel, wanted, granted }: ReceiveBufferReport): void => {
+    // Once: the cap is the host's, the same for every channel.
+    if (granted >= wanted || capped) return;
+    capped = true;
+    const model = config.models.find((m) => m.channel === channel)?.model;
+    const fix = `sysctl -w net.core.rmem_max=${wanted}`;
+    log.child(model ? `agent:${model}` : 'agent').event('agent.receive-buffer-capped', {
+      model, channel: channel.name, wantedBytes: wanted, grantedBytes: granted, expectedRate: config.expectedRate, rmemMax: receiveBufferCap(), fix,
+    }, `the kernel granted a ${granted}-byte receive buffer, ${wanted} are needed to ride out a ${RECEIVE_STALL_BUDGET_MS} ms stall at ${config.expectedRate / 1e6} Mbit/s: ` +
+      `datagrams will be dropped on this host whenever the agent falls behind; raise the cap: ${fix} (persistently: hardware/raspberry-pi/99-fwcast-sysctl.conf in /etc/sysctl.d/)`);
+  };
+  const transport = createTransport({ iface: config.iface, mqtt: config.mqtt, receiveBuffer: receiveBufferFor(config.expectedRate), onReceiveBuffer }, log.child('mqtt'));
   const agent = new Agent({ models, trusted, store, transport, log, limits: config.limits });
   // Relay mode: each verified install is carouselled onward (device-agent/relay.ts).
   const relay = config.relay
@@ -100,10 +116,14 @@ async function run(opts: RunOptions): Promise<void> {
   clear();
   for (const [model, s] of Object.entries(agent.stats())) {
     const dropped = Object.entries(s.dropped);
+    const channel = config.models.find((m) => m.model === model)!.channel;
+    // What the kernel threw away before the agent saw it: loss the agent made itself.
+    const receiveBufferDropped = config.iface ? receiveBufferDrops(channel.group, channel.port) : undefined;
     log.event('agent.stats', {
-      model, datagrams: s.datagrams, symbolsUsed: s.symbolsAccepted, duplicates: s.duplicates, segmentsDecoded: s.segmentsDecoded,
+      model, datagrams: s.datagrams, receiveBufferDrops: receiveBufferDropped, symbolsUsed: s.symbolsAccepted, duplicates: s.duplicates, segmentsDecoded: s.segmentsDecoded,
       authChunksVerified: s.authChunksVerified, decoderTraps: s.decoderTraps, ...Object.fromEntries(dropped.map(([k, v]) => [`dropped.${k}`, v])),
     }, `stats ${model}: ${s.datagrams} datagrams, ${s.symbolsAccepted} symbols used, ${s.duplicates} duplicates` +
+      (receiveBufferDropped ? `, ${receiveBufferDropped} dropped by the kernel (receive buffer full)` : '') +
       (dropped.length > 0 ? `; dropped: ${dropped.map(([k, v]) => `${v} ${k}`).join(', ')}` : ''));
   }
   const mq = mqttSummary(transport);
@@ -111,6 +131,35 @@ async function run(opts: RunOptions): Promise<void> {
   await relay?.stop();
   await agent.stop();
   process.exit(code);
+}
+
+function percent(value: string): number {
+  const n = Number(value.replace(/%$/, ''));
+  if (!(n >= 0 && n < 100)) throw new UsageError(`--loss must be a percentage, at least 0 and below 100, got "${value}"`);
+  return n / 100;
+}
+
+function mebibytes(value: string): number {
+  const n = Number(value);
+  if (!(n > 0 && n <= 64)) throw new UsageError(`--segment-mib must be above 0 and at most 64, got "${value}"`);
+  return Math.round(n * 2 ** 20);
+}
+
+function capacityText(r: CapacityResult): string {
+  const mib = (n: number): string => `${+(n / 2 ** 20).toFixed(2)} MiB`;
+  const rows: Array<[string, string]> = [
+    ['CPU per datagram (authenticate + store)', `${r.cpuPerDatagramUs.toFixed(1)} µs`],
+    ['CPU per MiB decoded (decode, digest, write)', `${r.cpuPerMiBDecodedMs.toFixed(1)} ms`],
+    ['sustained, received', `${Math.round(r.receivedDatagramsPerSecond)} datagrams/s (${(r.cpuUtilisation * 100).toFixed(0)}% of a CPU)`],
+    ['sustained, on the wire', formatRate(r.wireBitsPerSecond)],
+    ['longest stall (first release included)', `${r.longestStallMs.toFixed(0)} ms: the receive buffer holds it up to ${formatRate(r.stallBitsPerSecond)}`],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return `fwcast-agent capacity: a ${mib(r.imageBytes)} release in ${mib(r.segmentSize)} segments at ${+(r.loss * 100).toFixed(1)}% loss, ` +
+    `${r.transfers} transfers measured, ${+r.cpus.toFixed(2)} CPUs available\n` +
+    rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}\n`).join('') +
+    `publisher rate for a fleet of such boards at this loss: --rate ${Math.max(1, Math.floor(r.recommendedRate / 1e6))}mbit ` +
+    `(${RATE_HEADROOM * 100}% of the lower of the two: the rest is for the kernel's receive path, the installer and the device)\n`;
 }
 
 export function buildProgram(): Command {
@@ -137,6 +186,7 @@ export function buildProgram(): Command {
     .option('--relay-iface <name>', 'relay mode: re-multicast each installed release on this interface')
     .option('--relay-mqtt <url>', 'relay mode: re-publish each installed release to this MQTT broker')
     .option('--relay-rate <rate>', 'relay rate on the wire (default 10mbit)')
+    .option('--expected-rate <rate>', 'the publisher\'s rate to keep up with: sizes the receive buffer (default 100mbit)')
     .option('--install-to <path>', 'install by writing the image to this path (atomic rename)')
     .option('--install-command <cmd>', 'install by running this shell command (FWCAST_IMAGE, FWCAST_VERSION, … in its environment)')
     .option('--once', 'exit 0 after the first successful install')
@@ -157,6 +207,18 @@ export function buildProgram(): Command {
       if (opts.json) process.stdout.write(JSON.stringify(records) + '\n');
       else if (records.length === 0) process.stdout.write('nothing installed\n');
       else for (const r of records) process.stdout.write(`${r.model} ${r.version} (seq ${r.seq}) sha256 ${r.sha256} at ${r.path}, installed ${r.installedAt}\n`);
+    });
+
+  program.command('capacity')
+    .description('measure what this device can receive: feeds a synthetic signed release to the agent in memory, as fast as it takes it')
+    .option('--seconds <n>', 'time to spend measuring', seconds, 5)
+    .option('--segment-mib <m>', 'segment size of the synthetic release, MiB (4 segments)', mebibytes, 2 ** 20)
+    .option('--loss <percent>', 'datagrams lost on the way, percent', percent, 0)
+    .option('--dir <dir>', 'where the temporary stores go (default: the temporary directory; use the store\'s disk)')
+    .option('--json', 'print the measurement as JSON')
+    .action(async (opts: { seconds: number; segmentMib: number; loss: number; dir?: string; json?: boolean }) => {
+      const r = await measureCapacity({ seconds: opts.seconds, segmentSize: opts.segmentMib, loss: opts.loss, ...(opts.dir ? { dir: opts.dir } : {}) });
+      process.stdout.write(opts.json ? JSON.stringify(r) + '\n' : capacityText(r));
     });
 
   addFlashCommand(program);

@@ -12,7 +12,8 @@
  *     ],
  *     "limits": { "maxImageSize": 268435456 },
  *     "mqtt": { "url": "mqtts://broker:8883", "ca": "/etc/fwcast/ca.pem", "username": "agent", "passwordFile": "/etc/fwcast/mqtt.pass" },
- *     "relay": { "iface": "eth1", "rate": "10mbit" }
+ *     "relay": { "iface": "eth1", "rate": "10mbit" },
+ *     "expectedRate": "100mbit"
  *   }
  *
  * "interface" (IPv6 multicast) and "mqtt" (a broker, see docs/mqtt.md) may both
@@ -25,6 +26,7 @@
  */
 import { join } from 'node:path';
 import { isJsonObject, readJsonConfig, type JsonObject } from '../cli/config-file.js';
+import { parseRate } from '../cli/units.js';
 import { channelGroup, checkMulticastGroup, DEFAULT_PORT, modelChannelName } from '../protocol/channel.js';
 import { ConfigError } from '../protocol/errors.js';
 import { DEFAULT_LIMITS, type ReceiverLimits } from '../protocol/limits.js';
@@ -53,7 +55,11 @@ export interface AgentConfig {
   limits: ReceiverLimits;
   mqtt?: MqttConfig;
   relay?: RelayConfig;
+  /** The publisher's rate the agent must keep up with, bits per second. */
+  expectedRate: number;
 }
+
+export const DEFAULT_EXPECTED_RATE = '100mbit';
 
 /** What the command line may set; every field overrides the file's. */
 export interface AgentFlags extends TransportFlags {
@@ -66,6 +72,7 @@ export interface AgentFlags extends TransportFlags {
   port?: number;
   installTo?: string;
   installCommand?: string;
+  expectedRate?: string;
 }
 
 type Json = JsonObject;
@@ -122,6 +129,15 @@ function parseLimits(v: unknown): ReceiverLimits {
 }
 
 
+function expectedRate(flag: string | undefined, file: unknown): number {
+  if (file !== undefined && (typeof file !== 'string' || file.length === 0)) throw new ConfigError('config.expectedRate must be a rate such as "100mbit"');
+  try {
+    return parseRate(flag ?? (file as string | undefined) ?? DEFAULT_EXPECTED_RATE);
+  } catch (err) {
+    throw new ConfigError(`${flag !== undefined ? '--expected-rate' : 'config.expectedRate'}: ${(err as Error).message}`);
+  }
+}
+
 function channelFor(model: string, group: string | undefined, p: number): Channel {
   const name = modelChannelName(model);
   return { name, group: group ? checkMulticastGroup(group) : channelGroup(name), port: p };
@@ -129,7 +145,7 @@ function channelFor(model: string, group: string | undefined, p: number): Channe
 
 export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
   const file = flags.config ? readJsonConfig(flags.config) : {};
-  const known = new Set(['interface', 'store', 'trustedKeys', 'port', 'models', 'limits', 'mqtt', 'relay']);
+  const known = new Set(['interface', 'store', 'trustedKeys', 'port', 'models', 'limits', 'mqtt', 'relay', 'expectedRate']);
   for (const k of Object.keys(file)) if (!known.has(k)) throw new ConfigError(`config: unknown field "${k}" (known: ${[...known].join(', ')})`);
 
   const iface = flags.iface ?? str(file, 'interface', 'config');
@@ -176,5 +192,5 @@ export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
     if (seen.has(m.model)) throw new ConfigError(`model "${m.model}" is listed twice`);
     seen.add(m.model);
   }
-  return { iface, store, trustedKeys, models, limits: parseLimits(file.limits), ...(mqtt ? { mqtt } : {}), ...(relay ? { relay } : {}) };
+  return { iface, store, trustedKeys, models, limits: parseLimits(file.limits), expectedRate: expectedRate(flags.expectedRate, file.expectedRate), ...(mqtt ? { mqtt } : {}), ...(relay ? { relay } : {}) };
 }

@@ -49,7 +49,9 @@ export const LOG_EVENTS = {
   'store.failed': { level: 'error', fields: ['model', 'store', 'path', 'code', ...ERROR, 'freeBytes?'] },
   'store.recovered': { level: 'info', fields: ['model', 'store', 'failures'] },
   'agent.timeout': { level: 'error', fields: ['seconds'] },
-  'agent.stats': { level: 'info', fields: ['model', 'datagrams', 'symbolsUsed', 'duplicates', 'segmentsDecoded', 'authChunksVerified', 'decoderTraps', 'dropped.*'] },
+  // The kernel capped the receive buffer below what --expected-rate needs; `fix` is the command that lifts the cap.
+  'agent.receive-buffer-capped': { level: 'warn', fields: ['model?', 'channel', 'wantedBytes', 'grantedBytes', 'expectedRate', 'rmemMax?', 'fix'] },
+  'agent.stats': { level: 'info', fields: ['model', 'datagrams', 'receiveBufferDrops?', 'symbolsUsed', 'duplicates', 'segmentsDecoded', 'authChunksVerified', 'decoderTraps', 'dropped.*'] },
   // fwcast-agent relay mode
   'relay.serving': { level: 'info', fields: [...MODEL_RELEASE, 'channel', 'transport', 'rate'] },
   'relay.release-missing': { level: 'warn', fields: ['model', 'release', 'store'] },

@@ -1,161 +1,22 @@
 /**
  * Building and reading signed release files: image → manifest + signature.
+ * The pure part, shared with the agent's capacity self-test, is protocol/release.ts.
  */
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
-import { DEFAULT_DATAGRAM_SIZE, DEFAULT_LIMITS, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MAX_SOURCE_SYMBOLS, SYMBOL_ALIGNMENT } from '../protocol/limits.js';
-import { checkFecParameters, checkModelName, decodeManifest, planSegments, publishedSymbols, releaseIdOf, signManifest, type Manifest, type SegmentInfo } from '../protocol/manifest.js';
+import { DEFAULT_LIMITS } from '../protocol/limits.js';
+import { decodeManifest, releaseIdOf } from '../protocol/manifest.js';
 import { decodeCoseSign1 } from '../protocol/cose-sign1.js';
-import { segmentOti, sourceSymbolCount } from '../protocol/fec.js';
-import { AUTH_OVERHEAD, SYMBOL_OVERHEAD } from '../protocol/packet.js';
-import { AUTH_SCHEME_MERKLE_CHUNKS, ChunkLayout, chunkSymbolsFor, DEFAULT_CHUNK_CODING, DEFAULT_DIGEST_LENGTH, type ChunkCoding, type LayoutSegment } from '../protocol/auth.js';
-import { authenticate, encodeSegments, type SymbolSet, type SymbolSetSegment } from '../protocol/symbol-set.js';
+import { planRelease, signRelease, type Release, type ReleaseInit } from '../protocol/release.js';
+import type { SymbolSetSegment } from '../protocol/symbol-set.js';
 import type { CodecPool } from './codec-pool.js';
 import { decodeReleaseHeader, encodeReleaseHeader, RELEASE_HEADER_SIZE } from '../protocol/release-file.js';
-import { ConfigError, InvalidManifestError, MalformedPacketError } from '../protocol/errors.js';
+import { ConfigError, MalformedPacketError } from '../protocol/errors.js';
 import { replaceFile, writeAll } from '../storage/durable-file.js';
 
-/** Repair symbols published per segment, as a percentage of its source symbols. */
-export const DEFAULT_REPAIR_PERCENT = 200;
-
-/** Largest symbol size whose symbol datagram fits in `datagramSize` bytes of UDP payload. */
-export function symbolSizeFor(datagramSize: number): number {
-  const room = datagramSize - SYMBOL_OVERHEAD;
-  return room - (room % SYMBOL_ALIGNMENT);
-}
-
-/**
- * A requested segment size in whole symbols, rounded up where the format
- * allows: "1 MiB segments" then cut an image of n MiB into n segments, not
- * n + 1 (1 MiB is 868.03 symbols of 1208 bytes), so a power-of-two image
- * splits evenly over a power-of-two number of codec workers.
- */
-export function segmentSizeFor(symbolSize: number, wanted: number): number {
-  const limit = Math.min(MAX_SEGMENT_SIZE, MAX_SOURCE_SYMBOLS * symbolSize);
-  const up = Math.ceil(wanted / symbolSize) * symbolSize;
-  return up <= limit ? up : Math.max(symbolSize, wanted - (wanted % symbolSize));
-}
-
-export interface ReleaseInit {
-  image: Uint8Array;
-  seed: Uint8Array;
-  model: string;
-  version: string;
-  seq: number;
-  /** Unix seconds; defaults to now. */
-  created?: number;
-  expires?: number;
-  /** UDP payload size of symbol datagrams (default 1232). */
-  datagramSize?: number;
-  /** Segment size, bytes, in whole symbols (segmentSizeFor; default 1 MiB). */
-  segmentSize?: number;
-  /** Repair symbols published per segment, percent of K (default 200). */
-  repairPercent?: number;
-  /** Bytes of each symbol digest in AUTH chunks (default 10). */
-  digestLength?: number;
-  /** Erasure coding of AUTH chunks (default DEFAULT_CHUNK_CODING); false sends every chunk only as itself. */
-  chunkCoding?: ChunkCoding | false;
-}
-
-export interface Release {
-  manifest: Manifest;
-  signed: Uint8Array;
-  releaseId: Uint8Array;
-  image: Uint8Array;
-  /** Present when the release was just built: saves encoding it again to send it. */
-  symbolSet?: SymbolSet;
-}
-
-/**
- * Symbols per chunk: as many as fit in a datagram, path included. With coded
- * chunks, whose groups follow the rounds, and rounds longer than a chunk: as
- * few chunks per round of the largest segment as that allows, as equal as can
- * be. A round of 869 symbols takes 9 chunks either way, but 97 symbols each
- * instead of 104 leave no chunk mostly in the next round (whose parity would
- * go out with this one), and cut AUTH bytes by 6%.
- */
-function chunkSymbolsForRelease(segments: readonly LayoutSegment[], datagramSize: number, digestLength: number, coding: ChunkCoding | undefined): number {
-  const k = Math.max(...segments.map((s) => s.sourceSymbols));
-  let depth = 0;
-  for (;;) {
-    const fit = chunkSymbolsFor(datagramSize, AUTH_OVERHEAD, digestLength, depth);
-    if (fit < 1) throw new InvalidManifestError(`datagram size ${datagramSize} leaves no room for authentication chunks`);
-    const c = coding && k > fit ? Math.ceil(k / Math.ceil(k / fit)) : fit;
-    const needed = new ChunkLayout(segments, c, coding).depth;
-    if (needed <= depth) return c;
-    depth = needed;
-  }
-}
+export { buildRelease, DEFAULT_REPAIR_PERCENT, segmentSizeFor, symbolSizeFor, type Release, type ReleaseInit } from '../protocol/release.js';
 
 const sha256 = (data: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(data).digest());
-
-interface ReleasePlan {
-  datagramSize: number;
-  symbolSize: number;
-  segmentSize: number;
-  repairPercent: number;
-  created: number;
-  segments: SegmentInfo[];
-  /** What the encoder needs for each segment. */
-  encoding: SymbolSetSegment[];
-}
-
-function planRelease(init: ReleaseInit): ReleasePlan {
-  checkModelName(init.model);
-  if (!Number.isSafeInteger(init.seq) || init.seq < 0) throw new InvalidManifestError(`sequence number must be a non-negative integer, got ${init.seq}`);
-  if (init.image.length === 0) throw new InvalidManifestError('the image is empty');
-  const datagramSize = init.datagramSize ?? DEFAULT_DATAGRAM_SIZE;
-  const symbolSize = symbolSizeFor(datagramSize);
-  const segmentSize = segmentSizeFor(symbolSize, init.segmentSize ?? DEFAULT_SEGMENT_SIZE);
-  checkFecParameters(symbolSize, segmentSize);
-  const repairPercent = init.repairPercent ?? DEFAULT_REPAIR_PERCENT;
-  const segments = planSegments(init.image.length, symbolSize, segmentSize).map((plan) => {
-    const k = sourceSymbolCount(plan.length, symbolSize);
-    return {
-      index: plan.index,
-      offset: plan.offset,
-      oti: segmentOti(plan.length, symbolSize),
-      sourceSymbols: k,
-      published: publishedSymbols(k, repairPercent),
-      sha256: sha256(init.image.subarray(plan.offset, plan.offset + plan.length)),
-    };
-  });
-  return {
-    datagramSize, symbolSize, segmentSize, repairPercent, segments,
-    created: init.created ?? Math.floor(Date.now() / 1000),
-    encoding: segments.map((seg) => ({ offset: seg.offset, length: seg.oti.transferLength, published: seg.published })),
-  };
-}
-
-/** Signs the manifest once the symbols, and so the authentication root, are known. */
-function signRelease(init: ReleaseInit, plan: ReleasePlan, symbols: Uint8Array[]): Release {
-  const digestLength = init.digestLength ?? DEFAULT_DIGEST_LENGTH;
-  const coding = init.chunkCoding === false ? undefined : (init.chunkCoding ?? DEFAULT_CHUNK_CODING);
-  const chunkSymbols = chunkSymbolsForRelease(plan.segments, plan.datagramSize, digestLength, coding);
-  const auth = authenticate(symbols, plan.symbolSize, plan.segments, digestLength, chunkSymbols, coding);
-  const manifest: Manifest = {
-    model: init.model,
-    seq: init.seq,
-    version: init.version,
-    created: plan.created,
-    ...(init.expires !== undefined ? { expires: init.expires } : {}),
-    imageSize: init.image.length,
-    imageSha256: sha256(init.image),
-    symbolSize: plan.symbolSize,
-    segmentSize: plan.segmentSize,
-    repairPercent: plan.repairPercent,
-    segments: plan.segments,
-    auth: { scheme: AUTH_SCHEME_MERKLE_CHUNKS, digestLength, chunkSymbols, root: auth.tree.root, ...(coding ? { coding } : {}) },
-  };
-  const signed = signManifest(manifest, init.seed);
-  return { manifest, signed, releaseId: releaseIdOf(signed), image: init.image, symbolSet: { symbolSize: plan.symbolSize, segments: symbols, ...auth } };
-}
-
-/** Image → signed release, encoding on this thread. */
-export function buildRelease(init: ReleaseInit): Release {
-  const plan = planRelease(init);
-  return signRelease(init, plan, encodeSegments(init.image, plan.symbolSize, plan.encoding));
-}
 
 /** Image → signed release, encoding segments on a worker pool (all cores). */
 export async function buildReleaseParallel(init: ReleaseInit, pool: CodecPool): Promise<Release> {

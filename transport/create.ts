@@ -7,7 +7,7 @@ import { errorFields, type Logger } from '../protocol/log.js';
 import { MqttTransport, readMqttFiles } from './mqtt.js';
 import { MultiTransport } from './multi.js';
 import type { Transport, TransportStats } from './transport.js';
-import { UdpMulticastTransport } from './udp-multicast.js';
+import { UdpMulticastTransport, type ReceiveBufferReport } from './udp-multicast.js';
 
 /** MQTT settings as configured: file paths, not file contents. */
 export interface MqttConfig {
@@ -50,13 +50,19 @@ export function mqttTransport(config: MqttConfig, log: Logger, where = 'mqtt'): 
  * `maxDatagramSize` raises multicast's 1232-byte limit, for releases signed
  * with a larger datagram size.
  */
-export function createTransport(opts: { iface?: string; mqtt?: MqttConfig; hops?: number; maxDatagramSize?: number }, log: Logger, where = 'mqtt'): Transport {
+export function createTransport(opts: {
+  iface?: string; mqtt?: MqttConfig; hops?: number; maxDatagramSize?: number;
+  /** Multicast receive buffer per joined channel, bytes, and what the kernel granted (receive-buffer.ts). */
+  receiveBuffer?: number; onReceiveBuffer?: (report: ReceiveBufferReport) => void;
+}, log: Logger, where = 'mqtt'): Transport {
   const list: Transport[] = [];
   if (opts.iface) {
     list.push(new UdpMulticastTransport({
       iface: opts.iface,
       ...(opts.hops !== undefined ? { hops: opts.hops } : {}),
       ...(opts.maxDatagramSize !== undefined ? { maxDatagramSize: opts.maxDatagramSize } : {}),
+      ...(opts.receiveBuffer !== undefined ? { receiveBuffer: opts.receiveBuffer } : {}),
+      ...(opts.onReceiveBuffer ? { onReceiveBuffer: opts.onReceiveBuffer } : {}),
     }));
   }
   if (opts.mqtt) list.push(mqttTransport(opts.mqtt, log, where));

@@ -9,6 +9,7 @@ import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
 import { MAX_DATAGRAM } from '../protocol/packet.js';
 import { Lifecycle } from './lifecycle.js';
 import { checkNetworkInterface } from './network-interface.js';
+import { grantedFromReported } from './receive-buffer.js';
 import type { Channel, DatagramHandler, Transport, TransportStats } from './transport.js';
 
 export interface UdpMulticastInit {
@@ -16,8 +17,10 @@ export interface UdpMulticastInit {
   iface: string;
   /** Hop limit of sent datagrams (default 8: a site, not the world). */
   hops?: number;
-  /** Receive buffer wanted per socket, bytes (the kernel caps it at net.core.rmem_max). */
+  /** Receive buffer wanted per socket, bytes (the kernel caps it at net.core.rmem_max; see receive-buffer.ts). */
   receiveBuffer?: number;
+  /** Called after each join with the buffer wanted and the one the kernel granted (bytes, as set: not Linux's doubled report). */
+  onReceiveBuffer?: (report: ReceiveBufferReport) => void;
   /** Deliver our own datagrams to local listeners (default true: agents may share the host). */
   loopback?: boolean;
   /**
@@ -28,10 +31,16 @@ export interface UdpMulticastInit {
   maxDatagramSize?: number;
 }
 
+export interface ReceiveBufferReport {
+  channel: Channel;
+  wanted: number;
+  granted: number;
+}
+
 export class UdpMulticastTransport implements Transport {
   readonly description: string;
   readonly maxDatagramSize: number;
-  #init: Required<UdpMulticastInit>;
+  #init: Required<Omit<UdpMulticastInit, 'onReceiveBuffer'>> & Pick<UdpMulticastInit, 'onReceiveBuffer'>;
   #life: Lifecycle;
   #sender: dgram.Socket | undefined;
   #listeners = new Set<dgram.Socket>();
@@ -67,6 +76,7 @@ export class UdpMulticastTransport implements Transport {
       socket.addMembership(channel.group, this.#scope);
       // Closed or aborted while binding: leave again, as the contract says.
       this.#life.checkJoin(signal);
+      this.#init.onReceiveBuffer?.({ channel, wanted: this.#init.receiveBuffer, granted: grantedFromReported(socket.getRecvBufferSize()) });
     } catch (err) {
       socket.close();
       throw this.#life.joinError(err, signal);
@@ -75,7 +85,7 @@ export class UdpMulticastTransport implements Transport {
     signal?.addEventListener('abort', () => this.#closeSocket(socket), { once: true });
   }
 
-  /** The receive buffer the kernel actually granted to listening sockets (bytes), for diagnostics. */
+  /** The receive buffer the kernel actually granted to listening sockets (bytes, as getsockopt reports it: doubled on Linux), for diagnostics. */
   receiveBufferSize(): number | undefined {
     for (const s of this.#listeners) return s.getRecvBufferSize();
     return undefined;
