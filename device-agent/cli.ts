@@ -71,7 +71,7 @@ async function run(opts: RunOptions): Promise<void> {
       `datagrams will be dropped on this host whenever the agent falls behind; raise the cap: ${fix} (persistently: hardware/raspberry-pi/99-fwcast-sysctl.conf in /etc/sysctl.d/)`);
   };
   const transport = createTransport({ iface: config.iface, mqtt: config.mqtt, receiveBuffer: receiveBufferFor(config.expectedRate), onReceiveBuffer }, log.child('mqtt'));
-  const agent = new Agent({ models, trusted, store, transport, log, limits: config.limits });
+  const agent = new Agent({ models, trusted, store, transport, log, limits: config.limits, storageThread: config.storageThread });
   // Relay mode: each verified install is carouselled onward (device-agent/relay.ts).
   const relay = config.relay
     ? new Relay({ transport: createTransport({ iface: config.relay.iface, mqtt: config.relay.mqtt }, log.child('relay:mqtt'), 'relay.mqtt'), rate: config.relay.rate, store, models, log: log.child('relay') })
@@ -187,6 +187,7 @@ export function buildProgram(): Command {
     .option('--relay-mqtt <url>', 'relay mode: re-publish each installed release to this MQTT broker')
     .option('--relay-rate <rate>', 'relay rate on the wire (default 10mbit)')
     .option('--expected-rate <rate>', 'the publisher\'s rate to keep up with: sizes the receive buffer (default 100mbit)')
+    .option('--storage-thread', 'store and decode in a thread of its own: the socket is read while segments decode (about 10 MiB more memory)')
     .option('--install-to <path>', 'install by writing the image to this path (atomic rename)')
     .option('--install-command <cmd>', 'install by running this shell command (FWCAST_IMAGE, FWCAST_VERSION, … in its environment)')
     .option('--once', 'exit 0 after the first successful install')

@@ -13,7 +13,8 @@
  *     "limits": { "maxImageSize": 268435456 },
  *     "mqtt": { "url": "mqtts://broker:8883", "ca": "/etc/fwcast/ca.pem", "username": "agent", "passwordFile": "/etc/fwcast/mqtt.pass" },
  *     "relay": { "iface": "eth1", "rate": "10mbit" },
- *     "expectedRate": "100mbit"
+ *     "expectedRate": "100mbit",
+ *     "storageThread": true
  *   }
  *
  * "interface" (IPv6 multicast) and "mqtt" (a broker, see docs/mqtt.md) may both
@@ -57,6 +58,8 @@ export interface AgentConfig {
   relay?: RelayConfig;
   /** The publisher's rate the agent must keep up with, bits per second. */
   expectedRate: number;
+  /** Store and decode in a thread of each model's own (AgentInit.storageThread). */
+  storageThread: boolean;
 }
 
 export const DEFAULT_EXPECTED_RATE = '100mbit';
@@ -73,6 +76,7 @@ export interface AgentFlags extends TransportFlags {
   installTo?: string;
   installCommand?: string;
   expectedRate?: string;
+  storageThread?: boolean;
 }
 
 type Json = JsonObject;
@@ -129,6 +133,11 @@ function parseLimits(v: unknown): ReceiverLimits {
 }
 
 
+function storageThread(flag: boolean | undefined, file: unknown): boolean {
+  if (file !== undefined && typeof file !== 'boolean') throw new ConfigError('config.storageThread must be true or false');
+  return flag ?? file ?? false;
+}
+
 function expectedRate(flag: string | undefined, file: unknown): number {
   if (file !== undefined && (typeof file !== 'string' || file.length === 0)) throw new ConfigError('config.expectedRate must be a rate such as "100mbit"');
   try {
@@ -145,7 +154,7 @@ function channelFor(model: string, group: string | undefined, p: number): Channe
 
 export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
   const file = flags.config ? readJsonConfig(flags.config) : {};
-  const known = new Set(['interface', 'store', 'trustedKeys', 'port', 'models', 'limits', 'mqtt', 'relay', 'expectedRate']);
+  const known = new Set(['interface', 'store', 'trustedKeys', 'port', 'models', 'limits', 'mqtt', 'relay', 'expectedRate', 'storageThread']);
   for (const k of Object.keys(file)) if (!known.has(k)) throw new ConfigError(`config: unknown field "${k}" (known: ${[...known].join(', ')})`);
 
   const iface = flags.iface ?? str(file, 'interface', 'config');
@@ -192,5 +201,5 @@ export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
     if (seen.has(m.model)) throw new ConfigError(`model "${m.model}" is listed twice`);
     seen.add(m.model);
   }
-  return { iface, store, trustedKeys, models, limits: parseLimits(file.limits), expectedRate: expectedRate(flags.expectedRate, file.expectedRate), ...(mqtt ? { mqtt } : {}), ...(relay ? { relay } : {}) };
+  return { iface, store, trustedKeys, models, limits: parseLimits(file.limits), expectedRate: expectedRate(flags.expectedRate, file.expectedRate), storageThread: storageThread(flags.storageThread, file.storageThread), ...(mqtt ? { mqtt } : {}), ...(relay ? { relay } : {}) };
 }

@@ -67,13 +67,13 @@ class GatedInstaller {
   }
 }
 
-async function churnAgent(t: { teardown: (fn: () => void) => void }) {
+async function churnAgent(t: { teardown: (fn: () => void) => void }, storageThread: boolean) {
   const dir = mkdtempSync(join(tmpdir(), 'fwcast-agent-'));
   const key = await makeKey();
   const hub = new MemoryHub();
   const channel = { name: 'fw/rpi4', group: 'ff1e::1', port: 4242 };
   const installer = new GatedInstaller();
-  const agent = new Agent({ models: [{ model: 'rpi4', channel, installer }], trusted: [key], store: new Store(join(dir, 'store')), transport: new MemoryTransport(hub), log: nullLogger, retryBaseMs: 100 });
+  const agent = new Agent({ models: [{ model: 'rpi4', channel, installer }], trusted: [key], store: new Store(join(dir, 'store')), transport: new MemoryTransport(hub), log: nullLogger, retryBaseMs: 100, storageThread });
   t.teardown(() => agent.stop());
   const failures: Error[] = [];
   agent.on('failed', (f) => failures.push(f.error));
@@ -97,38 +97,41 @@ async function churnAgent(t: { teardown: (fn: () => void) => void }) {
   return { agent, installer, failures, release, sendAll, dir };
 }
 
-test('regression: a newer release completing while an older one is verified is installed, never before it', async (t) => {
-  const { agent, installer, failures, release, sendAll } = await churnAgent(t);
-  const a = release(5, 300_000);
-  const b = release(6, 300_000);
-  const installed = new Promise<InstalledRecord>((resolve) => agent.on('installed', (r) => r.seq === 6 && resolve(r)));
-  // A completes and is verified and installed (asynchronously) while B arrives and completes.
-  await sendAll(a);
-  await sendAll(b);
-  const record = await installed;
-  t.is(record.seq, 6);
-  t.true([[6], [5, 6]].some((order) => JSON.stringify(order) === JSON.stringify(installer.installs)), `installed ${installer.installs.join(', ')}: B, after A or instead of it`);
-  t.deepEqual(failures, []);
-  t.is(agent.store.installed('rpi4')?.seq, 6);
-});
+for (const storageThread of [false, true]) {
+  const mode = storageThread ? ' (storage thread)' : '';
+  test(`regression: a newer release completing while an older one is verified is installed, never before it${mode}`, async (t) => {
+    const { agent, installer, failures, release, sendAll } = await churnAgent(t, storageThread);
+    const a = release(5, 300_000);
+    const b = release(6, 300_000);
+    const installed = new Promise<InstalledRecord>((resolve) => agent.on('installed', (r) => r.seq === 6 && resolve(r)));
+    // A completes and is verified and installed (asynchronously) while B arrives and completes.
+    await sendAll(a);
+    await sendAll(b);
+    const record = await installed;
+    t.is(record.seq, 6);
+    t.true([[6], [5, 6]].some((order) => JSON.stringify(order) === JSON.stringify(installer.installs)), `installed ${installer.installs.join(', ')}: B, after A or instead of it`);
+    t.deepEqual(failures, []);
+    t.is(agent.store.installed('rpi4')?.seq, 6);
+  });
 
-test('regression: a newer release completing while an older one installs is installed right after it; never older after newer', async (t) => {
-  const { agent, installer, failures, release, sendAll } = await churnAgent(t);
-  let open!: () => void;
-  installer.gate = new Promise((resolve) => (open = resolve));
-  const installing = new Promise<number>((resolve) => (installer.onGate = resolve));
-  await sendAll(release(5, 300_000));
-  t.is(await installing, 5);
-  // A's installer waits at the gate: B and then C complete meanwhile; only the newest waits its turn.
-  await sendAll(release(6, 200_000));
-  await new Promise((r) => setTimeout(r, 200));
-  await sendAll(release(7, 200_000));
-  await new Promise((r) => setTimeout(r, 200));
-  const done = new Promise<InstalledRecord>((resolve) => agent.on('installed', (r) => r.seq === 7 && resolve(r)));
-  open();
-  installer.gate = undefined;
-  await done;
-  t.deepEqual(installer.installs, [5, 7]);
-  t.deepEqual(failures, []);
-  t.is(agent.store.installed('rpi4')?.seq, 7);
-});
+  test(`regression: a newer release completing while an older one installs is installed right after it; never older after newer${mode}`, async (t) => {
+    const { agent, installer, failures, release, sendAll } = await churnAgent(t, storageThread);
+    let open!: () => void;
+    installer.gate = new Promise((resolve) => (open = resolve));
+    const installing = new Promise<number>((resolve) => (installer.onGate = resolve));
+    await sendAll(release(5, 300_000));
+    t.is(await installing, 5);
+    // A's installer waits at the gate: B and then C complete meanwhile; only the newest waits its turn.
+    await sendAll(release(6, 200_000));
+    await new Promise((r) => setTimeout(r, 200));
+    await sendAll(release(7, 200_000));
+    await new Promise((r) => setTimeout(r, 200));
+    const done = new Promise<InstalledRecord>((resolve) => agent.on('installed', (r) => r.seq === 7 && resolve(r)));
+    open();
+    installer.gate = undefined;
+    await done;
+    t.deepEqual(installer.installs, [5, 7]);
+    t.deepEqual(failures, []);
+    t.is(agent.store.installed('rpi4')?.seq, 7);
+  });
+}

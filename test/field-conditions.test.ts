@@ -72,66 +72,68 @@ test('release churn: 20 releases replaced at random moments; every agent ends on
   t.log(Object.entries(agents).map(([h, a]) => `${h}: installed ${events(a.stderr, 'release.installed').map((l) => l.seq).join(',')}; superseded ${events(a.stderr, 'release.superseded').length}`).join('\n'));
 });
 
-test('disk full mid-transfer: one clear error, the agent stays up, the old image stays intact, and it completes once space is freed', async (t) => {
-  if (process.env.FWCAST_LAB !== '1') return t.fail('needs the lab (npm test runs in it): mounts a tmpfs');
-  const lab = NetLab.create(['pub', 'dev']);
-  t.teardown(() => lab.destroy());
-  const dir = mkdtempSync(join(tmpdir(), 'fwcast-full-'));
-  const store = join(dir, 'store');
-  mkdirSync(store);
-  // The store is a small file system of its own; the agent's default install target lives on it too.
-  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'fwcast-store', store], { encoding: 'utf8' });
-  t.is(mounted.status, 0, mounted.stderr);
-  t.teardown(() => {
-    spawnSync('umount', ['-l', store]);
-    rmSync(dir, { recursive: true, force: true });
+for (const storageThread of [false, true]) {
+  test(`disk full mid-transfer: one clear error, the agent stays up, the old image stays intact, and it completes once space is freed${storageThread ? ' (storage thread)' : ''}`, async (t) => {
+    if (process.env.FWCAST_LAB !== '1') return t.fail('needs the lab (npm test runs in it): mounts a tmpfs');
+    const lab = NetLab.create(['pub', 'dev']);
+    t.teardown(() => lab.destroy());
+    const dir = mkdtempSync(join(tmpdir(), 'fwcast-full-'));
+    const store = join(dir, 'store');
+    mkdirSync(store);
+    // The store is a small file system of its own; the agent's default install target lives on it too.
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'fwcast-store', store], { encoding: 'utf8' });
+    t.is(mounted.status, 0, mounted.stderr);
+    t.teardown(() => {
+      spawnSync('umount', ['-l', store]);
+      rmSync(dir, { recursive: true, force: true });
+    });
+    fwcast('keygen', '--out', dir);
+    const sign = (seq: number, size: number): { file: string; image: Uint8Array } => {
+      const image = makeImage(size, seq);
+      writeFileSync(join(dir, `image-${seq}.bin`), image);
+      const file = join(dir, `release-${seq}.fwc`);
+      fwcast('sign', join(dir, `image-${seq}.bin`), '--key', join(dir, 'publisher.key'), '--model', 'rpi4', '--version', `1.0.${seq}`, '--seq', String(seq), '--out', file);
+      return { file, image };
+    };
+    const old = sign(1, 512 * 1024);
+    const next = sign(2, 6 * 1024 * 1024);
+    const dev = agent(lab, 'dev', store, join(dir, 'publisher.pub'), storageThread ? ['--storage-thread'] : []);
+    await waitForEvent(dev, 'agent.listening', {}, 20_000);
+    const publish = (file: string): Tracked => track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', file, '--iface', 'eth0', '--rate', '20mbit', '--duration', '120s', '--log-format', 'json']));
+
+    let publisher = publish(old.file);
+    const first = await waitForEvent(dev, 'release.installed', { seq: 1 }, 30_000);
+    publisher.child.kill('SIGTERM');
+    await exitCode(publisher, 10_000);
+    const target = String(first.path);
+    t.is(sha256hex(readFileSync(target)), sha256hex(old.image));
+
+    // Leave about 2 MiB: release 2 needs 6 MiB of symbols before its image even starts.
+    const free = (): number => {
+      const df = spawnSync('df', ['--output=avail', '-B1', store], { encoding: 'utf8' }).stdout.trim().split('\n').pop()!;
+      return Number(df);
+    };
+    const filler = join(store, 'filler');
+    writeFileSync(filler, Buffer.alloc(free() - 2 * 1024 * 1024, 1));
+    publisher = publish(next.file);
+    const failed = await waitForEvent(dev, 'store.failed', {}, 30_000);
+    t.is(failed.code, 'ENOSPC');
+    t.true(String(failed.path).startsWith(store), String(failed.path));
+    // Several seconds of a full disk under a carousel at 20 Mbit/s: still one line, the agent still up.
+    await new Promise((r) => setTimeout(r, 4000));
+    t.is(events(dev.stderr, 'store.failed').length, 1, 'the error is logged once');
+    t.is(dev.child.exitCode, null, `the agent is still running:\n${dev.stderr.slice(-3000)}`);
+    t.is(sha256hex(readFileSync(target)), sha256hex(old.image), 'the old image is intact');
+    t.deepEqual(events(dev.stderr, 'release.installed', { seq: 2 }), []);
+
+    rmSync(filler);
+    await waitForEvent(dev, 'store.recovered', {}, 20_000);
+    const installed = await waitForEvent(dev, 'release.installed', { seq: 2 }, 60_000);
+    t.is(installed.sha256, sha256hex(next.image));
+    t.is(sha256hex(readFileSync(target)), sha256hex(next.image));
+    t.is(events(dev.stderr, 'store.failed').length, 1);
+    publisher.child.kill('SIGTERM');
+    dev.child.kill('SIGTERM');
+    t.is(await exitCode(dev, 10_000), 0, dev.stderr.slice(-2000));
   });
-  fwcast('keygen', '--out', dir);
-  const sign = (seq: number, size: number): { file: string; image: Uint8Array } => {
-    const image = makeImage(size, seq);
-    writeFileSync(join(dir, `image-${seq}.bin`), image);
-    const file = join(dir, `release-${seq}.fwc`);
-    fwcast('sign', join(dir, `image-${seq}.bin`), '--key', join(dir, 'publisher.key'), '--model', 'rpi4', '--version', `1.0.${seq}`, '--seq', String(seq), '--out', file);
-    return { file, image };
-  };
-  const old = sign(1, 512 * 1024);
-  const next = sign(2, 6 * 1024 * 1024);
-  const dev = agent(lab, 'dev', store, join(dir, 'publisher.pub'));
-  await waitForEvent(dev, 'agent.listening', {}, 20_000);
-  const publish = (file: string): Tracked => track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', file, '--iface', 'eth0', '--rate', '20mbit', '--duration', '120s', '--log-format', 'json']));
-
-  let publisher = publish(old.file);
-  const first = await waitForEvent(dev, 'release.installed', { seq: 1 }, 30_000);
-  publisher.child.kill('SIGTERM');
-  await exitCode(publisher, 10_000);
-  const target = String(first.path);
-  t.is(sha256hex(readFileSync(target)), sha256hex(old.image));
-
-  // Leave about 2 MiB: release 2 needs 6 MiB of symbols before its image even starts.
-  const free = (): number => {
-    const df = spawnSync('df', ['--output=avail', '-B1', store], { encoding: 'utf8' }).stdout.trim().split('\n').pop()!;
-    return Number(df);
-  };
-  const filler = join(store, 'filler');
-  writeFileSync(filler, Buffer.alloc(free() - 2 * 1024 * 1024, 1));
-  publisher = publish(next.file);
-  const failed = await waitForEvent(dev, 'store.failed', {}, 30_000);
-  t.is(failed.code, 'ENOSPC');
-  t.true(String(failed.path).startsWith(store), String(failed.path));
-  // Several seconds of a full disk under a carousel at 20 Mbit/s: still one line, the agent still up.
-  await new Promise((r) => setTimeout(r, 4000));
-  t.is(events(dev.stderr, 'store.failed').length, 1, 'the error is logged once');
-  t.is(dev.child.exitCode, null, `the agent is still running:\n${dev.stderr.slice(-3000)}`);
-  t.is(sha256hex(readFileSync(target)), sha256hex(old.image), 'the old image is intact');
-  t.deepEqual(events(dev.stderr, 'release.installed', { seq: 2 }), []);
-
-  rmSync(filler);
-  await waitForEvent(dev, 'store.recovered', {}, 20_000);
-  const installed = await waitForEvent(dev, 'release.installed', { seq: 2 }, 60_000);
-  t.is(installed.sha256, sha256hex(next.image));
-  t.is(sha256hex(readFileSync(target)), sha256hex(next.image));
-  t.is(events(dev.stderr, 'store.failed').length, 1);
-  publisher.child.kill('SIGTERM');
-  dev.child.kill('SIGTERM');
-  t.is(await exitCode(dev, 10_000), 0, dev.stderr.slice(-2000));
-});
+}

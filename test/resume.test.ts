@@ -11,7 +11,7 @@ import { NetLab } from '../scripts/lab/netlab.js';
 import { makeImage, prng, sha256hex } from './helpers/fixtures.js';
 import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, track, waitForEvent } from './helpers/processes.js';
 
-test('kill -9 at 20 random points, restart each time: the transfer resumes and the image verifies', async (t) => {
+test('kill -9 at 20 random points, restart each time (storage thread or not, by turns): the transfer resumes and the image verifies', async (t) => {
   const lab = NetLab.create(['pub', 'dev']);
   t.teardown(() => lab.destroy());
   const dir = mkdtempSync(join(tmpdir(), 'fwcast-resume-'));
@@ -30,7 +30,8 @@ test('kill -9 at 20 random points, restart each time: the transfer resumes and t
   let finished: ReturnType<typeof track> | undefined;
   let kills = 0;
   for (; kills < 20 && !finished; kills++) {
-    const agent = track(lab.spawn('dev', process.execPath, args));
+    // Every other start stores and decodes in its storage thread: both resume what either left on disk.
+    const agent = track(lab.spawn('dev', process.execPath, kills % 2 === 1 ? [...args, '--storage-thread'] : args));
     // Kill at a random moment after the transfer (re)started, however slow start-up is under load.
     await waitForEvent(agent, 'release.accepted', { model: 'rpi4', version: '3.0.0' }, 60_000);
     await new Promise((r) => setTimeout(r, 400 + random() * 900));
