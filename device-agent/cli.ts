@@ -216,9 +216,10 @@ export function buildProgram(): Command {
     .option('--segment-mib <m>', 'segment size of the synthetic release, MiB (4 segments)', mebibytes, 2 ** 20)
     .option('--loss <percent>', 'datagrams lost on the way, percent', percent, 0)
     .option('--dir <dir>', 'where the temporary stores go (default: the temporary directory; use the store\'s disk)')
+    .option('--storage-thread', 'measure the agent with its storage thread (as `fwcast-agent run --storage-thread`)')
     .option('--json', 'print the measurement as JSON')
-    .action(async (opts: { seconds: number; segmentMib: number; loss: number; dir?: string; json?: boolean }) => {
-      const r = await measureCapacity({ seconds: opts.seconds, segmentSize: opts.segmentMib, loss: opts.loss, ...(opts.dir ? { dir: opts.dir } : {}) });
+    .action(async (opts: { seconds: number; segmentMib: number; loss: number; dir?: string; json?: boolean; storageThread?: boolean }) => {
+      const r = await measureCapacity({ seconds: opts.seconds, segmentSize: opts.segmentMib, loss: opts.loss, storageThread: opts.storageThread ?? false, ...(opts.dir ? { dir: opts.dir } : {}) });
       process.stdout.write(opts.json ? JSON.stringify(r) + '\n' : capacityText(r));
     });
 
