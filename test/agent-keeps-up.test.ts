@@ -6,30 +6,24 @@
  * Real multicast in lab namespaces, 30% loss injected on the bridge.
  */
 import test from 'ava';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { NetLab } from '../scripts/lab/netlab.js';
-import { makeImage, sha256hex } from './helpers/fixtures.js';
-import { exitCode, FWCAST, FWCAST_AGENT, fwcast, track, waitForEvent } from './helpers/processes.js';
+import { sha256hex } from './helpers/fixtures.js';
+import { exitCode, FWCAST, FWCAST_AGENT, signedRelease, track, waitForEvent } from './helpers/processes.js';
 
 test('with its storage thread, an agent receiving 16 MiB at 30% loss keeps reading its socket while segments decode', async (t) => {
   const lab = NetLab.create(['pub', 'dev']);
   t.teardown(() => lab.destroy());
-  const dir = mkdtempSync(join(tmpdir(), 'fwcast-keeps-up-'));
+  const { dir, image, release, pub } = signedRelease('fwcast-keeps-up-', 16 << 20, { seed: 7 });
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  fwcast('keygen', '--out', dir);
-  const image = makeImage(16 << 20, 7);
-  writeFileSync(join(dir, 'image.bin'), image);
-  const release = join(dir, 'release.fwc');
-  fwcast('sign', join(dir, 'image.bin'), '--key', join(dir, 'publisher.key'), '--model', 'rpi4', '--version', '1.0.0', '--seq', '1', '--out', release);
   lab.setLoss('dev', 30);
   const publisher = track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', release, '--iface', 'eth0', '--rate', '60mbit', '--duration', '150s', '--log-format', 'json']));
   t.teardown(() => publisher.child.kill('SIGKILL'));
 
   const stall = async (mode: 'inline' | 'thread'): Promise<number> => {
     const agent = track(lab.spawn('dev', process.execPath, [
-      FWCAST_AGENT, '--model', 'rpi4', '--key', join(dir, 'publisher.pub'), '--iface', 'eth0', '--store', join(dir, `store-${mode}`),
+      FWCAST_AGENT, '--model', 'rpi4', '--key', pub, '--iface', 'eth0', '--store', join(dir, `store-${mode}`),
       '--once', '--json', '--timeout', '120', '--log-format', 'json', ...(mode === 'thread' ? ['--storage-thread'] : []),
     ]));
     const received = await waitForEvent(agent, 'release.received', {}, 120_000);

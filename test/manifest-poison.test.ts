@@ -8,15 +8,14 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { channelGroup } from '../protocol/channel.js';
 import { Broker, freePort, requireMosquitto } from './helpers/broker.js';
-import { makeImage, sha256hex } from './helpers/fixtures.js';
+import { sha256hex } from './helpers/fixtures.js';
 import type { HostileSummary } from './helpers/hostile-sender.js';
-import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, ROOT, stderrMatch, track, waitForEvent, type Tracked } from './helpers/processes.js';
+import { events, exitCode, FWCAST, FWCAST_AGENT, ROOT, stderrMatch, track, waitForEvent, type Tracked, signedRelease } from './helpers/processes.js';
 
 /**
  * Unpoisoned, the agent installs this release about 1.5 s after the publisher
@@ -26,17 +25,8 @@ import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, ROOT, stderrMatch, trac
 const INSTALL_BOUND_MS = 12_000;
 const POISON_RATE = process.env.FWCAST_POISON_RATE ?? '5000';
 
-function setupRelease(size: number, seed: number) {
-  const dir = mkdtempSync(join(tmpdir(), 'fwcast-poison-'));
-  fwcast('keygen', '--out', dir);
-  const image = makeImage(size, seed);
-  writeFileSync(join(dir, 'image.bin'), image);
-  const release = join(dir, 'release.fwc');
-  fwcast('sign', join(dir, 'image.bin'), '--key', join(dir, 'publisher.key'), '--model', 'rpi4', '--version', '2.0.0', '--seq', '2', '--out', release,
-    // Small segments: a manifest of several fragments, as a large image has.
-    '--segment-size', '16384');
-  return { dir, image, release, pub: join(dir, 'publisher.pub') };
-}
+// Small segments: a manifest of several fragments, as a large image has.
+const setupRelease = (size: number, seed: number) => signedRelease('fwcast-poison-', size, { seed, version: '2.0.0', seq: 2, extra: ['--segment-size', '16384'] });
 
 function summaryOf(p: Tracked): HostileSummary {
   return JSON.parse(p.stdout.trim().split('\n').pop() ?? '{}') as HostileSummary;

@@ -8,16 +8,15 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { channelGroup } from '../protocol/channel.js';
 import { Broker, freePort, requireMosquitto } from './helpers/broker.js';
-import { makeImage, sha256hex } from './helpers/fixtures.js';
+import { sha256hex } from './helpers/fixtures.js';
 import type { HostileSummary } from './helpers/hostile-sender.js';
-import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, ROOT, track, waitForEvent, type Tracked } from './helpers/processes.js';
+import { events, exitCode, FWCAST, FWCAST_AGENT, ROOT, track, waitForEvent, type Tracked, signedRelease } from './helpers/processes.js';
 
 /**
  * Growth of the agent's peak RSS the floods may cause. Bounded buffers hold at
@@ -34,15 +33,7 @@ function vmHwmKb(pid: number): number {
   return Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
 }
 
-function setupRelease(size: number, seed: number) {
-  const dir = mkdtempSync(join(tmpdir(), 'fwcast-memory-'));
-  fwcast('keygen', '--out', dir);
-  const image = makeImage(size, seed);
-  writeFileSync(join(dir, 'image.bin'), image);
-  const release = join(dir, 'release.fwc');
-  fwcast('sign', join(dir, 'image.bin'), '--key', join(dir, 'publisher.key'), '--model', 'rpi4', '--version', '2.0.0', '--seq', '2', '--out', release);
-  return { dir, image, release, pub: join(dir, 'publisher.pub') };
-}
+const setupRelease = (size: number, seed: number) => signedRelease('fwcast-memory-', size, { seed, version: '2.0.0', seq: 2 });
 
 /** The agent's peak RSS once it listens and has settled (Node's start-up allocations done). */
 async function settledPeakKb(agent: Tracked): Promise<number> {

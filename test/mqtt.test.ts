@@ -16,23 +16,15 @@ import { MemoryHub, MemoryTransport } from '../transport/memory.js';
 import { MqttTransport } from '../transport/mqtt.js';
 import { MultiTransport } from '../transport/multi.js';
 import { Broker, freePort, requireMosquitto } from './helpers/broker.js';
-import { makeImage, sha256hex } from './helpers/fixtures.js';
-import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, track, waitForEvent, type LogLine, type Tracked } from './helpers/processes.js';
+import { sha256hex } from './helpers/fixtures.js';
+import { events, exitCode, FWCAST, FWCAST_AGENT, track, waitForEvent, type LogLine, type Tracked, signedRelease } from './helpers/processes.js';
 
 // Fails (not skips) with the apt-get line when the broker is missing.
 test.before(() => {
   requireMosquitto();
 });
 
-function setupRelease(size: number, seed: number) {
-  const dir = mkdtempSync(join(tmpdir(), 'fwcast-mqtt-'));
-  fwcast('keygen', '--out', dir);
-  const image = makeImage(size, seed);
-  writeFileSync(join(dir, 'image.bin'), image);
-  const release = join(dir, 'release.fwc');
-  fwcast('sign', join(dir, 'image.bin'), '--key', join(dir, 'publisher.key'), '--model', 'rpi4', '--version', '2.0.0', '--seq', '2', '--out', release);
-  return { dir, image, release, pub: join(dir, 'publisher.pub') };
-}
+const setupRelease = (size: number, seed: number) => signedRelease('fwcast-mqtt-', size, { seed, version: '2.0.0', seq: 2 });
 
 function agent(dir: string, name: string, pub: string, url: string, extra: string[] = []): Tracked {
   return track(spawn(process.execPath, [FWCAST_AGENT, '--model', 'rpi4', '--key', pub, '--mqtt', url, '--store', join(dir, `store-${name}`),

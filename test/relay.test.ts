@@ -10,13 +10,12 @@
  *                                                 [a] [b] [c] fwcast-agent --iface eth0
  */
 import test from 'ava';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { Broker, requireMosquitto } from './helpers/broker.js';
-import { makeImage, sha256hex } from './helpers/fixtures.js';
-import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, ROOT, stderrMatch, track, waitForEvent, type Tracked } from './helpers/processes.js';
+import { sha256hex } from './helpers/fixtures.js';
+import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, ROOT, stderrMatch, track, waitForEvent, type Tracked, signedRelease } from './helpers/processes.js';
 
 test.before(() => {
   requireMosquitto();
@@ -27,14 +26,9 @@ const BROKER_PORT = 18830;
 const UPSTREAM = `mqtt://[fd00:fc::1]:${BROKER_PORT}`;
 
 function setupRelease(size: number, seed: number) {
-  const dir = mkdtempSync(join(tmpdir(), 'fwcast-relay-'));
-  fwcast('keygen', '--out', dir);
-  const image = makeImage(size, seed);
-  writeFileSync(join(dir, 'image.bin'), image);
-  const release = join(dir, 'release.fwc');
-  fwcast('sign', join(dir, 'image.bin'), '--key', join(dir, 'publisher.key'), '--model', 'rpi4', '--version', '3.0.0', '--seq', '3', '--out', release);
-  const keyId = (JSON.parse(fwcast('inspect', release, '--json')) as { keyId: string }).keyId;
-  return { dir, image, release, pub: join(dir, 'publisher.pub'), keyId };
+  const r = signedRelease('fwcast-relay-', size, { seed, version: '3.0.0', seq: 3 });
+  const keyId = (JSON.parse(fwcast('inspect', r.release, '--json')) as { keyId: string }).keyId;
+  return { ...r, keyId };
 }
 
 async function upstream(lab: NetLab, release: string): Promise<{ broker: Broker; publisher: Tracked }> {

@@ -1,7 +1,11 @@
 /** Running the real CLIs from tests: capture output, wait for lines and exits, with deadlines. */
 import { execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkEventLine, type LogEvent } from '../../protocol/log.js';
+import { makeImage } from './fixtures.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const FWCAST = `${ROOT}bin/fwcast.js`;
@@ -58,6 +62,21 @@ export async function stderrMatch(p: Tracked, pattern: RegExp, ms: number): Prom
 /** Runs `fwcast ARGS` to completion (for keygen, sign, inspect); throws with its stderr on failure. */
 export function fwcast(...args: string[]): string {
   return execFileSync(process.execPath, [FWCAST, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/**
+ * A fresh directory (under the temporary directory, named from `prefix`) with a
+ * publisher key pair and one release of model rpi4, signed by `fwcast sign`
+ * from a generated image of `size` bytes.
+ */
+export function signedRelease(prefix: string, size: number, opts: { seed?: number; version?: string; seq?: number; extra?: string[] } = {}): { dir: string; image: Uint8Array; release: string; pub: string } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  fwcast('keygen', '--out', dir);
+  const image = makeImage(size, opts.seed ?? 1);
+  writeFileSync(join(dir, 'image.bin'), image);
+  const release = join(dir, 'release.fwc');
+  fwcast('sign', join(dir, 'image.bin'), '--key', join(dir, 'publisher.key'), '--model', 'rpi4', '--version', opts.version ?? '1.0.0', '--seq', String(opts.seq ?? 1), '--out', release, ...(opts.extra ?? []));
+  return { dir, image, release, pub: join(dir, 'publisher.pub') };
 }
 
 /** One JSON log line (`--log-format json`): the line's own keys and the event's fields. */
