@@ -27,6 +27,9 @@ const { values: args } = parseArgs({ options: { smoke: { type: 'boolean', defaul
 const smoke = args.smoke!;
 const rssRuns = args['rss-runs'] ? Number(args['rss-runs']) : smoke ? 1 : 5;
 const only = args.only?.split(',');
+const SECTIONS = ['codec', 'segmentSize', 'authCost', 'wireEfficiency', 'maxRate', 'simulation', 'throughput', 'agentRss', 'serial'];
+for (const name of only ?? []) if (!SECTIONS.includes(name)) throw new Error(`--only: no section "${name}" (sections: ${SECTIONS.join(', ')})`);
+if (!(rssRuns >= 1 && Number.isInteger(rssRuns))) throw new Error(`--rss-runs: a positive integer, got ${args['rss-runs']}`);
 const outDir = new URL('./results/', import.meta.url);
 
 interface Row {
@@ -98,17 +101,16 @@ await section('wireEfficiency', async () => {
   for (const w of r.rows) {
     if (w.tool === 'ideal') continue;
     const where = `${w.agents} agents, ${fixed(w.loss * 100, 0)}% loss, ${w.agentsOk} ok`;
-    const measured = `${fixed(w.ratioToIdeal, 3)}× ideal, ${fixed(w.seconds)} s, drops ${w.drops?.join(',') ?? '?'}`;
+    const measured = `${fixed(w.ratioToIdeal, 3)}× ideal, ${fixed(w.seconds)} s, drops ${w.drops?.join(',') ?? '?'}${w.dropsUntilReceived ? ` (${w.dropsUntilReceived.join(',')} until received)` : ''}`;
     if (w.tool === 'uftp') {
       rows.push({ benchmark: `wire uftp, ${where}`, measured, baseline: 'ideal K/(1−p)·(T+48)', ratio: `${fixed(w.ratioToImage, 3)}× image`, target: 'comparison', pass: null });
       continue;
     }
     const mine = r.targets.filter((t) => t.agents === w.agents && Math.abs(t.loss - w.loss) < 1e-9);
     const uftp = r.rows.find((x) => x.tool === 'uftp' && x.agents === w.agents && Math.abs(x.loss - w.loss) < 1e-9);
-    const target = mine.map((t) => (t.kind === 'drops' ? '0 drops' : t.kind === 'ratio' ? t.name.replace(/^.*: /, '') : '< uftp bytes and time')).join(', ');
     rows.push({
       benchmark: `wire fwcast, ${where}`, measured, baseline: uftp ? `uftp ${fixed(uftp.ratioToIdeal, 3)}× ideal, ${fixed(uftp.seconds)} s` : 'ideal K/(1−p)·(T+48)',
-      ratio: `${fixed(w.ratioToImage, 3)}× image`, target, pass: mine.every((t) => t.pass),
+      ratio: `${fixed(w.ratioToImage, 3)}× image`, target: mine.map((t) => t.target).join(', '), pass: mine.every((t) => t.pass),
     });
   }
 });

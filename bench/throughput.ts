@@ -8,7 +8,7 @@
  *   bash scripts/lab.sh npx tsx bench/throughput.ts --max-rate [--loss 0,10,30] [--size-mib 16] [--budget-s 60] [--agent-arg ARG]…
  *
  * --max-rate (issue 14): for each loss, the highest publisher rate at which
- * the agent installs with zero socket-buffer drops until it had received,
+ * the agent installs with zero socket-buffer drops (from listening to exit),
  * found by bisection over the rate (geometric: each step halves the ratio
  * between the highest rate that passed and the lowest that failed), one short
  * transfer per step, until that ratio is within `resolution` or the loss's
@@ -184,7 +184,7 @@ export interface MaxRateOptions {
 
 export interface MaxRateResult {
   loss: number;
-  /** Highest rate that passed (installed, zero drops until received, publisher at ≥ 95% of the rate); 0 if none did. */
+  /** Highest rate that passed (installed, zero drops until exit, publisher at ≥ 95% of the rate); 0 if none did. */
   ceilingMbit: number;
   /** Lowest rate that failed, if any (the ceiling is between the two). */
   failedMbit?: number;
@@ -220,8 +220,8 @@ export async function searchMaxRate(opts: MaxRateOptions): Promise<MaxRateResult
         const r = await pacedTransfer(release, { rateMbit: rate, loss, timeoutS: Math.ceil(estimate * 4 + 15), ...(opts.agentArgs ? { agentArgs: opts.agentArgs } : {}) });
         const senderShort = r.sentMbit < 0.95 * rate || r.sendErrors > 0;
         // Only when the agent kept up with what did arrive: otherwise the agent failed too.
-        publisherLimited ||= senderShort && r.installed && r.drops === 0;
-        const ok = r.installed && r.drops === 0 && !senderShort;
+        publisherLimited ||= senderShort && r.installed && r.dropsUntilExit === 0;
+        const ok = r.installed && r.dropsUntilExit === 0 && !senderShort;
         trials.push({ ...r, pass: ok });
         if (ok) pass = Math.max(pass ?? 0, rate);
         else fail = Math.min(fail ?? Infinity, rate);
@@ -253,7 +253,7 @@ export function formatMaxRate(list: MaxRateResult[]): string {
     const bracket = r.failedMbit === undefined ? 'no rate failed' : `failed at ${r.failedMbit.toFixed(0)}`;
     lines.push(`${(r.loss * 100).toFixed(0)}% loss: ceiling ${r.ceilingMbit.toFixed(0)} Mbit/s (${bracket}${r.publisherLimited ? '; publisher-limited' : ''}), ${r.trials.length} transfers in ${r.seconds.toFixed(0)} s`);
     for (const t of r.trials) {
-      lines.push(`  ${t.rateMbit.toFixed(0).padStart(4)} Mbit/s: ${t.pass ? 'pass' : 'FAIL'}  sent ${t.sentMbit.toFixed(0)} Mbit/s, drops ${t.drops} until received (${t.dropsUntilExit} until exit), ${t.installed ? `received in ${t.secondsToReceived.toFixed(2)} s` : 'NOT installed'}${t.sendErrors ? `, ${t.sendErrors} send errors` : ''}`);
+      lines.push(`  ${t.rateMbit.toFixed(0).padStart(4)} Mbit/s: ${t.pass ? 'pass' : 'FAIL'}  sent ${t.sentMbit.toFixed(0)} Mbit/s, drops ${t.dropsUntilExit} (${t.drops} until received), ${t.installed ? `received in ${t.secondsToReceived.toFixed(2)} s` : 'NOT installed'}${t.sendErrors ? `, ${t.sendErrors} send errors` : ''}`);
     }
   }
   return lines.join('\n');
