@@ -28,12 +28,11 @@ import { IPV6_UDP_HEADERS } from '../carousel/publisher.js';
 import { writeSampleImage } from '../firmware-samples/generate.js';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { events, onEvent, track, waitForEvent } from '../test/helpers/processes.js';
-import { agentNodeFlags } from './agent-rss.js';
+import { spawnAgent } from './agent-rss.js';
 import { rcvbufDropsOfHost, rcvbufDropsOfPid } from './receive-drops.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const FWCAST = join(ROOT, 'bin/fwcast.js');
-const AGENT = join(ROOT, 'bin/fwcast-agent.js');
 const KEY = join(ROOT, 'firmware-samples/demo-keys/DEMO-ONLY-publisher.key');
 const PUB = join(ROOT, 'firmware-samples/demo-keys/DEMO-ONLY-publisher.pub');
 /** Symbol datagram on the wire: 1228 bytes of UDP payload + 48 of IPv6/UDP headers. */
@@ -104,7 +103,7 @@ async function pacedTransfer(release: Release, t: PacedTransfer): Promise<PacedR
   const lab = NetLab.create(['pub', 'dev']);
   try {
     if (t.loss > 0) lab.setLoss('dev', t.loss * 100);
-    const agent = track(lab.spawn('dev', process.execPath, [...agentNodeFlags(), AGENT, '--model', MODEL, '--key', PUB, '--iface', 'eth0', '--store', join(release.dir, `store-${Date.now()}`),
+    const agent = track(spawnAgent(lab, 'dev', ['--model', MODEL, '--key', PUB, '--iface', 'eth0', '--store', join(release.dir, `store-${Date.now()}`),
       '--once', '--json', '--timeout', String(t.timeoutS), '--log-format', 'json', ...(t.agentArgs ?? [])]));
     await waitForEvent(agent, 'agent.listening', { model: MODEL }, 30_000);
     const dropsBefore = rcvbufDropsOfHost(lab, 'dev');

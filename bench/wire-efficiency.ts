@@ -71,10 +71,10 @@ import { NetLab } from '../scripts/lab/netlab.js';
 import { IPV6_UDP_HEADERS } from '../carousel/publisher.js';
 import { readReleaseFile } from '../server/release.js';
 import { makeImage } from '../test/helpers/fixtures.js';
-import { agentNodeFlags } from './agent-rss.js';
+import { spawnAgent } from './agent-rss.js';
 import { rcvbufDropsOfHost, rcvbufDropsOfPid } from './receive-drops.js';
 import { simulateFleet } from './simulation.js';
-import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, onEvent, track, waitForEvent, type Tracked } from '../test/helpers/processes.js';
+import { events, exitCode, FWCAST, fwcast, onEvent, track, waitForEvent, type Tracked } from '../test/helpers/processes.js';
 
 export interface WireOptions {
   imageMiB: number;
@@ -431,8 +431,8 @@ async function runFwcast(opts: WireOptions, p: Prepared, c: WireCase): Promise<{
     counter = new WireCounter(lab.bridge, bridgePortOf(lab, 'pub'));
     const l2 = await counter.calibrate(lab, 'pub');
     const limitS = String(Math.ceil(TRANSFER_LIMIT_MS / 1000));
-    // The agent as installed: its shebang's node flags, plus any option under measurement.
-    const running = agents.map((host) => track(lab.spawn(host, process.execPath, [...agentNodeFlags(), FWCAST_AGENT, '--model', 'rpi4', '--key', p.pub, '--iface', 'eth0',
+    // The agent as installed (its shebang's node flags and environment), plus any option under measurement.
+    const running = agents.map((host) => track(spawnAgent(lab, host, ['--model', 'rpi4', '--key', p.pub, '--iface', 'eth0',
       '--store', join(p.storeDir, `store-${c.agents}-${loss}-${host}`), '--once', '--json', '--log-format', 'json', '--timeout', limitS, ...(opts.agentArgs ?? [])])));
     procs.push(...running);
     await Promise.all(running.map((a) => waitForEvent(a, 'agent.listening', { channel: 'fw/rpi4' }, 30_000)));
