@@ -16,7 +16,8 @@
  * less than 95% of it) counts as a failure and is reported as
  * publisher-limited: the agent's ceiling is then at least what was measured.
  * One transfer per rate: a ceiling near a threshold can move by a step
- * between runs.
+ * between runs. The agent is told the rate (--expected-rate), as an operator
+ * would, and sizes its receive buffer from it up to net.core.rmem_max.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -104,7 +105,7 @@ async function pacedTransfer(release: Release, t: PacedTransfer): Promise<PacedR
   try {
     if (t.loss > 0) lab.setLoss('dev', t.loss * 100);
     const agent = track(spawnAgent(lab, 'dev', ['--model', MODEL, '--key', PUB, '--iface', 'eth0', '--store', join(release.dir, `store-${Date.now()}`),
-      '--once', '--json', '--timeout', String(t.timeoutS), '--log-format', 'json', ...(t.agentArgs ?? [])]));
+      '--once', '--json', '--timeout', String(t.timeoutS), '--log-format', 'json', '--expected-rate', `${t.rateMbit.toFixed(3)}mbit`, ...(t.agentArgs ?? [])]));
     await waitForEvent(agent, 'agent.listening', { model: MODEL }, 30_000);
     const dropsBefore = rcvbufDropsOfHost(lab, 'dev');
     let dropsAtReceived = Number.NaN;
