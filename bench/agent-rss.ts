@@ -46,6 +46,8 @@ export interface AgentRssOptions {
   lossPercent?: number;
   /** `fwcast sign --segment-size` (default: the publisher's). */
   segmentSize?: number;
+  /** Extra arguments for the agent (an option being measured). */
+  agentArgs?: string[];
 }
 
 export interface AgentRss {
@@ -87,7 +89,7 @@ export async function measureAgentRssRuns(imageMiB: number, runs: number, opts: 
     const expected = JSON.parse(execFileSync(process.execPath, [FWCAST, 'inspect', release, '--json'], { encoding: 'utf8' })) as { sha256: string; fec: { segmentSize: number } };
     const list: AgentRss[] = [];
     for (let i = 0; i < runs; i++) {
-      const r = await oneRun(dir, release, join(dir, `store-${i}`), rate, timeoutS, lossPercent);
+      const r = await oneRun(dir, release, join(dir, `store-${i}`), rate, timeoutS, lossPercent, opts.agentArgs ?? []);
       list.push({ imageMiB, lossPercent, segmentSize: expected.fec.segmentSize, peakRssMiB: r.peakKiB / 1024, seconds: r.seconds, verified: r.sha256 === expected.sha256 });
     }
     return {
@@ -103,11 +105,11 @@ export async function measureAgentRss(imageMiB: number, opts: AgentRssOptions = 
   return (await measureAgentRssRuns(imageMiB, 1, opts)).runs[0]!;
 }
 
-async function oneRun(dir: string, release: string, store: string, rate: string, timeoutS: number, lossPercent: number): Promise<{ peakKiB: number; seconds: number; sha256?: string }> {
+async function oneRun(dir: string, release: string, store: string, rate: string, timeoutS: number, lossPercent: number, agentArgs: string[]): Promise<{ peakKiB: number; seconds: number; sha256?: string }> {
   const lab = NetLab.create(['pub', 'dev']);
   try {
     if (lossPercent > 0) lab.setLoss('dev', lossPercent);
-    const agent = spawnAgent(lab, 'dev', ['--model', 'bench', '--key', PUB, '--iface', 'eth0', '--store', store, '--once', '--json', '--timeout', String(timeoutS)]);
+    const agent = spawnAgent(lab, 'dev', ['--model', 'bench', '--key', PUB, '--iface', 'eth0', '--store', store, '--once', '--json', '--timeout', String(timeoutS), ...agentArgs]);
     let stdout = '';
     agent.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     agent.stderr!.resume();

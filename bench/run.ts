@@ -7,6 +7,7 @@
  *   npm run bench -- --smoke small sizes, for CI (about a minute)
  *   options: --rss-runs N (agent RSS transfers of the large image; default 5, 1 with --smoke)
  *            --only codec,wireEfficiency,… (those sections only; the file is then named partial-…)
+ *            --agent-arg=ARG (repeatable: every fwcast-agent of wireEfficiency, maxRate and agentRss gets it, e.g. --agent-arg=--storage-thread)
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -23,7 +24,8 @@ import { FULL as SIMULATION_FULL, SMOKE as SIMULATION_SMOKE, simulateFleet } fro
 import { formatMaxRate, MAX_RATE_FULL, MAX_RATE_SMOKE, MAX_RATE_TARGET, measureThroughput, searchMaxRate } from './throughput.js';
 import { checkTargets, FULL as WIRE_FULL, runWireBenchmark, SMOKE as WIRE_SMOKE } from './wire-efficiency.js';
 
-const { values: args } = parseArgs({ options: { smoke: { type: 'boolean', default: false }, 'rss-runs': { type: 'string' }, only: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { smoke: { type: 'boolean', default: false }, 'rss-runs': { type: 'string' }, only: { type: 'string' }, 'agent-arg': { type: 'string', multiple: true } } });
+const agentArgs = args['agent-arg'] ? { agentArgs: args['agent-arg'] } : {};
 const smoke = args.smoke!;
 const rssRuns = args['rss-runs'] ? Number(args['rss-runs']) : smoke ? 1 : 5;
 const only = args.only?.split(',');
@@ -56,7 +58,7 @@ function machine(): Record<string, unknown> {
   };
 }
 
-const results: Record<string, unknown> = { smoke, ...(only ? { only } : {}), startedAt: new Date().toISOString(), machine: machine() };
+const results: Record<string, unknown> = { smoke, ...(only ? { only } : {}), ...agentArgs, startedAt: new Date().toISOString(), machine: machine() };
 
 async function section<T>(name: string, run: () => Promise<T>, report: (r: T) => void): Promise<void> {
   if (only && !only.includes(name)) return;
@@ -94,7 +96,7 @@ await section('authCost', () => measureAuthCost(smoke ? 2 : 16, [0.1, 0.3]), (li
 });
 
 await section('wireEfficiency', async () => {
-  const run = await runWireBenchmark(smoke ? WIRE_SMOKE : WIRE_FULL);
+  const run = await runWireBenchmark({ ...(smoke ? WIRE_SMOKE : WIRE_FULL), ...agentArgs });
   return { release: run.facts, rows: run.rows, targets: checkTargets(run.rows), details: run.details };
 }, (r) => {
   // Issue 14: one table row per transfer, fwcast's with its targets (drops, bytes, and against uftp where it ran alongside).
@@ -115,7 +117,7 @@ await section('wireEfficiency', async () => {
   }
 });
 
-await section('maxRate', () => searchMaxRate(smoke ? MAX_RATE_SMOKE : MAX_RATE_FULL), (list) => {
+await section('maxRate', () => searchMaxRate({ ...(smoke ? MAX_RATE_SMOKE : MAX_RATE_FULL), ...agentArgs }), (list) => {
   process.stderr.write(formatMaxRate(list) + '\n');
   for (const m of list) {
     const targeted = Math.abs(m.loss - MAX_RATE_TARGET.loss) < 1e-9;
@@ -141,7 +143,7 @@ await section('agentRss', async () => {
   // between runs (issue 14); the small one as issue 4 set its cap, lossless.
   const cases = smoke ? [{ size: 4, loss: 0, runs: rssRuns }] : [{ size: 16, loss: 0, runs: 1 }, { size: 256, loss: 10, runs: rssRuns }];
   const out = [];
-  for (const c of cases) out.push(await measureAgentRssRuns(c.size, c.runs, { lossPercent: c.loss }));
+  for (const c of cases) out.push(await measureAgentRssRuns(c.size, c.runs, { lossPercent: c.loss, ...agentArgs }));
   return out;
 }, (list) => {
   for (const r of list) {

@@ -5,7 +5,7 @@
  * socket-buffer drops (Udp6RcvbufErrors in its namespace, bench/receive-drops.ts).
  *
  *   bash scripts/lab.sh npx tsx bench/throughput.ts [PACKETS_PER_SECOND] [SIZE_MIB] [SEGMENT_MIB]   # one paced transfer
- *   bash scripts/lab.sh npx tsx bench/throughput.ts --max-rate [--loss 0,10,30] [--size-mib 16] [--budget-s 60] [--agent-arg ARG]…
+ *   bash scripts/lab.sh npx tsx bench/throughput.ts --max-rate [--loss 0,10,30] [--size-mib 16] [--budget-s 60] [--agent-arg=--storage-thread]…
  *
  * --max-rate (issue 14): for each loss, the highest publisher rate at which
  * the agent installs with zero socket-buffer drops (from listening to exit),

@@ -8,7 +8,7 @@
  *   bash scripts/lab.sh npx tsx bench/wire-efficiency.ts            # 16 MiB at 100mbit: fwcast 1, 2, 4 agents × 0%, 10%; uftp and fwcast with 2 and 8 at 10%
  *   bash scripts/lab.sh npx tsx bench/wire-efficiency.ts --smoke    # 2 MiB, 2 agents (CI)
  *   options: --size-mib N --agents 1,2,4 --loss 0,10 (percent) --rate 100mbit --uftp-agents 2,8 --uftp-loss 10 --no-uftp
- *            --tmpfs-store --agent-arg ARG (repeatable: passed to every fwcast-agent) --json-only --out FILE
+ *            --tmpfs-store --agent-arg=ARG (repeatable: passed to every fwcast-agent, e.g. --agent-arg=--storage-thread) --json-only --out FILE
  *   npx tsx bench/wire-efficiency.ts --floor   # no network: the carousel's own floor (simulateCarouselFloor)
  *
  * Targets (issue 14), per fwcast row: zero socket-buffer drops, ≤ 1.08× the
