@@ -92,6 +92,8 @@ export interface PacedResult {
   dropsUntilExit: number;
   /** Datagrams the agent took in (its agent.stats at exit). */
   datagramsReceived: number;
+  /** What the agent itself set aside, by reason (agent.stats `dropped.*`): shed work shows here, not in `drops`. */
+  agentDropped: Record<string, number>;
   installed: boolean;
   /** From starting the publisher to the agent's release.received (NaN if none). */
   secondsToReceived: number;
@@ -126,6 +128,7 @@ async function pacedTransfer(release: Release, t: PacedTransfer): Promise<PacedR
     const datagramsSent = Number(sent?.datagrams ?? 0);
     const seconds = Number(sent?.seconds ?? Number.NaN);
     const sendErrors = Number(events(publisher.stderr, 'publish.send-errors')[0]?.count ?? 0);
+    const stats: Record<string, unknown> = events(agent.stderr, 'agent.stats', { model: MODEL })[0] ?? {};
     return {
       rateMbit: t.rateMbit,
       loss: t.loss,
@@ -135,7 +138,8 @@ async function pacedTransfer(release: Release, t: PacedTransfer): Promise<PacedR
       sendErrors,
       drops: dropsAtReceived,
       dropsUntilExit,
-      datagramsReceived: Number(events(agent.stderr, 'agent.stats', { model: MODEL })[0]?.datagrams ?? 0),
+      datagramsReceived: Number(stats.datagrams ?? 0),
+      agentDropped: Object.fromEntries(Object.entries(stats).filter(([k, v]) => k.startsWith('dropped.') && Number(v) > 0).map(([k, v]) => [k.slice('dropped.'.length), Number(v)])),
       installed: code === 0,
       secondsToReceived: (receivedAt - started) / 1000,
       secondsToExit: (exitedAt - started) / 1000,
@@ -253,7 +257,7 @@ export function formatMaxRate(list: MaxRateResult[]): string {
     const bracket = r.failedMbit === undefined ? 'no rate failed' : `failed at ${r.failedMbit.toFixed(0)}`;
     lines.push(`${(r.loss * 100).toFixed(0)}% loss: ceiling ${r.ceilingMbit.toFixed(0)} Mbit/s (${bracket}${r.publisherLimited ? '; publisher-limited' : ''}), ${r.trials.length} transfers in ${r.seconds.toFixed(0)} s`);
     for (const t of r.trials) {
-      lines.push(`  ${t.rateMbit.toFixed(0).padStart(4)} Mbit/s: ${t.pass ? 'pass' : 'FAIL'}  sent ${t.sentMbit.toFixed(0)} Mbit/s, drops ${t.dropsUntilExit} (${t.drops} until received), ${t.installed ? `received in ${t.secondsToReceived.toFixed(2)} s` : 'NOT installed'}${t.sendErrors ? `, ${t.sendErrors} send errors` : ''}`);
+      lines.push(`  ${t.rateMbit.toFixed(0).padStart(4)} Mbit/s: ${t.pass ? 'pass' : 'FAIL'}  sent ${t.sentMbit.toFixed(0)} Mbit/s, drops ${t.dropsUntilExit} (${t.drops} until received), ${t.installed ? `received in ${t.secondsToReceived.toFixed(2)} s` : 'NOT installed'}${t.sendErrors ? `, ${t.sendErrors} send errors` : ''}${Object.keys(t.agentDropped).length ? `; the agent set aside ${Object.entries(t.agentDropped).map(([k, v]) => `${v} ${k}`).join(', ')}` : ''}`);
     }
   }
   return lines.join('\n');

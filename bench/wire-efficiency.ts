@@ -135,6 +135,12 @@ export interface WireResult {
   drops?: number[];
   /** fwcast: the same until each agent's release.received line (the drops that cost the transfer symbols). */
   dropsUntilReceived?: number[];
+  /**
+   * fwcast: what each agent itself set aside, by reason (its agent.stats
+   * `dropped.*`): an agent that sheds work when a stage falls behind shows it
+   * here instead of in the kernel's drops.
+   */
+  agentDropped?: Array<Record<string, number>>;
   /** Anything worth knowing about the row (failures, overshoot). */
   note?: string;
 }
@@ -502,16 +508,15 @@ async function runFwcast(opts: WireOptions, p: Prepared, c: WireCase): Promise<{
     const overshoot = end.counters.fwd_ip6!.bytes - base.counters.fwd_ip6!.bytes - l2 * totalFwdPackets - bytes;
     if (!allOk) note += `${agents.length - ok} of ${agents.length} agents failed; bytes are all sent in ${((end.t - start) / 1000).toFixed(1)} s; `;
     const ideal = idealBytes(p.facts, loss);
-    const stats = running.map((a, i) => {
-      const s = events(a.stderr, 'agent.stats', { model: 'rpi4' })[0];
-      return `${agents[i]}: ${s ? `${s.datagrams} datagrams, ${s.symbolsUsed} symbols used, ${s.duplicates} duplicates` : `exit ${String(codes[i])}`}`;
-    });
+    const agentStats = running.map((a) => events(a.stderr, 'agent.stats', { model: 'rpi4' })[0]);
+    const agentDropped = agentStats.map((s) => Object.fromEntries(Object.entries(s ?? {}).filter(([k, v]) => k.startsWith('dropped.') && Number(v) > 0).map(([k, v]) => [k.slice('dropped.'.length), Number(v)])));
+    const stats = agentStats.map((s, i) => `${agents[i]}: ${s ? `${s.datagrams} datagrams, ${s.symbolsUsed} symbols used, ${s.duplicates} duplicates` : `exit ${String(codes[i])}`}`);
     const agentCpuSeconds = cpuAtReceived.reduce((sum, c, i) => sum + c - cpuAtStart[i]!, 0);
     return {
       row: {
         tool: 'fwcast', agents: c.agents, loss, bytes: Math.round(bytes), ratioToImage: bytes / p.facts.imageSize, ratioToIdeal: bytes / ideal,
         seconds: (tEnd - start) / 1000, agentsOk: ok, backBytes: Math.round(backBytes), totalBytes: Math.round(bytes + backBytes), packets: Math.round(fwdPackets),
-        drops: rcvbufErrors, dropsUntilReceived: dropsAtReceived, ...(note ? { note: note.trim() } : {}),
+        drops: rcvbufErrors, dropsUntilReceived: dropsAtReceived, agentDropped, ...(note ? { note: note.trim() } : {}),
       },
       detail: {
         tool: 'fwcast', agents: c.agents, loss, agentSeconds: times.map((t) => (t === undefined ? null : (t - start) / 1000)),
@@ -834,6 +839,10 @@ async function cli(): Promise<void> {
     console.log(`wire efficiency: ${opts.imageMiB} MiB at ${opts.rate}${opts.storeOnTmpfs ? ' (stores on tmpfs)' : ''}${opts.agentArgs ? `, agents run with ${opts.agentArgs.join(' ')}` : ''}; K = ${f.sourceSymbols} symbols of T = ${f.symbolSize} bytes in ${f.segments} segments; signed manifest ${f.manifestBytes} bytes\n`);
     console.log(formatTable(run.rows));
     for (const r of run.rows) if (r.note) console.log(`  ${r.tool} ${r.agents} agents ${pct(r.loss)}: ${r.note}`);
+    for (const r of run.rows) {
+      if (!r.agentDropped?.some((d) => Object.keys(d).length > 0)) continue;
+      console.log(`  fwcast ${r.agents} agents ${pct(r.loss)}: the agents set aside ${r.agentDropped.map((d) => Object.entries(d).map(([k, v]) => `${v} ${k}`).join(' + ') || '0').join('; ')}`);
+    }
     for (const d of run.details) {
       const drops = `sender at ${d.senderMbit?.toFixed(1)} Mbit/s mid-transfer`;
       const where = `${d.tool} ${d.agents} agents ${pct(d.loss)}`;
