@@ -46,7 +46,9 @@ import { StoreError } from '../protocol/errors.js';
 import type { Manifest, SegmentInfo } from '../protocol/manifest.js';
 import type { AddResult, SegmentAssembler } from './assembler.js';
 
-const ESI_BYTES = 4;
+/** Bytes before each symbol in a spill file: its ESI. */
+export const SPILL_RECORD_HEADER = 4;
+const ESI_BYTES = SPILL_RECORD_HEADER;
 const ONE = Uint8Array.of(1);
 /** Open spill files kept at once; others are reopened on demand. */
 const MAX_OPEN = 32;

@@ -19,6 +19,7 @@ import { StoreError } from '../protocol/errors.js';
 import type { Manifest, SegmentInfo } from '../protocol/manifest.js';
 import { startModuleWorker } from '../runtime/worker-thread.js';
 import type { AddResult, SegmentAssembler, Settlement } from './assembler.js';
+import { SPILL_RECORD_HEADER } from './spill-assembler.js';
 import { RECORD_HEADER, type StorageAck, type StorageReply, type StorageRequest } from './storage-messages.js';
 
 /** Records per batch handed to the storage thread. */
@@ -98,7 +99,6 @@ export class ThreadedAssembler implements SegmentAssembler {
   onSettled?: (s: Settlement) => void;
   #thread: StorageThread;
   #id: number;
-  #manifest: Manifest;
   #record: number;
   /** Per segment, which ESIs were handed over (an ESI refused by the store is taken again). */
   #seen: Uint8Array[];
@@ -122,7 +122,6 @@ export class ThreadedAssembler implements SegmentAssembler {
     this.#thread = thread;
     this.#dir = dir;
     this.#id = id;
-    this.#manifest = manifest;
     this.#record = RECORD_HEADER + manifest.symbolSize;
     this.#batch = new Uint8Array(BATCH_RECORDS * this.#record);
     this.imagePath = join(dir, 'image.part');
@@ -135,7 +134,7 @@ export class ThreadedAssembler implements SegmentAssembler {
         this.completed.add(s.index);
         return 0;
       }
-      const n = spilledRecords(join(dir, `${s.index}.sym`), 4 + manifest.symbolSize);
+      const n = spilledRecords(join(dir, `${s.index}.sym`), SPILL_RECORD_HEADER + manifest.symbolSize);
       resumed += n;
       return n;
     });
