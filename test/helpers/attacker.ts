@@ -36,6 +36,7 @@ import {
   AUTH_OVERHEAD, HEADER_SIZE, MAGIC_0, MAGIC_1, MANIFEST_OVERHEAD, PacketType, RELEASE_ID_SIZE, SYMBOL_OVERHEAD, WIRE_VERSION,
 } from '../../protocol/packet.js';
 import { hex } from '../../protocol/hex.js';
+import { multicastSender, runPacedFlood, type FloodTimes } from './paced-flood.js';
 
 export const KINDS = ['random', 'mutated', 'forged-symbol', 'forged-auth', 'replay'] as const;
 export type Kind = (typeof KINDS)[number];
@@ -141,8 +142,6 @@ async function main(): Promise<void> {
   let total = 0;
   let sendErrors = 0;
   let lastSendError: string | undefined;
-  let firstSendAt: number | undefined;
-  let lastSendAt: number | undefined;
   let firstCaptureAt: number | undefined;
   let lastCaptureAt: number | undefined;
   let manifestAt: number | undefined;
@@ -231,18 +230,7 @@ async function main(): Promise<void> {
   }
 
   // Send: explicitly on the interface, one hop, never to ourselves.
-  const sender = dgram.createSocket({ type: 'udp6' });
-  const senderBound = once(sender, 'listening');
-  sender.bind({ port: 0, address: '::' });
-  await senderBound;
-  sender.setMulticastInterface(`::%${iface}`);
-  sender.setMulticastTTL(1);
-  sender.setMulticastLoopback(false);
-  try {
-    sender.setSendBufferSize(4 << 20);
-  } catch {
-    // Kernel cap.
-  }
+  const sender = await multicastSender(iface, '::', 4 << 20);
   const destination = `${group}%${iface}`;
 
   const header = (type: number, id: Uint8Array, length: number): Uint8Array => {
@@ -408,19 +396,14 @@ async function main(): Promise<void> {
     }
   };
 
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  const stop = (reason: string): void => {
-    if (stopped) return;
-    stopped = true;
-    clearTimeout(timer);
+  const summary = (reason: string, { firstSendAt, lastSendAt }: FloodTimes): AttackerSummary => {
     sample();
     const stoppedAt = Date.now();
     const span = (a?: number, b?: number): number => (a !== undefined && b !== undefined && b > a ? (b - a) / 1000 : 0);
     const sendSpan = span(firstSendAt, lastSendAt);
     const forgeSpan = span(manifestAt, lastSendAt);
     const captureSpan = span(firstCaptureAt, lastCaptureAt);
-    const summary: AttackerSummary = {
+    return {
       sent, total, mutations, sendErrors, ...(lastSendError ? { lastSendError } : {}), captured,
       ...(target ? { releaseId: hex(target.releaseId) } : {}),
       startedAt,
@@ -436,40 +419,27 @@ async function main(): Promise<void> {
       capturedSymbolRate: captureSpan ? Math.round(capturedSymbols / captureSpan) : 0,
       timeline,
     };
-    process.stdout.write(JSON.stringify(summary) + '\n', () => {
-      listener.close();
-      sender.close();
-      process.exit(0);
-    });
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
 
-  // Paced in small bursts: each tick sends what the rate allows since the start.
-  const paceStart = performance.now();
-  const tick = (): void => {
-    if (stopped) return;
-    const elapsed = performance.now() - paceStart;
-    if (timeline.length === 0 || Date.now() - timeline[timeline.length - 1]![0]! >= 100) sample();
-    if (elapsed >= maxDuration) return stop('duration');
-    const due = Math.min(maxCount, Math.floor((elapsed / 1000) * rate)) - total;
-    for (let i = 0; i < Math.min(due, 256); i++) {
+  process.stderr.write(`attacker: ready on ${destination} port ${port}, ${rate}/s, at most ${maxCount} datagrams in ${maxDuration / 1000} s\n`);
+  runPacedFlood({
+    rate, maxCount, maxMs: maxDuration, burst: 256, intervalMs: 1,
+    onTick: () => {
+      if (timeline.length === 0 || Date.now() - timeline[timeline.length - 1]![0]! >= 100) sample();
+    },
+    sendOne: () => {
       const kind = pickKind();
-      const datagram = make(kind);
-      sender.send(datagram, port, destination, onSent);
+      sender.send(make(kind), port, destination, onSent);
       sent[kind]++;
       total++;
       if (kind === 'forged-symbol') forgedSinceManifest++;
-    }
-    if (due > 0) {
-      lastSendAt = Date.now();
-      firstSendAt ??= lastSendAt;
-    }
-    if (total >= maxCount) return stop('count');
-    timer = setTimeout(tick, 1);
-  };
-  process.stderr.write(`attacker: ready on ${destination} port ${port}, ${rate}/s, at most ${maxCount} datagrams in ${maxDuration / 1000} s\n`);
-  tick();
+    },
+    summary,
+    close: () => {
+      listener.close();
+      sender.close();
+    },
+  });
 }
 
 // Runs only as a program; tests import the summary type and sentBetween().

@@ -22,14 +22,13 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import dgram from 'node:dgram';
-import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import mqtt from 'mqtt';
 import { releaseIdOf } from '../../protocol/manifest.js';
 import { encodeManifestFragment, HEADER_SIZE, MAGIC_0, MAGIC_1, PacketType, SYMBOL_OVERHEAD, WIRE_VERSION } from '../../protocol/packet.js';
 import { decodeReleaseHeader, RELEASE_HEADER_SIZE } from '../../protocol/release-file.js';
+import { multicastSender, runPacedFlood } from './paced-flood.js';
 
 export interface HostileSummary {
   sent: number;
@@ -64,7 +63,8 @@ if (!(rate > 0 && rate <= 100_000)) throw new Error('--rate: 1..100000 per secon
 if (!(maxCount > 0 && maxCount <= 10_000_000)) throw new Error('--count: 1..10000000');
 if (!(maxMs > 0 && maxMs <= 600_000)) throw new Error('--duration: up to 600 s');
 
-let make: () => Uint8Array;
+/** Datagram number n. */
+let make: (n: number) => Uint8Array;
 if (values.mode === 'poison') {
   if (!values.release) throw new Error('--release: the release file whose manifest to poison');
   const file = readFileSync(values.release);
@@ -75,13 +75,13 @@ if (values.mode === 'poison') {
 } else if (values.mode === 'junk') {
   const size = Number(values.size);
   if (!(size > SYMBOL_OVERHEAD && size <= 65527)) throw new Error('--size: a datagram size up to 65527');
-  make = () => {
+  make = (n) => {
     const out = new Uint8Array(size);
     out[0] = MAGIC_0;
     out[1] = MAGIC_1;
     out[2] = WIRE_VERSION;
     // Symbols and AUTH datagrams in turn: a receiver keeps both kinds for a release it has not heard of.
-    out[3] = sent % 2 === 0 ? PacketType.Symbol : PacketType.Auth;
+    out[3] = n % 2 === 0 ? PacketType.Symbol : PacketType.Auth;
     out.set(randomBytes(HEADER_SIZE - 4), 4);
     return out;
   };
@@ -114,13 +114,7 @@ if (values.mqtt) {
     execFileSync('ip', ['addr', 'add', `${source}/128`, 'dev', iface, 'nodad']);
     spoofed = source;
   }
-  const socket = dgram.createSocket({ type: 'udp6' });
-  const bound = once(socket, 'listening');
-  socket.bind({ port: 0, address: source });
-  await bound;
-  socket.setMulticastInterface(`::%${iface}`);
-  socket.setMulticastTTL(1);
-  socket.setMulticastLoopback(false);
+  const socket = await multicastSender(iface, source);
   const destination = `${group}%${iface}`;
   send = (d, done) => socket.send(d, port, destination, (err) => done(err));
   closeAll = () => socket.close();
@@ -128,45 +122,16 @@ if (values.mqtt) {
 
 let sent = 0;
 let sendErrors = 0;
-let firstSendAt: number | undefined;
-let lastSendAt: number | undefined;
-let stopped = false;
-let timer: NodeJS.Timeout | undefined;
 const onSent = (err?: Error | null): void => {
   if (err) sendErrors++;
 };
-const stop = (reason: string): void => {
-  if (stopped) return;
-  stopped = true;
-  clearTimeout(timer);
-  const summary: HostileSummary = {
-    sent, sendErrors, ...(spoofed ? { spoofed } : {}),
-    ...(firstSendAt !== undefined ? { firstSendAt } : {}), ...(lastSendAt !== undefined ? { lastSendAt } : {}), stopReason: reason,
-  };
-  process.stdout.write(JSON.stringify(summary) + '\n', () => {
-    closeAll();
-    process.exit(0);
-  });
-};
-process.once('SIGTERM', () => stop('SIGTERM'));
-process.once('SIGINT', () => stop('SIGINT'));
-
-const start = performance.now();
-const tick = (): void => {
-  if (stopped) return;
-  const elapsed = performance.now() - start;
-  if (elapsed >= maxMs) return stop('duration');
-  const due = Math.min(maxCount, Math.floor((elapsed / 1000) * rate)) - sent;
-  for (let i = 0; i < Math.min(due, 256); i++) {
-    send(make(), onSent);
-    sent++;
-  }
-  if (due > 0) {
-    lastSendAt = Date.now();
-    firstSendAt ??= lastSendAt;
-  }
-  if (sent >= maxCount) return stop('count');
-  timer = setTimeout(tick, 1);
-};
 process.stderr.write(`hostile: ready, ${values.mode} at ${rate}/s, at most ${maxCount} in ${maxMs / 1000} s\n`);
-tick();
+runPacedFlood({
+  rate, maxCount, maxMs, burst: 256, intervalMs: 1,
+  sendOne: (n) => {
+    send(make(n), onSent);
+    sent++;
+  },
+  summary: (stopReason, times): HostileSummary => ({ sent, sendErrors, ...(spoofed ? { spoofed } : {}), ...times, stopReason }),
+  close: closeAll,
+});

@@ -17,8 +17,6 @@
  * line on stdout when it stops (count or duration reached, SIGTERM).
  */
 import { randomBytes } from 'node:crypto';
-import dgram from 'node:dgram';
-import { once } from 'node:events';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -26,6 +24,7 @@ import { encodeCbor, Tag } from '../../protocol/cbor.js';
 import { ALG_EDDSA, COSE_SIGN1_TAG } from '../../protocol/cose-sign1.js';
 import { releaseIdOf } from '../../protocol/manifest.js';
 import { encodeManifestFragment } from '../../protocol/packet.js';
+import { multicastSender, runPacedFlood } from './paced-flood.js';
 
 /** A line a log reader would take for the agent's own, if it reached the log unescaped. Its year marks it. */
 export const FORGED_LINE = '2001-01-01T00:00:00.000Z info  agent:rpi4: installed rpi4 9.9.9 (seq 999) at /data/rootfs.img event=release.installed';
@@ -105,18 +104,7 @@ async function main(): Promise<void> {
   if (!(maxDuration > 0 && maxDuration <= 120_000)) throw new Error('--duration: up to 120 s');
   if (!(fragmentSize >= 100 && fragmentSize <= 60_000)) throw new Error('--fragment: 100..60000 bytes');
 
-  const sender = dgram.createSocket({ type: 'udp6' });
-  const bound = once(sender, 'listening');
-  sender.bind({ port: 0, address: '::' });
-  await bound;
-  sender.setMulticastInterface(`::%${values.iface}`);
-  sender.setMulticastTTL(1);
-  sender.setMulticastLoopback(false);
-  try {
-    sender.setSendBufferSize(8 << 20);
-  } catch {
-    // Kernel cap.
-  }
+  const sender = await multicastSender(values.iface, '::', 8 << 20);
   const destination = `${values.group}%${values.iface}`;
   const port = Number(values.port);
 
@@ -126,39 +114,14 @@ async function main(): Promise<void> {
   let datagrams = 0;
   let bytes = 0;
   let sendErrors = 0;
-  let firstSendAt: number | undefined;
-  let lastSendAt: number | undefined;
   const onSent = (err: Error | null): void => {
     if (err) sendErrors++;
   };
-
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  const stop = (stopReason: string): void => {
-    if (stopped) return;
-    stopped = true;
-    clearTimeout(timer);
-    const summary: LogAttackerSummary = {
-      manifests, total, datagrams, bytes, sendErrors, stopReason,
-      ...(firstSendAt !== undefined ? { firstSendAt } : {}),
-      ...(lastSendAt !== undefined ? { lastSendAt } : {}),
-    };
-    process.stdout.write(JSON.stringify(summary) + '\n', () => {
-      sender.close();
-      process.exit(0);
-    });
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
-
-  const started = performance.now();
-  const tick = (): void => {
-    if (stopped) return;
-    const elapsed = performance.now() - started;
-    if (elapsed >= maxDuration) return stop('duration');
-    const due = Math.min(maxCount, Math.floor((elapsed / 1000) * rate)) - total;
-    for (let i = 0; i < Math.min(due, 32); i++) {
-      const name = names[total % names.length]!;
+  process.stderr.write(`log-attacker: ready on ${destination} port ${port}, ${rate} manifests/s, at most ${maxCount} in ${maxDuration / 1000} s\n`);
+  runPacedFlood({
+    rate, maxCount, maxMs: maxDuration, burst: 32, intervalMs: 5,
+    sendOne: (n) => {
+      const name = names[n % names.length]!;
       for (const d of fragmentsOf(VARIANTS[name](randomBytes(8)), fragmentSize)) {
         sender.send(d, port, destination, onSent);
         datagrams++;
@@ -166,16 +129,10 @@ async function main(): Promise<void> {
       }
       manifests[name]!++;
       total++;
-    }
-    if (due > 0) {
-      lastSendAt = Date.now();
-      firstSendAt ??= lastSendAt;
-    }
-    if (total >= maxCount) return stop('count');
-    timer = setTimeout(tick, 5);
-  };
-  process.stderr.write(`log-attacker: ready on ${destination} port ${port}, ${rate} manifests/s, at most ${maxCount} in ${maxDuration / 1000} s\n`);
-  tick();
+    },
+    summary: (stopReason, times): LogAttackerSummary => ({ manifests, total, datagrams, bytes, sendErrors, stopReason, ...times }),
+    close: () => sender.close(),
+  });
 }
 
 // Runs only as a program; tests import the variants.
