@@ -110,6 +110,8 @@ export class ThreadedAssembler implements SegmentAssembler {
    */
   #needed: number[];
   #batch: Uint8Array;
+  /** The batch's headers are written through this view (one per buffer, not one per symbol). */
+  #view: DataView;
   /** Batch buffers the storage thread handed back, for reuse. */
   #spare: Uint8Array[] = [];
   #batched = 0;
@@ -124,6 +126,7 @@ export class ThreadedAssembler implements SegmentAssembler {
     this.#id = id;
     this.#record = RECORD_HEADER + manifest.symbolSize;
     this.#batch = new Uint8Array(BATCH_RECORDS * this.#record);
+    this.#view = new DataView(this.#batch.buffer);
     this.imagePath = join(dir, 'image.part');
     this.#seen = manifest.segments.map((s) => new Uint8Array(s.published));
     // The resume state, as the storage thread will find it: segments done, symbols spilled.
@@ -152,9 +155,8 @@ export class ThreadedAssembler implements SegmentAssembler {
     if (this.#counts[segment.index]! >= this.#needed[segment.index]!) return { kind: 'enough' };
     if (this.#inFlight + this.#batch.byteLength > MAX_IN_FLIGHT) return { kind: 'shed' };
     const at = this.#batched * this.#record;
-    const view = new DataView(this.#batch.buffer, at, RECORD_HEADER);
-    view.setUint32(0, segment.index);
-    view.setUint32(4, esi);
+    this.#view.setUint32(at, segment.index);
+    this.#view.setUint32(at + 4, esi);
     this.#batch.set(symbol, at + RECORD_HEADER);
     this.#batched++;
     seen[esi] = 1;
@@ -179,6 +181,7 @@ export class ThreadedAssembler implements SegmentAssembler {
     this.#inFlight += records.byteLength;
     this.#thread.post({ op: 'symbols', transfer: this.#id, records: records.subarray(0, bytes), count: this.#batched }, [records.buffer as ArrayBuffer]);
     this.#batch = this.#spare.pop() ?? new Uint8Array(BATCH_RECORDS * this.#record);
+    this.#view = new DataView(this.#batch.buffer);
     this.#batched = 0;
   }
 
