@@ -6,13 +6,14 @@ import { Command, Option } from 'commander';
 import { createConsoleLogger } from '../cli/console-log.js';
 import { endQuietlyOnClosedStdout, exitWithError, UsageError } from '../cli/fail.js';
 import { readTrustedKey } from '../cli/key-files.js';
+import { DEFAULT_SEGMENT_SIZE } from '../protocol/limits.js';
 import type { LogLevel } from '../protocol/log.js';
 import { formatRate } from '../cli/units.js';
 import { createTransport, mqttSummary } from '../transport/create.js';
 import { RECEIVE_STALL_BUDGET_MS, receiveBufferCap, receiveBufferDrops, receiveBufferFor } from '../transport/receive-buffer.js';
 import type { ReceiveBufferReport } from '../transport/udp-multicast.js';
 import { Agent, type AgentProgress } from './agent.js';
-import { measureCapacity, RATE_HEADROOM, type CapacityResult } from './capacity.js';
+import { measureCapacity, RATE_HEADROOM, STALL_HEADROOM, type CapacityResult } from './capacity.js';
 import { resolveAgentConfig, type AgentFlags } from './config.js';
 import { createInstaller } from './installers/create.js';
 import { Relay } from './relay.js';
@@ -159,7 +160,8 @@ function capacityText(r: CapacityResult): string {
     `${r.transfers} transfers measured, ${+r.cpus.toFixed(2)} CPUs available\n` +
     rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}\n`).join('') +
     `publisher rate for a fleet of such boards at this loss: --rate ${Math.max(1, Math.floor(r.recommendedRate / 1e6))}mbit ` +
-    `(${RATE_HEADROOM * 100}% of the lower of the two: the rest is for the kernel's receive path, the installer and the device)\n`;
+    `(the lower of ${RATE_HEADROOM * 100}% of the sustained rate, the rest being for the kernel's receive path, the installer and the device, ` +
+    `and ${Math.round(STALL_HEADROOM * 100)}% of the stall-bound one, since an agent meets longer stalls than a self-test)\n`;
 }
 
 export function buildProgram(): Command {
@@ -213,7 +215,7 @@ export function buildProgram(): Command {
   program.command('capacity')
     .description('measure what this device can receive: feeds a synthetic signed release to the agent in memory, as fast as it takes it')
     .option('--seconds <n>', 'time to spend measuring', seconds, 5)
-    .option('--segment-mib <m>', 'segment size of the synthetic release, MiB (4 segments)', mebibytes, 2 ** 20)
+    .option('--segment-mib <m>', `segment size of the synthetic release, MiB (4 segments; default ${DEFAULT_SEGMENT_SIZE / 2 ** 20}, as fwcast sign makes them: the longest stall is a segment's decode)`, mebibytes, DEFAULT_SEGMENT_SIZE)
     .option('--loss <percent>', 'datagrams lost on the way, percent', percent, 0)
     .option('--dir <dir>', 'where the temporary stores go (default: the temporary directory; use the store\'s disk)')
     .option('--storage-thread', 'measure the agent with its storage thread (as `fwcast-agent run --storage-thread`)')

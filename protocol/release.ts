@@ -45,7 +45,7 @@ export interface ReleaseInit {
   expires?: number;
   /** UDP payload size of symbol datagrams (default 1232). */
   datagramSize?: number;
-  /** Segment size, bytes, in whole symbols (segmentSizeFor; default 1 MiB). */
+  /** Segment size, bytes, in whole symbols (segmentSizeFor; default DEFAULT_SEGMENT_SIZE, 3 MiB). */
   segmentSize?: number;
   /** Repair symbols published per segment, percent of K (default 200). */
   repairPercent?: number;

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Agent } from '../device-agent/agent.js';
 import { CommandInstaller } from '../device-agent/installers/command-installer.js';
 import { Store, type InstalledRecord } from '../device-agent/store.js';
-import { nullLogger } from '../protocol/log.js';
+import { nullLogger, type Logger } from '../protocol/log.js';
 import { Carousel } from '../carousel/carousel.js';
 import { buildRelease } from '../server/release.js';
 import { MemoryHub, MemoryTransport } from '../transport/memory.js';
@@ -135,3 +135,34 @@ for (const storageThread of [false, true]) {
     t.is(agent.store.installed('rpi4')?.seq, 7);
   });
 }
+
+test('regression: release.received counts the stall of the turn that completed the release (the last segment\'s decode)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-agent-'));
+  const key = await makeKey();
+  const hub = new MemoryHub();
+  const channel = { name: 'fw/rpi4', group: 'ff1e::1', port: 4242 };
+  const events: Array<{ event: string; fields: Record<string, unknown> }> = [];
+  const log: Logger = { event: (event, fields) => void events.push({ event, fields }), child: () => log };
+  const agent = new Agent({ models: [{ model: 'rpi4', channel, installer: new GatedInstaller() }], trusted: [key], store: new Store(join(dir, 'store')), transport: new MemoryTransport(hub), log });
+  t.teardown(() => agent.stop());
+  await agent.start();
+  const publisher = new MemoryTransport(hub);
+  await publisher.open();
+  // One 2 MiB segment with a tenth of its datagrams lost: the datagram that completes it pays for a RaptorQ decode.
+  const release = buildRelease({ image: makeImage(2 << 20, 9), seed: key.seed, model: 'rpi4', version: '1.0.9', seq: 9, segmentSize: 2 << 20 });
+  const carousel = new Carousel({ ...release });
+  let completingMs: number | undefined;
+  // Sent in one synchronous run: the loop never turns, so a delay monitor alone would see no stall at all.
+  for (let i = 0; i < 20_000 && completingMs === undefined; i++) {
+    const datagram = carousel.next();
+    if (i % 10 === 9) continue;
+    const started = performance.now();
+    publisher.send(channel, datagram);
+    if (events.some((e) => e.event === 'release.received')) completingMs = performance.now() - started;
+  }
+  t.not(completingMs, undefined, 'the release was received');
+  const received = events.find((e) => e.event === 'release.received')!.fields;
+  t.log(`the completing datagram took ${completingMs!.toFixed(1)} ms; release.received says the longest stall was ${received.stallMs} ms`);
+  t.true(completingMs! > 5, 'the completing datagram did measurable work');
+  t.true(Number(received.stallMs) >= 0.8 * completingMs!, `stallMs ${received.stallMs} covers the completing turn (${completingMs!.toFixed(1)} ms)`);
+});

@@ -7,7 +7,11 @@ import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import { rateHoldingStall, type CapacityResult } from '../device-agent/capacity.js';
 import { MIN_RECEIVE_BUFFER, receiveBufferCap } from '../transport/receive-buffer.js';
-import { FWCAST_AGENT } from './helpers/processes.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { makeImage } from './helpers/fixtures.js';
+import { FWCAST_AGENT, fwcast } from './helpers/processes.js';
 
 function capacity(...args: string[]): CapacityResult {
   return JSON.parse(execFileSync(process.execPath, [FWCAST_AGENT, 'capacity', '--json', ...args], { encoding: 'utf8', timeout: 60_000 })) as CapacityResult;
@@ -32,8 +36,8 @@ test('the self-test prints sane JSON: positive costs, a rate the costs and the C
   const wire = (r.receivedDatagramsPerSecond / (r.receivedDatagrams / r.wireDatagrams)) * r.datagramBytes * 8;
   t.true(Math.abs(wire - r.wireBitsPerSecond) <= 0.05 * r.wireBitsPerSecond, `wire ${wire} vs ${r.wireBitsPerSecond}`);
   t.true(r.wireDatagrams > r.receivedDatagrams && r.receivedDatagrams / r.wireDatagrams > 0.8 && r.receivedDatagrams / r.wireDatagrams < 0.99, 'about 10% lost');
-  // Half the lower of the sustained and the stall-bound rates, rounded down to two digits.
-  const bound = Math.min(r.wireBitsPerSecond, r.stallBitsPerSecond) / 2;
+  // The lower of half the sustained rate and a third of the stall-bound one, rounded down to two digits.
+  const bound = Math.min(r.wireBitsPerSecond / 2, r.stallBitsPerSecond / 3);
   t.true(r.recommendedRate <= bound && r.recommendedRate >= 0.9 * bound, `${r.recommendedRate} for ${bound}`);
   t.deepEqual(r.stallBitsPerSecond, rateHoldingStall(r.longestStallMs / 1000, receiveBufferCap()));
   // What the agent dropped is what a carousel repeats after a segment is done, never a fault.
@@ -56,6 +60,16 @@ test('the text table names the costs and the recommended publisher rate', (t) =>
   t.regex(text, /CPU per MiB decoded .* +\d+\.\d ms/);
   t.regex(text, /longest stall .* +\d+ ms/);
   t.regex(text, /--rate \d+mbit/);
+});
+
+test('regression: by default the self-test decodes segments as large as `fwcast sign` makes (its longest stall is one segment\'s decode)', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-capacity-'));
+  fwcast('keygen', '--out', dir);
+  writeFileSync(join(dir, 'image.bin'), makeImage(7 << 20, 1));
+  fwcast('sign', join(dir, 'image.bin'), '--key', join(dir, 'publisher.key'), '--model', 'rpi4', '--version', '1.0.0', '--seq', '1', '--out', join(dir, 'release.fwc'));
+  const signed = JSON.parse(fwcast('inspect', join(dir, 'release.fwc'), '--json')) as { fec: { segmentSize: number } };
+  const r = capacity('--seconds', '0.1');
+  t.is(r.segmentSize, signed.fec.segmentSize);
 });
 
 test('bad options are refused with the option named', (t) => {
