@@ -397,6 +397,7 @@ function runAgent(fleet: Fleet, schedule: Schedule, agent: number, loss: number,
       ledger!.segmentDone(segment);
     },
     keep: (symbol) => symbol,
+    letGo: () => {},
     chunkVerified() {
       o.authVerified++;
     },

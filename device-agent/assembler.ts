@@ -45,7 +45,7 @@ export interface SegmentAssembler {
   readonly completed: ReadonlySet<number>;
   /** Distinct symbols held for an unfinished segment. */
   received(segment: number): number;
-  /** Takes one authenticated symbol. May throw if the codec traps. */
+  /** Takes one authenticated symbol, copying what it keeps: the caller reuses `symbol`'s bytes. May throw if the codec traps. */
   add(segment: SegmentInfo, esi: number, symbol: Uint8Array): AddResult;
   /** Keeps a decoded segment whose digest matched. */
   commit(segment: SegmentInfo, bytes: Uint8Array): void;

@@ -26,8 +26,14 @@ class Recorder implements LedgerHost<number, number, number> {
     if (left <= 1) this.ledger!.segmentDone(segment);
     this.decodeAfter.set(segment, left - 1);
   }
+  kept: number[] = [];
+  letGoOf: number[] = [];
   keep(symbol: number): number {
+    this.kept.push(symbol);
     return symbol;
+  }
+  letGo(symbol: number): void {
+    this.letGoOf.push(symbol);
   }
   chunkVerified(leaf: number): void {
     this.verified.push(leaf);
@@ -101,6 +107,22 @@ test('bounds: twice a chunk may wait per chunk, MAX_PENDING in all, and the olde
   t.deepEqual(host.delivered, [], 'the evicted symbols are gone');
   ledger.chunk(layout.leafOf(0, c), 2);
   t.is(host.delivered.length, c, 'the next chunk\'s symbols were kept');
+});
+
+test('every symbol held back is let go exactly once: delivered, dropped as segment-complete or evicted (its bytes may then be reused)', (t) => {
+  const c = 64;
+  const chunks = Math.ceil(MAX_PENDING / c) + 2;
+  const { host, layout, ledger } = ledgerOf([{ sourceSymbols: chunks * c, published: 3 * chunks * c }, { sourceSymbols: 4, published: 12 }], c);
+  host.decodeAfter.set(1, 1);
+  // Segment 0: more than MAX_PENDING wait, so its oldest chunk is evicted.
+  for (let esi = 0; esi <= MAX_PENDING; esi++) ledger.symbol(0, esi, esi);
+  // Segment 1: two wait; the first completes the segment, the second is then dropped as segment-complete.
+  ledger.symbol(1, 0, -1);
+  ledger.symbol(1, 1, -2);
+  ledger.chunk(layout.leafOf(1, 0), 9);
+  for (let leaf = layout.leafOf(0, 0); leaf <= layout.leafOf(0, MAX_PENDING); leaf++) ledger.chunk(leaf, 1);
+  t.true((host.dropped['pending-evicted'] ?? 0) > 0 && (host.dropped['segment-complete'] ?? 0) === 1);
+  t.deepEqual([...host.letGoOf].sort((a, b) => a - b), [...host.kept].sort((a, b) => a - b));
 });
 
 test('coded groups: parity pieces alone check nothing; a waiting symbol of a missing chunk triggers the rebuild with just enough checked pieces', (t) => {

@@ -36,7 +36,8 @@ import { MemoryAssembler, type SegmentAssembler, type Settlement } from '../asse
 import { isDropReason, type AbandonReason, type DropReason, type LedgerDropReason } from './drop-reasons.js';
 import { EarlyBacklog } from './early-backlog.js';
 import { ManifestReassembly } from './manifest-reassembly.js';
-import { TransferLedger, type LedgerHost } from './transfer-ledger.js';
+import { SlotPool } from './slot-pool.js';
+import { MAX_PENDING, TransferLedger, type LedgerHost } from './transfer-ledger.js';
 
 export interface ReceiverInit {
   model: string;
@@ -94,6 +95,10 @@ const NONE: ReceiverEvent[] = [];
 class Transfer implements LedgerHost<Uint8Array, ParityCandidate, Uint8Array> {
   readonly ledger: TransferLedger<Uint8Array, ParityCandidate, Uint8Array>;
   readonly merkle: MerkleVerifier;
+  /** Every chunk's verified digests, at the chunk's place: one allocation for the transfer, not one per chunk (slot-pool.ts says why). */
+  readonly digestArena: Uint8Array;
+  /** Symbols held back until their chunk is verified. */
+  readonly #held: SlotPool;
   readonly id: string;
 
   constructor(readonly release: VerifiedManifest, readonly assembler: SegmentAssembler, private readonly stats: ReceiverStats, private readonly out: (e: ReceiverEvent) => void, private readonly dropped: (reason: DropReason, count: number) => void, late: (e: ReceiverEvent) => void) {
@@ -101,6 +106,8 @@ class Transfer implements LedgerHost<Uint8Array, ParityCandidate, Uint8Array> {
     const layout = new ChunkLayout(m.segments, m.auth.chunkSymbols, m.auth.coding);
     this.ledger = new TransferLedger(layout, m.segments.map((s) => s.published), this, assembler.completed);
     this.merkle = new MerkleVerifier(m.auth.root, layout.depth);
+    this.digestArena = new Uint8Array(layout.chunkLeaves * m.auth.chunkSymbols * m.auth.digestLength);
+    this.#held = new SlotPool(m.symbolSize, MAX_PENDING);
     this.id = hex(release.releaseId);
     // An assembler that decodes elsewhere settles segments between datagrams: its events go out on their own.
     assembler.onSettled = (s) => this.#settle(s, late);
@@ -190,7 +197,11 @@ class Transfer implements LedgerHost<Uint8Array, ParityCandidate, Uint8Array> {
 
   keep(symbol: Uint8Array): Uint8Array {
     // A held symbol must outlive the datagram's buffer; one decoded at once need not be copied.
-    return symbol.slice();
+    return this.#held.take(symbol) ?? symbol.slice();
+  }
+
+  letGo(symbol: Uint8Array): void {
+    this.#held.give(symbol);
   }
 
   samePiece(a: ParityCandidate, b: ParityCandidate): boolean {
@@ -408,7 +419,9 @@ export class Receiver {
     }
     if (chunk.segment !== ref.segment || chunk.firstEsi !== ref.firstEsi || chunk.count !== ref.count) return this.#count('bad-auth', 1);
     if (!t.merkle.verify(leafHash(p.body), p.leaf, p.path)) return this.#count('bad-auth', 1);
-    t.ledger.chunk(p.leaf, chunk.digests.slice());
+    const at = p.leaf * auth.chunkSymbols * auth.digestLength;
+    t.digestArena.set(chunk.digests, at);
+    t.ledger.chunk(p.leaf, t.digestArena.subarray(at, at + chunk.digests.length));
   }
 
   /** A parity piece of a coded group: kept, and checked against the root once a rebuild needs it. */

@@ -23,6 +23,8 @@ export interface LedgerHost<S, P, D> {
   deliver(segment: number, esi: number, symbol: S, digests: D): void;
   /** A symbol about to be held until its chunk is verified: what to hold (e.g. a copy that outlives the caller's buffer). */
   keep(symbol: S): S;
+  /** A held symbol is no longer held (delivered, dropped or evicted): what keep() took may be reused. */
+  letGo(symbol: S): void;
   /** A chunk became verified, from its AUTH datagram or rebuilt. */
   chunkVerified(leaf: number): void;
   /** Checks an unchecked parity piece against the signed root: its code bytes, or undefined if it is forged. */
@@ -102,6 +104,7 @@ export class TransferLedger<S, P, D> {
       const [oldest, list] = this.#pending.entries().next().value!;
       this.#pending.delete(oldest);
       this.#pendingCount -= list.length;
+      for (const w of list) this.#host.letGo(w.symbol);
       this.#host.drop('pending-evicted', list.length);
       if (oldest === leaf) this.#pending.set(leaf, (waiting = []));
     }
@@ -165,6 +168,7 @@ export class TransferLedger<S, P, D> {
       // An earlier symbol of this chunk may have completed the segment.
       if (this.#done[w.segment]) this.#host.drop('segment-complete', 1);
       else this.#host.deliver(w.segment, w.esi, w.symbol, digests);
+      this.#host.letGo(w.symbol);
     }
   }
 
