@@ -119,7 +119,7 @@ test('wrong key, wrong model, lower sequence and expired manifests are each reje
   for (const { c, a, p } of runs) {
     const code = await exitCode(a, 30_000);
     p.child.kill('SIGTERM');
-    t.is(code, 3, `${c.host}: the agent gives up without installing`);
+    t.is(code, 5, `${c.host}: the agent gives up without installing (exit 5: timed out)`);
     const refused = events(a.stderr, 'release.refused');
     t.is(refused.length, 1, `${c.host}: rejected once, repeats counted silently\n${a.stderr}`);
     t.like(refused[0], { model: 'rpi4', ...c.refusal }, `${c.host}: log line names the reason`);
@@ -144,12 +144,12 @@ test('a network interface that does not exist stops publish and the agent at sta
   execFileSync('ip', ['-n', lab.ns('pub'), 'link', 'set', 'bare0', 'up']);
 
   const mistyped = publishOnly(lab, [release], ['--iface', 'eth9', '--rounds', '1', '--no-cache']);
-  t.is(await exitCode(mistyped, 20_000), 1, mistyped.stderr);
+  t.is(await exitCode(mistyped, 20_000), 2, mistyped.stderr); // usage: the flag names no interface
   t.regex(mistyped.stderr, /^fwcast: error: --iface "eth9" does not exist on this host \(it has: .*eth0.*\)$/m);
   t.deepEqual(events(mistyped.stderr, 'publish.started'), [], 'nothing sent, not even by the default route');
 
   const agentRun = track(lab.spawn('pub', process.execPath, [FWCAST_AGENT, '--model', 'rpi4', '--key', pub, '--iface', 'eth9', '--store', join(dir, 'store-eth9'), '--timeout', '10', '--log-format', 'json']));
-  t.is(await exitCode(agentRun, 20_000), 1, agentRun.stderr);
+  t.is(await exitCode(agentRun, 20_000), 2, agentRun.stderr);
   t.regex(agentRun.stderr, /^fwcast-agent: error: network interface "eth9" does not exist on this host/m);
   t.deepEqual(events(agentRun.stderr, 'agent.listening'), []);
 
