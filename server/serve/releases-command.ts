@@ -9,7 +9,7 @@ import type { Command } from 'commander';
 import { EXIT } from '../../cli/exit-codes.js';
 import { UsageError } from '../../cli/fail.js';
 import { escapeUnsafe } from '../../protocol/quote.js';
-import { exitCodeFor, PushNetworkError, uploadUrl } from './push.js';
+import { answerBody, exitCodeFor, PushNetworkError, uploadUrl } from './push.js';
 import { readPushFile, readTokenFile } from './serve-command.js';
 
 interface ApiOptions {
@@ -41,16 +41,7 @@ function apiRequest(url: URL, method: string, token: string | undefined, timeout
       res.setEncoding('utf8').on('data', (d: string) => {
         if (text.length < 4 << 20) text += d;
       });
-      res.on('end', () => {
-        let body: Record<string, unknown>;
-        try {
-          const parsed: unknown = JSON.parse(text);
-          body = typeof parsed === 'object' && parsed !== null ? parsed as Record<string, unknown> : { message: text };
-        } catch {
-          body = { message: text.trim().slice(0, 500) };
-        }
-        resolve({ status: res.statusCode ?? 0, body });
-      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: answerBody(text) }));
     });
     req.end();
   });
