@@ -106,13 +106,11 @@ cat > "$stage/DEBIAN/postinst" <<'EOF'
 #!/bin/sh
 set -e
 if [ "$1" = configure ]; then
-  # The units run as this unprivileged user; serial installers need dialout.
-  if ! grep -q '^fwcast:' "${DPKG_ROOT}/etc/passwd"; then
-    useradd ${DPKG_ROOT:+--prefix "$DPKG_ROOT"} --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin --comment "fwcast firmware updates" fwcast
-  fi
-  if grep -q '^dialout:' "${DPKG_ROOT}/etc/group"; then
-    usermod ${DPKG_ROOT:+--prefix "$DPKG_ROOT"} --append --groups dialout fwcast
-  fi
+  # The units run as this unprivileged user (useradd exits 9 when it exists
+  # already: an upgrade); serial installers need group dialout, where there is one.
+  useradd ${DPKG_ROOT:+--prefix "$DPKG_ROOT"} --system --user-group --home-dir /nonexistent --no-create-home \
+    --shell /usr/sbin/nologin --comment "fwcast firmware updates" fwcast 2>/dev/null || [ $? -eq 9 ]
+  usermod ${DPKG_ROOT:+--prefix "$DPKG_ROOT"} --append --groups dialout fwcast 2>/dev/null || true
   if [ -z "$DPKG_ROOT" ] && [ -d /run/systemd/system ]; then systemctl --system daemon-reload >/dev/null || true; fi
 fi
 exit 0

@@ -79,6 +79,9 @@ test('npm run package: a .deb lintian finds no error in, installed into a throwa
   t.truthy(user, passwd);
   t.true(Number(user![1]) < 1000, 'a system user');
   t.regex(readFileSync(join(root, 'etc/group'), 'utf8'), /^dialout:x:20:fwcast$/m);
+  // Installed again (as an upgrade does): the user exists already, the postinst still succeeds.
+  ok(t, dpkg('--force-depends', '--install', deb), 'dpkg --install, again');
+  t.is(readFileSync(join(root, 'etc/passwd'), 'utf8'), passwd, 'the same single user');
 
   // The installed units: systemd-analyze verify (host units such as sysinit.target after them), and each
   // ExecStart's script is an installed file.
