@@ -125,6 +125,19 @@ test('.ci/run, npm test and npm run demo read the one list', (t) => {
   t.regex(scripts['predemo:mcu'] ?? '', /^bash scripts\/debian-packages\.sh demo:mcu && /);
 });
 
+test('every package a test, demo or benchmark names in its apt-get hint is in the one list', (t) => {
+  const listed = new Set(readFileSync(join(ROOT, 'scripts/debian-packages.txt'), 'utf8').split('\n').map((l) => l.replace(/#.*/, '').trim().split(/\s+/)[0]).filter(Boolean));
+  const files = execFileSync('git', ['ls-files', 'test', 'scripts', 'bench'], { cwd: ROOT, encoding: 'utf8' }).split('\n').filter((f) => f.endsWith('.ts') && f !== 'test/debian-packages.test.ts');
+  const named = new Set<string>();
+  for (const file of files) {
+    for (const m of readFileSync(join(ROOT, file), 'utf8').matchAll(/apt-get install -y ((?:--no-install-recommends )?[a-z0-9][a-z0-9 .+-]*)/g)) {
+      for (const name of m[1]!.split(' ')) if (/^[a-z0-9][a-z0-9.+-]+$/.test(name)) named.add(name);
+    }
+  }
+  t.true(named.size >= 10, `hints found: ${[...named].join(' ')}`);
+  t.deepEqual([...named].filter((n) => !listed.has(n)), [], 'named in a hint but missing from scripts/debian-packages.txt');
+});
+
 /** A directory holding an `nft` that exits 0 and prints nothing, like node_modules/.bin/nft. */
 function fakeNft(t: { teardown(fn: () => void): void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'fwcast-fake-nft-'));
