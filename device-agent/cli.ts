@@ -2,9 +2,12 @@
  * `fwcast-agent`: the device side. Runs the agent (default command), shows the
  * installed state, and flashes MCUs over serial lines.
  */
+import { existsSync, statSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { createConsoleLogger } from '../cli/console-log.js';
-import { endQuietlyOnClosedStdout, exitWithError, UsageError } from '../cli/fail.js';
+import { endQuietlyOnClosedStdout, UsageError } from '../cli/fail.js';
+import { commonSettings, exitCodesInHelp, runProgram } from '../cli/program.js';
+import { EXIT } from '../cli/exit-codes.js';
 import { readTrustedKey } from '../cli/key-files.js';
 import { DEFAULT_SEGMENT_SIZE } from '../protocol/limits.js';
 import type { LogLevel } from '../protocol/log.js';
@@ -88,12 +91,12 @@ async function run(opts: RunOptions): Promise<void> {
       if (opts.once) resolve(0);
     });
     agent.on('failed', () => {
-      if (opts.once) resolve(1);
+      if (opts.once) resolve(EXIT.failed);
     });
     if (opts.timeout) {
       setTimeout(() => {
         log.event('agent.timeout', { seconds: opts.timeout }, `no install within ${opts.timeout} s`);
-        resolve(3);
+        resolve(EXIT.unreachable);
       }, opts.timeout * 1000).unref();
     }
   });
@@ -164,12 +167,11 @@ function capacityText(r: CapacityResult): string {
     `and ${Math.round(STALL_HEADROOM * 100)}% of the stall-bound one, since an agent meets longer stalls than a self-test)\n`;
 }
 
-export function buildProgram(): Command {
-  const program = new Command('fwcast-agent')
-    .description('Receive, verify and install firmware from fwcast multicast channels. Never sends anything back.')
-    .showHelpAfterError();
+export function buildProgram(json = false): Command {
+  const program = commonSettings(new Command('fwcast-agent'), json)
+    .description('Receive, verify and install firmware from fwcast multicast channels. Never sends anything back.');
 
-  program.command('run', { isDefault: true })
+  const runCommand = program.command('run', { isDefault: true })
     .description('run the agent (the default command)')
     .option('-c, --config <file>', 'JSON configuration file')
     .option('-m, --model <model>', 'device model to receive (overrides the config\'s model list)')
@@ -190,11 +192,11 @@ export function buildProgram(): Command {
     .option('--relay-rate <rate>', 'relay rate on the wire (default 10mbit)')
     .option('--expected-rate <rate>', 'the publisher\'s rate to keep up with: sizes the receive buffer (default 100mbit)')
     .option('--storage-thread', 'store and decode in a thread of its own: the socket is read while segments decode (about 10 MiB more memory)')
-    .option('--install-to <path>', 'install by writing the image to this path (atomic rename)')
-    .option('--install-command <cmd>', 'install by running this shell command (FWCAST_IMAGE, FWCAST_VERSION, … in its environment)')
+    .addOption(new Option('--install-to <path>', 'install by writing the image to this path (atomic rename)').conflicts('installCommand'))
+    .addOption(new Option('--install-command <cmd>', 'install by running this shell command (FWCAST_IMAGE, FWCAST_VERSION, … in its environment)').conflicts('installTo'))
     .option('--once', 'exit 0 after the first successful install')
     .option('--json', 'print one JSON line per install (model, version, seq, sha256, path)')
-    .option('--timeout <seconds>', 'give up (exit 3) if nothing was installed by then', seconds)
+    .option('--timeout <seconds>', `give up (exit ${EXIT.unreachable}) if nothing was installed by then`, seconds)
     .option('--progress-interval <seconds>', 'seconds between progress log lines when stderr is not a terminal', seconds, 2)
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
     .addOption(new Option('--log-level <level>', 'least severe level logged').choices(['debug', 'info', 'warn', 'error']).default('info'))
@@ -205,6 +207,9 @@ export function buildProgram(): Command {
     .option('-s, --store <dir>', 'state directory', '/var/lib/fwcast')
     .option('--json', 'print JSON')
     .action((opts: { store: string; json?: boolean }) => {
+      // A mistyped store is not "nothing installed".
+      if (!existsSync(opts.store)) throw new UsageError(`--store ${opts.store}: no such directory`);
+      if (!statSync(opts.store).isDirectory()) throw new UsageError(`--store ${opts.store}: not a directory`);
       const store = new Store(opts.store);
       const records = store.list();
       if (opts.json) process.stdout.write(JSON.stringify(records) + '\n');
@@ -226,14 +231,13 @@ export function buildProgram(): Command {
     });
 
   addFlashCommand(program);
+  // `run` is the default command: its options are the ones most users want.
+  program.addHelpText('after', () => `\nOptions of run (the default command: \`fwcast-agent [options]\`):\n${runCommand.createHelp().formatHelp(runCommand, runCommand.createHelp()).split('Options:\n')[1] ?? ''}`);
+  exitCodesInHelp(program);
   return program;
 }
 
 export async function main(argv = process.argv): Promise<void> {
   endQuietlyOnClosedStdout();
-  try {
-    await buildProgram().parseAsync(argv);
-  } catch (err) {
-    exitWithError('fwcast-agent', err);
-  }
+  await runProgram('fwcast-agent', buildProgram, argv);
 }

@@ -2,19 +2,21 @@
  * `fwcast`: the publisher's command line. keygen → sign → inspect → publish.
  */
 import { escapeUnsafe } from '../protocol/quote.js';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { createConsoleLogger } from '../cli/console-log.js';
-import { endQuietlyOnClosedStdout, exitWithError, UsageError } from '../cli/fail.js';
+import { endQuietlyOnClosedStdout, UsageError } from '../cli/fail.js';
+import { commonSettings, exitCodesInHelp, runProgram } from '../cli/program.js';
+import { EXIT } from '../cli/exit-codes.js';
 import { readPrivateKey, readTrustedKey, writeKeyPair } from '../cli/key-files.js';
 import { formatRate, parseDuration, parseRate } from '../cli/units.js';
 import { DEFAULT_CHUNK_CODING, type ChunkCoding } from '../protocol/auth.js';
 import { channelGroup, DEFAULT_PORT, modelChannelName } from '../protocol/channel.js';
 import { decodeCoseSign1, verifyCoseSign1 } from '../protocol/cose-sign1.js';
 import * as ed25519 from '../protocol/ed25519.js';
-import { DEFAULT_DATAGRAM_SIZE, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE } from '../protocol/limits.js';
+import { DEFAULT_DATAGRAM_SIZE, DEFAULT_LIMITS, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE } from '../protocol/limits.js';
 import { maxDataPieces } from '../protocol/reed-solomon.js';
-import { decodeManifest, releaseIdOf, type Manifest } from '../protocol/manifest.js';
+import { checkModelName, decodeManifest, releaseIdOf, type Manifest } from '../protocol/manifest.js';
 import { createTransport, mqttSummary } from '../transport/create.js';
 import { checkNetworkInterface } from '../transport/network-interface.js';
 import type { TransportStats } from '../transport/transport.js';
@@ -22,11 +24,13 @@ import { ExpiredManifestError } from '../protocol/errors.js';
 import { Carousel } from '../carousel/carousel.js';
 import { channelCounts, IPV6_UDP_HEADERS, Publisher, type ChannelStats } from '../carousel/publisher.js';
 import { buildReleaseParallel, DEFAULT_REPAIR_PERCENT, readReleaseFile, readReleaseManifest, writeReleaseFile } from './release.js';
+import { symbolSizeFor } from '../protocol/release.js';
 import { CodecPool } from './codec-pool.js';
 import { symbolSetFor } from './symbol-cache.js';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { addServeCommands } from './serve/serve-command.js';
+import { addReleasesCommand } from './serve/releases-command.js';
 import { hex } from '../protocol/hex.js';
 import type { Logger } from '../protocol/log.js';
 
@@ -36,6 +40,57 @@ function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
     if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) throw new UsageError(`${name} must be an integer in ${min}..${max}, got "${value}"`);
     return n;
   };
+}
+
+/** Largest --datagram-size whose symbols receivers accept (their default maxSymbolSize). */
+const MAX_DATAGRAM_SIZE = (() => {
+  let size = DEFAULT_DATAGRAM_SIZE;
+  while (symbolSizeFor(size + 1) <= DEFAULT_LIMITS.maxSymbolSize) size++;
+  return size;
+})();
+
+/** A file argument that must be a readable regular file: one line naming it, not ENOENT. */
+function readableFile(what: string, path: string): string {
+  let stat;
+  try {
+    stat = statSync(path);
+  } catch (err) {
+    throw new UsageError(`${what} ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : `cannot read it (${(err as NodeJS.ErrnoException).code})`}`);
+  }
+  if (!stat.isFile()) throw new UsageError(`${what} ${path}: not a file${stat.isDirectory() ? ' (a directory)' : ''}`);
+  return path;
+}
+
+/** `--expires`: a positive duration, in whole seconds (the manifest's unit). */
+function expiresSeconds(value: string): number {
+  let ms: number;
+  try {
+    ms = parseDuration(value);
+  } catch (err) {
+    throw new UsageError(`--expires: ${(err as Error).message}`);
+  }
+  if (!(ms >= 1000)) throw new UsageError(`--expires must be at least 1s, got "${value}"`);
+  return Math.ceil(ms / 1000);
+}
+
+/** `--rate`: within RATE_BOUNDS, else a usage error naming the flag. */
+function rateFlag(name: string) {
+  return (value: string): number => {
+    try {
+      return parseRate(value);
+    } catch (err) {
+      throw new UsageError(`${name}: ${(err as Error).message}`);
+    }
+  };
+}
+
+/** `channel MODEL`: the rule `sign` and every agent apply. */
+function modelArgument(model: string): string {
+  try {
+    return checkModelName(model);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
 }
 
 /** `--auth-coding`: "G:R" (largest group of chunks, parity pieces per chunk) or "off". */
@@ -70,11 +125,9 @@ function manifestSummary(m: Manifest, releaseId: Uint8Array, kid: Uint8Array) {
   };
 }
 
-export function buildProgram(): Command {
-  const program = new Command('fwcast')
-    .description('Sign firmware releases and multicast them to device fleets (RaptorQ over IPv6 multicast).')
-    .showHelpAfterError()
-    .configureOutput({ outputError: (str, write) => write(str) });
+export function buildProgram(json = false): Command {
+  const program = commonSettings(new Command('fwcast'), json)
+    .description('Sign firmware releases and multicast them to device fleets (RaptorQ over IPv6 multicast).');
 
   program.command('keygen')
     .description('create an Ed25519 publisher key pair: DIR/publisher.key (mode 0600) and DIR/publisher.pub')
@@ -89,29 +142,35 @@ export function buildProgram(): Command {
     .description('sign an image into a release file (manifest + image), e.g. as a CI artifact')
     .argument('<image>', 'firmware image file')
     .requiredOption('--key <file>', 'publisher private key (PEM)')
-    .requiredOption('--model <model>', 'device model the image is for (its channel is fw/<model>)')
+    .requiredOption('--model <model>', 'device model the image is for (its channel is fw/<model>; case-sensitive)', modelArgument)
     .requiredOption('--version <version>', 'human-readable version, e.g. 1.4.2')
     .requiredOption('--seq <n>', 'sequence number; agents only install a higher one than they have', integer('--seq', 0))
     .requiredOption('--out <file>', 'release file to write')
-    .option('--expires <duration>', 'reject the release after this long, e.g. 30d')
+    .option('--expires <duration>', 'reject the release after this long, e.g. 30d', expiresSeconds)
     .option('--segment-size <bytes>', 'largest segment (independent RaptorQ object), rounded up to whole symbols', integer('--segment-size', 1024, MAX_SEGMENT_SIZE), DEFAULT_SEGMENT_SIZE)
     .option('--repair <percent>', 'repair symbols published per segment, percent of its source symbols', integer('--repair', 0, 10000), DEFAULT_REPAIR_PERCENT)
-    .option('--datagram-size <bytes>', 'UDP payload size of symbol datagrams', integer('--datagram-size', 128, 9000), DEFAULT_DATAGRAM_SIZE)
+    .option('--datagram-size <bytes>', 'UDP payload size of symbol datagrams', integer('--datagram-size', 128, MAX_DATAGRAM_SIZE), DEFAULT_DATAGRAM_SIZE)
     .addOption(new Option('--auth-coding <G:R|off>', 'AUTH chunks erasure-coded in groups of up to G chunks (never across a round) with R parity pieces per chunk')
       .argParser(chunkCoding).default(DEFAULT_CHUNK_CODING, `${DEFAULT_CHUNK_CODING.groupChunks}:${DEFAULT_CHUNK_CODING.parityPerChunk}`))
-    .action(async (imagePath: string, opts: { key: string; model: string; version: string; seq: number; out: string; expires?: string; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false }) => {
+    .option('--json', 'print the release made as JSON')
+    .action(async (imagePath: string, opts: { key: string; model: string; version: string; seq: number; out: string; expires?: number; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false; json?: boolean }) => {
+      readableFile('IMAGE', imagePath);
       const seed = await readPrivateKey(opts.key);
       const image = new Uint8Array(readFileSync(imagePath));
       const created = Math.floor(Date.now() / 1000);
       const pool = new CodecPool();
       const release = await buildReleaseParallel({
         image, seed, model: opts.model, version: opts.version, seq: opts.seq, created,
-        ...(opts.expires ? { expires: created + Math.ceil(parseDuration(opts.expires) / 1000) } : {}),
+        ...(opts.expires ? { expires: created + opts.expires } : {}),
         segmentSize: opts.segmentSize, repairPercent: opts.repair, datagramSize: opts.datagramSize,
         chunkCoding: opts.authCoding,
       }, pool).finally(() => pool.close());
       writeReleaseFile(opts.out, release);
       const m = release.manifest;
+      if (opts.json) {
+        process.stdout.write(JSON.stringify({ ok: true, file: opts.out, ...manifestSummary(m, release.releaseId, decodeCoseSign1(release.signed).kid) }) + '\n');
+        return;
+      }
       process.stdout.write(`${opts.out}: ${m.model} ${m.version} seq ${m.seq}, ${m.imageSize} bytes, sha256 ${hex(m.imageSha256)}, release ${hex(release.releaseId)}\n`);
     });
 
@@ -121,6 +180,7 @@ export function buildProgram(): Command {
     .option('--key <pub>', 'publisher public key to verify against')
     .option('--json', 'print JSON')
     .action(async (file: string, opts: { key?: string; json?: boolean }) => {
+      readableFile('FILE', file);
       await ed25519.ready();
       const signed = readReleaseManifest(file);
       const cose = decodeCoseSign1(signed);
@@ -137,15 +197,16 @@ export function buildProgram(): Command {
         for (const [k, v] of Object.entries(summary)) {
           if (k === 'segments') for (const { index, ...seg } of v as Array<{ index: number }>) process.stdout.write(`${`segment ${index}`.padEnd(11)} ${JSON.stringify(seg)}\n`);
           // A release file is not trusted yet: its strings reach the terminal escaped.
+          else if (v === null) process.stdout.write(`${k.padEnd(11)} never\n`);
           else process.stdout.write(`${k.padEnd(11)} ${escapeUnsafe(typeof v === 'object' ? JSON.stringify(v) : String(v))}\n`);
         }
       }
-      if (summary.signature === 'INVALID') process.exitCode = 1;
+      if (summary.signature === 'INVALID') process.exitCode = EXIT.refused;
     });
 
   program.command('channel')
     .description("show a model's channel name and IPv6 multicast group (Librecast-compatible)")
-    .argument('<model>', 'device model')
+    .argument('<model>', 'device model (case-sensitive: rpi4 and RPi4 are two channels)', modelArgument)
     .option('--json', 'print JSON')
     .action((model: string, opts: { json?: boolean }) => {
       const name = modelChannelName(model);
@@ -157,7 +218,7 @@ export function buildProgram(): Command {
     .description("carousel release files, each on its model's channel, until stopped")
     .argument('<files...>', 'release files from `fwcast sign`')
     .option('--iface <name>', 'network interface to multicast on (optional with --mqtt; both may be given)')
-    .option('--rate <rate>', 'total rate on the wire, e.g. 20mbit', '20mbit')
+    .option('--rate <rate>', 'total rate on the wire, 10kbit..100gbit, e.g. 20mbit', rateFlag('--rate'), parseRate('20mbit'))
     .addOption(new Option('--duration <duration>', 'stop after this long, e.g. 10m').conflicts('rounds'))
     .addOption(new Option('--rounds <n>', 'stop after every channel sent this many rounds').argParser(integer('--rounds', 1)))
     .option('--port <port>', 'UDP port', integer('--port', 1, 65535), DEFAULT_PORT)
@@ -175,11 +236,13 @@ export function buildProgram(): Command {
     .option('--quiet', 'no progress display')
     .option('--force-expired', 'send a release whose expiry has passed (agents refuse it; for tests of that refusal)')
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
-    .action(async (files: string[], opts: { logFormat: 'text' | 'json'; cache: string | false; iface?: string; forceExpired?: boolean; mqtt?: string; mqttCa?: string; mqttCert?: string; mqttKey?: string; mqttUsername?: string; mqttPasswordFile?: string; mqttTopicPrefix?: string; rate: string; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean }) => {
+    .option('--json', 'at exit, print a JSON summary on stdout: per channel, rounds, datagrams and bytes sent')
+    .action(async (files: string[], opts: { json?: boolean; logFormat: 'text' | 'json'; cache: string | false; iface?: string; forceExpired?: boolean; mqtt?: string; mqttCa?: string; mqttCert?: string; mqttKey?: string; mqttUsername?: string; mqttPasswordFile?: string; mqttTopicPrefix?: string; rate: number; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean }) => {
       if (!opts.iface && !opts.mqtt) throw new UsageError('publish needs --iface (IPv6 multicast), --mqtt (a broker), or both');
       // Before encoding, which may take a while: a mistyped name would send by the default route.
       if (opts.iface) checkNetworkInterface(opts.iface, '--iface');
-      const rate = parseRate(opts.rate);
+      for (const file of files) readableFile('FILE', file);
+      const rate = opts.rate;
       const overrides = new Map((opts.group ?? []).map((g) => {
         const at = g.indexOf('=');
         if (at < 1) throw new UsageError(`--group expects model=address, got "${g}"`);
@@ -256,6 +319,12 @@ export function buildProgram(): Command {
           `nothing could be delivered via ${path.description}: every datagram failed${last ? ` (last error: ${last})` : ''}`);
         process.exitCode = 1;
       }
+      if (opts.json) {
+        process.stdout.write(JSON.stringify({
+          ok: process.exitCode === undefined || process.exitCode === 0, seconds: Number(seconds.toFixed(2)), rate,
+          channels: publisher.stats().map((s) => channelCounts(s)), sendErrors: sent.sendErrors,
+        }) + '\n');
+      }
       const mq = mqttSummary(transport);
       if (mq) {
         log.child('mqtt').event('mqtt.stats', { ...mq },
@@ -266,7 +335,8 @@ export function buildProgram(): Command {
     });
 
   addServeCommands(program);
-
+  addReleasesCommand(program);
+  exitCodesInHelp(program);
   return program;
 }
 
@@ -304,7 +374,7 @@ function sentBitsPerSecond(stats: ChannelStats[], ms: number): number {
 }
 
 function progressLine(stats: ChannelStats[], ms: number): string {
-  const channels = stats.map((s) => `${s.channel} round ${s.rounds + 1} ${s.packets} pkts`).join(' | ');
+  const channels = stats.map((s) => `${s.channel} ${s.rounds} rounds done, ${s.packets} pkts`).join(' | ');
   return `${(ms / 1000).toFixed(1)}s ${formatRate(sentBitsPerSecond(stats, ms))} | ${channels}`;
 }
 
@@ -330,9 +400,5 @@ class RoundLog {
 
 export async function main(argv = process.argv): Promise<void> {
   endQuietlyOnClosedStdout();
-  try {
-    await buildProgram().parseAsync(argv);
-  } catch (err) {
-    exitWithError('fwcast', err);
-  }
+  await runProgram('fwcast', buildProgram, argv);
 }

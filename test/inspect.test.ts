@@ -68,7 +68,7 @@ test('inspect --json: per segment the OTI (F, T, Z, N, Al), K, published symbols
   t.is(offset, image.length, 'the segments cover the image exactly');
 });
 
-test('inspect: one line per segment in text; a signature by another key is INVALID and exits 1', (t) => {
+test('inspect: one line per segment in text; a signature by another key is INVALID and exits 3 (refused)', (t) => {
   const { dir, release } = signed(t);
   const text = fwcast('inspect', release);
   const segmentLines = text.split('\n').filter((l) => l.startsWith('segment '));
@@ -76,7 +76,7 @@ test('inspect: one line per segment in text; a signature by another key is INVAL
   t.regex(segmentLines[0]!, /^segment 0 +\{"offset":0,"oti":\{"transferLength":\d+,"symbolSize":1208,"sourceBlocks":1,"subBlocks":1,"alignment":8\}/);
 
   const wrong = spawnSync(process.execPath, [FWCAST, 'inspect', release, '--key', join(dir, 'other', 'publisher.pub')], { encoding: 'utf8' });
-  t.is(wrong.status, 1, wrong.stderr);
+  t.is(wrong.status, 3, wrong.stderr);
   t.regex(wrong.stdout, /^signature +INVALID$/m);
 });
 

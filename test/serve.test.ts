@@ -206,7 +206,7 @@ test('a network interface that does not exist stops serve at start, naming it', 
   await fwcastAsync('keygen', '--out', dir);
   const config = serveConfig({ dir, pub: join(dir, 'publisher.pub'), extra: { interface: 'eth9' } });
   const server = track(lab.spawn('srv', process.execPath, [FWCAST, 'serve', '--config', config], { env: { ...process.env, FWCAST_TOKEN: TOKEN } }));
-  t.is(await exitCode(server, 20_000), 1, server.stderr);
+  t.is(await exitCode(server, 20_000), 2, server.stderr);
   t.regex(server.stderr, /^fwcast: error: network interface "eth9" does not exist on this host \(it has: .*eth0.*\)$/m);
   t.deepEqual(events(server.stderr, 'serve.listening'), [], 'never listened, never sent');
 });

@@ -11,11 +11,10 @@
  * bridge filter and rate limiting is tbf.
  */
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { existsSync } from 'node:fs';
 
-// By absolute path: npm puts node_modules/.bin first on PATH, and an npm
-// package there is also called `nft`.
-const NFT = ['/usr/sbin/nft', '/sbin/nft'].find((p) => existsSync(p)) ?? 'nft';
+// scripts/lab.sh found nftables' nft by its system path and checked it is the
+// real one (under npm, node_modules/.bin/nft is an unrelated package).
+const NFT = process.env.FWCAST_LAB_NFT ?? '';
 
 let labCounter = 0;
 
@@ -44,6 +43,7 @@ export class NetLab {
     if (process.env.FWCAST_LAB !== '1') {
       throw new Error('network tests run inside the lab: use `npm test` (or `bash scripts/lab.sh npx ava FILE`)');
     }
+    if (!NFT.startsWith('/')) throw new Error('FWCAST_LAB_NFT is not set: start the lab with scripts/lab.sh, which checks nftables');
     const lab = new NetLab(`fw${process.pid}x${labCounter++}`, hosts);
     lab.#setup();
     return lab;

@@ -84,18 +84,21 @@ export function pushRelease(file: string, server: string, token: string | undefi
         if (text.length < 65536) text += d;
       });
       res.on('end', () => {
-        let body: Record<string, unknown>;
-        try {
-          const parsed: unknown = JSON.parse(text);
-          body = typeof parsed === 'object' && parsed !== null ? parsed as Record<string, unknown> : { message: text };
-        } catch {
-          body = { message: text.trim().slice(0, 500) };
-        }
-        resolve({ status: res.statusCode ?? 0, body });
+        resolve({ status: res.statusCode ?? 0, body: answerBody(text) });
         if (!bodySent) req.destroy();
       });
     });
   });
+}
+
+/** The server's JSON answer; anything else (a proxy's HTML page) as its `message`. */
+export function answerBody(text: string): Record<string, unknown> {
+  try {
+    const parsed: unknown = JSON.parse(text);
+    return typeof parsed === 'object' && parsed !== null ? parsed as Record<string, unknown> : { message: text };
+  } catch {
+    return { message: text.trim().slice(0, 500) };
+  }
 }
 
 export function exitCodeFor(status: number): number {

@@ -40,7 +40,7 @@ export function addServeCommands(program: Command): void {
     });
 
   program.command('push')
-    .description('upload a signed release file to `fwcast serve` (for CI). Exit codes: 0 stored or already stored, 2 usage, 3 rejected by the server, 4 authentication failed, 5 server unreachable or failing')
+    .description('upload a signed release file to `fwcast serve` (for CI); exit 0 also when it was already stored')
     .argument('<file>', 'release file from `fwcast sign`')
     .requiredOption('--server <url>', 'server base URL, e.g. http://fwcast.example:8080')
     .option('--token-file <file>', 'file holding the upload token (or set FWCAST_TOKEN)')
@@ -48,10 +48,6 @@ export function addServeCommands(program: Command): void {
     .option('--ca <file>', 'CA certificate(s) (PEM) to trust for an https:// server, e.g. its self-signed certificate')
     .option('--timeout <seconds>', 'give up after this many seconds without an answer', '120')
     .option('--json', 'print one JSON line with the outcome')
-    .exitOverride((err) => {
-      // Commander has printed the message already; usage errors exit 2.
-      process.exit(err.exitCode === 0 ? 0 : PUSH_EXIT.usage);
-    })
     .action(async (file: string, opts: { server: string; token?: string; tokenFile?: string; ca?: string; timeout: string; json?: boolean }) => {
       const finish = (code: number, outcome: Record<string, unknown>, line: string): void => {
         if (opts.json) process.stdout.write(JSON.stringify({ ok: code === 0, exitCode: code, ...outcome }) + '\n');
@@ -94,7 +90,7 @@ export function addServeCommands(program: Command): void {
 }
 
 /** A file push needs; an unreadable one is a usage error naming it. */
-function readPushFile(path: string, what: string): Buffer {
+export function readPushFile(path: string, what: string): Buffer {
   try {
     return readFileSync(path);
   } catch (err) {
@@ -102,7 +98,7 @@ function readPushFile(path: string, what: string): Buffer {
   }
 }
 
-function readTokenFile(path: string): string {
+export function readTokenFile(path: string): string {
   const token = readPushFile(path, 'token file').toString('utf8').trim();
   if (token === '') throw new TypeError(`the token file ${path} is empty`);
   return token;
