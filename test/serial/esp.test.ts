@@ -1,0 +1,208 @@
+// ESP ROM loader: our client against our emulator, per chip, compressed and
+// not, over real ptys (with a noisy relay for the fault cases) and in memory
+// for the refusals that must happen before anything is erased.
+import test from 'ava';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createLinkPair, openSerialPort, type SerialLink } from '../../device-agent/serial/link.js';
+import { flashEsp, type EspPart } from '../../device-agent/serial/esp-rom.js';
+import { ESP_CHIPS, type EspChipName } from '../../device-agent/serial/esp-chips.js';
+import { ESP_OP } from '../../device-agent/serial/esp-slip.js';
+import { BootloaderError } from '../../device-agent/serial/bootloader-error.js';
+import { EspEmulator } from '../../hardware/emulators/esp-emulator.js';
+import { memoryFlash } from '../../hardware/emulators/flash-file.js';
+import { patternBytes, ptyPair, REPO, requireTools, run, startTsx, tempDir, waitForOutput } from './helpers.js';
+import { startRelay } from './relay.js';
+
+const MiB = 1024 * 1024;
+
+/** Firmware-like bytes: runs of repeated words between random stretches, so deflate has something to do. */
+function firmwareBytes(length: number, seed: number): Uint8Array {
+  const out = patternBytes(length, seed);
+  for (let at = 0; at < length; at += 512) out.fill(at % 2048 === 0 ? 0x00 : 0xff, at, Math.min(length, at + 256));
+  return out;
+}
+
+async function emulatorOnPty(t: Parameters<typeof requireTools>[0], name: string, chip: EspChipName, flashSize = 4 * MiB): Promise<{ dir: string; host: string; device: string; flashPath: string }> {
+  requireTools(t, 'socat');
+  const dir = tempDir(t, name);
+  const pair = await ptyPair(t, dir, name);
+  const flashPath = join(dir, 'esp-flash.bin');
+  const emulator = startTsx(t, 'hardware/emulators/esp-emulator.ts', ['--port', pair.device, '--flash', flashPath, '--chip', chip, '--flash-size', String(flashSize)]);
+  await waitForOutput(emulator, /serving/, 15_000, 'esp-emulator');
+  return { dir, host: pair.host, device: pair.device, flashPath };
+}
+
+/** Our client's link to an in-memory emulator; both ends closed in teardown. */
+function inMemory(t: { teardown(fn: () => unknown): void }, init: ConstructorParameters<typeof EspEmulator>[0]): { host: SerialLink; device: EspEmulator } {
+  const device = new EspEmulator(init);
+  const [host, deviceEnd] = createLinkPair();
+  const serving = device.serve(deviceEnd);
+  t.teardown(async () => { await host.close(); await serving; });
+  return { host, device };
+}
+
+const layout = (chip: EspChipName): EspPart[] => [
+  { address: chip === 'esp32' ? 0x1000 : 0x0, data: firmwareBytes(18_000, 1) },
+  { address: 0x8000, data: firmwareBytes(3_072, 2) },
+  { address: 0x10000, data: firmwareBytes(60_001, 3) },
+];
+
+for (const chip of ESP_CHIPS) {
+  for (const compress of [true, false]) {
+    // The ESP8266 ROM has neither deflate nor MD5: one uncompressed run, on checksums.
+    if (chip === 'esp8266' && compress) continue;
+    test(`${chip}${compress ? ', compressed' : ''}: bootloader, partition table and app written over a pty; the emulated flash holds each at its offset`, async (t) => {
+      const { host, flashPath } = await emulatorOnPty(t, `esp-${chip}-${compress ? 'z' : 'raw'}`, chip);
+      const link = await openSerialPort({ path: host });
+      t.teardown(() => link.close());
+      const parts = layout(chip);
+      const progress: number[] = [];
+      const result = await flashEsp({
+        link, parts, chip, compress, reset: 'none', timeoutMs: 1000, start: false,
+        verify: chip === 'esp8266' ? 'checksums' : 'md5', onProgress: (done) => progress.push(done),
+      });
+      t.like(result, { chip, compressed: compress && chip !== 'esp8266', verifiedBy: chip === 'esp8266' ? 'checksums' : 'md5', flashSize: 4 * MiB, passes: 1 });
+      t.is(progress.at(-1), parts.reduce((n, p) => n + Math.ceil(p.data.length / 4) * 4, 0));
+      const flash = readFileSync(flashPath);
+      for (const p of parts) t.true(flash.subarray(p.address, p.address + p.data.length).equals(p.data), `part at 0x${p.address.toString(16)}`);
+      // Bytes between the parts were never erased.
+      t.true(flash.subarray(0xc000, 0x10000).every((b) => b === 0xff));
+    });
+  }
+}
+
+test('esp8266: the ROM erase miscount is compensated: six sectors asked for as three, and the sectors after the image keep their contents', async (t) => {
+  const flash = memoryFlash(MiB);
+  const old = patternBytes(0x20000, 9);
+  flash.write(0, old);
+  const { host, device } = inMemory(t, { chip: 'esp8266', flash });
+  const image = patternBytes(0x6000, 10);
+  await flashEsp({ link: host, parts: [{ address: 0x3000, data: image }], reset: 'none', verify: 'checksums', timeoutMs: 200 });
+  // Told six sectors, this ROM would have erased twelve (up to 0xf000).
+  t.deepEqual(device.erases.at(-1), [0x3000, 0x6000], 'the ROM erased exactly the six sectors of the image');
+  t.true(Buffer.from(flash.bytes.subarray(0x3000, 0x9000)).equals(Buffer.from(image)));
+  t.true(Buffer.from(flash.bytes.subarray(0x9000, 0x20000)).equals(Buffer.from(old.subarray(0x9000))), 'the sectors after it are untouched');
+});
+
+test('esp8266 without the checksums opt-in: refused before anything is erased, naming why', async (t) => {
+  const flash = memoryFlash(MiB);
+  const { host, device } = inMemory(t, { chip: 'esp8266', flash });
+  const error = await t.throwsAsync(flashEsp({ link: host, parts: [{ address: 0, data: patternBytes(4096, 1) }], reset: 'none', timeoutMs: 200 }), { instanceOf: BootloaderError });
+  t.like(error, { protocol: 'esp', operation: 'Verify', deviceState: 'untouched' });
+  t.regex(error!.message, /no SPI_FLASH_MD5/);
+  t.deepEqual(device.erases, []);
+});
+
+test('a wrong chip is refused before anything is erased', async (t) => {
+  const flash = memoryFlash(4 * MiB);
+  const ops: number[] = [];
+  const { host, device } = inMemory(t, { chip: 'esp32c3', flash, magic: 0x1b31506f, onCommand: (op) => ops.push(op) });
+  const error = await t.throwsAsync(flashEsp({ link: host, chip: 'esp32', parts: [{ address: 0x10000, data: patternBytes(5000, 1) }], reset: 'none', timeoutMs: 200 }));
+  t.is(error!.name, 'WrongChipError');
+  t.like(error, { protocol: 'esp', deviceState: 'untouched' });
+  t.regex(error!.message, /the device is an ESP32-C3, not the configured esp32/);
+  t.false(ops.includes(ESP_OP.FLASH_BEGIN) || ops.includes(ESP_OP.FLASH_DEFL_BEGIN), 'no erase was sent');
+});
+
+test('an image larger than the flash (size read from the flash id) is refused before anything is erased', async (t) => {
+  const flash = memoryFlash(MiB);
+  const old = patternBytes(0x20000, 4);
+  flash.write(0, old);
+  const ops: number[] = [];
+  const { host, device } = inMemory(t, { chip: 'esp32s3', flash, onCommand: (op) => ops.push(op) });
+  // A configured 4 MiB does not override what the flash itself reports.
+  const error = await t.throwsAsync(flashEsp({ link: host, parts: [{ address: 0x10000, data: patternBytes(MiB, 5) }], reset: 'none', flashSize: 4 * MiB, timeoutMs: 200 }));
+  t.is(error!.name, 'ImageTooLargeError');
+  t.like(error, { protocol: 'esp', deviceState: 'untouched' });
+  t.regex(error!.message, /1048576 bytes of flash/);
+  t.false(ops.includes(ESP_OP.FLASH_BEGIN) || ops.includes(ESP_OP.FLASH_DEFL_BEGIN), 'no erase was sent');
+  t.true(Buffer.from(flash.bytes.subarray(0, old.length)).equals(Buffer.from(old)), 'old firmware intact');
+});
+
+test('a silent line (no chip in download mode) is a clear Sync failure that says DTR/RTS could not be driven on a pty', async (t) => {
+  requireTools(t, 'socat');
+  const dir = tempDir(t, 'esp-silent');
+  const pair = await ptyPair(t, dir, 'silent');
+  const link = await openSerialPort({ path: pair.host });
+  t.teardown(() => link.close());
+  const error = await t.throwsAsync(flashEsp({ link, parts: [{ address: 0, data: patternBytes(100, 1) }], timeoutMs: 100 }), { instanceOf: BootloaderError });
+  t.like(error, { protocol: 'esp', operation: 'Sync', deviceState: 'untouched' });
+  t.regex(error!.message, /download mode/);
+  t.regex(error!.message, /DTR\/RTS could not be driven/);
+});
+
+for (const compress of [true, false]) {
+  test(`line noise both ways${compress ? ', compressed' : ''}: the image is verified by the ROM's MD5, after retries`, async (t) => {
+    requireTools(t, 'socat');
+    const dir = tempDir(t, 'esp-noise');
+    const hostPair = await ptyPair(t, dir, 'host');
+    const emulated = await emulatorOnPty(t, 'esp-noise-dev', 'esp32');
+    const { flashPath } = emulated;
+    const relay = await startRelay({ hostSide: hostPair.device, deviceSide: emulated.host, corruptEvery: 3000, minGap: 200, seed: compress ? 7 : 8 });
+    t.teardown(() => relay.close());
+    const link = await openSerialPort({ path: hostPair.host });
+    t.teardown(() => link.close());
+    const image = firmwareBytes(100_000, 12);
+    let outcome: unknown;
+    try {
+      outcome = await flashEsp({ link, parts: [{ address: 0x10000, data: image }], compress, reset: 'none', timeoutMs: 400, tries: 8, start: false });
+    } catch (error) {
+      outcome = error;
+    }
+    t.log(`${relay.corrupted} bytes corrupted; outcome: ${outcome instanceof Error ? outcome.message : JSON.stringify(outcome)}`);
+    t.true(relay.corrupted > 0, 'the relay did corrupt bytes');
+    const inFlash = readFileSync(flashPath).subarray(0x10000, 0x10000 + image.length);
+    if (outcome instanceof Error) {
+      // A failure is acceptable only as a clear bootloader error saying the flash was erased.
+      t.true(outcome instanceof BootloaderError, String(outcome));
+      t.is((outcome as BootloaderError).deviceState, 'erased');
+    } else {
+      t.true(inFlash.equals(image), 'a reported success means the flash holds the image');
+      t.true((outcome as { retries: number }).retries > 0, 'noise cost retries');
+    }
+  });
+}
+
+test('the line drops mid-write and comes back: the part is started over and verified, or the failure says the flash is erased', async (t) => {
+  requireTools(t, 'socat');
+  const dir = tempDir(t, 'esp-drop');
+  const hostPair = await ptyPair(t, dir, 'host');
+  const emulated = await emulatorOnPty(t, 'esp-drop-dev', 'esp32c3');
+  const { flashPath } = emulated;
+  const relay = await startRelay({ hostSide: hostPair.device, deviceSide: emulated.host });
+  t.teardown(() => relay.close());
+  const link = await openSerialPort({ path: hostPair.host });
+  t.teardown(() => link.close());
+  const image = firmwareBytes(80_000, 13);
+  let unplugged = false;
+  const result = await flashEsp({
+    link, parts: [{ address: 0x10000, data: image }], compress: false, reset: 'none', timeoutMs: 300, start: false,
+    onProgress: (done) => { if (!unplugged && done > 30_000) { unplugged = true; relay.unplug(700); } },
+  });
+  t.true(unplugged);
+  t.true(result.passes >= 2, `the part was started over (${result.passes} passes)`);
+  t.true(readFileSync(flashPath).subarray(0x10000, 0x10000 + image.length).equals(image));
+
+  // Unplugged for good: a clear failure, never a success.
+  relay.unplug();
+  const error = await t.throwsAsync(flashEsp({
+    link, parts: [{ address: 0x10000, data: patternBytes(50_000, 14) }], compress: false, reset: 'none', timeoutMs: 200, tries: 2, start: false,
+  }), { instanceOf: BootloaderError });
+  t.like(error, { protocol: 'esp' });
+});
+
+test('flash command: --protocol esp writes address/file pairs like esptool write_flash and reports the MD5 check', async (t) => {
+  const { dir, host, flashPath } = await emulatorOnPty(t, 'esp-cli', 'esp32');
+  const boot = firmwareBytes(20_000, 31);
+  const app = firmwareBytes(40_000, 32);
+  writeFileSync(join(dir, 'boot.bin'), boot);
+  writeFileSync(join(dir, 'app.bin'), app);
+  const ok = await run(process.execPath, ['--import', 'tsx', join(REPO, 'device-agent/serial/flash-main.ts'), 'flash', '--protocol', 'esp', '--port', host, '--reset', 'none',
+    '--chip', 'esp32', '--no-start', '0x1000', join(dir, 'boot.bin'), '0x10000', join(dir, 'app.bin')]);
+  t.is(ok.code, 0, ok.stderr);
+  t.regex(ok.stdout, /^flash: ok: 60000 bytes, verified: ESP32 ROM MD5 of 2 region\(s\) at 0x1000, 0x10000/m);
+  const flash = readFileSync(flashPath);
+  t.true(flash.subarray(0x1000, 0x1000 + boot.length).equals(boot));
+  t.true(flash.subarray(0x10000, 0x10000 + app.length).equals(app));
+});
