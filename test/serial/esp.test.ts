@@ -5,9 +5,10 @@ import test from 'ava';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLinkPair, openSerialPort, type SerialLink } from '../../device-agent/serial/link.js';
-import { flashEsp, type EspPart } from '../../device-agent/serial/esp-rom.js';
+import { checkLayout, flashEsp, type EspPart } from '../../device-agent/serial/esp-rom.js';
+import { espParts, parseSerialConfig, SerialConfigError } from '../../device-agent/serial/installer.js';
 import { ESP_CHIPS, type EspChipName } from '../../device-agent/serial/esp-chips.js';
-import { ESP_OP } from '../../device-agent/serial/esp-slip.js';
+import { decodeRequest, encodeRequest, espChecksum, ESP_OP, slipDecode, slipEncode } from '../../device-agent/serial/esp-slip.js';
 import { BootloaderError } from '../../device-agent/serial/bootloader-error.js';
 import { EspEmulator } from '../../hardware/emulators/esp-emulator.js';
 import { memoryFlash } from '../../hardware/emulators/flash-file.js';
@@ -205,4 +206,47 @@ test('flash command: --protocol esp writes address/file pairs like esptool write
   const flash = readFileSync(flashPath);
   t.true(flash.subarray(0x1000, 0x1000 + boot.length).equals(boot));
   t.true(flash.subarray(0x10000, 0x10000 + app.length).equals(app));
+});
+
+test('SLIP: C0 and DB inside a packet are escaped and come back; a broken escape is noise, not a packet', (t) => {
+  const packet = encodeRequest(ESP_OP.FLASH_DATA, Uint8Array.of(0xc0, 0xdb, 0x01, 0xdb, 0xdc), 0xc0);
+  const frame = slipEncode(packet);
+  t.is(frame[0], 0xc0);
+  t.is(frame.at(-1), 0xc0);
+  t.is(frame.subarray(1, -1).indexOf(0xc0), -1, 'no delimiter inside the frame');
+  t.deepEqual(slipDecode(frame), packet);
+  t.deepEqual(decodeRequest(slipDecode(frame)!), { op: ESP_OP.FLASH_DATA, checksum: 0xc0, data: Uint8Array.of(0xc0, 0xdb, 0x01, 0xdb, 0xdc) });
+  t.is(slipDecode(Uint8Array.of(0xc0, 0x00, 0xdb, 0x42, 0xc0)), undefined);
+  // A size field that disagrees with the frame (a byte lost on the line) is no request.
+  t.is(decodeRequest(packet.subarray(0, packet.length - 1)), undefined);
+  t.is(espChecksum(Uint8Array.of(0x01, 0x02)), 0xef ^ 0x01 ^ 0x02);
+});
+
+test('serial config: esp fields are checked, and a layout cuts the regions out of a merged image', (t) => {
+  const config = parseSerialConfig({
+    type: 'serial', protocol: 'esp', port: '/dev/ttyUSB0', chip: 'esp32c3', address: 0x1000, reset: 'none', compress: false, flashBaud: 921600, verify: 'md5',
+    layout: [{ address: 0x1000, length: 4 }, { address: 0x3000, length: 2 }],
+  });
+  t.like(config, { protocol: 'esp', chip: 'esp32c3', reset: 'none', compress: false, flashBaud: 921600 });
+  const merged = new Uint8Array(0x2002).fill(0xff);
+  merged.set([1, 2, 3, 4], 0);
+  merged.set([5, 6], 0x2000);
+  t.deepEqual(espParts(config, merged), [{ address: 0x1000, data: Uint8Array.of(1, 2, 3, 4) }, { address: 0x3000, data: Uint8Array.of(5, 6) }]);
+  t.deepEqual(espParts(parseSerialConfig({ type: 'serial', protocol: 'esp', port: 'p' }), merged).map((p) => p.address), [0x10000], 'a plain binary goes to 0x10000 by default');
+  t.throws(() => espParts(config, merged.subarray(0, 0x2001)), { message: /layout region 0x3000\+2 is outside the 8193-byte image/ });
+  for (const [field, value, message] of [
+    ['chip', 'esp32s2', /"chip" must be one of esp32, esp32s3, esp32c3, esp8266/],
+    ['layout', [{ address: 0x1000 }], /"layout" must be a non-empty list/],
+    ['reset', 'hard', /"reset" must be "classic" or "none"/],
+    ['verify', 'sha256', /"verify" must be "md5" or "checksums"/],
+    ['flashBaud', 5_000_000, /"flashBaud" must be a baud rate/],
+  ] as const) {
+    t.throws(() => parseSerialConfig({ type: 'serial', protocol: 'esp', port: 'p', [field]: value }), { instanceOf: SerialConfigError, message });
+  }
+});
+
+test('a layout with an unaligned or overlapping region is refused before the port is touched', (t) => {
+  t.throws(() => checkLayout([{ address: 0x1800, data: new Uint8Array(4) }]), { message: /not on a 4 KiB sector boundary/ });
+  t.throws(() => checkLayout([{ address: 0x1000, data: new Uint8Array(0x1001) }, { address: 0x2000, data: new Uint8Array(4) }]), { message: /overlaps the sectors of the part at 0x00001000/ });
+  t.deepEqual(checkLayout([{ address: 0, data: Uint8Array.of(1) }])[0]!.data, Uint8Array.of(1, 0xff, 0xff, 0xff), 'padded to a word with erased bytes');
 });
