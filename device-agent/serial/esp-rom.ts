@@ -7,7 +7,7 @@
 // Nothing is erased before the chip, its flash size and the layout have
 // been checked.
 import { createHash } from 'node:crypto';
-import { deflateSync } from 'node:zlib';
+import { constants as zlibConstants, deflateSync, inflateSync } from 'node:zlib';
 import { SerialOverrunError, SerialTimeoutError, type SerialLink } from './link.js';
 import {
   BootloaderError, BootloaderProtocolError, BootloaderRefusedError, BootloaderTimeoutError, BootloaderVerifyError, ImageTooLargeError,
@@ -252,18 +252,42 @@ export class EspRomLoader {
   }
 }
 
-/** A block the ROM may or may not have written (its answer was lost): the part is started over. */
-class PartRestart extends Error {}
+/**
+ * A block the ROM may or may not have written (its answer was lost, or it
+ * refused the block for another reason than garbling): the write starts
+ * over with a new FLASH_BEGIN from `written`, a sector boundary before which
+ * every byte was acknowledged.
+ */
+class PartRestart extends Error {
+  constructor(readonly written: number, cause: BootloaderError) {
+    super(cause.message, { cause });
+  }
+}
+
+/** Uncompressed bytes that `compressed` (a prefix of a zlib stream) inflates to. */
+function inflatedLength(compressed: Uint8Array): number {
+  try {
+    return inflateSync(compressed, { finishFlush: zlibConstants.Z_SYNC_FLUSH }).length;
+  } catch {
+    return 0;
+  }
+}
 
 /**
  * Writes one part: FLASH_BEGIN (the ROM erases here) then FLASH_DATA blocks,
  * or the FLASH_DEFL_* pair with zlib-deflated data. A block the ROM refused
- * as garbled is sent again; a block whose fate is unknown restarts the part.
+ * as garbled is sent again; a block whose fate is unknown throws PartRestart.
  */
 async function writePart(loader: EspRomLoader, part: EspPart, compress: boolean, onBlock: (bytes: number) => void): Promise<void> {
   const chip = loader.chip!;
   const { address, data } = part;
   const payload = compress ? deflateSync(data, { level: 9 }) : data;
+  // What the acknowledged blocks put into flash, rounded down to a sector; for
+  // a deflated stream one sector less, as the ROM may still hold inflated bytes.
+  const safelyWritten = (ackedBlocks: number): number => {
+    const bytes = compress ? inflatedLength(payload.subarray(0, ackedBlocks * ESP_ROM_BLOCK)) : ackedBlocks * ESP_ROM_BLOCK;
+    return Math.max(0, Math.floor(Math.min(bytes, data.length) / ESP_SECTOR) * ESP_SECTOR - (compress ? ESP_SECTOR : 0));
+  };
   const blocks = Math.ceil(payload.length / ESP_ROM_BLOCK);
   const eraseSize = compress ? Math.ceil(data.length / ESP_ROM_BLOCK) * ESP_ROM_BLOCK : chip.eraseSize(address, data.length);
   const begin = [eraseSize, blocks, ESP_ROM_BLOCK, address, ...(chip.beginTakesEncryptFlag ? [0] : [])];
@@ -292,7 +316,7 @@ async function writePart(loader: EspRomLoader, part: EspPart, compress: boolean,
         if (!(error instanceof BootloaderError)) throw error;
         loader.retries++;
         await loader.drainUntilQuiet();
-        if (!garbled || attempt >= loader.tries) throw new PartRestart(error.message, { cause: error });
+        if (!garbled || attempt >= loader.tries) throw new PartRestart(safelyWritten(seq), error);
       }
     }
     onBlock(compress ? Math.min(data.length, Math.round(((seq + 1) / blocks) * data.length)) : Math.min(data.length, (seq + 1) * ESP_ROM_BLOCK));
@@ -333,7 +357,7 @@ export interface EspFlashResult {
   compressed: boolean;
   verifiedBy: 'md5' | 'checksums';
   retries: number;
-  /** Full write passes (1 unless a restart or an MD5 mismatch forced another). */
+  /** 1, plus one per restart (a new FLASH_BEGIN) after a lost answer or an MD5 mismatch. */
   passes: number;
   baud: number | undefined;
   resetSkipped: string | undefined;
@@ -413,14 +437,22 @@ export async function flashEsp(options: EspFlashOptions): Promise<EspFlashResult
     let before = 0;
     for (const part of parts) {
       const onBlock = (bytes: number): void => options.onProgress?.(before + bytes, total);
-      // Up to `tries` starts of a part after lost answers, and one more after an MD5 mismatch.
+      // After a lost answer the write restarts from the last sector known
+      // written: bounded by `tries` restarts that made no progress (and by
+      // the part's sectors). After an MD5 mismatch, one full rewrite.
       let mismatches = 0;
-      for (let start = 1; ; start++) {
+      let stalls = 0;
+      let from = 0;
+      for (;;) {
         erased = true;
         try {
-          await writePart(loader, part, compressed, onBlock);
+          const rest = { address: part.address + from, data: part.data.subarray(from) };
+          const offset = from;
+          await writePart(loader, rest, compressed, (bytes) => onBlock(offset + bytes));
         } catch (error) {
-          if (!(error instanceof PartRestart) || start >= loader.tries) throw error instanceof PartRestart ? error.cause : error;
+          if (!(error instanceof PartRestart)) throw error;
+          if (error.written === 0 && ++stalls >= loader.tries) throw error.cause;
+          from += error.written;
           passes++;
           await loader.sync(3);
           continue;
@@ -432,6 +464,7 @@ export async function flashEsp(options: EspFlashOptions): Promise<EspFlashResult
         if (++mismatches >= 2) {
           throw new BootloaderVerifyError('esp', 'Verify', `the ROM's MD5 of ${part.data.length} bytes at ${hex32(part.address)} is ${got}, the image's is ${want}, after two full writes`);
         }
+        from = 0;
         passes++;
       }
       before += part.data.length;

@@ -43,6 +43,13 @@ function inMemory(t: { teardown(fn: () => unknown): void }, init: ConstructorPar
   return { host, device };
 }
 
+/** Half random, half runs: deflates to about half, like firmware. */
+function machineLike(length: number, seed: number): Uint8Array {
+  const out = patternBytes(length, seed);
+  for (let at = 0; at < length; at += 64) out.fill(at & 0xff, at, Math.min(length, at + 32));
+  return out;
+}
+
 const layout = (chip: EspChipName): EspPart[] => [
   { address: chip === 'esp32' ? 0x1000 : 0x0, data: firmwareBytes(18_000, 1) },
   { address: 0x8000, data: firmwareBytes(3_072, 2) },
@@ -192,6 +199,31 @@ test('the line drops mid-write and comes back: the part is started over and veri
   }), { instanceOf: BootloaderError });
   t.like(error, { protocol: 'esp' });
 });
+
+for (const compress of [false, true]) {
+  test(`a lost answer to block 40 of ${compress ? 'a deflated' : 'an uncompressed'} write: it restarts from the last sector known written, not from the start`, async (t) => {
+    const flash = memoryFlash(4 * MiB);
+    let dataBlocks = 0;
+    let dropNext = false;
+    const device = new EspEmulator({
+      chip: 'esp32', flash,
+      onCommand: (op) => { if ((op === ESP_OP.FLASH_DATA || op === ESP_OP.FLASH_DEFL_DATA) && ++dataBlocks === 41) dropNext = true; },
+    });
+    const [host, deviceEnd] = createLinkPair({ bToA: (bytes) => { if (!dropNext) return bytes; dropNext = false; return new Uint8Array(0); } });
+    const serving = device.serve(deviceEnd);
+    t.teardown(async () => { await host.close(); await serving; });
+    const image = compress ? machineLike(200_000, 41) : patternBytes(200_000, 41);
+    const result = await flashEsp({ link: host, parts: [{ address: 0x10000, data: image }], compress, reset: 'none', timeoutMs: 1000, start: false });
+    t.is(result.passes, 2);
+    t.true(Buffer.from(flash.bytes.subarray(0x10000, 0x10000 + image.length)).equals(Buffer.from(image)));
+    const [first, second] = device.erases.filter(([offset]) => offset >= 0x10000);
+    t.is(first![0], 0x10000);
+    // Uncompressed: blocks 0–39 acknowledged = 40 KiB = 10 sectors.
+    if (!compress) t.is(second![0], 0x10000 + 10 * 0x1000);
+    else t.true(second![0] > 0x10000 && second![0] % 0x1000 === 0, `restarted at 0x${second![0].toString(16)}`);
+    t.is(second![0] + second![1], first![0] + first![1], 'the restart erases only the rest of the part');
+  });
+}
 
 test('flash command: --protocol esp writes address/file pairs like esptool write_flash and reports the MD5 check', async (t) => {
   const { dir, host, flashPath } = await emulatorOnPty(t, 'esp-cli', 'esp32');
