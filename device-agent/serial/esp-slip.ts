@@ -103,39 +103,35 @@ export function readWord(data: Uint8Array, index: number): number {
 export interface EspRequest { op: number; checksum: number; data: Uint8Array }
 export interface EspResponse { op: number; value: number; data: Uint8Array }
 
-export function encodeRequest(op: number, data: Uint8Array, checksum = 0): Uint8Array {
+/** Direction byte (00 request, 01 response), op, size, then the checksum (request) or value (response) word, then data. */
+function encodePacket(direction: number, op: number, word: number, data: Uint8Array): Uint8Array {
   const packet = new Uint8Array(8 + data.length);
   const view = new DataView(packet.buffer);
-  packet[0] = 0x00;
+  packet[0] = direction;
   packet[1] = op;
   view.setUint16(2, data.length, true);
-  view.setUint32(4, checksum >>> 0, true);
+  view.setUint32(4, word >>> 0, true);
   packet.set(data, 8);
   return packet;
 }
 
-export function encodeResponse(op: number, value: number, data: Uint8Array): Uint8Array {
-  const packet = new Uint8Array(8 + data.length);
-  const view = new DataView(packet.buffer);
-  packet[0] = 0x01;
-  packet[1] = op;
-  view.setUint16(2, data.length, true);
-  view.setUint32(4, value >>> 0, true);
-  packet.set(data, 8);
-  return packet;
-}
+export const encodeRequest = (op: number, data: Uint8Array, checksum = 0): Uint8Array => encodePacket(0x00, op, checksum, data);
+export const encodeResponse = (op: number, value: number, data: Uint8Array): Uint8Array => encodePacket(0x01, op, value, data);
 
-/** A request packet, or undefined when its direction byte or size field does not hold (a garbled frame). */
-export function decodeRequest(packet: Uint8Array): EspRequest | undefined {
-  if (packet.length < 8 || packet[0] !== 0x00) return undefined;
+/** The packet's fields when its direction byte and size field hold, else undefined (a garbled frame). */
+function decodePacket(direction: number, packet: Uint8Array): { op: number; word: number; data: Uint8Array } | undefined {
+  if (packet.length < 8 || packet[0] !== direction) return undefined;
   const view = new DataView(packet.buffer, packet.byteOffset, packet.byteLength);
   if (view.getUint16(2, true) !== packet.length - 8) return undefined;
-  return { op: packet[1]!, checksum: view.getUint32(4, true), data: packet.subarray(8) };
+  return { op: packet[1]!, word: view.getUint32(4, true), data: packet.subarray(8) };
+}
+
+export function decodeRequest(packet: Uint8Array): EspRequest | undefined {
+  const p = decodePacket(0x00, packet);
+  return p && { op: p.op, checksum: p.word, data: p.data };
 }
 
 export function decodeResponse(packet: Uint8Array): EspResponse | undefined {
-  if (packet.length < 8 || packet[0] !== 0x01) return undefined;
-  const view = new DataView(packet.buffer, packet.byteOffset, packet.byteLength);
-  if (view.getUint16(2, true) !== packet.length - 8) return undefined;
-  return { op: packet[1]!, value: view.getUint32(4, true), data: packet.subarray(8) };
+  const p = decodePacket(0x01, packet);
+  return p && { op: p.op, value: p.word, data: p.data };
 }
