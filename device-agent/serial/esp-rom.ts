@@ -137,7 +137,7 @@ export class EspRomLoader {
       await pause(100);
       await this.link.setSignals({ dtr: true, rts: false });
       await pause(50);
-      await this.link.setSignals({ dtr: false });
+      await this.link.setSignals({ dtr: false, rts: false });
       return undefined;
     } catch (error) {
       return `DTR/RTS could not be driven (${(error as Error).message})`;

@@ -24,8 +24,8 @@ export interface SerialLink {
   /** Pending reads reject with `SerialClosedError`. Idempotent. */
   close(): Promise<void>;
   readonly isOpen: boolean;
-  /** Drives the modem lines (true = asserted); rejects where the port cannot (a pty). Absent on links without lines. */
-  setSignals?(signals: { dtr?: boolean; rts?: boolean }): Promise<void>;
+  /** Drives both modem lines (true = asserted); rejects where the port cannot (a pty). Absent on links without lines. */
+  setSignals?(signals: { dtr: boolean; rts: boolean }): Promise<void>;
   /** Changes the host side's baud rate (after the device was told to); absent where the link has none. */
   setBaudRate?(baudRate: number): Promise<void>;
 }
@@ -202,8 +202,9 @@ export async function openSerialPort(init: SerialPortLinkInit): Promise<SerialLi
     // still in flight are the recovery paths' business (they drain the line
     // until it is quiet before they retry).
     flushInput: async () => { queue.clear(); },
-    setSignals: (signals) => new Promise((resolve, reject) => {
-      port.set(signals, (error) => (error ? reject(error) : resolve()));
+    // Both lines always: node-serialport asserts any line a set() call leaves out.
+    setSignals: ({ dtr, rts }) => new Promise((resolve, reject) => {
+      port.set({ dtr, rts }, (error) => (error ? reject(error) : resolve()));
     }),
     setBaudRate: (baudRate) => new Promise((resolve, reject) => {
       port.update({ baudRate }, (error) => (error ? reject(error) : resolve()));

@@ -282,3 +282,15 @@ test('a layout with an unaligned or overlapping region is refused before the por
   t.throws(() => checkLayout([{ address: 0x1000, data: new Uint8Array(0x1001) }, { address: 0x2000, data: new Uint8Array(4) }]), { message: /overlaps the sectors of the part at 0x00001000/ });
   t.deepEqual(checkLayout([{ address: 0, data: Uint8Array.of(1) }])[0]!.data, Uint8Array.of(1, 0xff, 0xff, 0xff), 'padded to a word with erased bytes');
 });
+
+test('classic reset: EN held low with GPIO0 released, then GPIO0 low as EN rises, then both released; then SYNC', async (t) => {
+  const { host } = inMemory(t, { chip: 'esp32', flash: memoryFlash(4 * MiB) });
+  const signals: string[] = [];
+  const withLines: SerialLink = Object.assign(Object.create(host) as SerialLink, {
+    setSignals: async (s: { dtr: boolean; rts: boolean }) => { signals.push(`dtr=${s.dtr} rts=${s.rts}`); },
+  });
+  const result = await flashEsp({ link: withLines, parts: [{ address: 0x10000, data: patternBytes(2000, 3) }], timeoutMs: 500, start: false });
+  // RTS drives EN and DTR drives GPIO0, both inverted by the board's transistors.
+  t.deepEqual(signals, ['dtr=false rts=true', 'dtr=true rts=false', 'dtr=false rts=false']);
+  t.is(result.resetSkipped, undefined);
+});

@@ -20,6 +20,9 @@ export interface WebSerialLikePort {
 export function webSerialPort(path: string): WebSerialLikePort {
   let port: SerialPort | undefined;
   const signalFailures: string[] = [];
+  // Web Serial opens with both lines asserted.
+  let dtr = true;
+  let rts = true;
   const self: WebSerialLikePort = {
     readable: null,
     writable: null,
@@ -53,12 +56,16 @@ export function webSerialPort(path: string): WebSerialLikePort {
       if (closing?.isOpen) await new Promise<void>((resolve) => closing.close(() => resolve()));
     },
     async setSignals(signals) {
-      const wanted = { dtr: signals.dataTerminalReady, rts: signals.requestToSend, brk: signals.break };
+      // node-serialport asserts any line left out; Web Serial leaves it as it was.
+      const wanted = { dtr: signals.dataTerminalReady ?? dtr, rts: signals.requestToSend ?? rts, brk: signals.break ?? false };
       try {
         await new Promise<void>((resolve, reject) => port?.set(wanted, (error) => (error ? reject(error) : resolve())));
       } catch (error) {
         signalFailures.push((error as Error).message);
+        return;
       }
+      dtr = wanted.dtr;
+      rts = wanted.rts;
     },
     async setBaudRate(baudRate) {
       await new Promise<void>((resolve, reject) => port?.update({ baudRate }, (error) => (error ? reject(error) : resolve())));
