@@ -60,17 +60,19 @@ for (const chip of ESP_CHIPS) {
   for (const compress of [true, false]) {
     // The ESP8266 ROM has neither deflate nor MD5: one uncompressed run, on checksums.
     if (chip === 'esp8266' && compress) continue;
-    test(`${chip}${compress ? ', compressed' : ''}: bootloader, partition table and app written over a pty; the emulated flash holds each at its offset`, async (t) => {
+    test(`${chip}${compress ? ', compressed' : ''}: bootloader, partition table and app written over a pty after a switch to 921600 baud; the emulated flash holds each at its offset`, async (t) => {
       const { host, flashPath } = await emulatorOnPty(t, `esp-${chip}-${compress ? 'z' : 'raw'}`, chip);
       const link = await openSerialPort({ path: host });
       t.teardown(() => link.close());
       const parts = layout(chip);
       const progress: number[] = [];
       const result = await flashEsp({
-        link, parts, chip, compress, reset: 'none', timeoutMs: 1000, start: false,
+        link, parts, chip, compress, reset: 'none', timeoutMs: 1000, start: false, flashBaud: 921600,
         verify: chip === 'esp8266' ? 'checksums' : 'md5', onProgress: (done) => progress.push(done),
       });
       t.like(result, { chip, compressed: compress && chip !== 'esp8266', verifiedBy: chip === 'esp8266' ? 'checksums' : 'md5', flashSize: 4 * MiB, passes: 1 });
+      // CHANGE_BAUDRATE, then the host side follows; the ESP8266 ROM has no such command and stays.
+      t.is(result.baud, chip === 'esp8266' ? undefined : 921600);
       t.is(progress.at(-1), parts.reduce((n, p) => n + Math.ceil(p.data.length / 4) * 4, 0));
       const flash = readFileSync(flashPath);
       for (const p of parts) t.true(flash.subarray(p.address, p.address + p.data.length).equals(p.data), `part at 0x${p.address.toString(16)}`);
