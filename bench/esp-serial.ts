@@ -12,7 +12,7 @@
  * the image bytes/s that line time allows at each baud rate (8N1: 10 bits a
  * character), plus 1 ms per request/response turnaround of a USB adapter.
  *
- *   npx tsx bench/esp-serial.ts [--size BYTES]      (inside scripts/lab.sh)
+ *   npx tsx bench/esp-serial.ts [--size BYTES]      (inside scripts/lab.sh; also `npm run bench`, section espSerial)
  */
 import { openSync, readSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -99,14 +99,21 @@ export function formatEsp(runs: EspRun[]): string {
   ].join('\n');
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const { values } = parseArgs({ options: { size: { type: 'string', default: String(256 * 1024) } } });
-  const size = Number(values.size);
+export const ESP_FULL = 256 * 1024;
+export const ESP_SMOKE = 32 * 1024;
+
+/** Both contents × both baud rates × deflate on and off, one after the other. */
+export async function measureEspSerial(size = ESP_FULL): Promise<EspRun[]> {
   const runs: EspRun[] = [];
   for (const [content, image] of [['random', patternBytes(size, 71)], ['machine code', machineCode(size)]] as const) {
     for (const baud of [115200, 921600]) {
       for (const compressed of [false, true]) runs.push(await measureEsp(content, image, baud, compressed));
     }
   }
-  console.log(formatEsp(runs));
+  return runs;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const { values } = parseArgs({ options: { size: { type: 'string', default: String(ESP_FULL) } } });
+  console.log(formatEsp(await measureEspSerial(Number(values.size))));
 }
