@@ -1,6 +1,7 @@
 // ESP ROM loader: our client against our emulator, per chip, compressed and
 // not, over real ptys (with a noisy relay for the fault cases) and in memory
-// for the refusals that must happen before anything is erased.
+// for the refusals that must happen before anything is erased. Serial: each
+// pty test starts an emulator process, and two cores do not start ten at once.
 import test from 'ava';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -30,7 +31,7 @@ async function emulatorOnPty(t: Parameters<typeof requireTools>[0], name: string
   const pair = await ptyPair(t, dir, name);
   const flashPath = join(dir, 'esp-flash.bin');
   const emulator = startTsx(t, 'hardware/emulators/esp-emulator.ts', ['--port', pair.device, '--flash', flashPath, '--chip', chip, '--flash-size', String(flashSize)]);
-  await waitForOutput(emulator, /serving/, 15_000, 'esp-emulator');
+  await waitForOutput(emulator, /serving/, 30_000, 'esp-emulator');
   return { dir, host: pair.host, device: pair.device, flashPath };
 }
 
@@ -60,7 +61,7 @@ for (const chip of ESP_CHIPS) {
   for (const compress of [true, false]) {
     // The ESP8266 ROM has neither deflate nor MD5: one uncompressed run, on checksums.
     if (chip === 'esp8266' && compress) continue;
-    test(`${chip}${compress ? ', compressed' : ''}: bootloader, partition table and app written over a pty after a switch to 921600 baud; the emulated flash holds each at its offset`, async (t) => {
+    test.serial(`${chip}${compress ? ', compressed' : ''}: bootloader, partition table and app written over a pty after a switch to 921600 baud; the emulated flash holds each at its offset`, async (t) => {
       const { host, flashPath } = await emulatorOnPty(t, `esp-${chip}-${compress ? 'z' : 'raw'}`, chip);
       const link = await openSerialPort({ path: host });
       t.teardown(() => link.close());
@@ -82,7 +83,7 @@ for (const chip of ESP_CHIPS) {
   }
 }
 
-test('esp8266: the ROM erase miscount is compensated: six sectors asked for as three, and the sectors after the image keep their contents', async (t) => {
+test.serial('esp8266: the ROM erase miscount is compensated: six sectors asked for as three, and the sectors after the image keep their contents', async (t) => {
   const flash = memoryFlash(MiB);
   const old = patternBytes(0x20000, 9);
   flash.write(0, old);
@@ -95,7 +96,7 @@ test('esp8266: the ROM erase miscount is compensated: six sectors asked for as t
   t.true(Buffer.from(flash.bytes.subarray(0x9000, 0x20000)).equals(Buffer.from(old.subarray(0x9000))), 'the sectors after it are untouched');
 });
 
-test('esp8266 without the checksums opt-in: refused before anything is erased, naming why', async (t) => {
+test.serial('esp8266 without the checksums opt-in: refused before anything is erased, naming why', async (t) => {
   const flash = memoryFlash(MiB);
   const { host, device } = inMemory(t, { chip: 'esp8266', flash });
   const error = await t.throwsAsync(flashEsp({ link: host, parts: [{ address: 0, data: patternBytes(4096, 1) }], reset: 'none', timeoutMs: 1000 }), { instanceOf: BootloaderError });
@@ -104,7 +105,7 @@ test('esp8266 without the checksums opt-in: refused before anything is erased, n
   t.deepEqual(device.erases, []);
 });
 
-test('a wrong chip is refused before anything is erased', async (t) => {
+test.serial('a wrong chip is refused before anything is erased', async (t) => {
   const flash = memoryFlash(4 * MiB);
   const ops: number[] = [];
   const { host, device } = inMemory(t, { chip: 'esp32c3', flash, magic: 0x1b31506f, onCommand: (op) => ops.push(op) });
@@ -115,7 +116,7 @@ test('a wrong chip is refused before anything is erased', async (t) => {
   t.false(ops.includes(ESP_OP.FLASH_BEGIN) || ops.includes(ESP_OP.FLASH_DEFL_BEGIN), 'no erase was sent');
 });
 
-test('an image larger than the flash (size read from the flash id) is refused before anything is erased', async (t) => {
+test.serial('an image larger than the flash (size read from the flash id) is refused before anything is erased', async (t) => {
   const flash = memoryFlash(MiB);
   const old = patternBytes(0x20000, 4);
   flash.write(0, old);
@@ -130,7 +131,7 @@ test('an image larger than the flash (size read from the flash id) is refused be
   t.true(Buffer.from(flash.bytes.subarray(0, old.length)).equals(Buffer.from(old)), 'old firmware intact');
 });
 
-test('a silent line (no chip in download mode) is a clear Sync failure that says DTR/RTS could not be driven on a pty', async (t) => {
+test.serial('a silent line (no chip in download mode) is a clear Sync failure that says DTR/RTS could not be driven on a pty', async (t) => {
   requireTools(t, 'socat');
   const dir = tempDir(t, 'esp-silent');
   const pair = await ptyPair(t, dir, 'silent');
@@ -143,7 +144,7 @@ test('a silent line (no chip in download mode) is a clear Sync failure that says
 });
 
 for (const compress of [true, false]) {
-  test(`line noise both ways${compress ? ', compressed' : ''}: the image is verified by the ROM's MD5, after retries`, async (t) => {
+  test.serial(`line noise both ways${compress ? ', compressed' : ''}: the image is verified by the ROM's MD5, after retries`, async (t) => {
     requireTools(t, 'socat');
     const dir = tempDir(t, 'esp-noise');
     const hostPair = await ptyPair(t, dir, 'host');
@@ -174,7 +175,7 @@ for (const compress of [true, false]) {
   });
 }
 
-test('the line drops mid-write and comes back: the part is started over and verified, or the failure says the flash is erased', async (t) => {
+test.serial('the line drops mid-write and comes back: the part is started over and verified, or the failure says the flash is erased', async (t) => {
   requireTools(t, 'socat');
   const dir = tempDir(t, 'esp-drop');
   const hostPair = await ptyPair(t, dir, 'host');
@@ -203,7 +204,7 @@ test('the line drops mid-write and comes back: the part is started over and veri
 });
 
 for (const compress of [false, true]) {
-  test(`a lost answer to block 40 of ${compress ? 'a deflated' : 'an uncompressed'} write: it restarts from the last sector known written, not from the start`, async (t) => {
+  test.serial(`a lost answer to block 40 of ${compress ? 'a deflated' : 'an uncompressed'} write: it restarts from the last sector known written, not from the start`, async (t) => {
     const flash = memoryFlash(4 * MiB);
     let dataBlocks = 0;
     let dropNext = false;
@@ -215,7 +216,7 @@ for (const compress of [false, true]) {
     const serving = device.serve(deviceEnd);
     t.teardown(async () => { await host.close(); await serving; });
     const image = compress ? machineLike(200_000, 41) : patternBytes(200_000, 41);
-    const result = await flashEsp({ link: host, parts: [{ address: 0x10000, data: image }], compress, reset: 'none', timeoutMs: 1000, start: false });
+    const result = await flashEsp({ link: host, parts: [{ address: 0x10000, data: image }], compress, reset: 'none', timeoutMs: 2000, start: false });
     t.is(result.passes, 2);
     t.true(Buffer.from(flash.bytes.subarray(0x10000, 0x10000 + image.length)).equals(Buffer.from(image)));
     const [first, second] = device.erases.filter(([offset]) => offset >= 0x10000);
@@ -227,7 +228,7 @@ for (const compress of [false, true]) {
   });
 }
 
-test('flash command: --protocol esp writes address/file pairs like esptool write_flash and reports the MD5 check', async (t) => {
+test.serial('flash command: --protocol esp writes address/file pairs like esptool write_flash and reports the MD5 check', async (t) => {
   const { dir, host, flashPath } = await emulatorOnPty(t, 'esp-cli', 'esp32');
   const boot = firmwareBytes(20_000, 31);
   const app = firmwareBytes(40_000, 32);
@@ -242,7 +243,7 @@ test('flash command: --protocol esp writes address/file pairs like esptool write
   t.true(flash.subarray(0x10000, 0x10000 + app.length).equals(app));
 });
 
-test('SLIP: C0 and DB inside a packet are escaped and come back; a broken escape is noise, not a packet', (t) => {
+test.serial('SLIP: C0 and DB inside a packet are escaped and come back; a broken escape is noise, not a packet', (t) => {
   const packet = encodeRequest(ESP_OP.FLASH_DATA, Uint8Array.of(0xc0, 0xdb, 0x01, 0xdb, 0xdc), 0xc0);
   const frame = slipEncode(packet);
   t.is(frame[0], 0xc0);
@@ -256,7 +257,7 @@ test('SLIP: C0 and DB inside a packet are escaped and come back; a broken escape
   t.is(espChecksum(Uint8Array.of(0x01, 0x02)), 0xef ^ 0x01 ^ 0x02);
 });
 
-test('serial config: esp fields are checked, and a layout cuts the regions out of a merged image', (t) => {
+test.serial('serial config: esp fields are checked, and a layout cuts the regions out of a merged image', (t) => {
   const config = parseSerialConfig({
     type: 'serial', protocol: 'esp', port: '/dev/ttyUSB0', chip: 'esp32c3', address: 0x1000, reset: 'none', compress: false, flashBaud: 921600, verify: 'md5',
     layout: [{ address: 0x1000, length: 4 }, { address: 0x3000, length: 2 }],
@@ -279,13 +280,13 @@ test('serial config: esp fields are checked, and a layout cuts the regions out o
   }
 });
 
-test('a layout with an unaligned or overlapping region is refused before the port is touched', (t) => {
+test.serial('a layout with an unaligned or overlapping region is refused before the port is touched', (t) => {
   t.throws(() => checkLayout([{ address: 0x1800, data: new Uint8Array(4) }]), { message: /not on a 4 KiB sector boundary/ });
   t.throws(() => checkLayout([{ address: 0x1000, data: new Uint8Array(0x1001) }, { address: 0x2000, data: new Uint8Array(4) }]), { message: /overlaps the sectors of the part at 0x00001000/ });
   t.deepEqual(checkLayout([{ address: 0, data: Uint8Array.of(1) }])[0]!.data, Uint8Array.of(1, 0xff, 0xff, 0xff), 'padded to a word with erased bytes');
 });
 
-test('classic reset: EN held low with GPIO0 released, then GPIO0 low as EN rises, then both released; then SYNC', async (t) => {
+test.serial('classic reset: EN held low with GPIO0 released, then GPIO0 low as EN rises, then both released; then SYNC', async (t) => {
   const { host } = inMemory(t, { chip: 'esp32', flash: memoryFlash(4 * MiB) });
   const signals: string[] = [];
   const withLines: SerialLink = Object.assign(Object.create(host) as SerialLink, {

@@ -21,7 +21,7 @@ async function emulator(t: Parameters<typeof requireTools>[0], name: string, chi
   const pair = await ptyPair(t, dir, name);
   const flashPath = join(dir, 'esp-flash.bin');
   const child = startTsx(t, 'hardware/emulators/esp-emulator.ts', ['--port', pair.device, '--flash', flashPath, '--chip', chip, '--flash-size', String(4 * MiB)]);
-  await waitForOutput(child, /serving/, 15_000, 'esp-emulator');
+  await waitForOutput(child, /serving/, 30_000, 'esp-emulator');
   return { host: pair.host, flashPath };
 }
 
@@ -50,7 +50,7 @@ function padded(data: Uint8Array): Uint8Array {
 }
 
 for (const compress of [true, false]) {
-  test(`esptool-js writes a bootloader and an app into the emulated ESP32 through the ROM loader (${compress ? 'deflated' : 'uncompressed'}, flash size detected by RDID); the ROM's MD5 answers match`, async (t) => {
+  test.serial(`esptool-js writes a bootloader and an app into the emulated ESP32 through the ROM loader (${compress ? 'deflated' : 'uncompressed'}, flash size detected by RDID); the ROM's MD5 answers match`, async (t) => {
     const { host, flashPath } = await emulator(t, `esptool-js-w${compress ? 'z' : ''}`, 'esp32');
     const { loader, log, port } = await esptoolJs(t, host);
     t.is(loader.chip.CHIP_NAME, 'ESP32', log.join(''));
@@ -76,7 +76,7 @@ for (const compress of [true, false]) {
   });
 }
 
-test('esptool-js uploads its flasher stub, then writes and verifies (its own MD5 check) into the emulated ESP32-C3 and reads the image back', async (t) => {
+test.serial('esptool-js uploads its flasher stub, then writes and verifies (its own MD5 check) into the emulated ESP32-C3 and reads the image back', async (t) => {
   const { host, flashPath } = await emulator(t, 'esptool-js-stub', 'esp32c3');
   const { loader, log } = await esptoolJs(t, host);
   t.is(loader.chip.CHIP_NAME, 'ESP32-C3', log.join(''));
@@ -91,7 +91,7 @@ test('esptool-js uploads its flasher stub, then writes and verifies (its own MD5
   t.true(Buffer.from(await loader.readFlash(0x10000, app.length)).equals(Buffer.from(app)), 'read back through READ_FLASH');
 });
 
-test('our client writes an ESP32-S3; esptool-js (via its flasher stub) reads back exactly those bytes', async (t) => {
+test.serial('our client writes an ESP32-S3; esptool-js (via its flasher stub) reads back exactly those bytes', async (t) => {
   const { host } = await emulator(t, 'esptool-js-r', 'esp32s3');
   const image = patternBytes(50_000, 23);
   const link = await openSerialPort({ path: host });
