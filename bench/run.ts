@@ -20,6 +20,7 @@ import { measureSegmentSizes } from './segment-size.js';
 import { DEFAULT_DATAGRAM_SIZE, DEFAULT_SEGMENT_SIZE } from '../protocol/limits.js';
 import { segmentSizeFor, symbolSizeFor } from '../server/release.js';
 import { FULL as SERIAL_FULL, lineCapacity, measureSerial, SMOKE as SERIAL_SMOKE } from './serial.js';
+import { ESP_FULL, ESP_SMOKE, measureEspSerial } from './esp-serial.js';
 import { FULL as SIMULATION_FULL, SMOKE as SIMULATION_SMOKE, simulateFleet } from './simulation.js';
 import { formatMaxRate, MAX_RATE_FULL, MAX_RATE_SMOKE, MAX_RATE_TARGET, measureThroughput, searchMaxRate } from './throughput.js';
 import { checkTargets, FULL as WIRE_FULL, runWireBenchmark, SMOKE as WIRE_SMOKE } from './wire-efficiency.js';
@@ -29,7 +30,7 @@ const agentArgs = args['agent-arg'] ? { agentArgs: args['agent-arg'] } : {};
 const smoke = args.smoke!;
 const rssRuns = args['rss-runs'] ? Number(args['rss-runs']) : smoke ? 1 : 5;
 const only = args.only?.split(',');
-const SECTIONS = ['codec', 'segmentSize', 'authCost', 'wireEfficiency', 'maxRate', 'simulation', 'throughput', 'agentRss', 'serial'];
+const SECTIONS = ['codec', 'segmentSize', 'authCost', 'wireEfficiency', 'maxRate', 'simulation', 'throughput', 'agentRss', 'serial', 'espSerial'];
 for (const name of only ?? []) if (!SECTIONS.includes(name)) throw new Error(`--only: no section "${name}" (sections: ${SECTIONS.join(', ')})`);
 if (!(rssRuns >= 1 && Number.isInteger(rssRuns))) throw new Error(`--rss-runs: a positive integer, got ${args['rss-runs']}`);
 const outDir = new URL('./results/', import.meta.url);
@@ -159,6 +160,16 @@ await section('serial', () => measureSerial(smoke ? SERIAL_SMOKE : SERIAL_FULL),
     const baseline = `${fixed(lineCapacity(p.bitsPerChar), 0)} B/s line ${p.framing}`;
     rows.push({ benchmark: `${name}, write`, measured: `${fixed(p.projectedWriteBps, 0)} B/s at ${r.baud}, ${p.write.roundTrips} round trips`, baseline, ratio: fixed(p.write.efficiency, 3), target: '-', pass: null });
     rows.push({ benchmark: `${name}, write+verify`, measured: `${fixed(p.projectedBps, 0)} B/s at ${r.baud}, ${p.total.roundTrips} round trips, ${fixed(p.measuredBps, 0)} B/s wall on ${p.line}`, baseline, ratio: fixed(p.total.efficiency, 3), target: '-', pass: null });
+  }
+});
+
+await section('espSerial', () => measureEspSerial(smoke ? ESP_SMOKE : ESP_FULL), (runs) => {
+  for (const r of runs) {
+    rows.push({
+      benchmark: `serial esp ${fixed(r.imageBytes / 1024, 0)} KiB ${r.content}${r.compressed ? ', deflated' : ''}, to the ESP32 emulator`,
+      measured: `${fixed(r.lineBps, 0)} B/s at ${r.baud}, ${r.roundTrips} round trips, ${fixed(r.wallBps, 0)} B/s wall on pty`,
+      baseline: `${fixed(r.baud / 10, 0)} B/s line 8N1`, ratio: fixed(r.efficiency, 3), target: '-', pass: null,
+    });
   }
 });
 

@@ -82,7 +82,7 @@ export const FULL: SerialSizes = { mcuboot: 64 * 1024, stm32: 64 * 1024, stk500:
 export const SMOKE: SerialSizes = { mcuboot: 8 * 1024, stm32: 8 * 1024, stk500: 2 * 1024 };
 
 /** A Scope without a test around it: teardowns run, newest first, in `close`. */
-function benchScope(): Scope & { close(): Promise<void> } {
+export function benchScope(): Scope & { close(): Promise<void> } {
   const teardowns: Array<() => unknown> = [];
   return {
     teardown: (fn) => { teardowns.push(fn); },

@@ -137,6 +137,41 @@ test('End to end: multicast → agent → serial (MCUboot serial recovery) → s
   t.deepEqual((await installedRecords(store)).map((r) => r.model), [model]);
 });
 
+test('End to end: multicast → agent → serial (ESP32 ROM loader) → bootloader, partition table and app of the signed merged image in the emulated flash', async (t) => {
+  requireTools(t, 'socat');
+  const lab = NetLab.create(['pub', 'bridge']);
+  t.teardown(() => lab.destroy());
+  const dir = tempDir(t, 'bridge-esp');
+  const model = 'esp32-devkitc';
+  // A merged flash image from 0x1000 (esptool merge_bin's shape): bootloader,
+  // erased gap, partition table, erased gap, app.
+  const merged = new Uint8Array(0x10000 - 0x1000 + 40_000).fill(0xff);
+  merged.set(patternBytes(0x3000, 51), 0);
+  merged.set(patternBytes(0xc00, 52), 0x8000 - 0x1000);
+  merged.set(patternBytes(40_000, 53), 0x10000 - 0x1000);
+  const rel = signRelease(dir, merged, model);
+
+  const pair = await ptyPair(t, dir, 'esp');
+  const flashPath = join(dir, 'esp-flash.bin');
+  const emulator = startTsx(t, 'hardware/emulators/esp-emulator.ts', ['--port', pair.device, '--flash', flashPath, '--chip', 'esp32']);
+  await waitForOutput(emulator, /serving/, 30_000, 'esp-emulator');
+
+  const layout = [{ address: 0x1000, length: 0x3000 }, { address: 0x8000, length: 0xc00 }, { address: 0x10000, length: 40_000 }];
+  const { config, store } = bridgeConfig(dir, 'esp', rel.pub, model, { protocol: 'esp', port: pair.host, chip: 'esp32', reset: 'none', address: 0x1000, layout });
+  const agent = bridgeAgent(lab, 'bridge', config);
+  const [code] = await deliver(t, lab, rel, [agent], model);
+
+  t.is(code, 0, agent.stderr);
+  const result = JSON.parse(agent.stdout.trim().split('\n').pop()!) as { sha256: string };
+  t.is(result.sha256, sha256hex(rel.image));
+  t.like(events(agent.stderr, 'release.verified')[0], { model, installer: `serial esp bootloader on ${pair.host}` });
+  const flash = readFileSync(flashPath);
+  t.true(flash.subarray(0x1000, 0x1000 + rel.image.length).equals(rel.image), 'flash from 0x1000 equals the signed image byte for byte');
+  t.true(flash.subarray(0, 0x1000).every((b) => b === 0xff), 'nothing written below the bootloader');
+  await waitForOutput(emulator, /esp-emulator: reboot/, 5000, 'esp-emulator reboot after the verified write');
+  t.deepEqual((await installedRecords(store)).map((r) => [r.model, r.sha256]), [[model, sha256hex(rel.image)]]);
+});
+
 test('serial installer fails (no such port; silent device): clear error, exit 1 with --once, nothing recorded as installed', async (t) => {
   requireTools(t, 'socat');
   const lab = NetLab.create(['pub', 'noport', 'silent']);

@@ -1,13 +1,13 @@
 /**
- * What goes wrong talking to a bootloader, for all three serial clients
- * (STK500, STM32 AN3155, MCUboot SMP): one family that names the protocol and
+ * What goes wrong talking to a bootloader, for all the serial clients
+ * (STK500, STM32 AN3155, MCUboot SMP, ESP ROM): one family that names the protocol and
  * the operation. Subclasses exist where callers act on the difference: a
  * timeout or a garbled or refused answer is retried (after a resync), a
  * failed read-back is final, and an MCUboot reset may go unanswered.
  */
 
 /** The serial installer's protocol names (installer.ts SERIAL_PROTOCOLS). */
-export type BootloaderProtocol = 'stk500' | 'stm32' | 'mcuboot';
+export type BootloaderProtocol = 'stk500' | 'stm32' | 'mcuboot' | 'esp';
 
 /**
  * What a failed flash left on the device, where the client knows: nothing

@@ -3,7 +3,8 @@
 // bootloader showed the image back; anything else prints one error line.
 import { readFile } from 'node:fs/promises';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { flashImage, parseSerialConfig, SERIAL_PROTOCOLS, withSerialLink } from './installer.js';
+import { espParts, flashEspParts, flashImage, parseSerialConfig, SERIAL_PROTOCOLS, withSerialLink, type FlashReport } from './installer.js';
+import type { EspPart } from './esp-rom.js';
 import { BootloaderError } from './bootloader-error.js';
 
 function parseInteger(value: string, what: string): number {
@@ -31,6 +32,17 @@ function progressPrinter(stream: NodeJS.WriteStream): { update(done: number, tot
   };
 }
 
+/** One file (placed by the config), or ADDRESS FILE pairs like esptool write_flash. */
+async function espCommandParts(args: string[], single: (image: Uint8Array) => EspPart[]): Promise<EspPart[]> {
+  if (args.length === 1) return single(new Uint8Array(await readFile(args[0]!)));
+  if (args.length % 2 !== 0) throw new InvalidArgumentError('esp takes one image, or ADDRESS FILE pairs (e.g. 0x1000 bootloader.bin 0x8000 partitions.bin 0x10000 app.bin)');
+  const parts: EspPart[] = [];
+  for (let i = 0; i < args.length; i += 2) {
+    parts.push({ address: parseInteger(args[i]!, `address ${JSON.stringify(args[i])}`), data: new Uint8Array(await readFile(args[i + 1]!)) });
+  }
+  return parts;
+}
+
 export function addFlashCommand(program: Command): void {
   program
     .command('flash')
@@ -46,21 +58,38 @@ export function addFlashCommand(program: Command): void {
     .option('--slot-size <bytes>', 'mcuboot: size of slot 0, for the size check when the device does not report it', (v) => parseInteger(v, '--slot-size'))
     .option('--trailer-size <bytes>', 'mcuboot: bytes kept for MCUboot\'s trailer when the device does not report its largest image (default 3120)', (v) => parseInteger(v, '--trailer-size'))
     .option('--no-restore', 'stm32: do not read the flash before erasing it (nothing to write back if the install fails)')
-    .argument('<image>', 'MCUboot image (mcuboot), raw binary (stm32), Intel HEX or raw binary (stk500)')
-    .action(async (imagePath: string, opts: {
+    .option('--chip <chip>', 'esp: the chip the device must be (esp32, esp32s3, esp32c3, esp8266)')
+    .option('--reset <mode>', 'esp: classic (DTR/RTS into download mode, default) or none')
+    .option('--flash-baud <rate>', 'esp: switch to this baud rate after connecting', (v) => parseInteger(v, '--flash-baud'))
+    .option('--flash-size <bytes>', 'esp: flash size, when the flash id does not tell it', (v) => parseInteger(v, '--flash-size'))
+    .option('--no-compress', 'esp: send the image uncompressed (FLASH_DATA rather than FLASH_DEFL_DATA)')
+    .option('--verify <how>', 'esp: md5 (default) or checksums (ESP8266, whose ROM cannot hash)')
+    .argument('<image...>', 'MCUboot image (mcuboot), raw binary (stm32), Intel HEX or raw binary (stk500); esp: a binary (at --address, default 0x10000) or ADDRESS FILE pairs as esptool write_flash takes them')
+    .action(async (images: string[], opts: {
       protocol: string; port: string; baud?: number; address?: number; start?: boolean; parity?: string;
       eraseTimeout?: number; slotSize?: number; trailerSize?: number; restore?: boolean;
+      chip?: string; reset?: string; flashBaud?: number; flashSize?: number; compress?: boolean; verify?: string;
     }) => {
       const progress = progressPrinter(process.stderr);
       try {
         const config = parseSerialConfig({
           type: 'serial', protocol: opts.protocol, port: opts.port, baud: opts.baud, address: opts.address, parity: opts.parity, start: opts.start,
           eraseTimeoutMs: opts.eraseTimeout, slotSize: opts.slotSize, trailerSize: opts.trailerSize,
-          // commander sets restore true unless --no-restore: pass only the opt-out.
+          chip: opts.chip, reset: opts.reset, flashBaud: opts.flashBaud, flashSize: opts.flashSize, verify: opts.verify,
+          // commander sets restore and compress true unless --no-…: pass only the opt-outs.
           ...(opts.restore === false ? { restore: false } : {}),
+          ...(opts.compress === false ? { compress: false } : {}),
         });
-        const image = new Uint8Array(await readFile(imagePath));
-        const report = await withSerialLink(config, (link) => flashImage(link, config, image, { onProgress: (d, t) => progress.update(d, t) }));
+        const onProgress = (d: number, t: number): void => progress.update(d, t);
+        let report: FlashReport;
+        if (config.protocol === 'esp') {
+          const parts = await espCommandParts(images, (image) => espParts(config, image));
+          report = await withSerialLink(config, (link) => flashEspParts(link, config, parts, { onProgress }));
+        } else {
+          if (images.length !== 1) throw new InvalidArgumentError(`${config.protocol} takes one image (got ${images.length} arguments)`);
+          const image = new Uint8Array(await readFile(images[0]!));
+          report = await withSerialLink(config, (link) => flashImage(link, config, image, { onProgress }));
+        }
         progress.end();
         process.stdout.write(`flash: ok: ${report.bytes} bytes, verified: ${report.verified}${report.retries ? `, ${report.retries} retries` : ''}\n`);
         process.exitCode = 0;

@@ -9,9 +9,11 @@ import { openSerialPort, type Parity, type SerialLink } from './link.js';
 import { flashMcuboot } from './mcuboot-smp.js';
 import { flashStm32, STM32_FLASH_BASE } from './stm32-an3155.js';
 import { flashStk500 } from './stk500.js';
+import { flashEsp, type EspPart, type EspReset } from './esp-rom.js';
+import { ESP_CHIPS, type EspChipName } from './esp-chips.js';
 import { looksLikeIntelHex, parseIntelHex } from './intel-hex.js';
 
-export const SERIAL_PROTOCOLS = ['mcuboot', 'stm32', 'stk500'] as const;
+export const SERIAL_PROTOCOLS = ['mcuboot', 'stm32', 'stk500', 'esp'] as const;
 export type SerialProtocol = (typeof SERIAL_PROTOCOLS)[number];
 
 export interface SerialInstallerConfig {
@@ -19,9 +21,9 @@ export interface SerialInstallerConfig {
   protocol: SerialProtocol;
   /** /dev/ttyUSB0, /dev/fwcast-* (see hardware/raspberry-pi/99-fwcast-serial.rules), or a pty. */
   port: string;
-  /** Default 115200 for all three protocols. */
+  /** Default 115200 for all protocols. */
   baud?: number;
-  /** Flash address of the image: stm32 default 0x08000000, stk500 default 0 (ignored for mcuboot). */
+  /** Flash address of the image: stm32 default 0x08000000, stk500 default 0, esp default 0x10000 (with `layout`: the flash address of the image's first byte, default 0); ignored for mcuboot. */
   address?: number;
   /** Per-answer timeout in ms; protocol default when absent. */
   timeoutMs?: number;
@@ -39,6 +41,20 @@ export interface SerialInstallerConfig {
   trailerSize?: number;
   /** stm32: read what will be erased first and write it back if the install fails (default true). */
   restore?: boolean;
+  /** esp: the chip the device must be; another one is refused before anything is erased. */
+  chip?: EspChipName;
+  /** esp: the image is a merged flash image (esptool merge_bin); write only these regions of it (e.g. bootloader, partition table, app). */
+  layout?: { address: number; length: number }[];
+  /** esp: send zlib-deflated blocks where the ROM can inflate them (default true). */
+  compress?: boolean;
+  /** esp: switch to this baud rate after connecting (default: stay at `baud`). */
+  flashBaud?: number;
+  /** esp: 'classic' DTR/RTS reset into download mode (default), or 'none' for boards strapped by hand. */
+  reset?: EspReset;
+  /** esp: flash size in bytes, used when the flash id does not tell it. */
+  flashSize?: number;
+  /** esp: 'md5' (default), or 'checksums' to accept the ROM's per-block checksums alone (the ESP8266 ROM cannot hash). */
+  verify?: 'md5' | 'checksums';
 }
 
 /** A configuration field that is missing or wrong; the message names the field. */
@@ -55,6 +71,34 @@ function optionalNumber(config: Record<string, unknown>, field: string, check: (
   return value;
 }
 
+function parseLayout(raw: unknown): { address: number; length: number }[] {
+  const rule = 'serial installer: "layout" must be a non-empty list of {"address", "length"} (non-negative integers, length > 0)';
+  if (!Array.isArray(raw) || raw.length === 0) throw new SerialConfigError(rule);
+  return raw.map((r: unknown) => {
+    const { address, length } = (r ?? {}) as Record<string, unknown>;
+    if (typeof address !== 'number' || typeof length !== 'number' || !Number.isInteger(address) || !Number.isInteger(length) || address < 0 || length <= 0) {
+      throw new SerialConfigError(`${rule} (got ${JSON.stringify(r)})`);
+    }
+    return { address, length };
+  });
+}
+
+/** The regions of a merged ESP flash image that `layout` names, each at its flash address; the whole image at `address` without one. */
+export function espParts(config: SerialInstallerConfig, image: Uint8Array): EspPart[] {
+  if (!config.layout) return [{ address: config.address ?? ESP_APP_OFFSET, data: image }];
+  const base = config.address ?? 0;
+  return config.layout.map(({ address, length }) => {
+    const from = address - base;
+    if (from < 0 || from + length > image.length) {
+      throw new SerialConfigError(`serial installer: layout region 0x${address.toString(16)}+${length} is outside the ${image.length}-byte image that starts at flash address 0x${base.toString(16)}`);
+    }
+    return { address, data: image.subarray(from, from + length) };
+  });
+}
+
+/** ESP-IDF's default offset of the first app partition. */
+export const ESP_APP_OFFSET = 0x10000;
+
 /** Validates a raw configuration object (from JSON) into a SerialInstallerConfig. */
 export function parseSerialConfig(raw: unknown): SerialInstallerConfig {
   if (typeof raw !== 'object' || raw === null) throw new SerialConfigError('serial installer: configuration must be an object');
@@ -67,6 +111,10 @@ export function parseSerialConfig(raw: unknown): SerialInstallerConfig {
   if (config.start !== undefined && typeof config.start !== 'boolean') throw new SerialConfigError('serial installer: "start" must be true or false');
   if (config.parity !== undefined && config.parity !== 'even' && config.parity !== 'none') throw new SerialConfigError('serial installer: "parity" must be "even" or "none"');
   if (config.restore !== undefined && typeof config.restore !== 'boolean') throw new SerialConfigError('serial installer: "restore" must be true or false');
+  if (config.chip !== undefined && !ESP_CHIPS.includes(config.chip as EspChipName)) throw new SerialConfigError(`serial installer: "chip" must be one of ${ESP_CHIPS.join(', ')} (got ${JSON.stringify(config.chip)})`);
+  if (config.compress !== undefined && typeof config.compress !== 'boolean') throw new SerialConfigError('serial installer: "compress" must be true or false');
+  if (config.reset !== undefined && config.reset !== 'classic' && config.reset !== 'none') throw new SerialConfigError('serial installer: "reset" must be "classic" or "none"');
+  if (config.verify !== undefined && config.verify !== 'md5' && config.verify !== 'checksums') throw new SerialConfigError('serial installer: "verify" must be "md5" or "checksums"');
   const parsed: SerialInstallerConfig = { type: 'serial', protocol: config.protocol as SerialProtocol, port: config.port };
   const baud = optionalNumber(config, 'baud', (n) => n >= 50 && n <= 4_000_000, 'a baud rate between 50 and 4000000');
   const address = optionalNumber(config, 'address', (n) => n >= 0 && n <= 0xffffffff, 'a flash address between 0 and 0xffffffff');
@@ -78,7 +126,16 @@ export function parseSerialConfig(raw: unknown): SerialInstallerConfig {
   if (slotSize !== undefined && trailerSize !== undefined && trailerSize >= slotSize) {
     throw new SerialConfigError(`serial installer: "trailerSize" ${trailerSize} leaves no room in "slotSize" ${slotSize}`);
   }
+  const flashBaud = optionalNumber(config, 'flashBaud', (n) => n >= 50 && n <= 4_000_000, 'a baud rate between 50 and 4000000');
+  const flashSize = optionalNumber(config, 'flashSize', (n) => n > 0 && n <= 0x40000000, 'a positive number of bytes');
+  if (config.layout !== undefined) parsed.layout = parseLayout(config.layout);
   if (baud !== undefined) parsed.baud = baud;
+  if (flashBaud !== undefined) parsed.flashBaud = flashBaud;
+  if (flashSize !== undefined) parsed.flashSize = flashSize;
+  if (config.chip !== undefined) parsed.chip = config.chip as EspChipName;
+  if (config.compress !== undefined) parsed.compress = config.compress as boolean;
+  if (config.reset !== undefined) parsed.reset = config.reset as EspReset;
+  if (config.verify !== undefined) parsed.verify = config.verify as 'md5' | 'checksums';
   if (address !== undefined) parsed.address = address;
   if (timeoutMs !== undefined) parsed.timeoutMs = timeoutMs;
   if (tries !== undefined) parsed.tries = tries;
@@ -101,7 +158,8 @@ export interface FlashReport {
 
 /**
  * Runs one protocol's flash-and-verify over an open link. `image` is the file
- * as stored: an MCUboot image, a raw STM32 binary, or AVR HEX/binary.
+ * as stored: an MCUboot image, a raw STM32 binary, AVR HEX/binary, or an ESP
+ * binary (raw at an address, or a merged flash image cut by `layout`).
  */
 export async function flashImage(
   link: SerialLink,
@@ -126,6 +184,8 @@ export async function flashImage(
         verified: `read back ${image.length} bytes at 0x${address.toString(16)} (product id 0x${result.productId.toString(16)})`,
       };
     }
+    case 'esp':
+      return flashEspParts(link, config, espParts(config, image), options);
     case 'stk500': {
       let flat = { base: config.address ?? 0, data: image };
       if (looksLikeIntelHex(image)) {
@@ -141,6 +201,27 @@ export async function flashImage(
       };
     }
   }
+}
+
+/** The esp protocol's flash-and-verify of regions already cut (the installer's image, or the CLI's address/file pairs). */
+export async function flashEspParts(
+  link: SerialLink,
+  config: SerialInstallerConfig,
+  parts: EspPart[],
+  options: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {},
+): Promise<FlashReport> {
+  const result = await flashEsp({
+    link, parts, timeoutMs: config.timeoutMs, tries: config.tries, signal: options.signal, onProgress: options.onProgress,
+    chip: config.chip, compress: config.compress, flashBaud: config.flashBaud, baud: config.baud, reset: config.reset,
+    flashSize: config.flashSize, verify: config.verify, start: config.start,
+  });
+  const where = parts.map((p) => `0x${p.address.toString(16)}`).join(', ');
+  return {
+    protocol: 'esp', bytes: parts.reduce((n, p) => n + p.data.length, 0), retries: result.retries,
+    verified: result.verifiedBy === 'md5'
+      ? `${result.chipTitle} ROM MD5 of ${parts.length} region(s) at ${where}`
+      : `${result.chipTitle} ROM accepted every block's checksum at ${where} (its ROM cannot hash flash)`,
+  };
 }
 
 /** Opens the port, runs `work`, and always closes the port again. */

@@ -24,6 +24,10 @@ export interface SerialLink {
   /** Pending reads reject with `SerialClosedError`. Idempotent. */
   close(): Promise<void>;
   readonly isOpen: boolean;
+  /** Drives both modem lines (true = asserted); rejects where the port cannot (a pty). Absent on links without lines. */
+  setSignals?(signals: { dtr: boolean; rts: boolean }): Promise<void>;
+  /** Changes the host side's baud rate (after the device was told to); absent where the link has none. */
+  setBaudRate?(baudRate: number): Promise<void>;
 }
 
 export class SerialTimeoutError extends Error {
@@ -161,9 +165,9 @@ export interface SerialPortLinkInit {
 }
 
 /**
- * Opens a port through node-serialport. Never touches DTR/RTS: a pty fails
- * those ioctls, and boards that wire DTR to reset are handled by the wiring
- * notes rather than by guessing here.
+ * Opens a port through node-serialport. Never touches DTR/RTS by itself: a
+ * pty fails those ioctls; a protocol that resets through them (the ESP ROM
+ * loader) calls setSignals and copes with its failure.
  */
 export async function openSerialPort(init: SerialPortLinkInit): Promise<SerialLink> {
   // Loaded here, not at start-up: serialport's native binding costs memory an agent without MCUs should not pay.
@@ -198,6 +202,13 @@ export async function openSerialPort(init: SerialPortLinkInit): Promise<SerialLi
     // still in flight are the recovery paths' business (they drain the line
     // until it is quiet before they retry).
     flushInput: async () => { queue.clear(); },
+    // Both lines always: node-serialport asserts any line a set() call leaves out.
+    setSignals: ({ dtr, rts }) => new Promise((resolve, reject) => {
+      port.set({ dtr, rts }, (error) => (error ? reject(error) : resolve()));
+    }),
+    setBaudRate: (baudRate) => new Promise((resolve, reject) => {
+      port.update({ baudRate }, (error) => (error ? reject(error) : resolve()));
+    }),
     close: async () => {
       if (!open) return;
       open = false;

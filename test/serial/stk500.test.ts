@@ -61,7 +61,7 @@ test('the serial installer takes an Intel HEX image from the store and verifies 
 
 test('installer configuration errors name the field', (t) => {
   t.throws(() => createSerialInstaller({ type: 'serial', protocol: 'esp32', port: '/dev/ttyUSB0' }), {
-    instanceOf: SerialConfigError, message: 'serial installer: "protocol" must be one of mcuboot, stm32, stk500 (got "esp32")',
+    instanceOf: SerialConfigError, message: 'serial installer: "protocol" must be one of mcuboot, stm32, stk500, esp (got "esp32")',
   });
   t.throws(() => createSerialInstaller({ type: 'serial', protocol: 'stm32' }), { instanceOf: TypeError, message: /"port"/ });
   t.throws(() => createSerialInstaller({ type: 'serial', protocol: 'stm32', port: '/dev/x', baud: 'fast' }), { message: /"baud" must be a baud rate/ });

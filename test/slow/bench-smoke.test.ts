@@ -17,7 +17,7 @@ test('npm run bench -- --smoke runs every benchmark and writes its results', (t)
   const file = readdirSync(dir).filter((f) => f.startsWith('smoke-')).map((f) => join(dir, f)).filter((f) => statSync(f).mtimeMs >= started).pop();
   t.truthy(file, 'a smoke results file was written');
   const r = JSON.parse(readFileSync(file!, 'utf8')) as Record<string, any>;
-  for (const section of ['codec', 'authCost', 'wireEfficiency', 'maxRate', 'simulation', 'throughput', 'agentRss', 'serial']) {
+  for (const section of ['codec', 'authCost', 'wireEfficiency', 'maxRate', 'simulation', 'throughput', 'agentRss', 'serial', 'espSerial']) {
     t.falsy(r[section]?.error, `${section}: ${r[section]?.error}`);
   }
   t.true(r.codec.encodeMBs > 0 && r.codec.decodeMBs > 0);
@@ -44,5 +44,12 @@ test('npm run bench -- --smoke runs every benchmark and writes its results', (t)
     // Verification only adds line traffic, and no protocol's framing carries less than its payload.
     t.true(p.total.efficiency > 0.3 && p.total.efficiency <= p.write.efficiency && p.write.efficiency < 1, `${p.protocol}: efficiency ${p.write.efficiency}/${p.total.efficiency}`);
     t.true(p.total.roundTrips > 0 && p.projectedBps > 0, `${p.protocol}: round trips and a projection`);
+  }
+  t.is(r.espSerial.length, 8, 'ESP: two contents × two baud rates × deflate on and off');
+  for (const e of r.espSerial) {
+    // SLIP and headers cost under 10% uncompressed; deflate can only help machine code.
+    const plain = e.compressed === false || e.content === 'random';
+    t.true(plain ? e.efficiency > 0.9 && e.efficiency < 1 : e.efficiency > 1, `esp ${e.content} ${e.compressed ? 'deflated' : 'plain'}: efficiency ${e.efficiency}`);
+    t.true(e.roundTrips > 0 && e.lineBps > 0, `esp ${e.content}: round trips and a projection`);
   }
 });
