@@ -9,7 +9,9 @@
  *    fed while every segment is between 10% and 70% of its source symbols,
  *    when nothing decodes yet (the carousel interleaves all segments);
  *  - CPU per MiB decoded: the CPU time from there until every segment has
- *    matched its signed digest, less those datagrams' own cost, per MiB;
+ *    matched its signed digest, less those datagrams' own cost, per MiB (a
+ *    storage thread decodes while the agent sets new symbols aside: the feed
+ *    waits for that decode, so the datagrams counted are those it needed);
  *  - the rate it sustains: datagrams received and wire bits (lost ones
  *    included) per second of wall time, from the first datagram to the
  *    release received.
@@ -254,6 +256,7 @@ async function runTransfer(release: Release, wire: LossyWire, trusted: PublicKey
     let longestStallMs = 0;
     let batchStart = startWall;
     let lastShed = 0;
+    let lastSetAside = 0;
     while (!received) {
       if (i >= limit) throw new Error(`the agent did not complete a ${release.manifest.imageSize}-byte release in ${limit} datagrams (${JSON.stringify(agent.stats()[MODEL])}; ${JSON.stringify(agent.progress())})`);
       for (const end = i + BATCH; i < end && !received; i++) {
@@ -269,9 +272,19 @@ async function runTransfer(release: Release, wire: LossyWire, trusted: PublicKey
       const now = performance.now();
       longestStallMs = Math.max(longestStallMs, now - batchStart);
       // A storage thread that sheds is behind: "as fast as the agent takes them" waits for it.
-      const shed = agent.stats()[MODEL]!.dropped['storage-behind'] ?? 0;
+      const dropped = agent.stats()[MODEL]!.dropped;
+      const shed = dropped['storage-behind'] ?? 0;
       if (shed > lastShed) await new Promise((r) => setTimeout(r, 2));
       lastShed = shed;
+      // So is one that sets symbols aside while a segment decodes: wait for the decode, so
+      // that the decode window holds the datagrams the release needed, not the ones set aside.
+      const setAside = dropped['segment-decoding'] ?? 0;
+      if (setAside > lastSetAside) {
+        const done = agent.progress()[0]?.segmentsDone ?? 0;
+        const until = performance.now() + 10_000;
+        while (!received && (agent.progress()[0]?.segmentsDone ?? 0) === done && performance.now() < until) await new Promise((r) => setTimeout(r, 1));
+      }
+      lastSetAside = setAside;
       batchStart = performance.now();
     }
     c2 = cpuMs();

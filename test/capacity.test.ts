@@ -72,6 +72,13 @@ test('regression: by default the self-test decodes segments as large as `fwcast 
   t.is(r.segmentSize, signed.fec.segmentSize);
 });
 
+test('regression: with the storage thread, decoding is measured (the decode runs in the thread, while symbols are set aside)', (t) => {
+  const r = capacity('--seconds', '1', '--loss', '10', '--segment-mib', '0.5', '--storage-thread');
+  t.log(`${r.cpuPerDatagramUs.toFixed(1)} µs/datagram, ${r.cpuPerMiBDecodedMs.toFixed(1)} ms/MiB decoded, ${r.transfers} transfers`);
+  t.true(r.cpuPerMiBDecodedMs > 1, `${r.cpuPerMiBDecodedMs} ms per MiB decoded at 10% loss`);
+  t.true(r.recommendedRate > 0);
+});
+
 test('bad options are refused with the option named', (t) => {
   for (const [args, name] of [[['--loss', '100'], '--loss'], [['--segment-mib', '0'], '--segment-mib'], [['--seconds', '-1'], 'seconds']] as const) {
     const err = t.throws(() => execFileSync(process.execPath, [FWCAST_AGENT, 'capacity', ...args], { encoding: 'utf8', stdio: 'pipe' }));
