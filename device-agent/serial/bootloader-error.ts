@@ -45,3 +45,23 @@ export class BootloaderVerifyError extends BootloaderError {}
 
 /** The image does not fit where it would go; refused before anything is erased. */
 export class ImageTooLargeError extends BootloaderError {}
+
+/**
+ * Runs `attempt` up to `tries` times. Only a BootloaderError other than a
+ * failed verification is worth another try, after `recover` (drain or resync
+ * the line, which may be half-way through a command); `onRetry` counts it.
+ */
+export async function withBootloaderRetries<T>(
+  tries: number, signal: AbortSignal | undefined, attempt: () => Promise<T>, recover: () => Promise<unknown>, onRetry: () => void,
+): Promise<T> {
+  for (let n = 1; ; n++) {
+    signal?.throwIfAborted();
+    try {
+      return await attempt();
+    } catch (error) {
+      if (!(error instanceof BootloaderError) || error instanceof BootloaderVerifyError || n >= tries) throw error;
+      onRetry();
+      await recover();
+    }
+  }
+}

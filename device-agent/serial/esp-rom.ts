@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { constants as zlibConstants, deflateSync, inflateSync } from 'node:zlib';
 import { SerialOverrunError, SerialTimeoutError, type SerialLink } from './link.js';
 import {
-  BootloaderError, BootloaderProtocolError, BootloaderRefusedError, BootloaderTimeoutError, BootloaderVerifyError, ImageTooLargeError,
+  BootloaderError, BootloaderProtocolError, BootloaderRefusedError, BootloaderTimeoutError, BootloaderVerifyError, ImageTooLargeError, withBootloaderRetries,
 } from './bootloader-error.js';
 import {
   decodeResponse, encodeRequest, espChecksum, ESP_OP, ESP_ROM_ERRORS, SLIP_END, slipDecode, slipEncode, SYNC_PAYLOAD, words, type EspResponse,
@@ -102,17 +102,8 @@ export class EspRomLoader {
   }
 
   /** Runs `attempt` until it succeeds or tries run out, draining the line between attempts. */
-  async withRetries<T>(operation: string, attempt: () => Promise<T>): Promise<T> {
-    for (let n = 1; ; n++) {
-      this.signal?.throwIfAborted();
-      try {
-        return await attempt();
-      } catch (error) {
-        if (!(error instanceof BootloaderError) || error instanceof BootloaderVerifyError || n >= this.tries) throw error;
-        this.retries++;
-        await this.drainUntilQuiet();
-      }
-    }
+  async withRetries<T>(_operation: string, attempt: () => Promise<T>): Promise<T> {
+    return withBootloaderRetries(this.tries, this.signal, attempt, () => this.drainUntilQuiet(), () => this.retries++);
   }
 
   /** Late answers to an earlier attempt must not be taken for the next one's. */

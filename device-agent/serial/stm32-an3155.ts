@@ -9,7 +9,7 @@
 import type { SerialLink } from './link.js';
 import { SerialTimeoutError } from './link.js';
 import {
-  BootloaderError, BootloaderProtocolError, BootloaderRefusedError, BootloaderTimeoutError, BootloaderVerifyError, ImageTooLargeError,
+  BootloaderError, BootloaderProtocolError, BootloaderRefusedError, BootloaderTimeoutError, BootloaderVerifyError, ImageTooLargeError, withBootloaderRetries,
 } from './bootloader-error.js';
 
 export const AN3155 = {
@@ -139,16 +139,7 @@ export class Stm32Bootloader {
    * next "command".
    */
   private async withRetries<T>(operation: string, attempt: () => Promise<T>): Promise<T> {
-    for (let n = 1; ; n++) {
-      this.signal?.throwIfAborted();
-      try {
-        return await attempt();
-      } catch (error) {
-        if (!(error instanceof BootloaderError) || error instanceof BootloaderVerifyError || n >= this.tries) throw error;
-        this.retries++;
-        await this.resync(operation);
-      }
-    }
+    return withBootloaderRetries(this.tries, this.signal, attempt, () => this.resync(operation), () => this.retries++);
   }
 
   /**
