@@ -22,7 +22,7 @@ export interface Signer {
   readonly kid: Uint8Array;
   /** Where the key is, for messages: "key file keys/publisher.key", "PKCS#11 token fw key release". */
   readonly description: string;
-  /** A 64-byte Ed25519 signature over `message`, verified with `publicKey`; rejects with SignerError otherwise. */
+  /** A 64-byte Ed25519 signature over `message` (not empty), verified with `publicKey`; rejects with SignerError otherwise. */
   sign(message: Uint8Array): Promise<Uint8Array>;
   /** Releases what the signer holds (a token session); later sign() calls reject. Idempotent. */
   close(): Promise<void>;
@@ -48,6 +48,8 @@ export function makeSigner(parts: SignerParts): Signer {
     description: parts.description,
     async sign(message: Uint8Array): Promise<Uint8Array> {
       if (closed) throw new SignerError(`${parts.description}: signer is closed`);
+      // What fwcast signs is never empty (a CBOR Sig_structure), and tokens differ on empty input (SoftHSM2 refuses it).
+      if (message.length === 0) throw new SignerError(`${parts.description}: nothing to sign (an empty message)`);
       const signature = await parts.signRaw(message);
       if (!(signature instanceof Uint8Array) || signature.length !== 64) {
         throw new SignerError(`${parts.description}: answered ${signature instanceof Uint8Array ? `${signature.length} bytes` : typeof signature}, not a 64-byte Ed25519 signature`);

@@ -37,14 +37,22 @@ interface LoadedModule {
 }
 
 /** One C_Initialize per module per process: signers on the same module (several root keys on one HSM) share it. */
-const modules = new Map<string, LoadedModule>();
+const modules = new Map<string, Promise<LoadedModule>>();
 
 async function openModule(path: string): Promise<LoadedModule> {
-  const loaded = modules.get(path);
-  if (loaded) {
-    loaded.users++;
-    return loaded;
+  let loading = modules.get(path);
+  if (!loading) {
+    // The promise is kept at once: signers opened together must not initialise the module twice.
+    loading = loadModule(path);
+    modules.set(path, loading);
+    loading.catch(() => modules.delete(path));
   }
+  const module = await loading;
+  module.users++;
+  return module;
+}
+
+async function loadModule(path: string): Promise<LoadedModule> {
   let lib: Pkcs11Lib;
   try {
     lib = (await import('pkcs11js')).default as unknown as Pkcs11Lib;
@@ -60,11 +68,10 @@ async function openModule(path: string): Promise<LoadedModule> {
   try {
     p11.C_Initialize();
   } catch (err) {
+    p11.close();
     throw new ConfigError(`PKCS#11 module ${path} did not initialise: ${(err as Error).message}`);
   }
-  const module = { lib, p11, users: 1 };
-  modules.set(path, module);
-  return module;
+  return { lib, p11, users: 0 };
 }
 
 function releaseModule(path: string, module: LoadedModule): void {
