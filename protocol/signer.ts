@@ -1,8 +1,8 @@
 /**
  * A publisher's signing key, wherever it lives: in memory (a key file), in an
- * HSM or token through PKCS#11, or behind a command (CI, a cloud KMS). Release
- * manifests and root documents are signed only through this interface, so a
- * key that never leaves its HSM signs them all. Every signature is checked
+ * HSM or token through PKCS#11, or behind a command (CI, a cloud KMS). What
+ * the publisher signs (release manifests; root documents alike) goes through
+ * this interface, so a key that never leaves its HSM signs it all. Every signature is checked
  * against the configured public key before it is used: a signer answering
  * with another key, or with garbage, is refused here, not by every device.
  *

@@ -163,8 +163,9 @@ export function buildProgram(json = false): Command {
     .option('--json', 'print the release made as JSON')
     .action(async (imagePath: string, opts: SignerFlags & { model: string; version: string; seq: number; out: string; expires?: number; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false; json?: boolean }) => {
       readableFile('IMAGE', imagePath);
-      const signer = await openSigner(opts);
       const image = new Uint8Array(readFileSync(imagePath));
+      // Before encoding, which may take a while: a wrong PIN or key label fails at once.
+      const signer = await openSigner(opts);
       const created = Math.floor(Date.now() / 1000);
       const pool = new CodecPool();
       const release = await buildReleaseParallel({

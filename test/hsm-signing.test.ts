@@ -17,11 +17,10 @@ import { EXIT } from '../cli/exit-codes.js';
 import { hex } from '../protocol/hex.js';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { makeImage, sha256hex } from './helpers/fixtures.js';
-import { exitCode, FWCAST, FWCAST_AGENT, ROOT, track, waitForEvent } from './helpers/processes.js';
+import { exitCode, FWCAST, FWCAST_AGENT, track, waitForEvent } from './helpers/processes.js';
 import { initToken, softHsm } from './helpers/softhsm.js';
+import { keyFileSignerCommand } from './helpers/signer-compliance.js';
 
-const SIGN_WITH_KEY = join(ROOT, 'test/helpers/key-file-signer-command.mjs');
-const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
 function workdir(t: ExecutionContext): string {
   const dir = mkdtempSync(join(tmpdir(), 'fwcast-hsm-sign-'));
@@ -119,7 +118,7 @@ test('fwcast sign through an external signer command: the key stays with the com
   const dir = workdir(t);
   // The "KMS": a key pair fwcast never reads, and a command that signs with it.
   ok(t, run(['keygen', '--out', join(dir, 'kms')]), 'fwcast keygen');
-  const command = `${quote(process.execPath)} ${quote(SIGN_WITH_KEY)} ${quote(join(dir, 'kms/publisher.key'))}`;
+  const command = keyFileSignerCommand(join(dir, 'kms/publisher.key'));
   const pub = join(dir, 'kms/publisher.pub');
   const image = makeImage(200 * 1024 + 1, 4);
   writeFileSync(join(dir, 'image.bin'), image);

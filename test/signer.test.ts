@@ -14,11 +14,9 @@ import { ConfigError, SignerError } from '../protocol/errors.js';
 import { seedSigner } from '../protocol/signer.js';
 import { commandSigner, MAX_SIGNER_OUTPUT } from '../server/signer/command-signer.js';
 import { generatePkcs11Key, openPkcs11Signer, type Pkcs11KeyRef } from '../server/signer/pkcs11-signer.js';
-import { signerCompliance } from './helpers/signer-compliance.js';
+import { keyFileSignerCommand, signerCompliance } from './helpers/signer-compliance.js';
 import { initToken, softHsm } from './helpers/softhsm.js';
-import { ROOT } from './helpers/processes.js';
 
-const SIGN_WITH_KEY = join(ROOT, 'test/helpers/key-file-signer-command.mjs');
 
 const made: string[] = [];
 
@@ -29,8 +27,6 @@ async function keyPair(): Promise<{ dir: string; key: string; pub: string }> {
   return { dir, key: r.privatePath, pub: r.publicPath };
 }
 
-const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
-const wrapping = (key: string): string => `${quote(process.execPath)} ${quote(SIGN_WITH_KEY)} ${quote(key)}`;
 
 signerCompliance('key file', async () => {
   const { key } = await keyPair();
@@ -40,8 +36,8 @@ signerCompliance('key file', async () => {
 signerCompliance('signer command', async () => {
   const [mine, other] = [await keyPair(), await keyPair()];
   return {
-    open: async () => commandSigner({ command: wrapping(mine.key), publicKey: readTrustedKey(mine.pub).publicKey }),
-    mismatched: async () => commandSigner({ command: wrapping(mine.key), publicKey: readTrustedKey(other.pub).publicKey }),
+    open: async () => commandSigner({ command: keyFileSignerCommand(mine.key), publicKey: readTrustedKey(mine.pub).publicKey }),
+    mismatched: async () => commandSigner({ command: keyFileSignerCommand(mine.key), publicKey: readTrustedKey(other.pub).publicKey }),
   };
 }, true);
 
@@ -64,7 +60,7 @@ signerCompliance('PKCS#11 (SoftHSM2)', async () => {
 test('a signer command wrapping a key file signs exactly as the key file does', async (t) => {
   const { key, pub } = await keyPair();
   const fromFile = seedSigner(await readPrivateKey(key));
-  const fromCommand = commandSigner({ command: wrapping(key), publicKey: readTrustedKey(pub).publicKey });
+  const fromCommand = commandSigner({ command: keyFileSignerCommand(key), publicKey: readTrustedKey(pub).publicKey });
   const message = new TextEncoder().encode('Sig_structure bytes');
   t.deepEqual(await fromCommand.sign(message), await fromFile.sign(message));
 });

@@ -5,11 +5,20 @@
  */
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { decodeCoseSign1, signCoseSign1With, verifyCoseSign1 } from '../../protocol/cose-sign1.js';
 import * as ed25519 from '../../protocol/ed25519.js';
 import { SignerError } from '../../protocol/errors.js';
 import { keyId } from '../../protocol/keys.js';
 import type { Signer } from '../../protocol/signer.js';
+
+const SIGN_WITH_KEY = fileURLToPath(new URL('./key-file-signer-command.mjs', import.meta.url));
+const shellQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/** A --signer-command that signs with the key file `keyPath`, as a KMS would (test/helpers/key-file-signer-command.mjs). */
+export function keyFileSignerCommand(keyPath: string): string {
+  return [process.execPath, SIGN_WITH_KEY, keyPath].map(shellQuote).join(' ');
+}
 
 export interface SignerSetup {
   /** A new signer of this kind, open. */
