@@ -42,10 +42,17 @@ export async function writeKeyPair(dir: string, force: boolean): Promise<{ priva
   return { privatePath, publicPath, kid: hex(keyId(pair.publicKey)) };
 }
 
+/** DIR/publisher.pub, checked free (unless `force`) before a key is made inside an HSM, where a failed write would leave it orphaned. */
+export function publicKeyPath(dir: string, force: boolean): string {
+  const publicPath = join(dir, 'publisher.pub');
+  if (!force && lstatSync(publicPath, { throwIfNoEntry: false }) !== undefined) throw new ConfigError(`${publicPath} already exists; use --force to replace it`);
+  return publicPath;
+}
+
 /** DIR/publisher.pub alone, for a key whose private half stays elsewhere (an HSM). */
 export function writePublicKey(dir: string, publicKey: Uint8Array, force: boolean): { publicPath: string; kid: string } {
   mkdirSync(dir, { recursive: true });
-  const publicPath = join(dir, 'publisher.pub');
+  const publicPath = publicKeyPath(dir, force);
   writeKeyFile(publicPath, encodePublicKeyPem(publicKey), 0o644, force);
   return { publicPath, kid: hex(keyId(publicKey)) };
 }

@@ -8,7 +8,7 @@ import { createConsoleLogger } from '../cli/console-log.js';
 import { endQuietlyOnClosedStdout, UsageError } from '../cli/fail.js';
 import { commonSettings, exitCodesInHelp, runProgram } from '../cli/program.js';
 import { EXIT } from '../cli/exit-codes.js';
-import { readTrustedKey, writeKeyPair, writePublicKey } from '../cli/key-files.js';
+import { publicKeyPath, readTrustedKey, writeKeyPair, writePublicKey } from '../cli/key-files.js';
 import { formatRate, parseDuration, parseRate } from '../cli/units.js';
 import { DEFAULT_CHUNK_CODING, type ChunkCoding } from '../protocol/auth.js';
 import { channelGroup, DEFAULT_PORT, modelChannelName } from '../protocol/channel.js';
@@ -138,6 +138,7 @@ export function buildProgram(json = false): Command {
     .action(async (opts: { out: string; force?: boolean } & SignerFlags) => {
       const ref = pkcs11Ref(opts);
       if (ref) {
+        publicKeyPath(opts.out, opts.force ?? false);
         const key = await generatePkcs11Key(ref);
         const r = writePublicKey(opts.out, key.publicKey, opts.force ?? false);
         process.stdout.write(`private key: in PKCS#11 token "${ref.token}" as "${ref.key}" (sensitive: ${key.sensitive}, extractable: ${key.extractable})\npublic key:  ${r.publicPath} (give it to agents)\nkey id:      ${r.kid}\n`);

@@ -155,4 +155,8 @@ test('fwcast sign refuses a wrong PIN, a missing PIN, a signer that signs with a
   t.deepEqual(sign(['--key', join(dir, 'other/publisher.key'), ...keyRef], process.env), { exitCode: EXIT.usage, error: 'usage' }, 'two keys named');
   t.deepEqual(sign(['--pkcs11-pin', '1234', ...keyRef], hsm.env), { exitCode: EXIT.usage, error: 'usage' }, 'no PIN flag on the command line');
   t.throws(() => statSync(release), { code: 'ENOENT' }, 'no release file written');
+  // keygen into a directory that has a publisher.pub already: refused before a key is made in the token.
+  const again = run(['keygen', '--out', join(dir, 'token'), '--json', ...keyRef.slice(0, -1), 'k2'], { ...hsm.env, FWCAST_PKCS11_PIN: '1234' });
+  t.is(again.status, EXIT.usage, again.stderr);
+  t.deepEqual(sign([...keyRef.slice(0, -1), 'k2'], { ...hsm.env, FWCAST_PKCS11_PIN: '1234' }), { exitCode: EXIT.usage, error: 'config' }, 'no key k2 was made');
 });
