@@ -37,19 +37,37 @@ export async function writeKeyPair(dir: string, force: boolean): Promise<{ priva
     throw new ConfigError(`${privatePath} or ${publicPath} already exists; use --force to replace them`);
   }
   const pair = ed25519.generateKeyPair();
-  // Never through a symlink: a fresh file is created exclusively (O_EXCL|O_NOFOLLOW), and
-  // --force replaces the path itself by rename, whatever it was, rather than writing where it points.
-  const write = (path: string, text: string, mode: number): void => {
-    try {
-      if (force) writeFileAtomic(path, text, mode);
-      else writeNewFile(path, text, mode);
-    } catch (err) {
-      throw new ConfigError(`cannot write ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}${(err as NodeJS.ErrnoException).code === 'EEXIST' ? ' (something, perhaps a symlink, is already there; use --force to replace it)' : ''}`);
-    }
-  };
-  write(privatePath, encodePrivateKeyPem(pair.seed), 0o600);
-  write(publicPath, encodePublicKeyPem(pair.publicKey), 0o644);
+  writeKeyFile(privatePath, encodePrivateKeyPem(pair.seed), 0o600, force);
+  writeKeyFile(publicPath, encodePublicKeyPem(pair.publicKey), 0o644, force);
   return { privatePath, publicPath, kid: hex(keyId(pair.publicKey)) };
+}
+
+/** DIR/publisher.pub, checked free (unless `force`) before a key is made inside an HSM, where a failed write would leave it orphaned. */
+export function publicKeyPath(dir: string, force: boolean): string {
+  const publicPath = join(dir, 'publisher.pub');
+  if (!force && lstatSync(publicPath, { throwIfNoEntry: false }) !== undefined) throw new ConfigError(`${publicPath} already exists; use --force to replace it`);
+  return publicPath;
+}
+
+/** DIR/publisher.pub alone, for a key whose private half stays elsewhere (an HSM). */
+export function writePublicKey(dir: string, publicKey: Uint8Array, force: boolean): { publicPath: string; kid: string } {
+  mkdirSync(dir, { recursive: true });
+  const publicPath = publicKeyPath(dir, force);
+  writeKeyFile(publicPath, encodePublicKeyPem(publicKey), 0o644, force);
+  return { publicPath, kid: hex(keyId(publicKey)) };
+}
+
+/**
+ * Never through a symlink: a fresh file is created exclusively (O_EXCL|O_NOFOLLOW), and
+ * `force` replaces the path itself by rename, whatever it was, rather than writing where it points.
+ */
+function writeKeyFile(path: string, text: string, mode: number, force: boolean): void {
+  try {
+    if (force) writeFileAtomic(path, text, mode);
+    else writeNewFile(path, text, mode);
+  } catch (err) {
+    throw new ConfigError(`cannot write ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}${(err as NodeJS.ErrnoException).code === 'EEXIST' ? ' (something, perhaps a symlink, is already there; use --force to replace it)' : ''}`);
+  }
 }
 
 /** Creates `path` with `text`; fails if anything, a dangling symlink included, is there. */

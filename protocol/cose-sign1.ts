@@ -15,6 +15,7 @@ import * as ed25519 from './ed25519.js';
 import { InvalidSignatureError, MalformedPacketError } from './errors.js';
 import { keyId } from './keys.js';
 import { quote } from './quote.js';
+import type { Signer } from './signer.js';
 
 export const COSE_SIGN1_TAG = 18;
 export const ALG_EDDSA = -8;
@@ -33,11 +34,19 @@ function sigStructure(protectedBytes: Uint8Array, payload: Uint8Array): Uint8Arr
   return encodeCbor(['Signature1', protectedBytes, new Uint8Array(0), payload]);
 }
 
+const protectedHeader = (kid: Uint8Array): Uint8Array => encodeCbor(new Map<number, unknown>([[HDR_ALG, ALG_EDDSA], [HDR_KID, kid]]));
+const assemble = (protectedBytes: Uint8Array, payload: Uint8Array, signature: Uint8Array): Uint8Array =>
+  encodeCbor(new Tag([protectedBytes, new Map(), payload, signature], COSE_SIGN1_TAG));
+
 export function signCoseSign1(payload: Uint8Array, seed: Uint8Array): Uint8Array {
-  const kid = keyId(ed25519.publicKeyFromSeed(seed));
-  const protectedBytes = encodeCbor(new Map<number, unknown>([[HDR_ALG, ALG_EDDSA], [HDR_KID, kid]]));
-  const signature = ed25519.sign(sigStructure(protectedBytes, payload), seed);
-  return encodeCbor(new Tag([protectedBytes, new Map(), payload, signature], COSE_SIGN1_TAG));
+  const protectedBytes = protectedHeader(keyId(ed25519.publicKeyFromSeed(seed)));
+  return assemble(protectedBytes, payload, ed25519.sign(sigStructure(protectedBytes, payload), seed));
+}
+
+/** The same COSE_Sign1, signed through a Signer (a key file, an HSM, a command): byte-identical for the same key. */
+export async function signCoseSign1With(payload: Uint8Array, signer: Signer): Promise<Uint8Array> {
+  const protectedBytes = protectedHeader(signer.kid);
+  return assemble(protectedBytes, payload, await signer.sign(sigStructure(protectedBytes, payload)));
 }
 
 const isBytes = (v: unknown): v is Uint8Array => v instanceof Uint8Array;

@@ -65,6 +65,15 @@ export class DigestMismatchError extends FwcastError {
   readonly reason = 'digest-mismatch';
 }
 
+/**
+ * A signer (protocol/signer.ts) that did not give a valid signature: its
+ * command failed or answered garbage, the token refused, or the signature does
+ * not verify with the public key it was configured with.
+ */
+export class SignerError extends FwcastError {
+  readonly reason = 'signer';
+}
+
 /** A key file or configuration value that cannot be used. */
 export class ConfigError extends FwcastError {
   readonly reason = 'config';

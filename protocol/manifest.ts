@@ -6,7 +6,8 @@
  */
 import { createHash } from 'node:crypto';
 import { decodeCbor, encodeCbor } from './cbor.js';
-import { decodeCoseSign1, signCoseSign1, verifyCoseSign1 } from './cose-sign1.js';
+import { decodeCoseSign1, signCoseSign1, signCoseSign1With, verifyCoseSign1 } from './cose-sign1.js';
+import type { Signer } from './signer.js';
 import { InvalidManifestError, InvalidSignatureError, LimitExceededError, UnknownKeyError } from './errors.js';
 import { paddedBlockSize, segmentOti, sourceSymbolCount } from './fec.js';
 import type { PublicKey } from './keys.js';
@@ -248,6 +249,10 @@ export function releaseIdOf(signedManifest: Uint8Array): Uint8Array {
 
 export function signManifest(m: Manifest, seed: Uint8Array): Uint8Array {
   return signCoseSign1(encodeManifest(m), seed);
+}
+
+export function signManifestWith(m: Manifest, signer: Signer): Promise<Uint8Array> {
+  return signCoseSign1With(encodeManifest(m), signer);
 }
 
 export interface VerifiedManifest {

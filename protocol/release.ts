@@ -6,12 +6,13 @@
  */
 import { createHash } from 'node:crypto';
 import { DEFAULT_DATAGRAM_SIZE, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MAX_SOURCE_SYMBOLS, SYMBOL_ALIGNMENT } from './limits.js';
-import { checkFecParameters, checkModelName, planSegments, publishedSymbols, releaseIdOf, signManifest, type Manifest, type SegmentInfo } from './manifest.js';
+import { checkFecParameters, checkModelName, planSegments, publishedSymbols, releaseIdOf, signManifest, signManifestWith, type Manifest, type SegmentInfo } from './manifest.js';
 import { segmentOti, sourceSymbolCount } from './fec.js';
 import { AUTH_OVERHEAD, SYMBOL_OVERHEAD } from './packet.js';
 import { AUTH_SCHEME_MERKLE_CHUNKS, ChunkLayout, chunkSymbolsFor, DEFAULT_CHUNK_CODING, DEFAULT_DIGEST_LENGTH, type ChunkCoding, type LayoutSegment } from './auth.js';
 import { authenticate, encodeSegments, type SymbolSet, type SymbolSetSegment } from './symbol-set.js';
 import { InvalidManifestError } from './errors.js';
+import type { Signer } from './signer.js';
 
 /** Repair symbols published per segment, as a percentage of its source symbols. */
 export const DEFAULT_REPAIR_PERCENT = 200;
@@ -34,9 +35,9 @@ export function segmentSizeFor(symbolSize: number, wanted: number): number {
   return up <= limit ? up : Math.max(symbolSize, wanted - (wanted % symbolSize));
 }
 
-export interface ReleaseInit {
+/** What a release holds and how it is cut, whoever signs it. */
+export interface ReleaseContent {
   image: Uint8Array;
-  seed: Uint8Array;
   model: string;
   version: string;
   seq: number;
@@ -53,6 +54,16 @@ export interface ReleaseInit {
   digestLength?: number;
   /** Erasure coding of AUTH chunks (default DEFAULT_CHUNK_CODING); false sends every chunk only as itself. */
   chunkCoding?: ChunkCoding | false;
+}
+
+/** A release signed with a seed in memory (tests, the agent's self-test). */
+export interface ReleaseInit extends ReleaseContent {
+  seed: Uint8Array;
+}
+
+/** A release signed through a Signer (a key file, an HSM, a command). */
+export interface SignerReleaseInit extends ReleaseContent {
+  signer: Signer;
 }
 
 export interface Release {
@@ -98,7 +109,7 @@ export interface ReleasePlan {
   encoding: SymbolSetSegment[];
 }
 
-export function planRelease(init: ReleaseInit): ReleasePlan {
+export function planRelease(init: ReleaseContent): ReleasePlan {
   checkModelName(init.model);
   if (!Number.isSafeInteger(init.seq) || init.seq < 0) throw new InvalidManifestError(`sequence number must be a non-negative integer, got ${init.seq}`);
   if (init.image.length === 0) throw new InvalidManifestError('the image is empty');
@@ -125,8 +136,8 @@ export function planRelease(init: ReleaseInit): ReleasePlan {
   };
 }
 
-/** Signs the manifest once the symbols, and so the authentication root, are known. */
-export function signRelease(init: ReleaseInit, plan: ReleasePlan, symbols: Uint8Array[]): Release {
+/** The manifest once the symbols, and so the authentication root, are known; and the symbols' authentication. */
+function completeRelease(init: ReleaseContent, plan: ReleasePlan, symbols: Uint8Array[]): { manifest: Manifest; symbolSet: SymbolSet } {
   const digestLength = init.digestLength ?? DEFAULT_DIGEST_LENGTH;
   const coding = init.chunkCoding === false ? undefined : (init.chunkCoding ?? DEFAULT_CHUNK_CODING);
   const chunkSymbols = chunkSymbolsForRelease(plan.segments, plan.datagramSize, digestLength, coding);
@@ -145,8 +156,21 @@ export function signRelease(init: ReleaseInit, plan: ReleasePlan, symbols: Uint8
     segments: plan.segments,
     auth: { scheme: AUTH_SCHEME_MERKLE_CHUNKS, digestLength, chunkSymbols, root: auth.tree.root, ...(coding ? { coding } : {}) },
   };
+  return { manifest, symbolSet: { symbolSize: plan.symbolSize, segments: symbols, ...auth } };
+}
+
+/** Signs the manifest once the symbols, and so the authentication root, are known. */
+export function signRelease(init: ReleaseInit, plan: ReleasePlan, symbols: Uint8Array[]): Release {
+  const { manifest, symbolSet } = completeRelease(init, plan, symbols);
   const signed = signManifest(manifest, init.seed);
-  return { manifest, signed, releaseId: releaseIdOf(signed), image: init.image, symbolSet: { symbolSize: plan.symbolSize, segments: symbols, ...auth } };
+  return { manifest, signed, releaseId: releaseIdOf(signed), image: init.image, symbolSet };
+}
+
+/** signRelease through a Signer: the same release, byte for byte, for the same key. */
+export async function signReleaseWith(init: SignerReleaseInit, plan: ReleasePlan, symbols: Uint8Array[]): Promise<Release> {
+  const { manifest, symbolSet } = completeRelease(init, plan, symbols);
+  const signed = await signManifestWith(manifest, init.signer);
+  return { manifest, signed, releaseId: releaseIdOf(signed), image: init.image, symbolSet };
 }
 
 /** Image → signed release, encoding on this thread. */

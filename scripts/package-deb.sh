@@ -53,6 +53,12 @@ find "$bindings/prebuilds" -name '*musl*' -delete
 rm -rf "$lib/node_modules/cbor-extract" "$lib/node_modules/@cbor-extract"
 # Sources of native addons, test files and the like are not needed at run time.
 rm -rf "$bindings/src" "$bindings/binding.gyp" "$lib/node_modules/node-addon-api"
+# pkcs11js (signing through an HSM) is built by npm ci for this machine only; elsewhere
+# `fwcast sign --pkcs11-*` says PKCS#11 cannot be loaded, and every other command works.
+p11=$lib/node_modules/pkcs11js
+rm -rf "$p11/src" "$p11/includes" "$p11/binding.gyp" "$p11/build/Release/obj.target" "$p11/build/Release/.deps"
+find "$p11/build" -mindepth 1 ! -path "$p11/build/Release" ! -path "$p11/build/Release/pkcs11.node" -exec rm -rf {} + 2>/dev/null || true
+chmod 0644 "$p11/build/Release/pkcs11.node"
 find "$lib/node_modules" -name '.*' ! -name '.' -prune -exec rm -rf {} + 2>/dev/null || true
 find "$lib/node_modules" -type d \( -name test -o -name tests -o -name example -o -name examples \) -prune -exec rm -rf {} +
 find "$lib/node_modules" -type f \( -name '*.md' -o -name '*.markdown' -o -name '*.ts' -o -name '*.map' -o -name 'CHANGELOG*' \) ! -name '*.d.ts' -delete

@@ -8,7 +8,7 @@ import { createConsoleLogger } from '../cli/console-log.js';
 import { endQuietlyOnClosedStdout, UsageError } from '../cli/fail.js';
 import { commonSettings, exitCodesInHelp, runProgram } from '../cli/program.js';
 import { EXIT } from '../cli/exit-codes.js';
-import { readPrivateKey, readTrustedKey, writeKeyPair } from '../cli/key-files.js';
+import { publicKeyPath, readTrustedKey, writeKeyPair, writePublicKey } from '../cli/key-files.js';
 import { formatRate, parseDuration, parseRate } from '../cli/units.js';
 import { DEFAULT_CHUNK_CODING, type ChunkCoding } from '../protocol/auth.js';
 import { channelGroup, DEFAULT_PORT, modelChannelName } from '../protocol/channel.js';
@@ -32,6 +32,8 @@ import { join } from 'node:path';
 import { addServeCommands } from './serve/serve-command.js';
 import { addReleasesCommand } from './serve/releases-command.js';
 import { hex } from '../protocol/hex.js';
+import { addPkcs11Options, addSignerOptions, openSigner, pkcs11Ref, type SignerFlags } from './signer/signer-options.js';
+import { generatePkcs11Key } from './signer/pkcs11-signer.js';
 import type { Logger } from '../protocol/log.js';
 
 function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
@@ -129,19 +131,26 @@ export function buildProgram(json = false): Command {
   const program = commonSettings(new Command('fwcast'), json)
     .description('Sign firmware releases and multicast them to device fleets (RaptorQ over IPv6 multicast).');
 
-  program.command('keygen')
-    .description('create an Ed25519 publisher key pair: DIR/publisher.key (mode 0600) and DIR/publisher.pub')
+  addPkcs11Options(program.command('keygen')
+    .description('create an Ed25519 publisher key pair: DIR/publisher.key (mode 0600) and DIR/publisher.pub; with --pkcs11-module, inside the token (non-extractable) and only DIR/publisher.pub')
     .requiredOption('--out <dir>', 'directory for the key files')
-    .option('--force', 'replace existing key files')
-    .action(async (opts: { out: string; force?: boolean }) => {
+    .option('--force', 'replace existing key files'))
+    .action(async (opts: { out: string; force?: boolean } & SignerFlags) => {
+      const ref = pkcs11Ref(opts);
+      if (ref) {
+        publicKeyPath(opts.out, opts.force ?? false);
+        const key = await generatePkcs11Key(ref);
+        const r = writePublicKey(opts.out, key.publicKey, opts.force ?? false);
+        process.stdout.write(`private key: in PKCS#11 token "${ref.token}" as "${ref.key}" (sensitive: ${key.sensitive}, extractable: ${key.extractable})\npublic key:  ${r.publicPath} (give it to agents)\nkey id:      ${r.kid}\n`);
+        return;
+      }
       const r = await writeKeyPair(opts.out, opts.force ?? false);
       process.stdout.write(`private key: ${r.privatePath} (keep it secret, e.g. a CI secret)\npublic key:  ${r.publicPath} (give it to agents)\nkey id:      ${r.kid}\n`);
     });
 
-  program.command('sign')
-    .description('sign an image into a release file (manifest + image), e.g. as a CI artifact')
-    .argument('<image>', 'firmware image file')
-    .requiredOption('--key <file>', 'publisher private key (PEM)')
+  addSignerOptions(program.command('sign')
+    .description('sign an image into a release file (manifest + image), e.g. as a CI artifact; the key in a file (--key), an HSM (--pkcs11-*) or behind a command (--signer-command)')
+    .argument('<image>', 'firmware image file'))
     .requiredOption('--model <model>', 'device model the image is for (its channel is fw/<model>; case-sensitive)', modelArgument)
     .requiredOption('--version <version>', 'human-readable version, e.g. 1.4.2')
     .requiredOption('--seq <n>', 'sequence number; agents only install a higher one than they have', integer('--seq', 0))
@@ -153,18 +162,19 @@ export function buildProgram(json = false): Command {
     .addOption(new Option('--auth-coding <G:R|off>', 'AUTH chunks erasure-coded in groups of up to G chunks (never across a round) with R parity pieces per chunk')
       .argParser(chunkCoding).default(DEFAULT_CHUNK_CODING, `${DEFAULT_CHUNK_CODING.groupChunks}:${DEFAULT_CHUNK_CODING.parityPerChunk}`))
     .option('--json', 'print the release made as JSON')
-    .action(async (imagePath: string, opts: { key: string; model: string; version: string; seq: number; out: string; expires?: number; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false; json?: boolean }) => {
+    .action(async (imagePath: string, opts: SignerFlags & { model: string; version: string; seq: number; out: string; expires?: number; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false; json?: boolean }) => {
       readableFile('IMAGE', imagePath);
-      const seed = await readPrivateKey(opts.key);
       const image = new Uint8Array(readFileSync(imagePath));
+      // Before encoding, which may take a while: a wrong PIN or key label fails at once.
+      const signer = await openSigner(opts);
       const created = Math.floor(Date.now() / 1000);
       const pool = new CodecPool();
       const release = await buildReleaseParallel({
-        image, seed, model: opts.model, version: opts.version, seq: opts.seq, created,
+        image, signer, model: opts.model, version: opts.version, seq: opts.seq, created,
         ...(opts.expires ? { expires: created + opts.expires } : {}),
         segmentSize: opts.segmentSize, repairPercent: opts.repair, datagramSize: opts.datagramSize,
         chunkCoding: opts.authCoding,
-      }, pool).finally(() => pool.close());
+      }, pool).finally(() => Promise.all([pool.close(), signer.close()]));
       writeReleaseFile(opts.out, release);
       const m = release.manifest;
       if (opts.json) {

@@ -7,21 +7,22 @@ import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { DEFAULT_LIMITS } from '../protocol/limits.js';
 import { decodeManifest, releaseIdOf } from '../protocol/manifest.js';
 import { decodeCoseSign1 } from '../protocol/cose-sign1.js';
-import { planRelease, signRelease, type Release, type ReleaseInit } from '../protocol/release.js';
+import { planRelease, signRelease, signReleaseWith, type Release, type ReleaseInit, type SignerReleaseInit } from '../protocol/release.js';
 import type { SymbolSetSegment } from '../protocol/symbol-set.js';
 import type { CodecPool } from './codec-pool.js';
 import { decodeReleaseHeader, encodeReleaseHeader, RELEASE_HEADER_SIZE } from '../protocol/release-file.js';
 import { ConfigError, MalformedPacketError } from '../protocol/errors.js';
 import { replaceFile, writeAll } from '../storage/durable-file.js';
 
-export { buildRelease, DEFAULT_REPAIR_PERCENT, segmentSizeFor, symbolSizeFor, type Release, type ReleaseInit } from '../protocol/release.js';
+export { buildRelease, DEFAULT_REPAIR_PERCENT, segmentSizeFor, symbolSizeFor, type Release, type ReleaseInit, type SignerReleaseInit } from '../protocol/release.js';
 
 const sha256 = (data: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(data).digest());
 
-/** Image → signed release, encoding segments on a worker pool (all cores). */
-export async function buildReleaseParallel(init: ReleaseInit, pool: CodecPool): Promise<Release> {
+/** Image → signed release, encoding segments on a worker pool (all cores); signed with a seed or through a Signer. */
+export async function buildReleaseParallel(init: ReleaseInit | SignerReleaseInit, pool: CodecPool): Promise<Release> {
   const plan = planRelease(init);
-  return signRelease(init, plan, await encodeOnPool(pool, init.image, plan.symbolSize, plan.encoding));
+  const symbols = await encodeOnPool(pool, init.image, plan.symbolSize, plan.encoding);
+  return 'signer' in init ? signReleaseWith(init, plan, symbols) : signRelease(init, plan, symbols);
 }
 
 export function encodeOnPool(pool: CodecPool, image: Uint8Array, symbolSize: number, segments: readonly SymbolSetSegment[]): Promise<Uint8Array[]> {
