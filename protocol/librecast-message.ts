@@ -24,6 +24,14 @@ export const LIBRECAST_HEADER_SIZE = 33;
 /** The largest payload one UDP datagram carries behind the header. */
 export const LIBRECAST_MAX_PAYLOAD = MAX_DATAGRAM - LIBRECAST_HEADER_SIZE;
 
+/**
+ * The largest payload liblibrecast 0.5.1's `lc_msg_recv` hands over whole: it
+ * reads at most 8192 bytes of a datagram (observed, C to C as well), so a
+ * longer message reaches a Librecast receiver cut to this size. Senders that
+ * want Librecast programs to read them keep their messages within it.
+ */
+export const LIBRECAST_RECV_MAX_PAYLOAD = 8192 - LIBRECAST_HEADER_SIZE;
+
 export const LibrecastOp = {
   DATA: 0,
   PING: 1,
