@@ -28,16 +28,16 @@ import { EventEmitter } from 'node:events';
 import { channelGroup, checkMulticastGroup, DEFAULT_PORT } from '../protocol/channel.js';
 import { FwcastError } from '../protocol/errors.js';
 import {
-  decodeLibrecastMessage, encodeLibrecastMessage, LIBRECAST_HEADER_SIZE, LibrecastOp, type LibrecastOpcode,
+  decodeLibrecastMessage, encodeLibrecastMessage, LIBRECAST_HEADER_SIZE, LIBRECAST_RECV_MAX_PAYLOAD, LibrecastOp, type LibrecastOpcode,
 } from '../protocol/librecast-message.js';
 import { MemoryHub, MemoryTransport } from '../transport/memory.js';
 import { MqttTransport, type MqttTransportInit } from '../transport/mqtt.js';
 import { MultiTransport } from '../transport/multi.js';
-import type { Channel as TransportChannel, Transport, TransportStats } from '../transport/transport.js';
+import { TransportClosedError, type Channel as TransportChannel, type Transport, type TransportStats } from '../transport/transport.js';
 import { UdpMulticastTransport, type UdpMulticastInit } from '../transport/udp-multicast.js';
 import { MessageQueue } from './message-queue.js';
 
-export { DEFAULT_PORT, LibrecastOp, MemoryHub, LIBRECAST_HEADER_SIZE };
+export { DEFAULT_PORT, LibrecastOp, MemoryHub, LIBRECAST_HEADER_SIZE, LIBRECAST_RECV_MAX_PAYLOAD, TransportClosedError };
 export type { LibrecastOpcode, Transport, TransportStats, MqttTransportInit, UdpMulticastInit };
 
 /** Where a context's datagrams travel; several of iface, mqtt and memory at once make one multi transport. */
@@ -125,27 +125,36 @@ function checkPort(port: number): number {
 }
 
 export class Context {
+  readonly transport: Transport;
   #sockets = new Set<Socket>();
   #closed = false;
 
-  private constructor(readonly transport: Transport) {}
-
-  /** A context on the transport(s) the options name, ready to send. */
-  static async create(options: ContextOptions): Promise<Context> {
+  /** A context that can join at once; sending needs open() (or use Context.create()). */
+  constructor(options: ContextOptions) {
     const parts: Transport[] = [];
     if (options.transport) parts.push(options.transport);
     if (options.iface) parts.push(new UdpMulticastTransport({ ...options.udp, iface: options.iface }));
     if (options.mqtt) parts.push(new MqttTransport(options.mqtt));
     if (options.memory) parts.push(new MemoryTransport(options.memory));
-    if (parts.length === 0) throw new TypeError('Context.create: give iface, mqtt, memory or transport');
-    const ctx = new Context(parts.length === 1 ? parts[0]! : new MultiTransport(parts));
+    if (parts.length === 0) throw new TypeError('Context: give iface, mqtt, memory or transport');
+    this.transport = parts.length === 1 ? parts[0]! : new MultiTransport(parts);
+  }
+
+  /** A context on the transport(s) the options name, ready to send. */
+  static async create(options: ContextOptions): Promise<Context> {
+    const ctx = new Context(options);
     try {
-      await ctx.transport.open();
+      await ctx.open();
     } catch (err) {
-      await ctx.transport.close();
+      await ctx.close();
       throw err;
     }
     return ctx;
+  }
+
+  /** Prepares for sending (the transport's open(): sockets, broker connection). Idempotent. */
+  open(): Promise<void> {
+    return this.transport.open();
   }
 
   /**
@@ -163,7 +172,7 @@ export class Context {
   }
 
   socket(options: SocketOptions = {}): Socket {
-    if (this.#closed) throw new Error('socket() after close()');
+    if (this.#closed) throw new TransportClosedError('socket() after close() of the context');
     const socket = new Socket(this, options.framing ?? 'librecast', () => this.#sockets.delete(socket));
     this.#sockets.add(socket);
     return socket;
@@ -244,11 +253,19 @@ export class Socket extends EventEmitter<SocketEvents> {
   /**
    * Sends one message on `channel` (no join needed). Never throws for the
    * network: returns false if the message is too long for the transport
-   * (counted as `oversize`); other refusals are in the context's stats().
+   * (counted as `oversize` here, and for raw framing by the transport too);
+   * other refusals are in the context's stats().
    */
   send(channel: Channel, payload: Uint8Array, options: { op?: LibrecastOpcode } = {}): boolean {
-    const overhead = this.framing === 'librecast' ? LIBRECAST_HEADER_SIZE : 0;
-    if (payload.length + overhead > this.context.transport.maxDatagramSize) {
+    const transport = this.context.transport;
+    if (this.framing === 'raw') {
+      if (payload.length > transport.maxDatagramSize) {
+        this.#stats.oversize++;
+        // The transport refuses it too, and counts it with its other send errors.
+        transport.send(channel, payload);
+        return false;
+      }
+    } else if (payload.length + LIBRECAST_HEADER_SIZE > transport.maxDatagramSize) {
       this.#stats.oversize++;
       return false;
     }
@@ -266,7 +283,7 @@ export class Socket extends EventEmitter<SocketEvents> {
       // The transport keeps the datagram until it is sent: not the caller's buffer.
       datagram = payload.slice();
     }
-    this.context.transport.send(channel, datagram);
+    transport.send(channel, datagram);
     this.#stats.sent++;
     return true;
   }
