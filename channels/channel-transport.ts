@@ -6,15 +6,13 @@
  * sockets on every transport underneath.
  */
 import type { Channel, DatagramHandler, Transport, TransportStats } from '../transport/transport.js';
-import { Context, type Channel as ApiChannel, type ContextOptions, type Socket } from './index.js';
+import { Context, type ContextOptions, type Socket } from './index.js';
 
 export class ChannelTransport implements Transport {
   readonly context: Context;
   readonly description: string;
   readonly maxDatagramSize: number;
   #sender: Socket | undefined;
-  /** The API's channel for each transport channel, checked once, not per datagram. */
-  #channels = new WeakMap<Channel, ApiChannel>();
 
   constructor(options: ContextOptions) {
     this.context = new Context(options);
@@ -26,12 +24,16 @@ export class ChannelTransport implements Transport {
     return this.context.open();
   }
 
-  /** One socket per join: the contract gives two joins of a channel two memberships. */
+  /**
+   * One socket per join: the contract gives two joins of a channel two
+   * memberships. Channels pass through as they are: the caller may know them
+   * by identity (the transport reports them back, e.g. receive buffers).
+   */
   async join(channel: Channel, onDatagram: DatagramHandler, signal?: AbortSignal): Promise<void> {
     const socket = this.context.socket({ framing: 'raw' });
     socket.on('message', (m) => onDatagram(m.payload, m.from));
     try {
-      await socket.join(this.#channel(channel), signal ? { signal } : {});
+      await socket.join(channel, signal ? { signal } : {});
     } catch (err) {
       socket.close();
       throw err;
@@ -48,13 +50,7 @@ export class ChannelTransport implements Transport {
       return;
     }
     // The caller's buffer is theirs until sent (the contract): the raw socket copies.
-    this.#sender.send(this.#channel(channel), data);
-  }
-
-  #channel(channel: Channel): ApiChannel {
-    let c = this.#channels.get(channel);
-    if (!c) this.#channels.set(channel, (c = this.context.channel({ group: channel.group, port: channel.port, name: channel.name })));
-    return c;
+    this.#sender.send(channel, data);
   }
 
   stats(): TransportStats {

@@ -54,12 +54,11 @@ export interface ContextOptions {
   transport?: Transport;
 }
 
-/** A channel: a multicast group and port, and the name MQTT uses as its topic. */
-export class Channel implements TransportChannel {
-  /** Sequence number of the last message sent on this channel (Librecast's per-channel Lamport clock). */
-  seq = 0n;
-  constructor(readonly name: string, readonly group: string, readonly port: number) {}
-}
+/**
+ * A channel: a multicast group and port, and the name MQTT uses as its topic
+ * (the transport's Channel: any such object works, e.g. fwcast's own).
+ */
+export type Channel = TransportChannel;
 
 export interface ChannelOptions {
   /** UDP port (default 4242, Librecast's). */
@@ -127,6 +126,7 @@ function checkPort(port: number): number {
 export class Context {
   readonly transport: Transport;
   #sockets = new Set<Socket>();
+  #seq = new WeakMap<Channel, bigint>();
   #closed = false;
 
   /** A context that can join at once; sending needs open() (or use Context.create()). */
@@ -165,10 +165,17 @@ export class Context {
   channel(name: string, options?: ChannelOptions): Channel;
   channel(explicit: ExplicitChannel): Channel;
   channel(spec: string | ExplicitChannel, options: ChannelOptions = {}): Channel {
-    if (typeof spec === 'string') return new Channel(spec, channelGroup(spec), checkPort(options.port ?? DEFAULT_PORT));
+    if (typeof spec === 'string') return Object.freeze({ name: spec, group: channelGroup(spec), port: checkPort(options.port ?? DEFAULT_PORT) });
     const group = checkMulticastGroup(spec.group);
     const port = checkPort(spec.port ?? DEFAULT_PORT);
-    return new Channel(spec.name ?? `[${group}]:${port}`, group, port);
+    return Object.freeze({ name: spec.name ?? `[${group}]:${port}`, group, port });
+  }
+
+  /** The sequence number of the next message sent on `channel` from this context (Librecast's per-channel counter, from 1). */
+  nextSeq(channel: Channel): bigint {
+    const seq = (this.#seq.get(channel) ?? 0n) + 1n;
+    this.#seq.set(channel, seq);
+    return seq;
   }
 
   socket(options: SocketOptions = {}): Socket {
@@ -271,10 +278,9 @@ export class Socket extends EventEmitter<SocketEvents> {
     }
     let datagram = payload;
     if (this.framing === 'librecast') {
-      channel.seq++;
       datagram = encodeLibrecastMessage({
         timestamp: BigInt(Date.now()) * 1_000_000n,
-        seq: channel.seq,
+        seq: this.context.nextSeq(channel),
         rnd: randomBytes(8).readBigUInt64BE(),
         op: options.op ?? LibrecastOp.DATA,
         payload,
