@@ -235,7 +235,8 @@ export class Socket extends EventEmitter<SocketEvents> {
     const membership = new AbortController();
     this.#memberships.set(channel, membership);
     const signal = options.signal ? AbortSignal.any([membership.signal, options.signal]) : membership.signal;
-    options.signal?.addEventListener('abort', () => this.part(channel), { once: true });
+    // Removed with the membership, so a long-lived signal does not collect listeners.
+    options.signal?.addEventListener('abort', () => this.part(channel), { once: true, signal: membership.signal });
     try {
       await this.context.transport.join(channel, (data, from) => this.#arrived(channel, data, from), signal);
     } catch (err) {
@@ -296,13 +297,17 @@ export class Socket extends EventEmitter<SocketEvents> {
 
   /** Messages as they arrive, until the signal aborts or the socket closes. */
   messages(options: MessagesOptions = {}): AsyncIterableIterator<Message> {
-    const queue: MessageQueue<Message> = new MessageQueue(options.maxQueued ?? 1024, () => this.#iterators.delete(queue));
+    const ended = new AbortController();
+    const queue: MessageQueue<Message> = new MessageQueue(options.maxQueued ?? 1024, () => {
+      this.#iterators.delete(queue);
+      ended.abort();
+    });
     if (this.#closed || options.signal?.aborted) {
       queue.end();
       return queue;
     }
     this.#iterators.add(queue);
-    options.signal?.addEventListener('abort', () => queue.end(), { once: true });
+    options.signal?.addEventListener('abort', () => queue.end(), { once: true, signal: ended.signal });
     return queue;
   }
 
