@@ -230,7 +230,7 @@ export class Socket extends EventEmitter<SocketEvents> {
    * rejects with its reason, as the transport does.
    */
   async join(channel: Channel, options: { signal?: AbortSignal } = {}): Promise<void> {
-    if (this.#closed) throw new Error('join() after close()');
+    if (this.#closed) throw new TransportClosedError('join() after close() of the socket');
     if (this.#memberships.has(channel)) return;
     const membership = new AbortController();
     this.#memberships.set(channel, membership);

@@ -8,7 +8,7 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { Context, MemoryHub, type Drop, type Message } from '../channels/index.js';
+import { Context, MemoryHub, TransportClosedError, type Drop, type Message } from '../channels/index.js';
 import { channelGroup } from '../protocol/channel.js';
 import { ConfigError } from '../protocol/errors.js';
 import { decodeLibrecastMessage } from '../protocol/librecast-message.js';
@@ -75,7 +75,7 @@ test('part() and a join signal stop delivery; close() ends iterators; join after
   const it = rx.messages();
   rx.close();
   t.deepEqual(await it.next(), { value: undefined, done: true });
-  await t.throwsAsync(rx.join(c1));
+  await t.throwsAsync(rx.join(c1), { instanceOf: TransportClosedError });
 });
 
 test('an iterator nobody reads keeps at most maxQueued messages and counts the rest as overflow', async (t) => {
