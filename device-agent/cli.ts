@@ -12,6 +12,7 @@ import { readTrustedKey } from '../cli/key-files.js';
 import { DEFAULT_SEGMENT_SIZE } from '../protocol/limits.js';
 import type { LogLevel } from '../protocol/log.js';
 import { formatRate } from '../cli/units.js';
+import { ChannelTransport } from '../channels/channel-transport.js';
 import { createTransport, mqttSummary } from '../transport/create.js';
 import { RECEIVE_STALL_BUDGET_MS, receiveBufferCap, receiveBufferDrops, receiveBufferFor } from '../transport/receive-buffer.js';
 import type { ReceiveBufferReport } from '../transport/udp-multicast.js';
@@ -74,11 +75,12 @@ async function run(opts: RunOptions): Promise<void> {
     }, `the kernel granted a ${granted}-byte receive buffer, ${wanted} are needed to ride out a ${RECEIVE_STALL_BUDGET_MS} ms stall at ${config.expectedRate / 1e6} Mbit/s: ` +
       `datagrams will be dropped on this host whenever the agent falls behind; raise the cap: ${fix} (persistently: hardware/raspberry-pi/99-fwcast-sysctl.conf in /etc/sysctl.d/)`);
   };
-  const transport = createTransport({ iface: config.iface, mqtt: config.mqtt, receiveBuffer: receiveBufferFor(config.expectedRate), onReceiveBuffer }, log.child('mqtt'));
+  // Channel sockets through the messaging library, the one implementation of them.
+  const transport = new ChannelTransport({ transport: createTransport({ iface: config.iface, mqtt: config.mqtt, receiveBuffer: receiveBufferFor(config.expectedRate), onReceiveBuffer }, log.child('mqtt')) });
   const agent = new Agent({ models, trusted, store, transport, log, limits: config.limits, storageThread: config.storageThread });
   // Relay mode: each verified install is carouselled onward (device-agent/relay.ts).
   const relay = config.relay
-    ? new Relay({ transport: createTransport({ iface: config.relay.iface, mqtt: config.relay.mqtt }, log.child('relay:mqtt'), 'relay.mqtt'), rate: config.relay.rate, store, models, log: log.child('relay') })
+    ? new Relay({ transport: new ChannelTransport({ transport: createTransport({ iface: config.relay.iface, mqtt: config.relay.mqtt }, log.child('relay:mqtt'), 'relay.mqtt') }), rate: config.relay.rate, store, models, log: log.child('relay') })
     : undefined;
   if (relay) agent.on('installed', (record) => relay.serve(record.model, record.releaseId));
 

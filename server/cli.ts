@@ -17,6 +17,7 @@ import * as ed25519 from '../protocol/ed25519.js';
 import { DEFAULT_DATAGRAM_SIZE, DEFAULT_LIMITS, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE } from '../protocol/limits.js';
 import { maxDataPieces } from '../protocol/reed-solomon.js';
 import { checkModelName, decodeManifest, releaseIdOf, type Manifest } from '../protocol/manifest.js';
+import { ChannelTransport } from '../channels/channel-transport.js';
 import { createTransport, mqttSummary } from '../transport/create.js';
 import { checkNetworkInterface } from '../transport/network-interface.js';
 import type { TransportStats } from '../transport/transport.js';
@@ -283,7 +284,8 @@ export function buildProgram(json = false): Command {
         await pool.close();
       }
       const mqtt = opts.mqtt ? { url: opts.mqtt, ca: opts.mqttCa, cert: opts.mqttCert, key: opts.mqttKey, username: opts.mqttUsername, passwordFile: opts.mqttPasswordFile, topicPrefix: opts.mqttTopicPrefix } : undefined;
-      const transport = createTransport({ iface: opts.iface, hops: opts.hops, mqtt, maxDatagramSize }, log.child('mqtt'), '--mqtt');
+      // Channel sockets through the messaging library, the one implementation of them.
+      const transport = new ChannelTransport({ transport: createTransport({ iface: opts.iface, hops: opts.hops, mqtt, maxDatagramSize }, log.child('mqtt'), '--mqtt') });
       const abort = new AbortController();
       const stop = (): void => abort.abort();
       process.once('SIGINT', stop);

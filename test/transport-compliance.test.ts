@@ -4,25 +4,15 @@
  * ff00::/8 locally on lo); MQTT through a real mosquitto started here; and
  * both of those at once as a multi transport.
  */
-import { randomBytes } from 'node:crypto';
 import { MemoryHub, MemoryTransport } from '../transport/memory.js';
 import { MqttTransport } from '../transport/mqtt.js';
 import { MultiTransport } from '../transport/multi.js';
 import type { Channel } from '../transport/transport.js';
 import { UdpMulticastTransport } from '../transport/udp-multicast.js';
 import { Broker, freePort, requireMosquitto } from './helpers/broker.js';
-import { transportCompliance } from './helpers/transport-compliance.js';
+import { transportCompliance, uniqueChannels } from './helpers/transport-compliance.js';
 
-/** Channels unique to this run: a group in ff1e::/16 and a name per call. */
-function channels(): () => Channel {
-  const run = randomBytes(4).toString('hex');
-  const port = 20_000 + randomBytes(2).readUInt16BE() % 40_000;
-  let n = 0;
-  return () => {
-    n++;
-    return { name: `compliance/${run}/${n}`, group: `ff1e::c0:${run.slice(0, 4)}:${run.slice(4)}:${n.toString(16)}`, port };
-  };
-}
+const channels = (): (() => Channel) => uniqueChannels('compliance', 'c0');
 
 transportCompliance('memory', async () => {
   const hub = new MemoryHub();

@@ -11,8 +11,8 @@ import { readTrustedKey } from '../../cli/key-files.js';
 import * as ed25519 from '../../protocol/ed25519.js';
 import { ConfigError } from '../../protocol/errors.js';
 import { errorFields, type Logger } from '../../protocol/log.js';
+import { ChannelTransport } from '../../channels/channel-transport.js';
 import type { Transport } from '../../transport/transport.js';
-import { UdpMulticastTransport } from '../../transport/udp-multicast.js';
 import { Carousel } from '../../carousel/carousel.js';
 import { CodecPool } from '../codec-pool.js';
 import { channelCounts, Publisher } from '../../carousel/publisher.js';
@@ -54,7 +54,7 @@ export class FwcastServer {
     this.config = config;
     this.#log = log;
     this.#models = new Map(config.models.map((m) => [m.model, m]));
-    this.#transport = transport ?? new UdpMulticastTransport({ iface: config.iface, hops: config.hops });
+    this.#transport = transport ?? new ChannelTransport({ iface: config.iface, udp: { hops: config.hops } });
     this.#publisher = new Publisher({ transport: this.#transport, rate: config.rate });
   }
 

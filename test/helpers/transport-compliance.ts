@@ -24,6 +24,17 @@ export interface ComplianceMedium {
 
 const WAIT_MS = 5000;
 
+/** Channels unique to this run: a group in ff1e::/16 (`tag`, a hex word, keeps suites apart) and a name per call. */
+export function uniqueChannels(prefix: string, tag: string): () => Channel {
+  const run = randomBytes(4).toString('hex');
+  const port = 20_000 + randomBytes(2).readUInt16BE() % 40_000;
+  let n = 0;
+  return () => {
+    n++;
+    return { name: `${prefix}/${run}/${n}`, group: `ff1e::${tag}:${run.slice(0, 4)}:${run.slice(4)}:${n.toString(16)}`, port };
+  };
+}
+
 /** Waits until `done()` holds, at most `ms`; fails the test with `what` otherwise. */
 async function until(done: () => boolean, what: string, ms = WAIT_MS): Promise<void> {
   const deadline = Date.now() + ms;
