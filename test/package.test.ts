@@ -128,8 +128,8 @@ test('npm pack: a tarball that npm install -g installs without a registry, and w
   t.true(paths.includes('dist/server/cli.js'));
   t.true(paths.includes('bin/fwcast-agent.js'));
   t.false(paths.some((p) => p.startsWith('test/') || p.endsWith('.ts') && !p.endsWith('.d.ts') && !p.startsWith('node_modules/')), 'no sources or tests');
-  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; bundleDependencies: string[] };
-  t.deepEqual(pkg.bundleDependencies, Object.keys(pkg.dependencies), 'every production dependency is bundled');
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string>; optionalDependencies?: Record<string, string>; bundleDependencies: string[] };
+  t.deepEqual([...pkg.bundleDependencies].sort(), Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies }).sort(), 'every production dependency is bundled');
   const prefix = join(dir, 'global');
   ok(t, spawnSync('npm', ['install', '--global', '--offline', '--no-audit', '--no-fund', '--prefix', prefix, join(dir, info!.filename)], { encoding: 'utf8', cwd: dir }), 'npm install -g');
   for (const bin of ['fwcast', 'fwcast-agent']) t.is(ok(t, spawnSync(join(prefix, 'bin', bin), ['--version'], { encoding: 'utf8' }), `${bin} --version`), `${VERSION}\n`);
