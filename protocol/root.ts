@@ -414,29 +414,29 @@ export function authorizeRelease(root: TrustedRoot, manifest: Manifest, signerKi
   const doc = root.signed.root;
   const kid = hexCut(signerKid);
   if (doc.expires <= now) {
-    throw new RootExpiredError(`the trusted root (version ${doc.version}) expired at ${new Date(doc.expires * 1000).toISOString()}; a newer root is needed`, { rootVersion: doc.version, expires: doc.expires });
+    throw new RootExpiredError(`the trusted root (version ${doc.version}) expired at ${new Date(doc.expires * 1000).toISOString()}; a newer root is needed`, { seq: manifest.seq, rootVersion: doc.version, expires: doc.expires });
   }
   const mine = doc.delegations.filter((d) => d.keys.some((k) => Buffer.compare(keyId(k), signerKid) === 0));
   if (mine.length === 0) {
     if (root.formerKeys.some((k) => Buffer.compare(keyId(k), signerKid) === 0)) {
-      throw new RevokedKeyError(`key ${kid} is no longer delegated by root version ${doc.version}`, { kid, rootVersion: doc.version });
+      throw new RevokedKeyError(`key ${kid} is no longer delegated by root version ${doc.version}`, { seq: manifest.seq, kid, rootVersion: doc.version });
     }
-    throw new UnknownKeyError(`key ${kid} is not delegated by root version ${doc.version}`, { kid, rootVersion: doc.version });
+    throw new UnknownKeyError(`key ${kid} is not delegated by root version ${doc.version}`, { seq: manifest.seq, kid, rootVersion: doc.version });
   }
   const inScope = mine.filter((d) => d.models.some((p) => modelMatches(p, manifest.model)));
   if (inScope.length === 0) {
-    throw new KeyOutOfScopeError(`key ${kid} may not sign for model ${quote(manifest.model)} (root version ${doc.version})`, { kid, releaseModel: manifest.model, rootVersion: doc.version });
+    throw new KeyOutOfScopeError(`key ${kid} may not sign for model ${quote(manifest.model)} (root version ${doc.version})`, { seq: manifest.seq, kid, releaseModel: manifest.model, rootVersion: doc.version });
   }
   const inWindow = inScope.filter((d) => (d.notBefore === undefined || d.notBefore <= now) && (d.notAfter === undefined || now < d.notAfter));
   if (inWindow.length === 0) {
     const ended = inScope.find((d) => d.notAfter !== undefined && d.notAfter <= now);
-    if (ended) throw new DelegationExpiredError(`the delegation of key ${kid} ended at ${new Date(ended.notAfter! * 1000).toISOString()}`, { kid, notAfter: ended.notAfter!, rootVersion: doc.version });
+    if (ended) throw new DelegationExpiredError(`the delegation of key ${kid} ended at ${new Date(ended.notAfter! * 1000).toISOString()}`, { seq: manifest.seq, kid, notAfter: ended.notAfter!, rootVersion: doc.version });
     const first = inScope[0]!;
-    throw new DelegationNotYetValidError(`the delegation of key ${kid} starts at ${new Date(first.notBefore! * 1000).toISOString()}`, { kid, notBefore: first.notBefore!, rootVersion: doc.version });
+    throw new DelegationNotYetValidError(`the delegation of key ${kid} starts at ${new Date(first.notBefore! * 1000).toISOString()}`, { seq: manifest.seq, kid, notBefore: first.notBefore!, rootVersion: doc.version });
   }
   const single = inWindow.find((d) => d.threshold === 1);
   if (!single) {
-    throw new DelegationThresholdError(`the delegation of key ${kid} needs ${inWindow[0]!.threshold} signatures; a release carries one`, { kid, threshold: inWindow[0]!.threshold });
+    throw new DelegationThresholdError(`the delegation of key ${kid} needs ${inWindow[0]!.threshold} signatures; a release carries one`, { seq: manifest.seq, kid, threshold: inWindow[0]!.threshold, rootVersion: doc.version });
   }
   return single;
 }

@@ -32,4 +32,4 @@ export async function signedRoot(spec: RootSpec, signers: TestKey[]): Promise<Ui
 }
 
 /** Just the fields authorizeRelease reads. */
-export const manifestFor = (model: string): Manifest => ({ model } as Manifest);
+export const manifestFor = (model: string): Manifest => ({ model, seq: 1 } as Manifest);
