@@ -4,7 +4,7 @@
  * validity window. Rotation is TUF's (tuf-spec §5.3): version N+1 is trusted
  * only if a threshold of version N's root keys AND a threshold of its own
  * signed it, versions never go back, and a device that missed several
- * versions walks the chain in one go. Protocol/SPEC.md §15 has the exact
+ * versions walks the chain in one go. protocol/SPEC.md §16 has the exact
  * encoding and the verification algorithm step by step.
  *
  *   signed-root = #6.98([ protected: bstr .cbor {3: "application/fwcast-root+cbor"},
