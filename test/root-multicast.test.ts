@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { makeImage, sha256hex } from './helpers/fixtures.js';
 import { exitCode, FWCAST, FWCAST_AGENT, fwcast, track, waitForEvent, type Tracked } from './helpers/processes.js';
+import { fwcastAsync, push, serveConfig, startServe, TOKEN } from './helpers/serve.js';
 
 test('rotation over multicast: delegated key installs, new key installs, old key revoked-key, a sleeper catches up through v2 and v3', async (t) => {
   const lab = NetLab.create(['pub', 'awake', 'sleeper']);
@@ -104,4 +105,36 @@ test('rotation over multicast: delegated key installs, new key installs, old key
   const again = agent('sleeper');
   t.teardown(() => again.child.kill('SIGTERM'));
   t.like(await waitForEvent(again, 'root.trusted', {}, 20_000), { rootVersion: 3, source: 'store' });
+});
+
+test('fwcast serve carries its root chain on every channel: an agent provisioned with v1 installs a release by the key v2 delegates', async (t) => {
+  const lab = NetLab.create(['srv', 'dev']);
+  t.teardown(() => lab.destroy());
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-root-serve-'));
+  const f = (name: string): string => join(dir, name);
+  for (const k of ['r1', 'p1', 'p2']) await fwcastAsync('keygen', '--out', f(k));
+  const pub = (k: string): string => f(`${k}/publisher.pub`);
+  const sign = async (draft: string, out: string): Promise<void> => {
+    await fwcastAsync('root', 'sign', draft, '--key', f('r1/publisher.key'), '--out', `${draft}.sig`);
+    await fwcastAsync('root', 'merge', draft, `${draft}.sig`, '--out', out);
+  };
+  await fwcastAsync('root', 'create', '--root-key', pub('r1'), '--expires', '30d', '--out', f('v1.draft'));
+  await fwcastAsync('root', 'delegate', f('v1.draft'), '--key', pub('p1'), '--model', 'rpi4', '--out', f('v1.draft'));
+  await sign(f('v1.draft'), f('v1.cbor'));
+  await fwcastAsync('root', 'revoke', f('v1.cbor'), '--key', pub('p1'), '--out', f('v2.draft'));
+  await fwcastAsync('root', 'delegate', f('v2.draft'), '--key', pub('p2'), '--model', 'rpi4', '--out', f('v2.draft'));
+  await sign(f('v2.draft'), f('v2.cbor'));
+  const image = makeImage(120_000, 7);
+  writeFileSync(f('image.bin'), image);
+  await fwcastAsync('sign', f('image.bin'), '--key', f('p2/publisher.key'), '--model', 'rpi4', '--version', '2.0.0', '--seq', '2', '--out', f('release.fwc'));
+
+  const server = await startServe(lab, 'srv', serveConfig({ dir, pub: pub('p2'), extra: { roots: [f('v2.cbor'), f('v1.cbor')] } }));
+  t.teardown(() => server.child.kill('SIGTERM'));
+  const pushed = await push(lab, 'srv', f('release.fwc'), TOKEN);
+  t.is(pushed.code, 0, pushed.stderr);
+  const agent = track(lab.spawn('dev', process.execPath, [FWCAST_AGENT, '--model', 'rpi4', '--root', f('v1.cbor'), '--iface', 'eth0', '--store', f('store'), '--once', '--json', '--timeout', '50', '--log-format', 'json']));
+  t.is(await exitCode(agent, 55_000), 0, agent.stderr);
+  t.like(await waitForEvent(agent, 'root.updated', {}, 1000), { rootVersion: 2, previousVersion: 1 });
+  const result = JSON.parse(agent.stdout.trim()) as { path: string };
+  t.is(sha256hex(readFileSync(result.path)), sha256hex(image));
 });
