@@ -20,7 +20,6 @@
  *
  * Pure: no I/O, no clock (the caller passes `now`, Unix seconds).
  */
-import { createHash } from 'node:crypto';
 import { decodeCbor, encodeCbor, Tag } from './cbor.js';
 import * as ed25519 from './ed25519.js';
 import {
@@ -306,11 +305,6 @@ function checkThreshold(s: SignedRoot, by: RootDocument, whose: 'previous' | 'ow
   if (count < by.threshold) {
     throw new RootThresholdError(`root version ${s.root.version} carries ${count} valid signature(s) of ${whose === 'own' ? 'its own' : `version ${by.version}'s`} root keys; ${by.threshold} needed`, { rootVersion: s.root.version, whose, signatures: count, threshold: by.threshold });
   }
-}
-
-/** The SHA-256 of a signed root, hex: names it in logs and the store. */
-export function rootId(s: SignedRoot): string {
-  return createHash('sha256').update(s.bytes).digest('hex');
 }
 
 /**

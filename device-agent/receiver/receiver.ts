@@ -286,9 +286,9 @@ export class Receiver {
   }
 
   /**
-   * Trusts `root` from now on (a newer root verified here, by another model's
-   * receiver, or from a release file). Releases refused for reasons a root
-   * decides are judged again when next heard.
+   * Trusts `root` from now on (a newer root verified here, or by another
+   * model's receiver: the agent shares it). Releases refused for reasons a
+   * root decides are judged again when next heard.
    */
   setRoot(root: TrustedRoot, now: number): void {
     this.#root = root;
