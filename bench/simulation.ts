@@ -323,7 +323,7 @@ class Schedule {
         this.kind[i] = KIND_AUTH;
         this.leaf[i] = p.leaf;
         this.segment[i] = -1;
-      } else {
+      } else if (p.type === PacketType.Manifest) {
         this.kind[i] = KIND_MANIFEST;
         let f = this.#fragmentOf.get(p.offset);
         if (f === undefined) {

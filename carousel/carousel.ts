@@ -30,12 +30,19 @@
  * the next 250 datagrams with nothing to check them against, more than it
  * can keep.
  *
+ * The root chain (protocol/root.ts), if given, goes out just before every copy
+ * of the manifest (which is then judged under the newest root), as ROOT
+ * datagrams cut the same way: a device that joins late
+ * has the newest root within one manifest interval, release or no release of
+ * a new key.
+ *
  * How each choice was measured (bench/simulation.ts drives this class with
  * the options below): bench/results/README.md.
  */
 import { DEFAULT_DATAGRAM_SIZE } from '../protocol/limits.js';
 import type { Manifest } from '../protocol/manifest.js';
-import { encodeAuthPacket, encodeManifestFragment, MANIFEST_OVERHEAD, SYMBOL_OVERHEAD, writeSymbolPacket } from '../protocol/packet.js';
+import { createHash } from 'node:crypto';
+import { encodeAuthPacket, encodeManifestFragment, encodeRootFragment, MANIFEST_OVERHEAD, RELEASE_ID_SIZE, SYMBOL_OVERHEAD, writeSymbolPacket } from '../protocol/packet.js';
 import type { ChunkLayout } from '../protocol/auth.js';
 import { buildSymbolSet, symbolOf, type SymbolSet } from '../protocol/symbol-set.js';
 
@@ -58,6 +65,8 @@ export interface CarouselInit {
   authCopies?: number;
   /** Segments interleaved symbol by symbol in groups of this many, group after group (default: all at once). */
   interleave?: number;
+  /** The root chain (encodeRootChain) sent with every manifest copy. */
+  rootChain?: Uint8Array;
 }
 
 /** Datagrams per fragment between two manifest copies. */
@@ -77,6 +86,8 @@ export class Carousel {
   readonly manifest: Manifest;
   readonly releaseId: Uint8Array;
   readonly manifestFragments: Uint8Array[];
+  /** ROOT datagrams of the root chain, sent before each manifest copy (none without a root). */
+  readonly rootFragments: Uint8Array[];
   /** Datagrams in one round (approximate: AUTH copies vary slightly by round). */
   readonly roundLength: number;
   /** The longest datagram this carousel sends (UDP payload bytes): what the transport must carry. */
@@ -111,6 +122,15 @@ export class Carousel {
         releaseId: init.releaseId, totalLength: init.signed.length, offset, bytes: init.signed.subarray(offset, offset + fragment),
       }));
     }
+    this.rootFragments = [];
+    if (init.rootChain) {
+      const chainId = createHash('sha256').update(init.rootChain).digest().subarray(0, RELEASE_ID_SIZE);
+      for (let offset = 0; offset < init.rootChain.length; offset += fragment) {
+        this.rootFragments.push(encodeRootFragment({
+          releaseId: chainId, totalLength: init.rootChain.length, offset, bytes: init.rootChain.subarray(offset, offset + fragment),
+        }));
+      }
+    }
     this.#manifestEvery = (init.manifestEvery ?? MANIFEST_EVERY) * this.manifestFragments.length;
     this.#earlyManifests = init.earlyManifests ?? EARLY_MANIFESTS;
     this.#earlyEvery = Math.min((init.earlyEvery ?? EARLY_EVERY) * this.manifestFragments.length, this.#manifestEvery);
@@ -128,7 +148,7 @@ export class Carousel {
     this.#set = set;
     this.#auth = set.bodies.map((body, leaf) => encodeAuthPacket({ releaseId: init.releaseId, leaf, path: set.tree.proof(leaf), body }));
     this.#layout = set.layout;
-    this.largestDatagram = [...this.manifestFragments, ...this.#auth].reduce((n, d) => Math.max(n, d.length), SYMBOL_OVERHEAD + m.symbolSize);
+    this.largestDatagram = [...this.manifestFragments, ...this.rootFragments, ...this.#auth].reduce((n, d) => Math.max(n, d.length), SYMBOL_OVERHEAD + m.symbolSize);
     const copies = init.authCopies ?? 3;
     if (!(Number.isInteger(copies) && copies >= 1)) throw new RangeError(`authCopies must be a positive integer, got ${copies}`);
     this.#copyPoints = Array.from({ length: copies - 1 }, (_, j) => Math.floor(((j + 1) * m.auth.chunkSymbols) / copies));
@@ -217,7 +237,7 @@ export class Carousel {
     if (this.#sinceManifest >= (this.#manifestCopies < this.#earlyManifests ? this.#earlyEvery : this.#manifestEvery)) {
       this.#sinceManifest = 0;
       this.#manifestCopies++;
-      this.#queue.push(...this.manifestFragments);
+      this.#queue.push(...this.rootFragments, ...this.manifestFragments);
     }
     const [segment, position] = this.#order[this.#cursor]!;
     const seg = this.manifest.segments[segment]!;

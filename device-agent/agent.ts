@@ -7,8 +7,8 @@
 import { EventEmitter } from 'node:events';
 import { statfsSync } from 'node:fs';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import type { FwcastError } from '../protocol/errors.js';
-import { DigestMismatchError, StoreError } from '../protocol/errors.js';
+import { DigestMismatchError, FwcastError, StoreError } from '../protocol/errors.js';
+import { ExpiredRootUpdateError, MAX_ROOT_CHAIN, trustRoot, verifyRootChain, type ChainResult, type TrustedRoot } from '../protocol/root.js';
 import type { PublicKey } from '../protocol/keys.js';
 import type { ReceiverLimits } from '../protocol/limits.js';
 import { errorFields, type Logger } from '../protocol/log.js';
@@ -31,7 +31,14 @@ export interface AgentModel {
 
 export interface AgentInit {
   models: AgentModel[];
+  /** Publisher keys trusted as they are (`--key`); unused with a root. */
   trusted: readonly PublicKey[];
+  /**
+   * The provisioned root of trust (`--root`, a signed root document): manifests
+   * are authorized by it, or by a newer root verified from it (ROOT datagrams),
+   * which the store keeps.
+   */
+  root?: Uint8Array;
   store: Store;
   transport: Transport;
   log: Logger;
@@ -118,9 +125,11 @@ class ModelWorker {
       this.#flusher = setInterval(() => this.#flush(), 250);
       this.#flusher.unref();
     }
+    const root = agent.root;
     this.receiver = new Receiver({
       model: spec.model,
       trusted: init.trusted,
+      ...(root ? { root } : {}),
       ...(installed ? { installedSeq: installed.seq } : {}),
       ...(init.limits ? { limits: init.limits } : {}),
       assemblerFor: (release) => this.#openTransfer(release),
@@ -211,6 +220,13 @@ class ModelWorker {
         break;
       case 'store-ok':
         this.#storeWorks();
+        break;
+      case 'root':
+        this.agent.rootVerified(event.result, this.spec.model);
+        break;
+      case 'root-refused':
+        this.log.event('root.refused', { model: this.spec.model, chain: event.chainId, ...errorFields(event.error), ...event.error.facts },
+          `refused root chain ${event.chainId}: ${event.error.name}: ${event.error.message}`);
         break;
       case 'complete': {
         // Every segment has matched its signed SHA-256: the network has nothing more to give.
@@ -400,12 +416,71 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** How late the event loop runs (ns): a stall is time the socket is not read. Reset as each release is accepted. */
   readonly eventLoop = monitorEventLoopDelay({ resolution: 1 });
 
+  #root: TrustedRoot | undefined;
+  /** The signed roots verified after the provisioned one, oldest first: what the store keeps. */
+  #rootChain: Uint8Array[] = [];
+
   constructor(init: AgentInit) {
     super();
     if (init.models.length === 0) throw new TypeError('models: the agent needs at least one model');
-    if (init.trusted.length === 0) throw new TypeError('trusted: the agent needs at least one trusted public key');
+    if (init.trusted.length === 0 && !init.root) throw new TypeError('trusted: the agent needs at least one trusted public key, or a root');
     this.#init = init;
     this.store = init.store;
+  }
+
+  /** The root of trust in force, if the agent has one. */
+  get root(): TrustedRoot | undefined {
+    return this.#root;
+  }
+
+  /** The provisioned root, brought forward by the chain the store kept. */
+  #loadRoot(provisioned: Uint8Array, now: number): void {
+    this.#root = trustRoot(provisioned);
+    let source = 'provisioned';
+    let kept: Uint8Array[] = [];
+    try {
+      kept = this.store.rootChain();
+      if (kept.length > 0) {
+        let result;
+        try {
+          result = verifyRootChain(this.#root, kept, now);
+        } catch (err) {
+          if (!(err instanceof ExpiredRootUpdateError)) throw err;
+          result = err.result;
+        }
+        this.#root = result.root;
+        this.#rootChain = kept;
+        if (result.applied.length > 0) source = 'store';
+      }
+    } catch (err) {
+      // A root provisioned anew (newer than the kept chain, or another root altogether): the kept chain is left aside.
+      this.#init.log.event('root.refused', { chain: 'store', ...errorFields(err), ...(err instanceof FwcastError ? err.facts : {}) },
+        `the root chain in the store does not follow from the provisioned root and is not used: ${(err as Error).message}`);
+    }
+    const doc = this.#root.signed.root;
+    this.#init.log.event('root.trusted', { rootVersion: doc.version, expires: doc.expires, source },
+      `trusting root version ${doc.version} (${source}), which expires at ${new Date(doc.expires * 1000).toISOString()}`);
+  }
+
+  /** A worker's receiver verified a newer root: kept in the store, and every model judges by it from now on. */
+  rootVerified(result: ChainResult, model: string): void {
+    const previous = this.#root;
+    const doc = result.root.signed.root;
+    if (previous && doc.version <= previous.signed.root.version) return;
+    const now = (this.#init.now ?? (() => Date.now() / 1000))();
+    this.#root = result.root;
+    this.#rootChain = [...this.#rootChain, ...result.applied.map((s) => s.bytes)].slice(-MAX_ROOT_CHAIN);
+    try {
+      this.store.saveRootChain(this.#rootChain);
+    } catch (err) {
+      const error = StoreError.wrap(err, this.store.dir, 'keep the root chain in');
+      if (!(error instanceof StoreError)) throw error;
+      this.#init.log.event('store.failed', { model, store: this.store.dir, path: error.facts.path, code: error.facts.code, ...errorFields(error) },
+        `the new root could not be kept in the store (${error.message}); it is in force until the agent restarts`);
+    }
+    this.#init.log.event('root.updated', { model, rootVersion: doc.version, previousVersion: previous?.signed.root.version ?? 0, expires: doc.expires, applied: result.applied.length },
+      `root version ${doc.version} is now trusted (from ${previous?.signed.root.version}, heard on ${model}'s channel); it expires at ${new Date(doc.expires * 1000).toISOString()}`);
+    for (const w of this.#workers) if (w.receiver.root !== result.root) w.receiver.setRoot(result.root, now);
   }
 
   /** Aborted when the agent stops: installers in progress see it. */
@@ -416,6 +491,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   async start(): Promise<void> {
     this.eventLoop.enable();
     const now = this.#init.now ?? (() => Date.now() / 1000);
+    if (this.#init.root) this.#loadRoot(this.#init.root, now());
     for (const spec of this.#init.models) {
       const log = limitRefusals(this.#init.log.child(`agent:${spec.model}`), spec.model);
       const installed = this.store.installed(spec.model);

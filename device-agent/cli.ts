@@ -9,6 +9,7 @@ import { endQuietlyOnClosedStdout, UsageError } from '../cli/fail.js';
 import { commonSettings, exitCodesInHelp, runProgram } from '../cli/program.js';
 import { EXIT } from '../cli/exit-codes.js';
 import { readTrustedKey } from '../cli/key-files.js';
+import { readRootFile } from '../cli/root-files.js';
 import { DEFAULT_SEGMENT_SIZE } from '../protocol/limits.js';
 import type { LogLevel } from '../protocol/log.js';
 import { formatRate } from '../cli/units.js';
@@ -56,6 +57,7 @@ function progressText(p: AgentProgress[]): string {
 async function run(opts: RunOptions): Promise<void> {
   const config = resolveAgentConfig(opts);
   const trusted = config.trustedKeys.map(readTrustedKey);
+  const root = config.root ? readRootFile(config.root) : undefined;
   const store = new Store(config.store);
   const live = process.stderr.isTTY && opts.logFormat === 'text';
   const clear = (): void => {
@@ -77,7 +79,7 @@ async function run(opts: RunOptions): Promise<void> {
   };
   // Channel sockets through the messaging library, the one implementation of them.
   const transport = new ChannelTransport({ transport: createTransport({ iface: config.iface, mqtt: config.mqtt, receiveBuffer: receiveBufferFor(config.expectedRate), onReceiveBuffer }, log.child('mqtt')) });
-  const agent = new Agent({ models, trusted, store, transport, log, limits: config.limits, storageThread: config.storageThread });
+  const agent = new Agent({ models, trusted, ...(root ? { root } : {}), store, transport, log, limits: config.limits, storageThread: config.storageThread });
   // Relay mode: each verified install is carouselled onward (device-agent/relay.ts).
   const relay = config.relay
     ? new Relay({ transport: new ChannelTransport({ transport: createTransport({ iface: config.relay.iface, mqtt: config.relay.mqtt }, log.child('relay:mqtt'), 'relay.mqtt') }), rate: config.relay.rate, store, models, log: log.child('relay') })
@@ -178,6 +180,7 @@ export function buildProgram(json = false): Command {
     .option('-c, --config <file>', 'JSON configuration file')
     .option('-m, --model <model>', 'device model to receive (overrides the config\'s model list)')
     .option('-k, --key <key>', 'trusted publisher public key: PEM file or base64 (repeatable)', collect)
+    .option('--root <file>', 'root of trust (a signed root document from `fwcast root`) instead of --key: it names the publisher keys, and newer roots come on the channel')
     .option('-i, --iface <name>', 'network interface to join the channel on')
     .option('-s, --store <dir>', 'state and image directory (default /var/lib/fwcast)')
     .option('--group <address>', 'IPv6 multicast group instead of the one derived from the channel name')

@@ -5,6 +5,7 @@
  *     "interface": "eth0",
  *     "store": "/var/lib/fwcast",
  *     "trustedKeys": ["/etc/fwcast/publisher.pub"],
+ *     "root": "/etc/fwcast/root.cbor",
  *     "port": 4242,
  *     "models": [
  *       { "model": "rpi4", "installer": { "type": "file", "path": "/var/lib/fwcast/current.img" } },
@@ -22,6 +23,11 @@
  * required. "mqtt" takes url (required), ca, cert, key, username, passwordFile,
  * topicPrefix. "relay" re-sends each installed release onward on "iface" and/or
  * "mqtt" at "rate" (default 10mbit); see device-agent/relay.ts and transports.ts.
+ *
+ * "root" (or --root) is a signed root document (`fwcast root create`): the
+ * publisher keys are those it delegates, and newer roots come on the channel.
+ * "trustedKeys" (or --key) is the fixed list for small setups; one of the two
+ * is required, and --root wins over a file's trustedKeys (and --key over its root).
  *
  * Every error names the field it is about.
  */
@@ -52,6 +58,8 @@ export interface AgentConfig {
   iface: string | undefined;
   store: string;
   trustedKeys: string[];
+  /** Path of the provisioned root document, if the agent uses a root of trust. */
+  root?: string;
   models: ModelConfig[];
   limits: ReceiverLimits;
   mqtt?: MqttConfig;
@@ -69,6 +77,7 @@ export interface AgentFlags extends TransportFlags {
   config?: string;
   model?: string;
   key?: string[];
+  root?: string;
   iface?: string;
   store?: string;
   group?: string;
@@ -154,7 +163,7 @@ function channelFor(model: string, group: string | undefined, p: number): Channe
 
 export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
   const file = flags.config ? readJsonConfig(flags.config) : {};
-  const known = new Set(['interface', 'store', 'trustedKeys', 'port', 'models', 'limits', 'mqtt', 'relay', 'expectedRate', 'storageThread']);
+  const known = new Set(['interface', 'store', 'trustedKeys', 'root', 'port', 'models', 'limits', 'mqtt', 'relay', 'expectedRate', 'storageThread']);
   for (const k of Object.keys(file)) if (!known.has(k)) throw new ConfigError(`config: unknown field "${k}" (known: ${[...known].join(', ')})`);
 
   const iface = flags.iface ?? str(file, 'interface', 'config');
@@ -165,11 +174,14 @@ export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
   const defaultPort = flags.port ?? (file.port === undefined ? DEFAULT_PORT : port(file.port, 'config.port'));
 
   let trustedKeys: string[] = flags.key ?? [];
-  if (trustedKeys.length === 0 && file.trustedKeys !== undefined) {
+  const fileRoot = str(file, 'root', 'config');
+  const root = flags.root ?? (trustedKeys.length === 0 ? fileRoot : undefined);
+  if (trustedKeys.length === 0 && !root && file.trustedKeys !== undefined) {
     if (!Array.isArray(file.trustedKeys) || !file.trustedKeys.every((k) => typeof k === 'string')) throw new ConfigError('config.trustedKeys must be an array of key file paths or base64 keys');
     trustedKeys = file.trustedKeys as string[];
   }
-  if (trustedKeys.length === 0) throw new ConfigError('no trusted public key: set "trustedKeys" in the config or pass --key');
+  if (trustedKeys.length === 0 && !root) throw new ConfigError('no trusted public key: set "root" or "trustedKeys" in the config, or pass --root or --key');
+  if (root && flags.key?.length) throw new ConfigError('--root and --key exclude each other: a root names the publisher keys it trusts');
 
   const flagInstaller: InstallerConfig | undefined = flags.installCommand
     ? { type: 'command', command: flags.installCommand }
@@ -201,5 +213,5 @@ export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
     if (seen.has(m.model)) throw new ConfigError(`model "${m.model}" is listed twice`);
     seen.add(m.model);
   }
-  return { iface, store, trustedKeys, models, limits: parseLimits(file.limits), expectedRate: expectedRate(flags.expectedRate, file.expectedRate), storageThread: storageThread(flags.storageThread, file.storageThread), ...(mqtt ? { mqtt } : {}), ...(relay ? { relay } : {}) };
+  return { iface, store, trustedKeys: root ? [] : trustedKeys, ...(root ? { root } : {}), models, limits: parseLimits(file.limits), expectedRate: expectedRate(flags.expectedRate, file.expectedRate), storageThread: storageThread(flags.storageThread, file.storageThread), ...(mqtt ? { mqtt } : {}), ...(relay ? { relay } : {}) };
 }

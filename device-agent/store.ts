@@ -5,6 +5,8 @@
  *   incoming/<release>/         a transfer in progress (see spill-assembler.ts)
  *   releases/<model>/<release>.img, .cose
  *                               the last verified release: image and signed manifest
+ *   root-chain.cbor             the root versions verified after the provisioned root
+ *                               (protocol/root.ts encodeRootChain; written atomically)
  *
  * Nothing in `releases/` or `state.json` is replaced except by rename, so a power
  * cut leaves the previous state intact.
@@ -14,6 +16,7 @@ import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync
 import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ConfigError } from '../protocol/errors.js';
+import { decodeRootChain, encodeRootChain } from '../protocol/root.js';
 import { fsyncDir, writeFileAtomic } from '../storage/durable-file.js';
 
 export interface InstalledRecord {
@@ -78,6 +81,22 @@ export class Store {
     const next: StateFile = { format: 1, models: { ...this.#state.models, [record.model]: record } };
     writeFileAtomic(join(this.dir, 'state.json'), JSON.stringify(next, null, 2) + '\n');
     this.#state = next;
+  }
+
+  /** The signed roots verified after the provisioned one, oldest first (empty if none). */
+  rootChain(): Uint8Array[] {
+    let bytes: Uint8Array;
+    try {
+      bytes = readFileSync(join(this.dir, 'root-chain.cbor'));
+    } catch {
+      return [];
+    }
+    return decodeRootChain(bytes);
+  }
+
+  /** Keeps `chain` (signed roots, oldest first) as the root chain, replacing the previous one by rename. */
+  saveRootChain(chain: readonly Uint8Array[]): void {
+    writeFileAtomic(join(this.dir, 'root-chain.cbor'), encodeRootChain(chain));
   }
 
   transferDir(releaseId: string): string {

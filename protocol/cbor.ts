@@ -5,7 +5,7 @@
  *
  * Received CBOR is first checked against fwcast's profile, byte by byte:
  * definite lengths only, nesting at most 8 deep, no duplicate map keys, no
- * tags except COSE_Sign1's 18 on the outermost item. Only then does cbor-x see it,
+ * tags except one COSE tag (COSE_Sign1's 18, COSE_Sign's 98) on the outermost item. Only then does cbor-x see it,
  * so its extensions (records, bignums, structured clones…) and deep-nesting
  * bombs never run on hostile input.
  */
@@ -34,7 +34,9 @@ export function encodeCbor(value: unknown): Uint8Array {
 const MAX_DEPTH = 8;
 
 /** Throws unless `bytes` is exactly one CBOR item within fwcast's profile (see above). */
-export function checkCborProfile(bytes: Uint8Array, what: string, allowCoseTag = false): void {
+/** `allowCoseTag`: true for COSE_Sign1's tag 18, or the one tag number allowed on the outermost item. */
+export function checkCborProfile(bytes: Uint8Array, what: string, allowCoseTag: boolean | number = false): void {
+  const allowedTag = allowCoseTag === true ? 18 : allowCoseTag === false ? -1 : allowCoseTag;
   const fail = (why: string, at: number): never => {
     throw new MalformedPacketError(`${what} is not fwcast CBOR: ${why} at byte ${at}`);
   };
@@ -78,7 +80,7 @@ export function checkCborProfile(bytes: Uint8Array, what: string, allowCoseTag =
         break;
       }
       case 6:
-        if (!(allowCoseTag && start === 0 && length === 18)) fail(`tag ${length} is not allowed`, start);
+        if (!(start === 0 && length === allowedTag)) fail(`tag ${length} is not allowed`, start);
         level.remaining++;
         break;
     }
@@ -92,7 +94,7 @@ export function checkCborProfile(bytes: Uint8Array, what: string, allowCoseTag =
 }
 
 /** Decodes exactly one CBOR item; any decoder failure becomes a MalformedPacketError naming `what`. */
-export function decodeCbor(bytes: Uint8Array, what: string, allowCoseTag = false): unknown {
+export function decodeCbor(bytes: Uint8Array, what: string, allowCoseTag: boolean | number = false): unknown {
   checkCborProfile(bytes, what, allowCoseTag);
   try {
     return decoder.decode(bytes);

@@ -95,3 +95,56 @@ export class StoreError extends FwcastError {
     return new StoreError(`cannot ${doing} ${path}: ${code}${hint}`, { path, code });
   }
 }
+
+// Root of trust (protocol/root.ts): a root document or chain refused, or a
+// release its root does not authorize.
+
+/** A root document that does not parse or breaks the root rules (gap in a chain, duplicate key, …). */
+export class InvalidRootError extends FwcastError {
+  readonly reason = 'bad-root';
+}
+
+/** A root version not above the trusted one (an older root replayed). */
+export class RootRollbackError extends FwcastError {
+  readonly reason = 'root-rollback';
+}
+
+/** A root not signed by a threshold of the previous version's root keys, or of its own. */
+export class RootThresholdError extends FwcastError {
+  readonly reason = 'root-threshold';
+}
+
+/** The newest trusted root has expired: nothing is authorized until a newer one arrives. */
+export class RootExpiredError extends FwcastError {
+  readonly reason = 'root-expired';
+}
+
+/** A root chain longer than a receiver walks. */
+export class RootChainTooLongError extends FwcastError {
+  readonly reason = 'root-chain-too-long';
+}
+
+/** A release signed by a key an earlier root delegated and the current one no longer does. */
+export class RevokedKeyError extends FwcastError {
+  readonly reason = 'revoked-key';
+}
+
+/** A release for a model the signing key's delegations do not cover. */
+export class KeyOutOfScopeError extends FwcastError {
+  readonly reason = 'key-out-of-scope';
+}
+
+/** A release signed by a delegated key after its delegation's notAfter. */
+export class DelegationExpiredError extends FwcastError {
+  readonly reason = 'delegation-expired';
+}
+
+/** A release signed by a delegated key before its delegation's notBefore. */
+export class DelegationNotYetValidError extends FwcastError {
+  readonly reason = 'delegation-not-yet-valid';
+}
+
+/** A release whose delegation asks for more signatures than the release carries. */
+export class DelegationThresholdError extends FwcastError {
+  readonly reason = 'delegation-threshold';
+}

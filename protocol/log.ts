@@ -31,7 +31,7 @@ export const LOG_EVENTS = {
   // fwcast-agent
   'agent.listening': { level: 'info', fields: ['model', 'channel', 'group', 'port', 'transport', 'installedVersion?', 'installedSeq?'] },
   // The optional fields are the refusal's facts (FwcastError.facts): which key, model, seq.
-  'release.refused': { level: 'warn', fields: ['model', 'release', 'error', 'reason', 'detail', 'kid?', 'releaseModel?', 'seq?', 'installedSeq?', 'expires?'] },
+  'release.refused': { level: 'warn', fields: ['model', 'release', 'error', 'reason', 'detail', 'kid?', 'releaseModel?', 'seq?', 'installedSeq?', 'expires?', 'rootVersion?', 'notBefore?', 'notAfter?', 'threshold?'] },
   // At most one per model every 10 s, while refusals beyond 5 per reason went unlogged (cli/refusal-log.ts).
   'release.refusals-suppressed': { level: 'warn', fields: ['model', 'seconds', 'total', 'suppressed.*'] },
   'release.accepted': { level: 'info', fields: [...MODEL_RELEASE, 'imageSize', 'segments', 'kid'] },
@@ -52,6 +52,10 @@ export const LOG_EVENTS = {
   // The kernel capped the receive buffer below what --expected-rate needs; `fix` is the command that lifts the cap.
   'agent.receive-buffer-capped': { level: 'warn', fields: ['model?', 'channel', 'wantedBytes', 'grantedBytes', 'expectedRate', 'rmemMax?', 'fix'] },
   'agent.stats': { level: 'info', fields: ['model', 'datagrams', 'receiveBufferDrops?', 'symbolsUsed', 'duplicates', 'segmentsDecoded', 'authChunksVerified', 'decoderTraps', 'dropped.*'] },
+  // Root of trust (protocol/root.ts): the root trusted at start, a newer one verified, a chain refused (once per chain).
+  'root.trusted': { level: 'info', fields: ['rootVersion', 'expires', 'source'] },
+  'root.updated': { level: 'info', fields: ['model', 'rootVersion', 'previousVersion', 'expires', 'applied'] },
+  'root.refused': { level: 'warn', fields: ['model?', 'chain', ...ERROR, 'rootVersion?', 'trustedVersion?', 'whose?', 'signatures?', 'threshold?', 'length?', 'expires?', 'at?'] },
   // fwcast-agent relay mode
   'relay.serving': { level: 'info', fields: [...MODEL_RELEASE, 'channel', 'transport', 'rate'] },
   'relay.release-missing': { level: 'warn', fields: ['model', 'release', 'store'] },

@@ -23,6 +23,10 @@
  *
  * Type 3, AUTH: one chunk of symbol digests and its Merkle path (auth.ts).
  *   | Leaf index (32) | Depth d (8) | d × 16-byte sibling hashes | chunk body |
+ *
+ * Type 4, ROOT: a fragment of the root chain (root.ts), laid out as MANIFEST;
+ * the header's id field is the first 8 bytes of SHA-256 over the whole chain.
+ *   | Total length (32) | Fragment offset (32) | fragment bytes ... |
  */
 import { MalformedPacketError, UnsupportedVersionError } from './errors.js';
 import { NODE_SIZE } from './auth.js';
@@ -38,6 +42,7 @@ export const PacketType = {
   Manifest: 1,
   Symbol: 2,
   Auth: 3,
+  Root: 4,
 } as const;
 
 const MANIFEST_FIELDS = 8;
@@ -77,7 +82,16 @@ export interface AuthPacket {
   body: Uint8Array;
 }
 
-export type Packet = ManifestFragment | SymbolPacket | AuthPacket;
+/** A fragment of the root chain; `releaseId` holds the chain's id (its first 8 SHA-256 bytes). */
+export interface RootFragment {
+  type: typeof PacketType.Root;
+  releaseId: Uint8Array;
+  totalLength: number;
+  offset: number;
+  bytes: Uint8Array;
+}
+
+export type Packet = ManifestFragment | SymbolPacket | AuthPacket | RootFragment;
 
 function writeHeader(out: Uint8Array, type: number, releaseId: Uint8Array): void {
   if (releaseId.length !== RELEASE_ID_SIZE) throw new RangeError(`release id must be ${RELEASE_ID_SIZE} bytes`);
@@ -88,9 +102,14 @@ function writeHeader(out: Uint8Array, type: number, releaseId: Uint8Array): void
   out.set(releaseId, 4);
 }
 
-export function encodeManifestFragment(f: Omit<ManifestFragment, 'type'>): Uint8Array {
+/** A ROOT datagram: a fragment of the root chain, cut as manifests are. */
+export function encodeRootFragment(f: Omit<RootFragment, 'type'>): Uint8Array {
+  return encodeManifestFragment(f, PacketType.Root);
+}
+
+export function encodeManifestFragment(f: Omit<ManifestFragment, 'type'>, type: number = PacketType.Manifest): Uint8Array {
   const out = new Uint8Array(MANIFEST_OVERHEAD + f.bytes.length);
-  writeHeader(out, PacketType.Manifest, f.releaseId);
+  writeHeader(out, type, f.releaseId);
   const view = new DataView(out.buffer);
   view.setUint32(HEADER_SIZE, f.totalLength);
   view.setUint32(HEADER_SIZE + 4, f.offset);
@@ -138,13 +157,18 @@ export function decodePacket(datagram: Uint8Array): Packet {
   const releaseId = datagram.subarray(4, HEADER_SIZE);
   const view = new DataView(datagram.buffer, datagram.byteOffset, datagram.byteLength);
   switch (datagram[3]) {
-    case PacketType.Manifest: {
-      if (datagram.length <= MANIFEST_OVERHEAD) throw new MalformedPacketError('manifest fragment is empty or truncated');
+    case PacketType.Manifest:
+    case PacketType.Root: {
+      const type = datagram[3] as typeof PacketType.Manifest | typeof PacketType.Root;
+      const what = type === PacketType.Root ? 'root' : 'manifest';
+      if (datagram.length <= MANIFEST_OVERHEAD) throw new MalformedPacketError(`${what} fragment is empty or truncated`);
       const totalLength = view.getUint32(HEADER_SIZE);
       const offset = view.getUint32(HEADER_SIZE + 4);
       const bytes = datagram.subarray(MANIFEST_OVERHEAD);
-      if (offset + bytes.length > totalLength) throw new MalformedPacketError(`manifest fragment [${offset}, ${offset + bytes.length}) lies beyond its total length ${totalLength}`);
-      return { type: PacketType.Manifest, releaseId, totalLength, offset, bytes };
+      if (offset + bytes.length > totalLength) throw new MalformedPacketError(`${what} fragment [${offset}, ${offset + bytes.length}) lies beyond its total length ${totalLength}`);
+      return type === PacketType.Root
+        ? { type: PacketType.Root, releaseId, totalLength, offset, bytes }
+        : { type: PacketType.Manifest, releaseId, totalLength, offset, bytes };
     }
     case PacketType.Symbol: {
       if (datagram.length <= SYMBOL_OVERHEAD) throw new MalformedPacketError('symbol packet is empty or truncated');

@@ -36,6 +36,8 @@ import { hex } from '../protocol/hex.js';
 import { addPkcs11Options, addSignerOptions, openSigner, pkcs11Ref, type SignerFlags } from './signer/signer-options.js';
 import { generatePkcs11Key } from './signer/pkcs11-signer.js';
 import type { Logger } from '../protocol/log.js';
+import { collectRoots, readRootChainFiles } from '../cli/root-files.js';
+import { addRootCommand } from './root-command.js';
 
 function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
@@ -131,6 +133,8 @@ function manifestSummary(m: Manifest, releaseId: Uint8Array, kid: Uint8Array) {
 export function buildProgram(json = false): Command {
   const program = commonSettings(new Command('fwcast'), json)
     .description('Sign firmware releases and multicast them to device fleets (RaptorQ over IPv6 multicast).');
+
+  addRootCommand(program);
 
   addPkcs11Options(program.command('keygen')
     .description('create an Ed25519 publisher key pair: DIR/publisher.key (mode 0600) and DIR/publisher.pub; with --pkcs11-module, inside the token (non-extractable) and only DIR/publisher.pub')
@@ -246,9 +250,10 @@ export function buildProgram(json = false): Command {
     .option('--no-cache', 'encode at every start')
     .option('--quiet', 'no progress display')
     .option('--force-expired', 'send a release whose expiry has passed (agents refuse it; for tests of that refusal)')
+    .option('--root <file>', 'a signed root document (`fwcast root`) to carry on every channel; repeat for the chain, oldest first', collectRoots)
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
     .option('--json', 'at exit, print a JSON summary on stdout: per channel, rounds, datagrams and bytes sent')
-    .action(async (files: string[], opts: { json?: boolean; logFormat: 'text' | 'json'; cache: string | false; iface?: string; forceExpired?: boolean; mqtt?: string; mqttCa?: string; mqttCert?: string; mqttKey?: string; mqttUsername?: string; mqttPasswordFile?: string; mqttTopicPrefix?: string; rate: number; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean }) => {
+    .action(async (files: string[], opts: { root?: string[]; json?: boolean; logFormat: 'text' | 'json'; cache: string | false; iface?: string; forceExpired?: boolean; mqtt?: string; mqttCa?: string; mqttCert?: string; mqttKey?: string; mqttUsername?: string; mqttPasswordFile?: string; mqttTopicPrefix?: string; rate: number; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean }) => {
       if (!opts.iface && !opts.mqtt) throw new UsageError('publish needs --iface (IPv6 multicast), --mqtt (a broker), or both');
       // Before encoding, which may take a while: a mistyped name would send by the default route.
       if (opts.iface) checkNetworkInterface(opts.iface, '--iface');
@@ -261,6 +266,7 @@ export function buildProgram(json = false): Command {
       }));
       const live = !opts.quiet && process.stderr.isTTY && opts.logFormat === 'text';
       const log = createConsoleLogger({ format: opts.logFormat, beforeWrite: () => live && clearLine() }).child('publish');
+      const rootChain = opts.root ? readRootChainFiles(opts.root) : undefined;
       const pool = new CodecPool();
       const entries = [];
       let maxDatagramSize = DEFAULT_DATAGRAM_SIZE;
@@ -277,7 +283,7 @@ export function buildProgram(json = false): Command {
           log.event('publish.release-loaded', {
             file, model: m.model, version: m.version, seq: m.seq, release: hex(release.releaseId), channel: name, group: channel.group, port: channel.port, symbols: source, ms,
           }, `${file}: ${m.model} ${m.version} seq ${m.seq} on ${name} [${channel.group}]:${channel.port}; symbols ${source === 'cache' ? 'from cache' : 'encoded'} in ${ms} ms`);
-          entries.push({ channel, carousel: new Carousel({ ...release, symbolSet: set }) });
+          entries.push({ channel, carousel: new Carousel({ ...release, symbolSet: set, ...(rootChain ? { rootChain } : {}) }) });
           maxDatagramSize = Math.max(maxDatagramSize, entries.at(-1)!.carousel.largestDatagram);
         }
       } finally {

@@ -23,6 +23,8 @@ test('every refusal a manifest can meet is counted under its error class\'s own 
   const refusals = [
     errors.MalformedPacketError, errors.UnsupportedVersionError, errors.InvalidManifestError, errors.LimitExceededError,
     errors.InvalidSignatureError, errors.UnknownKeyError, errors.WrongModelError, errors.RollbackError, errors.ExpiredManifestError,
+    errors.InvalidRootError, errors.RootRollbackError, errors.RootThresholdError, errors.RootExpiredError, errors.RootChainTooLongError,
+    errors.RevokedKeyError, errors.KeyOutOfScopeError, errors.DelegationExpiredError, errors.DelegationNotYetValidError, errors.DelegationThresholdError,
   ];
   for (const E of refusals) t.true(isDropReason(new E('x').reason), E.name);
   t.false(isDropReason('no-such-reason'));

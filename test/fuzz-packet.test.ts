@@ -49,6 +49,7 @@ function checkDecoded(datagram: Uint8Array, p: Packet): void {
   if (!eq(p.releaseId, datagram.subarray(4, 12))) fail('release id is not bytes 4..12');
   switch (p.type) {
     case PacketType.Manifest:
+    case PacketType.Root:
       if (p.bytes.length === 0) fail('empty manifest fragment accepted');
       if (p.offset + p.bytes.length > p.totalLength) fail('fragment beyond its total length');
       if (!eq(p.bytes, datagram.subarray(MANIFEST_OVERHEAD))) fail('fragment bytes are not the datagram tail');

@@ -113,6 +113,7 @@ function pushAll(r: Receiver, datagrams: readonly Uint8Array[], out: Outcome): v
       if (e.kind === 'accepted') out.accepted.push(hexOf(e.release.releaseId));
       if (e.kind === 'rejected') out.rejected.push({ releaseId: e.releaseId, error: e.error });
       if (e.kind === 'store-error' || e.kind === 'store-ok') throw new Error(`a memory assembler reported on a store: ${e.kind}`);
+      if (e.kind === 'root' || e.kind === 'root-refused') throw new Error(`a receiver without a root reported on one: ${e.kind}`);
       const id = hexOf((e.kind === 'rejected' ? { releaseId: Buffer.from(e.releaseId, 'hex') } : e.release).releaseId);
       if (e.kind === 'segment') {
         const source = id === genuineId ? release : id === hexOf(older.releaseId) ? older : undefined;

@@ -30,7 +30,7 @@
  * manifest (fewer for large manifests: HASH_BUDGET bytes).
  */
 import { releaseIdOf } from '../../protocol/manifest.js';
-import type { ManifestFragment } from '../../protocol/packet.js';
+import type { ManifestFragment, RootFragment } from '../../protocol/packet.js';
 import type { DropReason } from './drop-reasons.js';
 
 export const MAX_BUCKETS = 16;
@@ -98,7 +98,7 @@ export class ManifestReassembly {
   }
 
   /** Adds one fragment; `id` is its release id in hex, `from` its sender. */
-  add(f: ManifestFragment, id: string, from: string): ReassemblyStep {
+  add(f: ManifestFragment | RootFragment, id: string, from: string): ReassemblyStep {
     if (f.totalLength > this.maxManifestSize) return { kind: 'dropped', reason: 'limit-exceeded' };
     const now = ++this.#clock;
     const key = `${id}|${f.totalLength}`;
@@ -118,7 +118,7 @@ export class ManifestReassembly {
   }
 
   /** Stores the fragment (or refreshes its copy) and returns it. */
-  #keep(b: Bucket, f: ManifestFragment, now: number): Fragment {
+  #keep(b: Bucket, f: ManifestFragment | RootFragment, now: number): Fragment {
     let list = b.at.get(f.offset);
     if (!list) b.at.set(f.offset, (list = []));
     const same = list.find((x) => x.bytes.length === f.bytes.length && Buffer.compare(x.bytes, f.bytes) === 0);

@@ -20,6 +20,13 @@
  *
  * A release refused once is remembered by id (bounded), so repeats of its
  * manifest and its symbols are counted and dropped without further work.
+ *
+ * With a root of trust (protocol/root.ts) instead of a fixed key list, a
+ * manifest's signer must be delegated by the current root for this model and
+ * now; ROOT datagrams carry the root chain, which is walked from the current
+ * root (TUF rotation), and a newer root replaces it. A new root clears the
+ * remembered refusals a root decides, so a release refused under the old
+ * root is judged again under the new one.
  */
 import { createHash } from 'node:crypto';
 import { ChunkLayout, codedChunk, decodeChunkBody, decodeParityBody, leafHash, MerkleVerifier, NODE_SIZE, symbolMatches, type ChunkGroup } from '../../protocol/auth.js';
@@ -31,7 +38,11 @@ import { hex } from '../../protocol/hex.js';
 import type { PublicKey } from '../../protocol/keys.js';
 import { DEFAULT_LIMITS, type ReceiverLimits } from '../../protocol/limits.js';
 import { openSignedManifest, type SegmentInfo, type VerifiedManifest } from '../../protocol/manifest.js';
-import { decodePacket, PacketType, type AuthPacket, type ManifestFragment, type SymbolPacket } from '../../protocol/packet.js';
+import { decodePacket, PacketType, type AuthPacket, type ManifestFragment, type RootFragment, type SymbolPacket } from '../../protocol/packet.js';
+import { keyId } from '../../protocol/keys.js';
+import {
+  authorizeRelease, decodeRootChain, ExpiredRootUpdateError, manifestKeys, MAX_ROOT_CHAIN_SIZE, verifyRootChain, type ChainResult, type TrustedRoot,
+} from '../../protocol/root.js';
 import { MemoryAssembler, type SegmentAssembler, type Settlement } from '../assembler.js';
 import { isDropReason, type AbandonReason, type DropReason, type LedgerDropReason } from './drop-reasons.js';
 import { EarlyBacklog } from './early-backlog.js';
@@ -41,7 +52,10 @@ import { MAX_PENDING, TransferLedger, type LedgerHost } from './transfer-ledger.
 
 export interface ReceiverInit {
   model: string;
+  /** Keys trusted as they are (`--key`), when there is no root. */
   trusted: readonly PublicKey[];
+  /** The root of trust: manifests are authorized by it, ROOT datagrams update it. */
+  root?: TrustedRoot;
   /** Sequence number already installed, if any: only higher ones are accepted. */
   installedSeq?: number;
   limits?: ReceiverLimits;
@@ -67,7 +81,11 @@ export type ReceiverEvent =
   /** The assembler could not write or read its files: what failed is received again once the store works. */
   | { kind: 'store-error'; error: StoreError }
   /** The store works again after a store-error. */
-  | { kind: 'store-ok' };
+  | { kind: 'store-ok' }
+  /** A root chain heard on the channel made a newer root trusted (`result.root`). */
+  | { kind: 'root'; result: ChainResult }
+  /** A root chain heard on the channel was refused. */
+  | { kind: 'root-refused'; chainId: string; error: FwcastError };
 
 export interface ReceiverStats {
   datagrams: number;
@@ -89,6 +107,8 @@ interface ParityCandidate {
 }
 
 const MAX_REMEMBERED = 256;
+/** Refusals a root decides: judged again under a new root. */
+const ROOT_DECIDED = new Set<DropReason>(['unknown-key', 'revoked-key', 'key-out-of-scope', 'delegation-expired', 'delegation-not-yet-valid', 'delegation-threshold', 'root-expired']);
 const NONE: ReceiverEvent[] = [];
 
 /** The release being received: the ledger's host, with the cryptography and the decoder. */
@@ -225,6 +245,10 @@ export class Receiver {
   readonly model: string;
   readonly stats: ReceiverStats = { datagrams: 0, symbolsAccepted: 0, duplicates: 0, segmentsDecoded: 0, authChunksVerified: 0, decoderTraps: 0, dropped: {} };
   #trusted: readonly PublicKey[];
+  #root: TrustedRoot | undefined;
+  #rootReassembly = new ManifestReassembly(MAX_ROOT_CHAIN_SIZE);
+  /** Root chains already judged, by id: repeats are counted, not verified again. */
+  #rootsHeard = new Map<string, DropReason>();
   #limits: ReceiverLimits;
   #installedSeq: number | undefined;
   #reassembly: ManifestReassembly;
@@ -243,15 +267,44 @@ export class Receiver {
   };
 
   #late: (e: ReceiverEvent) => void;
+  /** Inside push(): events go out with its result, not through onLateEvent. */
+  #pushing = false;
 
   constructor(init: ReceiverInit) {
     this.#late = init.onLateEvent ?? (() => {});
     this.#assemblerFor = init.assemblerFor ?? ((release) => new MemoryAssembler(release.manifest.symbolSize));
     this.model = init.model;
     this.#trusted = init.trusted;
+    if (init.root) this.setRoot(init.root, 0);
     this.#limits = init.limits ?? DEFAULT_LIMITS;
     this.#installedSeq = init.installedSeq;
     this.#reassembly = new ManifestReassembly(this.#limits.maxManifestSize);
+  }
+
+  get root(): TrustedRoot | undefined {
+    return this.#root;
+  }
+
+  /**
+   * Trusts `root` from now on (a newer root verified here, or by another
+   * model's receiver: the agent shares it). Releases refused for reasons a
+   * root decides are judged again when next heard.
+   */
+  setRoot(root: TrustedRoot, now: number): void {
+    this.#root = root;
+    this.#trusted = manifestKeys(root).map((publicKey) => ({ publicKey, kid: keyId(publicKey) }));
+    for (const [id, reason] of this.#refused) if (ROOT_DECIDED.has(reason)) this.#refused.delete(id);
+    // The release being received was authorized by the old root: the new one may have revoked its key.
+    const t = this.#transfer;
+    if (!t) return;
+    try {
+      authorizeRelease(root, t.release.manifest, t.release.kid, now);
+    } catch (err) {
+      if (!(err instanceof FwcastError)) throw err;
+      this.#remember(t.id, isDropReason(err.reason) ? err.reason : 'malformed');
+      this.#dropTransfer();
+      (this.#pushing ? this.#emit : this.#late)({ kind: 'rejected', releaseId: t.id, error: err });
+    }
   }
 
   get installedSeq(): number | undefined {
@@ -313,6 +366,14 @@ export class Receiver {
       case PacketType.Manifest: this.#onFragment(packet, now, from); break;
       case PacketType.Auth: this.#onAuth(packet, datagram); break;
       case PacketType.Symbol: this.#onSymbol(packet, datagram); break;
+      case PacketType.Root:
+        this.#pushing = true;
+        try {
+          this.#onRootFragment(packet, now, from);
+        } finally {
+          this.#pushing = false;
+        }
+        break;
     }
     return this.#events;
   }
@@ -333,12 +394,47 @@ export class Receiver {
     if (step.kind === 'complete') this.#onManifest(id, step.signed, now);
   }
 
+  #onRootFragment(f: RootFragment, now: number, from: string): void {
+    if (!this.#root) return this.#count('root-ignored', 1);
+    const id = hex(f.releaseId);
+    const heard = this.#rootsHeard.get(id);
+    if (heard) return this.#count(heard, 1);
+    const step = this.#rootReassembly.add(f, id, from);
+    if (step.kind === 'dropped') return this.#count(step.reason, 1);
+    if (step.kind !== 'complete') return;
+    let result: ChainResult;
+    let refusal: FwcastError | undefined;
+    try {
+      result = verifyRootChain(this.#root, decodeRootChain(step.signed), now);
+    } catch (err) {
+      const error = err instanceof FwcastError ? err : new MalformedPacketError(String(err));
+      const reason = isDropReason(error.reason) ? error.reason : 'malformed';
+      this.#rootsHeard.set(id, reason);
+      this.#count(reason, 1);
+      this.#emit({ kind: 'root-refused', chainId: id, error });
+      // Validly signed but expired: still the newest root (TUF persists each step), under which nothing installs.
+      if (!(err instanceof ExpiredRootUpdateError)) return this.#forgetOldRoots();
+      result = err.result;
+      refusal = error;
+    }
+    if (!refusal) this.#rootsHeard.set(id, 'root-repeat');
+    this.#forgetOldRoots();
+    if (result.applied.length === 0) return;
+    this.#emit({ kind: 'root', result });
+    this.setRoot(result.root, now);
+  }
+
+  #forgetOldRoots(): void {
+    if (this.#rootsHeard.size > MAX_REMEMBERED) this.#rootsHeard.delete(this.#rootsHeard.keys().next().value!);
+  }
+
   #onManifest(id: string, signed: Uint8Array, now: number): void {
     let release: VerifiedManifest;
     try {
       release = openSignedManifest(signed, this.#trusted, this.#limits);
       const m = release.manifest;
       if (m.model !== this.model) throw new WrongModelError(`release is for model "${m.model}", this agent is "${this.model}"`, { releaseModel: m.model });
+      if (this.#root) authorizeRelease(this.#root, m, release.kid, now);
       if (this.#installedSeq !== undefined && m.seq <= this.#installedSeq) {
         throw new RollbackError(`sequence ${m.seq} is not above the installed ${this.#installedSeq} (version ${m.version})`, { seq: m.seq, installedSeq: this.#installedSeq });
       }

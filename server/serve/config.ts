@@ -10,6 +10,7 @@
  *     "port": 4242,                               FWCAST_PORT       (UDP)
  *     "hops": 8,                                  FWCAST_HOPS
  *     "trustedKeys": ["/etc/fwcast/publisher.pub"], FWCAST_TRUSTED_KEYS (comma-separated)
+ *     "roots": ["/etc/fwcast/root-v1.cbor"],      FWCAST_ROOTS (comma-separated; --root, repeatable): the root chain carried on every channel
  *     "models": ["rpi4", { "model": "sensor-v2", "group": "ff15::5" }], FWCAST_MODELS (comma-separated)
  *     "tokenFile": "/etc/fwcast/serve.token",     FWCAST_TOKEN_FILE, or the token itself in FWCAST_TOKEN
  *     "maxUploadSize": 536870912,                 FWCAST_MAX_UPLOAD (bytes)
@@ -52,6 +53,8 @@ export interface ServeConfig {
   rate: number;
   hops: number;
   trustedKeys: string[];
+  /** Signed root documents (the root chain, any order) carried on every channel. */
+  roots: string[];
   models: ServedModel[];
   /** Bearer token for uploads and retirements. */
   token: string;
@@ -77,6 +80,7 @@ export interface ServeFlags {
   store?: string;
   iface?: string;
   rate?: string;
+  root?: string[];
   logFormat?: 'text' | 'json';
 }
 
@@ -85,7 +89,7 @@ const MIN_TOKEN_LENGTH = 16;
 
 type Json = JsonObject;
 const KNOWN = [
-  'listen', 'store', 'interface', 'rate', 'port', 'hops', 'trustedKeys', 'models', 'tokenFile', 'maxUploadSize', 'keepReleases', 'logFormat',
+  'listen', 'store', 'interface', 'rate', 'port', 'hops', 'trustedKeys', 'roots', 'models', 'tokenFile', 'maxUploadSize', 'keepReleases', 'logFormat',
   'tlsCert', 'tlsKey', 'readTokenFile', 'headersTimeout', 'requestTimeout', 'idleTimeout', 'maxConnections', 'maxConnectionsPerClient',
 ];
 
@@ -187,6 +191,9 @@ export function resolveServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = p
   const trustedKeys = list(keySetting) ?? [];
   if (!trustedKeys.every((k): k is string => typeof k === 'string' && k !== '')) throw new ConfigError(`${keySetting!.where} must list key files or base64 keys`);
   if (trustedKeys.length === 0) throw new ConfigError('no trusted publisher key: set "trustedKeys" in the config or FWCAST_TRUSTED_KEYS (the server verifies uploads; it never holds a signing key)');
+  const rootSetting = pick(flags.root, env, 'FWCAST_ROOTS', file, 'roots');
+  const roots = list(rootSetting) ?? [];
+  if (!roots.every((r): r is string => typeof r === 'string' && r !== '')) throw new ConfigError(`${rootSetting!.where} must list root document files`);
 
   const modelSetting = pick(undefined, env, 'FWCAST_MODELS', file, 'models');
   const models = parseModels(list(modelSetting) ?? [], modelSetting?.where ?? 'config.models', udpPort);
@@ -214,7 +221,7 @@ export function resolveServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = p
   const logFormat = (format?.value as 'text' | 'json' | undefined) ?? 'text';
 
   return {
-    host, httpPort, store, iface, rate, hops, trustedKeys, models, token, maxUploadSize, keepReleases, logFormat,
+    host, httpPort, store, iface, rate, hops, trustedKeys, roots, models, token, maxUploadSize, keepReleases, logFormat,
     tls: cert && key ? { cert, key } : undefined, readToken: readTokenValue,
     headersTimeoutMs, requestTimeoutMs, idleTimeoutMs, maxConnections, maxConnectionsPerClient,
   };

@@ -5,6 +5,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { createConsoleLogger } from '../../cli/console-log.js';
+import { collectRoots } from '../../cli/root-files.js';
 import { resolveServeConfig, type ServeFlags } from './config.js';
 import { exitCodeFor, PUSH_EXIT, PushNetworkError, pushRelease, uploadUrl } from './push.js';
 import { FwcastServer } from './server.js';
@@ -17,6 +18,7 @@ export function addServeCommands(program: Command): void {
     .option('--store <dir>', 'release store directory (default /var/lib/fwcast-serve)')
     .option('--iface <name>', 'network interface to send on')
     .option('--rate <rate>', 'total rate on the wire, e.g. 20mbit (default)')
+    .option('--root <file>', 'a signed root document (`fwcast root`) carried on every channel; repeat for the chain', collectRoots)
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']))
     .action(async (opts: ServeFlags) => {
       const config = resolveServeConfig(opts);

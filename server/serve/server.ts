@@ -8,6 +8,7 @@ import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { readTrustedKey } from '../../cli/key-files.js';
+import { readRootChainFiles } from '../../cli/root-files.js';
 import * as ed25519 from '../../protocol/ed25519.js';
 import { ConfigError } from '../../protocol/errors.js';
 import { errorFields, type Logger } from '../../protocol/log.js';
@@ -45,6 +46,8 @@ export class FwcastServer {
   #onAir = new Map<string, OnAir>();
   #syncing: Promise<void> = Promise.resolve();
   #models: Map<string, ServedModel>;
+  /** The root chain carried on every channel, if roots are configured. */
+  #rootChain: Uint8Array | undefined;
 
   #fail!: (err: Error) => void;
   /** Settles if the server cannot go on (the publisher's send loop failed). */
@@ -64,6 +67,7 @@ export class FwcastServer {
     const tls = this.config.tls ? readTlsIdentity(this.config.tls) : undefined;
     await ed25519.ready();
     const trusted = this.config.trustedKeys.map(readTrustedKey);
+    if (this.config.roots.length > 0) this.#rootChain = readRootChainFiles(this.config.roots);
     this.#store = new ReleaseStore({
       dir: this.config.store, trusted, models: [...this.#models.keys()], keep: this.config.keepReleases, log: this.#log.child('serve:store'),
     });
@@ -172,7 +176,7 @@ export class FwcastServer {
       await pool?.close();
     }
     if (this.#store.live(model)?.releaseId !== live.releaseId) return; // superseded meanwhile: the next change is queued
-    this.#publisher.set({ channel: served.channel, carousel: new Carousel({ ...release, symbolSet: symbols.set }) });
+    this.#publisher.set({ channel: served.channel, carousel: new Carousel({ ...release, symbolSet: symbols.set, ...(this.#rootChain ? { rootChain: this.#rootChain } : {}) }) });
     this.#onAir.set(model, { release: live, since: new Date().toISOString() });
     const ms = Math.round(performance.now() - started);
     log.event('serve.on-air', {
