@@ -6,9 +6,9 @@
  * shows the entry point and its type declarations work for an application.
  */
 import test from 'ava';
-import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { NetLab } from '../scripts/lab/netlab.js';
+import { jsonLines, typeCheckExample } from './helpers/examples.js';
 import { ROOT, track, type Tracked } from './helpers/processes.js';
 
 const EXAMPLE = join(ROOT, 'examples/chat/chat.ts');
@@ -22,12 +22,9 @@ async function until(done: () => boolean, what: () => string, ms: number): Promi
   }
 }
 
-const events = (p: Tracked): Array<Record<string, unknown>> =>
-  p.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
-
 test('the chat example type-checks against the published declarations of fwcast/channels', (t) => {
-  const tsc = spawnSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--types', 'node', '--skipLibCheck', EXAMPLE], { cwd: ROOT, encoding: 'utf8' });
-  t.is(tsc.status, 0, tsc.stdout + tsc.stderr);
+  const tsc = typeCheckExample(EXAMPLE);
+  t.is(tsc.status, 0, tsc.output);
 });
 
 test('chat: three participants in three namespaces each see the others\' messages', async (t) => {
@@ -39,9 +36,9 @@ test('chat: three participants in three namespaces each see the others\' message
     t.teardown(() => p.child.kill('SIGKILL'));
     return { nick, p };
   });
-  await until(() => people.every(({ p }) => events(p).some((e) => e.event === 'chat.joined')), () => people.map(({ p }) => p.stderr).join('\n'), 30_000);
+  await until(() => people.every(({ p }) => jsonLines(p).some((e) => e.event === 'chat.joined')), () => people.map(({ p }) => p.stderr).join('\n'), 30_000);
   for (const { nick, p } of people) p.child.stdin!.write(`hello from ${nick}\n`);
-  const heard = (p: Tracked): string[] => events(p).filter((e) => e.event === 'chat.message').map((e) => String(e.text));
+  const heard = (p: Tracked): string[] => jsonLines(p).filter((e) => e.event === 'chat.message').map((e) => String(e.text));
   await until(() => people.every(({ p }) => NICKS.every((n) => heard(p).includes(`${n}: hello from ${n}`))),
     () => people.map(({ nick, p }) => `${nick}: ${JSON.stringify(heard(p))} ${p.stderr}`).join('\n'), 20_000);
   for (const { p } of people) p.child.stdin!.end();
@@ -49,6 +46,6 @@ test('chat: three participants in three namespaces each see the others\' message
     const others = NICKS.filter((n) => n !== nick).map((n) => `${n}: hello from ${n}`);
     for (const line of others) t.true(heard(p).includes(line), `${nick} heard "${line}"`);
     t.is(await p.exited, 0, p.stderr);
-    t.like(events(p).find((e) => e.event === 'chat.left'), { dropped: { malformed: 0, 'limit-exceeded': 0, overflow: 0 } });
+    t.like(jsonLines(p).find((e) => e.event === 'chat.left'), { dropped: { malformed: 0, 'limit-exceeded': 0, overflow: 0 } });
   }
 });
