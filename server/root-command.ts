@@ -15,17 +15,18 @@
  */
 import type { Command } from 'commander';
 import { UsageError } from '../cli/fail.js';
-import { readPrivateKey, readTrustedKey } from '../cli/key-files.js';
+import { readTrustedKey } from '../cli/key-files.js';
 import { readBytes } from '../cli/root-files.js';
 import { parseDuration } from '../cli/units.js';
 import { ConfigError, FwcastError } from '../protocol/errors.js';
 import { hex } from '../protocol/hex.js';
 import { keyId } from '../protocol/keys.js';
 import {
-  checkModelPattern, decodeSignedRoot, mergeRootSignatures, rootSigners, seedSigner, signRootDetached, unsignedRoot,
+  checkModelPattern, decodeSignedRoot, mergeRootSignatures, rootSigners, signRootDetached, unsignedRoot,
   type Delegation, type RootDocument, type SignedRoot,
 } from '../protocol/root.js';
 import { writeFileAtomic } from '../storage/durable-file.js';
+import { addSignerOptions, openSigner, type SignerFlags } from './signer/signer-options.js';
 
 /** `fwcast root inspect` warns when a root expires within this. */
 export const EXPIRY_WARNING_SECONDS = 30 * 86400;
@@ -192,18 +193,21 @@ export function addRootCommand(program: Command): void {
       }), opts.expires));
     });
 
-  root.command('sign')
-    .description('a detached signature over a root by one root key: merge it with `fwcast root merge`')
+  addSignerOptions(root.command('sign')
+    .description('a detached signature over a root by one root key (a key file, a signer command or a PKCS#11 token): merge it with `fwcast root merge`')
     .argument('<root>', 'root document')
-    .requiredOption('--key <file>', 'root private key (PEM)')
-    .requiredOption('--out <file>', 'detached signature to write')
-    .action(async (path: string, opts: { key: string; out: string }) => {
+    .requiredOption('--out <file>', 'detached signature to write'), 'root')
+    .action(async (path: string, opts: SignerFlags & { out: string }) => {
       const bytes = readBytes(path, 'root document');
       readRoot(path);
-      const seed = await readPrivateKey(opts.key);
-      // The one place a root signature is made: signRootDetached over a RootSigner.
-      const signature = await signRootDetached(bytes, seedSigner(seed));
-      write(opts.out, signature, 'detached root signature');
+      const signer = await openSigner(opts);
+      try {
+        // The one place a root signature is made: signRootDetached over a Signer.
+        const signature = await signRootDetached(bytes, signer);
+        write(opts.out, signature, 'detached root signature');
+      } finally {
+        await signer.close();
+      }
     });
 
   root.command('merge')

@@ -160,3 +160,33 @@ test('fwcast sign refuses a wrong PIN, a missing PIN, a signer that signs with a
   t.is(again.status, EXIT.usage, again.stderr);
   t.deepEqual(sign([...keyRef.slice(0, -1), 'k2'], { ...hsm.env, FWCAST_PKCS11_PIN: '1234' }), { exitCode: EXIT.usage, error: 'config' }, 'no key k2 was made');
 });
+
+test('fwcast root sign through PKCS#11 and through a signer command: a 2-of-2 root whose keys never were in a file merges and verifies', (t) => {
+  const hsm = softHsm();
+  t.teardown(() => rmSync(hsm.dir, { recursive: true, force: true }));
+  const pin = '2718-root';
+  initToken(hsm, 'fwcast-roots', pin);
+  const dir = workdir(t);
+  const pinFile = join(dir, 'pin');
+  writeFileSync(pinFile, `${pin}\n`, { mode: 0o600 });
+  const tokenKey = ['--pkcs11-module', hsm.module, '--pkcs11-token', 'fwcast-roots', '--pkcs11-key', 'root-1'];
+  ok(t, run(['keygen', '--out', join(dir, 'r1'), ...tokenKey], { ...hsm.env, FWCAST_PKCS11_PIN: pin }), 'root key 1 inside the token');
+  // Root key 2 behind a command, as a cloud KMS would be: its key file is the command's, not fwcast's.
+  ok(t, run(['keygen', '--out', join(dir, 'kms')]), 'root key 2 for the signer command');
+  ok(t, run(['keygen', '--out', join(dir, 'publisher')]), 'publisher key');
+  const draft = join(dir, 'root.draft');
+  ok(t, run(['root', 'create', '--root-key', join(dir, 'r1/publisher.pub'), '--root-key', join(dir, 'kms/publisher.pub'), '--threshold', '2', '--expires', '365d', '--out', draft]), 'root create');
+  ok(t, run(['root', 'delegate', draft, '--key', join(dir, 'publisher/publisher.pub'), '--model', 'rpi4', '--out', draft]), 'root delegate');
+  ok(t, run(['root', 'sign', draft, ...tokenKey, '--pkcs11-pin-file', pinFile, '--out', join(dir, 's1')], hsm.env), 'root sign --pkcs11-*');
+  ok(t, run(['root', 'sign', draft, '--signer-command', keyFileSignerCommand(join(dir, 'kms/publisher.key')), '--pub', join(dir, 'kms/publisher.pub'), '--out', join(dir, 's2')]), 'root sign --signer-command');
+  // A command that answers with another key's signature is refused: the signature must verify with --pub.
+  const wrong = run(['root', 'sign', draft, '--signer-command', keyFileSignerCommand(join(dir, 'publisher/publisher.key')), '--pub', join(dir, 'kms/publisher.pub'), '--out', join(dir, 's3'), '--json']);
+  t.not(wrong.status, 0, 'a signer with the wrong key is refused');
+  ok(t, run(['root', 'merge', draft, join(dir, 's1'), join(dir, 's2'), '--out', join(dir, 'root-v1.cbor')]), 'root merge');
+  const inspected = JSON.parse(ok(t, run(['root', 'inspect', join(dir, 'root-v1.cbor'), '--json']), 'root inspect')) as { threshold: number; validOwnSignatures: number; rootKeys: Array<{ kid: string; signed: boolean }> };
+  t.is(inspected.threshold, 2);
+  t.is(inspected.validOwnSignatures, 2);
+  t.deepEqual(inspected.rootKeys.map((k) => k.signed), [true, true]);
+  t.deepEqual(inspected.rootKeys.map((k) => k.kid), [hex(readTrustedKey(join(dir, 'r1/publisher.pub')).kid), hex(readTrustedKey(join(dir, 'kms/publisher.pub')).kid)]);
+  t.false(files(dir).some((f) => f.startsWith('r1/') && f !== 'r1/publisher.pub'), 'root key 1 left only its public key on disk');
+});
