@@ -30,6 +30,7 @@ import { hex } from './hex.js';
 import { keyId } from './keys.js';
 import { checkModelName, type Manifest } from './manifest.js';
 import { hexCut, quote } from './quote.js';
+import type { Signer } from './signer.js';
 
 export const COSE_SIGN_TAG = 98;
 export const ROOT_FORMAT = 1;
@@ -219,29 +220,12 @@ export function unsignedRoot(doc: RootDocument): Uint8Array {
   return encodeSigned(encodeRoot(checkRoot(doc)), []);
 }
 
-/**
- * What signs: the one place a root signature is made, so a key that lives
- * elsewhere (an HSM, an external command) only needs to provide this.
- */
-export interface RootSigner {
-  publicKey: Uint8Array;
-  sign(message: Uint8Array): Uint8Array | Promise<Uint8Array>;
-}
-
-/** A signer over an Ed25519 seed from a key file (ed25519.ready() must have resolved). */
-export function seedSigner(seed: Uint8Array): RootSigner {
-  return { publicKey: ed25519.publicKeyFromSeed(seed), sign: (message) => ed25519.sign(message, seed) };
-}
-
 /** A detached signature (one COSE_Signature) over the root in `signedRoot`, for mergeRootSignatures. */
-export async function signRootDetached(signedRoot: Uint8Array, signer: RootSigner): Promise<Uint8Array> {
+export async function signRootDetached(signedRoot: Uint8Array, signer: Signer): Promise<Uint8Array> {
   const s = decodeSignedRoot(signedRoot, { unsigned: true });
-  const protectedBytes = encodeCbor(new Map<number, unknown>([[HDR_ALG, ALG_EDDSA], [HDR_KID, keyId(signer.publicKey)]]));
-  const signature = await signer.sign(sigStructure(s.bodyProtected, protectedBytes, s.payload));
-  if (!ed25519.verify(signature, sigStructure(s.bodyProtected, protectedBytes, s.payload), signer.publicKey)) {
-    throw new InvalidRootError('the signer returned a signature that does not verify with its public key');
-  }
-  return encodeCbor([protectedBytes, new Map(), signature]);
+  const protectedBytes = encodeCbor(new Map<number, unknown>([[HDR_ALG, ALG_EDDSA], [HDR_KID, signer.kid]]));
+  // The one place a root signature is made; the Signer checks what it returns (protocol/signer.ts).
+  return encodeCbor([protectedBytes, new Map(), await signer.sign(sigStructure(s.bodyProtected, protectedBytes, s.payload))]);
 }
 
 function decodeSignature(item: unknown, where: string): RootSignature {

@@ -8,7 +8,8 @@ import * as ed25519 from '../protocol/ed25519.js';
 import { hex } from '../protocol/hex.js';
 import { keyId } from '../protocol/keys.js';
 import { encodeRootFragment } from '../protocol/packet.js';
-import { encodeRootChain, mergeRootSignatures, seedSigner, signRootDetached, unsignedRoot, type RootDocument } from '../protocol/root.js';
+import { encodeRootChain, mergeRootSignatures, signRootDetached, unsignedRoot, type RootDocument } from '../protocol/root.js';
+import { seedSigner } from '../protocol/signer.js';
 
 const seed = (n: number): Uint8Array => new Uint8Array(32).fill(n);
 

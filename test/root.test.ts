@@ -9,8 +9,9 @@ import * as ed25519 from '../protocol/ed25519.js';
 import { FwcastError } from '../protocol/errors.js';
 import {
   authorizeRelease, decodeRootChain, decodeSignedRoot, encodeRootChain, ExpiredRootUpdateError, MAX_ROOT_CHAIN, mergeRootSignatures,
-  modelMatches, seedSigner, signRootDetached, trustRoot, unsignedRoot, verifyRootChain, type TrustedRoot,
+  modelMatches, signRootDetached, trustRoot, unsignedRoot, verifyRootChain, type TrustedRoot,
 } from '../protocol/root.js';
+import { seedSigner } from '../protocol/signer.js';
 import { hex } from '../protocol/hex.js';
 import { fixedKey } from './helpers/fuzz.js';
 import { manifestFor, rootDocument, signedRoot, T0, YEAR } from './helpers/roots.js';

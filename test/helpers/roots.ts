@@ -1,6 +1,7 @@
 /** Root documents for tests: keys from fixed seeds, roots signed by whichever keys a test names. */
 import type { Manifest } from '../../protocol/manifest.js';
-import { mergeRootSignatures, seedSigner, signRootDetached, unsignedRoot, type Delegation, type RootDocument } from '../../protocol/root.js';
+import { mergeRootSignatures, signRootDetached, unsignedRoot, type Delegation, type RootDocument } from '../../protocol/root.js';
+import { seedSigner } from '../../protocol/signer.js';
 import type { TestKey } from './fixtures.js';
 
 export const T0 = 1_800_000_000;
