@@ -18,7 +18,8 @@
  * differ (plain round robin shares datagrams, not bytes). A channel that
  * comes (or is replaced) starts level with the one furthest behind, neither
  * owed the past nor owing it. Channels can be added, replaced and removed at
- * any time (the long-running server swaps in new releases this way).
+ * any time (the long-running server swaps in new releases this way), and held
+ * (paused, keeping their carousel and counters: nobody listens) and resumed.
  */
 import type { Channel } from '../transport/transport.js';
 import { hex } from '../protocol/hex.js';
@@ -75,7 +76,9 @@ export class Pacer {
   /** When the credit was last brought up to date; unset until the first `due`. */
   #last: number | undefined;
   #slots = new Map<string, Slot>();
-  /** The live slots (ties go to the earlier), rebuilt when a channel comes or goes. */
+  /** Channel names held: kept, but not sent (a name may be held before its channel comes). */
+  #held = new Set<string>();
+  /** The live slots that are not held (ties go to the earlier), rebuilt when a channel comes, goes, or is held or resumed. */
   #order: Slot[] = [];
   #finished: ChannelStats[] = [];
 
@@ -95,30 +98,56 @@ export class Pacer {
     for (const slot of this.#order) if (slot.channel.name !== name) level = Math.min(level, slot.level);
     const stats = { channel: name, releaseId: hex(entry.carousel.releaseId), packets: 0, bytes: 0, rounds: 0 };
     this.#slots.set(name, { channel: entry.channel, carousel: entry.carousel, stats, level: level === Infinity ? 0 : level });
-    this.#order = [...this.#slots.values()];
+    this.#rebuild();
+  }
+
+  /**
+   * Holds (pauses) or resumes a channel. A resumed channel starts level with
+   * the one furthest behind, like a channel that comes: it is not owed the
+   * time it was held.
+   */
+  hold(channelName: string, held: boolean): void {
+    if (held === this.#held.has(channelName)) return;
+    if (held) {
+      this.#held.add(channelName);
+    } else {
+      this.#held.delete(channelName);
+      const slot = this.#slots.get(channelName);
+      if (slot && this.#order.length > 0) slot.level = Math.min(...this.#order.map((s) => s.level));
+    }
+    this.#rebuild();
+  }
+
+  held(channelName: string): boolean {
+    return this.#held.has(channelName);
+  }
+
+  #rebuild(): void {
+    this.#order = [...this.#slots.values()].filter((s) => !this.#held.has(s.channel.name));
   }
 
   remove(channelName: string): void {
     const slot = this.#slots.get(channelName);
     if (!slot) return;
     this.#slots.delete(channelName);
-    this.#order = [...this.#slots.values()];
+    this.#rebuild();
     this.#finished.push(slot.stats);
   }
 
   /** Live channels' stats, then those of channels that finished or were removed. */
   stats(): ChannelStats[] {
-    return [...this.#order.map((s) => s.stats), ...this.#finished];
+    return [...[...this.#slots.values()].map((s) => s.stats), ...this.#finished];
   }
 
+  /** No channel left (held channels are still there: they resume when listened to). */
   get idle(): boolean {
-    return this.#order.length === 0;
+    return this.#slots.size === 0;
   }
 
   /**
    * Hands `send` every datagram due at `now`, channel by channel in turn.
-   * Returns when the next one is due (`Infinity` when no channel is left):
-   * nothing is due before then, unless a channel is added.
+   * Returns when the next one is due (`Infinity` when no channel is left or
+   * all are held): nothing is due before then, unless a channel is added or resumed.
    */
   due(now: number, send: Send): number {
     const last = this.#last ?? now;

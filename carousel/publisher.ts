@@ -60,6 +60,16 @@ export class Publisher {
     this.#pacer.remove(channelName);
   }
 
+  /** Holds (pauses) or resumes a channel, e.g. while it has no listeners (listener-gate.ts). */
+  hold(channelName: string, held: boolean): void {
+    this.#pacer.hold(channelName, held);
+    if (!held) this.#alarm?.();
+  }
+
+  held(channelName: string): boolean {
+    return this.#pacer.held(channelName);
+  }
+
   /** Live channels' stats, then those of channels that finished or were removed. */
   stats(): ChannelStats[] {
     return this.#pacer.stats();

@@ -99,6 +99,13 @@ export const LOG_EVENTS = {
   'serve.connections-refused': { level: 'warn', fields: ['limit', 'remote', 'count'] },
   'serve.tls-reloaded': { level: 'info', fields: ['cert', 'fingerprint', 'expires'] },
   'serve.tls-reload-failed': { level: 'error', fields: ['cert', ...ERROR] },
+  // Issue 19, sending only while someone listens (carousel/listener-gate.ts): publish --listeners, serve's "listeners".
+  'listeners.following': { level: 'info', fields: ['source', 'lingerMs', 'alwaysOn'] },
+  'listeners.warning': { level: 'warn', fields: ['source', 'detail'] },
+  'listeners.sending': { level: 'info', fields: ['channel', 'group', 'listeners'] },
+  'listeners.idle': { level: 'info', fields: ['channel', 'group', 'lingerMs'] },
+  'listeners.source-failed': { level: 'warn', fields: ['source', ...ERROR] },
+  'listeners.source-recovered': { level: 'info', fields: ['source'] },
 } as const satisfies Record<string, EventSpec>;
 
 export type LogEvent = keyof typeof LOG_EVENTS;

@@ -38,6 +38,7 @@ import { generatePkcs11Key } from './signer/pkcs11-signer.js';
 import type { Logger } from '../protocol/log.js';
 import { collectRoots, readRootChainFiles } from '../cli/root-files.js';
 import { addRootCommand } from './root-command.js';
+import { addListenerOptions, followListeners, type ListenerFlags } from './listener-options.js';
 
 function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
@@ -229,7 +230,7 @@ export function buildProgram(json = false): Command {
       process.stdout.write(opts.json ? JSON.stringify(out) + '\n' : `${out.channel} [${out.group}]:${out.port}\n`);
     });
 
-  program.command('publish')
+  addListenerOptions(program.command('publish')
     .description("carousel release files, each on its model's channel, until stopped")
     .argument('<files...>', 'release files from `fwcast sign`')
     .option('--iface <name>', 'network interface to multicast on (optional with --mqtt; both may be given)')
@@ -252,8 +253,8 @@ export function buildProgram(json = false): Command {
     .option('--force-expired', 'send a release whose expiry has passed (agents refuse it; for tests of that refusal)')
     .option('--root <file>', 'a signed root document (`fwcast root`) to carry on every channel; repeat for the chain, oldest first', collectRoots)
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
-    .option('--json', 'at exit, print a JSON summary on stdout: per channel, rounds, datagrams and bytes sent')
-    .action(async (files: string[], opts: { root?: string[]; json?: boolean; logFormat: 'text' | 'json'; cache: string | false; iface?: string; forceExpired?: boolean; mqtt?: string; mqttCa?: string; mqttCert?: string; mqttKey?: string; mqttUsername?: string; mqttPasswordFile?: string; mqttTopicPrefix?: string; rate: number; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean }) => {
+    .option('--json', 'at exit, print a JSON summary on stdout: per channel, rounds, datagrams and bytes sent'))
+    .action(async (files: string[], opts: { root?: string[]; json?: boolean; logFormat: 'text' | 'json'; cache: string | false; iface?: string; forceExpired?: boolean; mqtt?: string; mqttCa?: string; mqttCert?: string; mqttKey?: string; mqttUsername?: string; mqttPasswordFile?: string; mqttTopicPrefix?: string; rate: number; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean } & ListenerFlags) => {
       if (!opts.iface && !opts.mqtt) throw new UsageError('publish needs --iface (IPv6 multicast), --mqtt (a broker), or both');
       // Before encoding, which may take a while: a mistyped name would send by the default route.
       if (opts.iface) checkNetworkInterface(opts.iface, '--iface');
@@ -299,6 +300,7 @@ export function buildProgram(json = false): Command {
       let lastLine = 0;
       const publisher = new Publisher({ transport, rate, ...(opts.rounds !== undefined ? { rounds: opts.rounds } : {}) });
       for (const entry of entries) publisher.set(entry);
+      const listeners = followListeners(opts, publisher, entries.map((e) => e.channel), log);
       log.event('publish.started', { channels: entries.length, rate, transport: transport.description },
         `sending ${entries.length} channel(s) at ${formatRate(rate)} via ${transport.description}`);
       const rounds = new RoundLog(log);
@@ -318,6 +320,7 @@ export function buildProgram(json = false): Command {
         },
       });
       if (live) process.stderr.write('\n');
+      await listeners?.stop();
       await transport.close();
       const seconds = (performance.now() - sendingSince) / 1000;
       for (const s of publisher.stats()) {
