@@ -10,7 +10,7 @@
  */
 import test from 'ava';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { ListenerGate } from '../carousel/listener-gate.js';
 import { Pacer } from '../carousel/pacer.js';
 import { Carousel } from '../carousel/carousel.js';
@@ -18,6 +18,7 @@ import { channelGroup } from '../protocol/channel.js';
 import { canonicalGroup, parseIgmp6, parseMdb } from '../transport/listeners.js';
 import type { Channel } from '../transport/transport.js';
 import { LinkLab } from './helpers/links.js';
+import { httpGet, push, TOKEN } from './helpers/serve.js';
 import { makeKey, sha256hex } from './helpers/fixtures.js';
 import { testRelease } from './helpers/releases.js';
 import { events, exitCode, FWCAST, FWCAST_AGENT, signedRelease, track, waitForEvent } from './helpers/processes.js';
@@ -139,4 +140,46 @@ test('publish --listeners mdb on a snooping bridge: nothing leaves without a lis
   t.deepEqual(lab.mdbGroups('A').filter((g) => g.startsWith('ff1e')), [], 'the bridge forgot the group too');
   publisher.child.kill('SIGTERM');
   t.is(await exitCode(publisher, 20_000), 0, publisher.stderr);
+});
+
+test('serve with "listeners": status and /metrics show each channel\'s listeners; held until an agent joins', async (t) => {
+  const lab = LinkLab.create({ A: { snooping: true, querier: true } }, { a: ['A'], ci: ['A'] });
+  t.teardown(() => lab.destroy());
+  const { dir, image, release, pub } = signedRelease('fwcast-listeners-serve-', 200_000, { seed: 42 });
+  const config = join(dir, 'serve.json');
+  writeFileSync(config, JSON.stringify({
+    listen: '[fd00:fc:1::ff]:8080', store: join(dir, 'store'), interface: 'br0', rate: '5mbit', trustedKeys: [pub], models: ['rpi4', 'esp'], logFormat: 'json',
+    listeners: { source: 'mdb', linger: '1s', alwaysOn: ['esp'] },
+  }));
+  const server = track(lab.spawnOnBridge('A', process.execPath, [FWCAST, 'serve', '--config', config], { env: { ...process.env, FWCAST_TOKEN: TOKEN } }));
+  t.teardown(() => server.child.kill('SIGKILL'));
+  await waitForEvent(server, 'serve.listening', {}, 20_000);
+  t.is((await push(lab, 'ci', release, TOKEN, 'http://[fd00:fc:1::ff]:8080')).code, 0);
+  await waitForEvent(server, 'serve.on-air', { model: 'rpi4' }, 20_000);
+  const status = async () => (JSON.parse((await httpGet(lab, 'ci', 'http://[fd00:fc:1::ff]:8080/api/v1/status')).body) as { channels: Array<{ channel: string; listeners: unknown }> }).channels;
+  const metrics = async () => (await httpGet(lab, 'ci', 'http://[fd00:fc:1::ff]:8080/metrics')).body;
+  await new Promise((r) => setTimeout(r, 1500));
+  t.like((await status()).find((c) => c.channel === 'fw/rpi4')?.listeners, { present: false, sending: false, alwaysOn: false, lastHeard: null });
+  t.like((await status()).find((c) => c.channel === 'fw/esp')?.listeners, { present: false, sending: true, alwaysOn: true });
+  const before = await metrics();
+  t.regex(before, /^fwcast_channel_listeners\{channel="fw\/rpi4"\} 0$/m);
+  t.regex(before, /^fwcast_channel_sending\{channel="fw\/rpi4"\} 0$/m);
+  t.regex(before, /^fwcast_channel_sending\{channel="fw\/esp"\} 1$/m);
+  t.is(lab.bridgeHostSent('A').packets, 0, 'on the air but nobody listens: nothing sent');
+
+  const agent = track(lab.spawn('a', process.execPath, [FWCAST_AGENT, '--model', 'rpi4', '--key', pub, '--iface', 'eth0', '--store', join(dir, 'store-a'),
+    '--once', '--json', '--timeout', '60', '--log-format', 'json']));
+  await waitForEvent(server, 'listeners.sending', { channel: 'fw/rpi4', listeners: true }, 20_000);
+  t.like((await status()).find((c) => c.channel === 'fw/rpi4')?.listeners, { present: true, sending: true });
+  const during = await metrics();
+  t.regex(during, /^fwcast_channel_listeners\{channel="fw\/rpi4"\} 1$/m);
+  t.regex(during, /^fwcast_channel_sending\{channel="fw\/rpi4"\} 1$/m);
+  t.is(await exitCode(agent, 60_000), 0, agent.stderr);
+  t.is(sha256hex(readFileSync((JSON.parse(agent.stdout.trim().split('\n').pop()!) as { path: string }).path)), sha256hex(image));
+  await waitForEvent(server, 'listeners.idle', { channel: 'fw/rpi4' }, 15_000);
+  const after = (await status()).find((c) => c.channel === 'fw/rpi4')?.listeners as { present: boolean; sending: boolean; lastHeard: string };
+  t.like(after, { present: false, sending: false });
+  t.regex(after.lastHeard, /^20\d\d-\d\d-\d\dT/, 'when a listener was last seen');
+  server.child.kill('SIGTERM');
+  t.is(await exitCode(server, 20_000), 0, server.stderr);
 });

@@ -24,7 +24,8 @@
  *     "requestTimeout": 300,                      FWCAST_REQUEST_TIMEOUT   (seconds for a whole request, upload included)
  *     "idleTimeout": 30,                          FWCAST_IDLE_TIMEOUT      (seconds a connection may stay silent)
  *     "maxConnections": 256,                      FWCAST_MAX_CONNECTIONS   (open connections, all clients)
- *     "maxConnectionsPerClient": 16               FWCAST_MAX_CONNECTIONS_PER_CLIENT (per client address)
+ *     "maxConnectionsPerClient": 16,              FWCAST_MAX_CONNECTIONS_PER_CLIENT (per client address)
+ *     "listeners": "mdb"                          FWCAST_LISTENERS (send a channel only while it has listeners: serve/listeners.ts)
  *   }
  *
  * Every error names the field (or variable) it is about. The server never takes
@@ -37,6 +38,7 @@ import { channelGroup, checkMulticastGroup, DEFAULT_PORT, modelChannelName } fro
 import { ConfigError } from '../../protocol/errors.js';
 import { checkModelName } from '../../protocol/manifest.js';
 import type { Channel } from '../../transport/transport.js';
+import { parseServeListeners, type ServeListeners } from './listeners.js';
 
 export interface ServedModel {
   model: string;
@@ -71,6 +73,8 @@ export interface ServeConfig {
   idleTimeoutMs: number;
   maxConnections: number;
   maxConnectionsPerClient: number;
+  /** Send each channel only while it has listeners; undefined: always. */
+  listeners?: ServeListeners | undefined;
 }
 
 /** What the command line may set. */
@@ -91,6 +95,7 @@ type Json = JsonObject;
 const KNOWN = [
   'listen', 'store', 'interface', 'rate', 'port', 'hops', 'trustedKeys', 'roots', 'models', 'tokenFile', 'maxUploadSize', 'keepReleases', 'logFormat',
   'tlsCert', 'tlsKey', 'readTokenFile', 'headersTimeout', 'requestTimeout', 'idleTimeout', 'maxConnections', 'maxConnectionsPerClient',
+  'listeners',
 ];
 
 const isObject = isJsonObject;
@@ -224,6 +229,7 @@ export function resolveServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = p
     host, httpPort, store, iface, rate, hops, trustedKeys, roots, models, token, maxUploadSize, keepReleases, logFormat,
     tls: cert && key ? { cert, key } : undefined, readToken: readTokenValue,
     headersTimeoutMs, requestTimeoutMs, idleTimeoutMs, maxConnections, maxConnectionsPerClient,
+    listeners: parseServeListeners(pick(undefined, env, 'FWCAST_LISTENERS', file, 'listeners'), models),
   };
 }
 

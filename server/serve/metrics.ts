@@ -51,7 +51,11 @@ export class ServeMetrics {
   exposition(
     stats: ChannelStats[],
     live: Array<{ channel: string; model: string; releaseId: string; version: string; seq: number }>,
-    extra: { rate: number; sendErrors: number; releases: Record<string, number>; connections?: { open: number; refused: Record<string, number> } },
+    extra: {
+      rate: number; sendErrors: number; releases: Record<string, number>; connections?: { open: number; refused: Record<string, number> };
+      /** Per channel, when serve follows listeners. */
+      listeners?: Array<{ channel: string; present: boolean; sending: boolean }>;
+    },
   ): string {
     const out: string[] = [];
     const metric = (name: string, type: 'counter' | 'gauge', help: string, rows: Array<[Record<string, string>, number]>): void => {
@@ -85,6 +89,12 @@ export class ServeMetrics {
       metric('fwcast_http_connections', 'gauge', 'HTTP connections open now.', [[{}, extra.connections.open]]);
       metric('fwcast_http_connections_refused_total', 'counter', 'HTTP connections closed at once for a connection limit (total, per-client).',
         Object.entries(extra.connections.refused).map(([limit, n]) => [{ limit }, n]));
+    }
+    if (extra.listeners) {
+      metric('fwcast_channel_listeners', 'gauge', 'Whether the channel\'s group has listeners now (1) or not (0), as the listener source shows.',
+        extra.listeners.map((l) => [{ channel: l.channel }, l.present ? 1 : 0]));
+      metric('fwcast_channel_sending', 'gauge', 'Whether the channel is being sent (1: listeners, their linger, or always on) or held (0).',
+        extra.listeners.map((l) => [{ channel: l.channel }, l.sending ? 1 : 0]));
     }
     metric('fwcast_start_time_seconds', 'gauge', 'Unix time the server started.', [[{}, Math.floor(this.startedAt / 1000)]]);
     return out.join('\n') + '\n';

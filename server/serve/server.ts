@@ -23,6 +23,8 @@ import { createHttpApi } from './http-api.js';
 import { readTlsIdentity, type Listener, type TlsIdentity } from './http-listener.js';
 import { ServeMetrics } from './metrics.js';
 import { ReleaseStore, type StoredRelease } from './release-store.js';
+import { ListenerFollower, ListenerGate } from '../../carousel/listener-gate.js';
+import { openListenerSource } from '../../transport/listeners.js';
 
 /** Images this large are encoded on worker threads; smaller ones take well under a second here. */
 const POOL_THRESHOLD = 4 << 20;
@@ -48,6 +50,8 @@ export class FwcastServer {
   #models: Map<string, ServedModel>;
   /** The root chain carried on every channel, if roots are configured. */
   #rootChain: Uint8Array | undefined;
+  /** Follows each channel's listeners when "listeners" is configured. */
+  #listeners: ListenerFollower | undefined;
 
   #fail!: (err: Error) => void;
   /** Settles if the server cannot go on (the publisher's send loop failed). */
@@ -81,6 +85,7 @@ export class FwcastServer {
       throw new ConfigError(`cannot multicast on interface "${this.config.iface}": ${(err as Error).message}`);
     }
     for (const model of this.#models.keys()) this.#sync(model);
+    this.#followListeners();
     this.#running = this.#publisher.run({ signal: this.#abort.signal }).catch((err: unknown) => {
       this.#log.event('serve.publisher-failed', errorFields(err), `the publisher stopped: ${(err as Error).message}`);
       this.#fail(err as Error);
@@ -111,6 +116,20 @@ export class FwcastServer {
       this.#log.event('serve.plain-http', { url }, `${url} is plain HTTP on a network: the upload token crosses it in clear (set "tlsCert" and "tlsKey")`);
     }
     return address;
+  }
+
+  /** Before the publisher runs, so a channel nobody listens to never sends a datagram. */
+  #followListeners(): void {
+    const l = this.config.listeners;
+    if (!l) return;
+    const { source, warnings } = openListenerSource(l.source, this.config.iface);
+    const log = this.#log.child('serve:listeners');
+    for (const w of warnings) log.event('listeners.warning', { source: source.description, detail: w }, w);
+    const channels = [...this.#models.values()].map((m) => m.channel);
+    this.#listeners = new ListenerFollower({ publisher: this.#publisher, source, gate: new ListenerGate({ lingerMs: l.lingerMs, alwaysOn: l.alwaysOn }), channels: () => channels, log });
+    log.event('listeners.following', { source: source.description, lingerMs: l.lingerMs, alwaysOn: l.alwaysOn.join(' ') },
+      `sending each channel only while ${source.description} shows listeners (linger ${l.lingerMs / 1000} s)`);
+    this.#listeners.start();
   }
 
   get #http() {
@@ -219,21 +238,32 @@ export class FwcastServer {
           packets: s?.packets ?? 0,
           bytes: s?.bytes ?? 0,
           rateBitsPerSecond: air ? this.metrics.rate(m.channel.name, air.release.releaseId) : 0,
+          listeners: this.#listenerState(m.channel.name),
         };
       }),
       releases: this.#store.list(),
     };
   }
 
+  /** null: not following listeners (the channel is always sent). */
+  #listenerState(channel: string): { present: boolean; sending: boolean; alwaysOn: boolean; lastHeard: string | null } | null {
+    if (!this.#listeners) return null;
+    const s = this.#listeners.gate.states().find((x) => x.channel === channel);
+    const alwaysOn = this.config.listeners!.alwaysOn.includes(channel);
+    return { present: s?.listeners ?? false, sending: s?.sending ?? alwaysOn, alwaysOn, lastHeard: s?.lastHeard !== undefined ? new Date(s.lastHeard).toISOString() : null };
+  }
+
   #exposition(): string {
     const releases: Record<string, number> = { live: 0, superseded: 0, retired: 0 };
     for (const r of this.#store.list()) releases[r.state] = (releases[r.state] ?? 0) + 1;
     const live = [...this.#onAir].map(([model, a]) => ({ channel: this.#models.get(model)!.channel.name, model, releaseId: a.release.releaseId, version: a.release.version, seq: a.release.seq }));
-    return this.metrics.exposition(this.#publisher.stats(), live, { rate: this.config.rate, sendErrors: this.#transport.stats().sendErrors, releases, connections: this.#listener.connections() });
+    return this.metrics.exposition(this.#publisher.stats(), live, { rate: this.config.rate, sendErrors: this.#transport.stats().sendErrors, releases, connections: this.#listener.connections(),
+      ...(this.#listeners ? { listeners: [...this.#models.values()].map((m) => ({ channel: m.channel.name, ...this.#listenerState(m.channel.name)! })) } : {}) });
   }
 
   async stop(): Promise<void> {
     this.#abort.abort();
+    await this.#listeners?.stop();
     if (this.#sampler) clearInterval(this.#sampler);
     if (this.#listener?.server.listening) {
       const closed = new Promise<void>((resolve) => this.#http.close(() => resolve()));

@@ -30,7 +30,7 @@ export const STATUS_PAGE_HTML = `<!doctype html>
 <div id="error" role="alert"></div>
 <h2>Channels</h2>
 <table id="channels">
-  <thead><tr><th>Channel</th><th>Group</th><th>Release</th><th>Rounds</th><th>Packets</th><th>Rate</th></tr></thead>
+  <thead><tr><th>Channel</th><th>Group</th><th>Release</th><th>Rounds</th><th>Packets</th><th>Rate</th><th>Listeners</th></tr></thead>
   <tbody></tbody>
 </table>
 <h2>Releases</h2>
@@ -60,6 +60,10 @@ function row(cells) {
   }
   return tr;
 }
+function listeners(l) {
+  if (!l) return 'not followed (always sent)';
+  return (l.present ? 'yes' : 'none') + (l.sending ? ', sending' : ', held') + (l.alwaysOn ? ' (always on)' : '');
+}
 function fill(id, rows) {
   document.querySelector('#' + id + ' tbody').replaceChildren(...rows);
 }
@@ -77,9 +81,10 @@ async function refresh() {
       { text: c.channel }, { text: '[' + c.group + ']:' + c.port },
       { text: c.model + ' ' + c.release.version + ' (seq ' + c.release.seq + ')' },
       { text: String(c.rounds), cls: 'num' }, { text: String(c.packets), cls: 'num' }, { text: rate(c.rateBitsPerSecond), cls: 'num' },
+      { text: listeners(c.listeners) },
     ] : [
       { text: c.channel }, { text: '[' + c.group + ']:' + c.port }, { text: c.model + ': no release', cls: 'idle' },
-      { text: '–', cls: 'num' }, { text: '–', cls: 'num' }, { text: '–', cls: 'num' },
+      { text: '–', cls: 'num' }, { text: '–', cls: 'num' }, { text: '–', cls: 'num' }, { text: listeners(c.listeners) },
     ])));
     fill('releases', s.releases.map((r) => row([
       { text: r.model }, { text: r.version }, { text: String(r.seq), cls: 'num' }, { text: r.state, cls: 'state-' + r.state },

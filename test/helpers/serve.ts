@@ -53,7 +53,7 @@ export interface PushOutcome {
  * `fwcast push FILE --json` from a host; the token (undefined: none) in
  * FWCAST_TOKEN, as users should pass it, or with `--token` (`via: 'flag'`).
  */
-export async function push(lab: NetLab, host: string, file: string, token: string | undefined, server = 'http://[fd00:fc::1]:8080', opts: { via?: 'env' | 'flag'; args?: string[] } = {}): Promise<PushOutcome> {
+export async function push(lab: Pick<NetLab, 'spawn'>, host: string, file: string, token: string | undefined, server = 'http://[fd00:fc::1]:8080', opts: { via?: 'env' | 'flag'; args?: string[] } = {}): Promise<PushOutcome> {
   const env = { ...process.env };
   delete env.FWCAST_TOKEN;
   if (token && opts.via !== 'flag') env.FWCAST_TOKEN = token;
@@ -64,7 +64,7 @@ export async function push(lab: NetLab, host: string, file: string, token: strin
 }
 
 /** GET a URL (or another method, with an optional bearer token) from inside a host's namespace. */
-export async function httpGet(lab: NetLab, host: string, url: string, init: { method?: string; token?: string } = {}): Promise<{ status: number; body: string }> {
+export async function httpGet(lab: Pick<NetLab, 'spawn'>, host: string, url: string, init: { method?: string; token?: string } = {}): Promise<{ status: number; body: string }> {
   const options = { method: init.method ?? 'GET', headers: init.token ? { authorization: `Bearer ${init.token}` } : {} };
   const script = `fetch(${JSON.stringify(url)}, ${JSON.stringify(options)}).then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })), (e) => { console.error(e); process.exit(1); })`;
   const p = track(lab.spawn(host, process.execPath, ['-e', script]));
