@@ -46,6 +46,8 @@ export interface BrokerInit {
   address?: string;
   /** Passwords for mosquitto-acl.conf's users. */
   users?: Record<string, string>;
+  /** Lines appended to the configuration, e.g. a bridge to another broker. */
+  extraConfig?: string;
   /** Starts the process, e.g. inside a lab namespace (default: here). */
   spawn?: (command: string, args: string[]) => ChildProcess;
 }
@@ -65,7 +67,7 @@ export class Broker {
     writeFileSync(join(this.dir, 'mosquitto.conf'), template
       .replaceAll('@PORT@', String(init.port))
       .replaceAll('@ADDRESS@', init.address ?? '127.0.0.1')
-      .replaceAll('@DIR@', this.dir));
+      .replaceAll('@DIR@', this.dir) + (init.extraConfig ? `\n${init.extraConfig}\n` : ''));
     for (const [name, content] of Object.entries(init.files ?? {})) writeFileSync(join(this.dir, name), content, { mode: 0o600 });
     if (init.config === 'mosquitto-acl.conf' || init.config === 'mosquitto-tls.conf') {
       writeFileSync(join(this.dir, 'acl'), readFileSync(join(ROOT, 'test', 'mqtt', 'acl')));
