@@ -2,7 +2,8 @@
  * Bridged brokers, the transitional path for sites multicast does not reach:
  * the publisher sends to a central mosquitto; a site mosquitto bridges the
  * release topics in from it (mosquitto's own bridge, configured as
- * docs/mqtt.md shows); agents connect only to the site broker and install.
+ * docs/mqtt.md gives it, read from there); agents connect only to the site
+ * broker and install.
  *
  *   fwcast publish --mqtt central ──► [central] ══bridge (topic fwcast/# in)══► [site] ──► agents --mqtt site
  */
@@ -11,26 +12,19 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Broker, freePort, requireMosquitto } from './helpers/broker.js';
 import { sha256hex } from './helpers/fixtures.js';
-import { events, exitCode, FWCAST, FWCAST_AGENT, signedRelease, track, waitForEvent } from './helpers/processes.js';
+import { events, exitCode, FWCAST, FWCAST_AGENT, ROOT, signedRelease, track, waitForEvent } from './helpers/processes.js';
 import { spawn } from 'node:child_process';
 
 test.before(() => {
   requireMosquitto();
 });
 
-/** The bridge section of the site broker's mosquitto.conf (docs/mqtt.md, "Bridged brokers"). */
+/** The bridge section of the site broker's mosquitto.conf, as docs/mqtt.md gives it, pointed at `centralPort`. */
 function siteBridge(centralPort: number): string {
-  return [
-    'connection central',
-    `address 127.0.0.1:${centralPort}`,
-    // In only: the site takes the release topics from the center; nothing on the site goes up.
-    'topic fwcast/# in 0',
-    'bridge_protocol_version mqttv50',
-    'cleansession true',
-    'try_private true',
-    'notifications false',
-    'restart_timeout 1',
-  ].join('\n');
+  const doc = readFileSync(join(ROOT, 'docs', 'mqtt.md'), 'utf8');
+  const block = /```mosquitto\n([\s\S]*?)```/.exec(doc)?.[1];
+  if (!block?.includes('address central.example:1883')) throw new Error('docs/mqtt.md has no ```mosquitto block bridging to central.example:1883');
+  return block.replace('address central.example:1883', `address 127.0.0.1:${centralPort}`);
 }
 
 test('a site broker bridged to a central one: agents on the site broker install a release published to the central broker', async (t) => {
