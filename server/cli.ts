@@ -38,7 +38,7 @@ import { generatePkcs11Key } from './signer/pkcs11-signer.js';
 import type { Logger } from '../protocol/log.js';
 import { collectRoots, readRootChainFiles } from '../cli/root-files.js';
 import { addRootCommand } from './root-command.js';
-import { addListenerOptions, followListeners, type ListenerFlags } from './listener-options.js';
+import { addListenerOptions, followListeners, openListeners, type ListenerFlags } from './listener-options.js';
 
 function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
@@ -258,6 +258,7 @@ export function buildProgram(json = false): Command {
       if (!opts.iface && !opts.mqtt) throw new UsageError('publish needs --iface (IPv6 multicast), --mqtt (a broker), or both');
       // Before encoding, which may take a while: a mistyped name would send by the default route.
       if (opts.iface) checkNetworkInterface(opts.iface, '--iface');
+      const listenerSource = openListeners(opts);
       for (const file of files) readableFile('FILE', file);
       const rate = opts.rate;
       const overrides = new Map((opts.group ?? []).map((g) => {
@@ -300,7 +301,7 @@ export function buildProgram(json = false): Command {
       let lastLine = 0;
       const publisher = new Publisher({ transport, rate, ...(opts.rounds !== undefined ? { rounds: opts.rounds } : {}) });
       for (const entry of entries) publisher.set(entry);
-      const listeners = followListeners(opts, publisher, entries.map((e) => e.channel), log);
+      const listeners = followListeners(listenerSource, opts, publisher, entries.map((e) => e.channel), log);
       log.event('publish.started', { channels: entries.length, rate, transport: transport.description },
         `sending ${entries.length} channel(s) at ${formatRate(rate)} via ${transport.description}`);
       const rounds = new RoundLog(log);

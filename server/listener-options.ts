@@ -39,11 +39,11 @@ export function addListenerOptions(cmd: Command): Command {
 }
 
 /**
- * Starts following listeners for `publisher` when --listeners is given (before
- * the publisher runs, so a channel nobody listens to never sends its first
- * datagram); undefined otherwise. Usage errors for flags that make no sense.
+ * Checks the flags and opens the listener source, before any release is
+ * encoded (a mistyped flag fails at once): usage errors for flags that make no
+ * sense. Undefined without --listeners.
  */
-export function followListeners(opts: ListenerFlags & { iface?: string; mqtt?: string }, publisher: Holdable, channels: readonly Channel[], log: Logger): ListenerFollower | undefined {
+export function openListeners(opts: ListenerFlags & { iface?: string; mqtt?: string }): ReturnType<typeof openListenerSource> | undefined {
   if (!opts.listeners) {
     if (opts.alwaysOn) throw new UsageError('--always-on needs --listeners (without it every channel is always on)');
     return undefined;
@@ -51,12 +51,20 @@ export function followListeners(opts: ListenerFlags & { iface?: string; mqtt?: s
   // Agents on a broker send no MLD: a gate would starve them.
   if (opts.mqtt) throw new UsageError('--listeners follows multicast listeners; it cannot be combined with --mqtt (run a second publish for the broker)');
   if (!opts.iface) throw new UsageError('--listeners needs --iface');
-  let opened;
   try {
-    opened = openListenerSource(opts.listeners, opts.iface);
+    return openListenerSource(opts.listeners, opts.iface);
   } catch (err) {
     throw new UsageError(`--listeners ${opts.listeners}: ${(err as Error).message}`);
   }
+}
+
+/**
+ * Starts following listeners for `publisher` (before the publisher runs, so a
+ * channel nobody listens to never sends its first datagram); undefined
+ * without --listeners.
+ */
+export function followListeners(opened: ReturnType<typeof openListenerSource> | undefined, opts: ListenerFlags, publisher: Holdable, channels: readonly Channel[], log: Logger): ListenerFollower | undefined {
+  if (!opened) return undefined;
   const models = new Set(channels.map((c) => c.name));
   const alwaysOn = (opts.alwaysOn ?? []).map((m) => modelChannelName(m));
   for (const name of alwaysOn) if (!models.has(name)) throw new UsageError(`--always-on: no release published on ${name}`);

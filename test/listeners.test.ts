@@ -183,3 +183,41 @@ test('serve with "listeners": status and /metrics show each channel\'s listeners
   server.child.kill('SIGTERM');
   t.is(await exitCode(server, 20_000), 0, server.stderr);
 });
+
+test('publish --listeners local follows this host\'s own joins; flags that cannot work are usage errors', async (t) => {
+  const lab = LinkLab.create({ A: {}, S: { snooping: false } }, { a: ['A'] });
+  t.teardown(() => lab.destroy());
+  const { dir, image, release, pub } = signedRelease('fwcast-listeners-local-', 100_000, { seed: 43 });
+  const run = (args: string[], where: 'a' | 'S' = 'a') => {
+    const argv = [FWCAST, 'publish', release, '--rate', '5mbit', '--no-cache', '--log-format', 'json', ...args];
+    return track(where === 'a' ? lab.spawn('a', process.execPath, argv) : lab.spawnOnBridge('S', process.execPath, argv));
+  };
+  const refusals: Array<[string[], RegExp, 'a' | 'S']> = [
+    [['--iface', 'eth0', '--listeners', 'mdb'], /--listeners mdb: eth0 is not a Linux bridge/, 'a'],
+    [['--iface', 'br0', '--listeners', 'mdb'], /--listeners mdb: bridge br0 has MLD snooping off.*mcast_snooping 1/, 'S'],
+    [['--iface', 'eth0', '--listeners', 'local', '--mqtt', 'mqtt://[::1]:1'], /--listeners .* cannot be combined with --mqtt/, 'a'],
+    [['--iface', 'eth0', '--always-on', 'rpi4'], /--always-on needs --listeners/, 'a'],
+    [['--iface', 'eth0', '--listeners', 'local', '--always-on', 'esp'], /--always-on: no release published on fw\/esp/, 'a'],
+  ];
+  for (const [args, message, where] of refusals) {
+    const p = run([...args, '--rounds', '1'], where);
+    t.is(await exitCode(p, 30_000), 2, `${args.join(' ')}: usage error\n${p.stderr}`);
+    t.regex(p.stderr, message);
+    t.deepEqual(events(p.stderr, 'publish.started'), [], 'nothing sent');
+  }
+
+  const publisher = run(['--iface', 'eth0', '--listeners', 'local', '--linger', '1s', '--duration', '90s', '--json']);
+  t.teardown(() => publisher.child.kill('SIGKILL'));
+  await waitForEvent(publisher, 'listeners.following', { source: "this host's joins on eth0 (/proc/net/igmp6)" }, 30_000);
+  await new Promise((r) => setTimeout(r, 1500));
+  t.deepEqual(events(publisher.stderr, 'listeners.sending'), []);
+  // An agent on the publisher's own host: it hears the carousel through multicast loopback.
+  const agent = track(lab.spawn('a', process.execPath, [FWCAST_AGENT, '--model', 'rpi4', '--key', pub, '--iface', 'eth0', '--store', join(dir, 'store-a'),
+    '--once', '--json', '--timeout', '60', '--log-format', 'json']));
+  await waitForEvent(publisher, 'listeners.sending', { channel: 'fw/rpi4', listeners: true }, 15_000);
+  t.is(await exitCode(agent, 60_000), 0, agent.stderr);
+  t.is(sha256hex(readFileSync((JSON.parse(agent.stdout.trim().split('\n').pop()!) as { path: string }).path)), sha256hex(image));
+  await waitForEvent(publisher, 'listeners.idle', { channel: 'fw/rpi4', lingerMs: 1000 }, 15_000);
+  publisher.child.kill('SIGTERM');
+  t.is(await exitCode(publisher, 20_000), 0, publisher.stderr);
+});

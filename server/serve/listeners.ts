@@ -12,7 +12,6 @@ import { DEFAULT_LINGER_MS } from '../../carousel/listener-gate.js';
 import { ConfigError } from '../../protocol/errors.js';
 import { isJsonObject } from '../../cli/config-file.js';
 import { LISTENER_SOURCES, type ListenerSourceKind } from '../../transport/listeners.js';
-import type { ServedModel } from './config.js';
 
 export interface ServeListeners {
   source: ListenerSourceKind;
@@ -21,7 +20,7 @@ export interface ServeListeners {
   alwaysOn: string[];
 }
 
-export function parseServeListeners(setting: { value: unknown; where: string } | undefined, models: readonly ServedModel[]): ServeListeners | undefined {
+export function parseServeListeners(setting: { value: unknown; where: string } | undefined, models: ReadonlyArray<{ model: string; channel: { name: string } }>): ServeListeners | undefined {
   if (!setting) return undefined;
   const { where } = setting;
   const value = typeof setting.value === 'string' ? { source: setting.value } : setting.value;
