@@ -10,7 +10,9 @@
  */
 import test from 'ava';
 import { join } from 'node:path';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { resolveServeConfig } from '../server/serve/config.js';
 import { ListenerGate } from '../carousel/listener-gate.js';
 import { Pacer } from '../carousel/pacer.js';
 import { Carousel } from '../carousel/carousel.js';
@@ -220,4 +222,21 @@ test('publish --listeners local follows this host\'s own joins; flags that canno
   await waitForEvent(publisher, 'listeners.idle', { channel: 'fw/rpi4', lingerMs: 1000 }, 15_000);
   publisher.child.kill('SIGTERM');
   t.is(await exitCode(publisher, 20_000), 0, publisher.stderr);
+});
+
+test('serve\'s "listeners" setting: a source name, or source, linger and always-on models; every mistake named', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-listeners-config-'));
+  const resolve = (listeners: unknown, env: Record<string, string> = {}) => {
+    const path = join(dir, `c${Math.random().toString(36).slice(2)}.json`);
+    writeFileSync(path, JSON.stringify({ interface: 'br0', trustedKeys: ['/etc/fwcast/publisher.pub'], models: ['rpi4', 'esp'], ...(listeners === undefined ? {} : { listeners }) }));
+    return resolveServeConfig({ config: path }, { FWCAST_TOKEN: 'a-token-of-enough-length', ...env }).listeners;
+  };
+  t.is(resolve(undefined), undefined, 'off unless set');
+  t.deepEqual(resolve('mdb'), { source: 'mdb', lingerMs: 30_000, alwaysOn: [] });
+  t.deepEqual(resolve({ source: 'local', linger: '5s', alwaysOn: ['esp'] }), { source: 'local', lingerMs: 5000, alwaysOn: ['fw/esp'] });
+  t.deepEqual(resolve(undefined, { FWCAST_LISTENERS: 'mdb' }), { source: 'mdb', lingerMs: 30_000, alwaysOn: [] });
+  t.throws(() => resolve('igmp'), { message: /config\.listeners\.source must be one of mdb, local, got "igmp"/ });
+  t.throws(() => resolve({ source: 'mdb', linger: 'soon' }), { message: /config\.listeners\.linger: duration "soon"/ });
+  t.throws(() => resolve({ source: 'mdb', alwaysOn: ['stm32'] }), { message: /config\.listeners\.alwaysOn: "stm32" is not a served model/ });
+  t.throws(() => resolve({ source: 'mdb', lingr: '1s' }), { message: /config\.listeners: unknown field "lingr"/ });
 });
