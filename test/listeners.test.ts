@@ -207,6 +207,12 @@ test('publish --listeners local follows this host\'s own joins; flags that canno
     t.regex(p.stderr, message);
     t.deepEqual(events(p.stderr, 'publish.started'), [], 'nothing sent');
   }
+  const config = join(dir, 'serve.json');
+  writeFileSync(config, JSON.stringify({ store: join(dir, 'store'), interface: 'eth0', trustedKeys: [pub], models: ['rpi4'], listeners: 'mdb' }));
+  const server = track(lab.spawn('a', process.execPath, [FWCAST, 'serve', '--config', config], { env: { ...process.env, FWCAST_TOKEN: TOKEN } }));
+  t.is(await exitCode(server, 30_000), 2, server.stderr);
+  t.regex(server.stderr, /^fwcast: error: eth0 is not a Linux bridge/m, 'serve refuses it at start too');
+  t.deepEqual(events(server.stderr, 'serve.listening'), []);
 
   const publisher = run(['--iface', 'eth0', '--listeners', 'local', '--linger', '1s', '--duration', '90s', '--json']);
   t.teardown(() => publisher.child.kill('SIGKILL'));

@@ -14,15 +14,16 @@ import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:
 
 // scripts/lab.sh found nftables' nft by its system path and checked it is the
 // real one (under npm, node_modules/.bin/nft is an unrelated package).
-const NFT = process.env.FWCAST_LAB_NFT ?? '';
+export const NFT = process.env.FWCAST_LAB_NFT ?? '';
 
 let labCounter = 0;
 
-function ip(...args: string[]): string {
+export function ip(...args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8' });
 }
 
-function nft(ns: string, script: string): string {
+/** Runs an nftables script inside a namespace. */
+export function nft(ns: string, script: string): string {
   return execFileSync('ip', ['netns', 'exec', ns, NFT, '-f', '-'], { input: script, encoding: 'utf8' });
 }
 

@@ -69,6 +69,8 @@ export class FwcastServer {
   async start(): Promise<AddressInfo> {
     // First: a certificate that cannot be used is a configuration error, before anything runs.
     const tls = this.config.tls ? readTlsIdentity(this.config.tls) : undefined;
+    // So is a listener source that cannot work (an interface that is not a snooping bridge).
+    const listeners = this.config.listeners ? openListenerSource(this.config.listeners.source, this.config.iface) : undefined;
     await ed25519.ready();
     const trusted = this.config.trustedKeys.map(readTrustedKey);
     if (this.config.roots.length > 0) this.#rootChain = readRootChainFiles(this.config.roots);
@@ -85,7 +87,7 @@ export class FwcastServer {
       throw new ConfigError(`cannot multicast on interface "${this.config.iface}": ${(err as Error).message}`);
     }
     for (const model of this.#models.keys()) this.#sync(model);
-    this.#followListeners();
+    if (listeners) this.#followListeners(listeners);
     this.#running = this.#publisher.run({ signal: this.#abort.signal }).catch((err: unknown) => {
       this.#log.event('serve.publisher-failed', errorFields(err), `the publisher stopped: ${(err as Error).message}`);
       this.#fail(err as Error);
@@ -119,10 +121,8 @@ export class FwcastServer {
   }
 
   /** Before the publisher runs, so a channel nobody listens to never sends a datagram. */
-  #followListeners(): void {
-    const l = this.config.listeners;
-    if (!l) return;
-    const { source, warnings } = openListenerSource(l.source, this.config.iface);
+  #followListeners({ source, warnings }: ReturnType<typeof openListenerSource>): void {
+    const l = this.config.listeners!;
     const log = this.#log.child('serve:listeners');
     for (const w of warnings) log.event('listeners.warning', { source: source.description, detail: w }, w);
     const channels = [...this.#models.values()].map((m) => m.channel);

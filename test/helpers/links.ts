@@ -12,8 +12,7 @@
  * goes out of: the bytes the link carried.
  */
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-
-const NFT = process.env.FWCAST_LAB_NFT ?? '';
+import { ip, NFT, nft } from '../../scripts/lab/netlab.js';
 
 export interface LinkInit {
   /** MLD snooping on the bridge (default off: the bridge floods multicast like a hub). */
@@ -23,14 +22,6 @@ export interface LinkInit {
 }
 
 let labCounter = 0;
-
-function ip(...args: string[]): string {
-  return execFileSync('ip', args, { encoding: 'utf8' });
-}
-
-function nft(ns: string, script: string): string {
-  return execFileSync('ip', ['netns', 'exec', ns, NFT, '-f', '-'], { input: script, encoding: 'utf8' });
-}
 
 export class LinkLab {
   readonly #prefix: string;
