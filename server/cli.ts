@@ -38,7 +38,7 @@ import { generatePkcs11Key } from './signer/pkcs11-signer.js';
 import type { Logger } from '../protocol/log.js';
 import { collectRoots, readRootChainFiles } from '../cli/root-files.js';
 import { addRootCommand } from './root-command.js';
-import { addListenerOptions, followListeners, openListeners, type ListenerFlags } from './listener-options.js';
+import { addListenerOptions, followListeners, openListeners } from './listener-options.js';
 
 function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
@@ -230,7 +230,7 @@ export function buildProgram(json = false): Command {
       process.stdout.write(opts.json ? JSON.stringify(out) + '\n' : `${out.channel} [${out.group}]:${out.port}\n`);
     });
 
-  addListenerOptions(program.command('publish')
+  program.command('publish')
     .description("carousel release files, each on its model's channel, until stopped")
     .argument('<files...>', 'release files from `fwcast sign`')
     .option('--iface <name>', 'network interface to multicast on (optional with --mqtt; both may be given)')
@@ -253,8 +253,8 @@ export function buildProgram(json = false): Command {
     .option('--force-expired', 'send a release whose expiry has passed (agents refuse it; for tests of that refusal)')
     .option('--root <file>', 'a signed root document (`fwcast root`) to carry on every channel; repeat for the chain, oldest first', collectRoots)
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
-    .option('--json', 'at exit, print a JSON summary on stdout: per channel, rounds, datagrams and bytes sent'))
-    .action(async (files: string[], opts: { root?: string[]; json?: boolean; logFormat: 'text' | 'json'; cache: string | false; iface?: string; forceExpired?: boolean; mqtt?: string; mqttCa?: string; mqttCert?: string; mqttKey?: string; mqttUsername?: string; mqttPasswordFile?: string; mqttTopicPrefix?: string; rate: number; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean } & ListenerFlags) => {
+    .option('--json', 'at exit, print a JSON summary on stdout: per channel, rounds, datagrams and bytes sent')
+    .action(async (files: string[], opts: { root?: string[]; json?: boolean; logFormat: 'text' | 'json'; cache: string | false; iface?: string; forceExpired?: boolean; mqtt?: string; mqttCa?: string; mqttCert?: string; mqttKey?: string; mqttUsername?: string; mqttPasswordFile?: string; mqttTopicPrefix?: string; rate: number; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean }) => {
       if (!opts.iface && !opts.mqtt) throw new UsageError('publish needs --iface (IPv6 multicast), --mqtt (a broker), or both');
       // Before encoding, which may take a while: a mistyped name would send by the default route.
       if (opts.iface) checkNetworkInterface(opts.iface, '--iface');
@@ -356,6 +356,7 @@ export function buildProgram(json = false): Command {
       process.removeListener('SIGTERM', stop);
     });
 
+  addListenerOptions(program.commands.find((c) => c.name() === 'publish')!);
   addServeCommands(program);
   addReleasesCommand(program);
   exitCodesInHelp(program);

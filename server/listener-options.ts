@@ -43,7 +43,8 @@ export function addListenerOptions(cmd: Command): Command {
  * encoded (a mistyped flag fails at once): usage errors for flags that make no
  * sense. Undefined without --listeners.
  */
-export function openListeners(opts: ListenerFlags & { iface?: string; mqtt?: string }): ReturnType<typeof openListenerSource> | undefined {
+export function openListeners(publishOpts: object): ReturnType<typeof openListenerSource> | undefined {
+  const opts = publishOpts as ListenerFlags & { iface?: string; mqtt?: string };
   if (!opts.listeners) {
     if (opts.alwaysOn) throw new UsageError('--always-on needs --listeners (without it every channel is always on)');
     return undefined;
@@ -63,8 +64,9 @@ export function openListeners(opts: ListenerFlags & { iface?: string; mqtt?: str
  * channel nobody listens to never sends its first datagram); undefined
  * without --listeners.
  */
-export function followListeners(opened: ReturnType<typeof openListenerSource> | undefined, opts: ListenerFlags, publisher: Holdable, channels: readonly Channel[], log: Logger): ListenerFollower | undefined {
+export function followListeners(opened: ReturnType<typeof openListenerSource> | undefined, publishOpts: object, publisher: Holdable, channels: readonly Channel[], log: Logger): ListenerFollower | undefined {
   if (!opened) return undefined;
+  const opts = publishOpts as ListenerFlags;
   const models = new Set(channels.map((c) => c.name));
   const alwaysOn = (opts.alwaysOn ?? []).map((m) => modelChannelName(m));
   for (const name of alwaysOn) if (!models.has(name)) throw new UsageError(`--always-on: no release published on ${name}`);
