@@ -1,7 +1,8 @@
 /** Reading root documents (protocol/root.ts) from files, with errors that say which file and why. */
 import { readFileSync } from 'node:fs';
 import { ConfigError, FwcastError } from '../protocol/errors.js';
-import { decodeSignedRoot, encodeRootChain, MAX_ROOT_CHAIN, trustRoot } from '../protocol/root.js';
+import { authorizeRelease, decodeRootChain, decodeSignedRoot, encodeRootChain, MAX_ROOT_CHAIN, trustRoot, verifyRootChain } from '../protocol/root.js';
+import type { Manifest } from '../protocol/manifest.js';
 
 export function readBytes(path: string, what: string): Uint8Array {
   try {
@@ -45,4 +46,21 @@ export function readRootChainFiles(paths: readonly string[]): Uint8Array {
   }
   if (roots.length > MAX_ROOT_CHAIN) throw new ConfigError(`a root chain carries at most ${MAX_ROOT_CHAIN} versions; agents older than the oldest carried must be re-provisioned`);
   return encodeRootChain(roots.map((r) => r.bytes));
+}
+
+/**
+ * Throws a ConfigError unless the chain's newest root (walked from its
+ * oldest, as an agent provisioned with that one would) lets the key `kid`
+ * sign `manifest` at `now`: a release every agent would refuse is not made.
+ */
+export function checkChainAuthorizes(chain: Uint8Array, manifest: Manifest, kid: Uint8Array, now: number): void {
+  try {
+    const roots = decodeRootChain(chain);
+    let trusted = trustRoot(roots[0]!);
+    if (roots.length > 1) trusted = verifyRootChain(trusted, roots.slice(1), now).root;
+    authorizeRelease(trusted, manifest, kid, now);
+  } catch (err) {
+    if (err instanceof FwcastError) throw new ConfigError(`--root: agents would refuse this release: ${err.message} (${err.reason})`);
+    throw err;
+  }
 }

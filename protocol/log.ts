@@ -99,6 +99,10 @@ export const LOG_EVENTS = {
   'serve.connections-refused': { level: 'warn', fields: ['limit', 'remote', 'count'] },
   'serve.tls-reloaded': { level: 'info', fields: ['cert', 'fingerprint', 'expires'] },
   'serve.tls-reload-failed': { level: 'error', fields: ['cert', ...ERROR] },
+  // serve's root of trust (server/serve/root-keeper.ts): a newer root pushed or uploaded, kept roots set aside, an expiry near.
+  'serve.root-adopted': { level: 'info', fields: ['rootVersion', 'previousVersion', 'applied', 'source', 'expires'] },
+  'serve.root-ignored': { level: 'warn', fields: ['dir', ...ERROR] },
+  'serve.root-expiring': { level: 'warn', fields: ['rootVersion', 'expires', 'warning'] },
 } as const satisfies Record<string, EventSpec>;
 
 export type LogEvent = keyof typeof LOG_EVENTS;

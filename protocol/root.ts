@@ -303,6 +303,22 @@ export function trustRoot(bytes: Uint8Array): TrustedRoot {
   return { signed: s, formerKeys: [] };
 }
 
+/** How long before a root or a delegation ends that `fwcast root inspect` and serve's status warn of it. */
+export const EXPIRY_WARNING_SECONDS = 30 * 86400;
+
+const isoTime = (seconds: number): string => new Date(seconds * 1000).toISOString();
+
+/** What an operator must renew soon (or should have): the root's expiry and each delegation's end, at `now`. */
+export function expiryWarnings(doc: RootDocument, now: number): string[] {
+  const warnings: string[] = [];
+  if (doc.expires <= now) warnings.push(`root version ${doc.version} expired at ${isoTime(doc.expires)}: agents install nothing until a newer root reaches them`);
+  else if (doc.expires - now < EXPIRY_WARNING_SECONDS) warnings.push(`root version ${doc.version} expires at ${isoTime(doc.expires)}, in ${Math.ceil((doc.expires - now) / 86400)} days: sign and publish a newer version before then`);
+  for (const d of doc.delegations) {
+    if (d.notAfter !== undefined && d.notAfter > now && d.notAfter - now < EXPIRY_WARNING_SECONDS) warnings.push(`the delegation of ${d.keys.map((k) => hex(keyId(k))).join(', ')} ends at ${isoTime(d.notAfter)}`);
+  }
+  return warnings;
+}
+
 /** Every publisher key the root delegates. */
 export function delegatedKeys(root: RootDocument): Uint8Array[] {
   const seen = new Map<string, Uint8Array>();

@@ -36,7 +36,8 @@ import { hex } from '../protocol/hex.js';
 import { addPkcs11Options, addSignerOptions, openSigner, pkcs11Ref, type SignerFlags } from './signer/signer-options.js';
 import { generatePkcs11Key } from './signer/pkcs11-signer.js';
 import type { Logger } from '../protocol/log.js';
-import { collectRoots, readRootChainFiles } from '../cli/root-files.js';
+import { checkChainAuthorizes, collectRoots, readRootChainFiles } from '../cli/root-files.js';
+import { decodeRootChain, decodeSignedRoot } from '../protocol/root.js';
 import { addRootCommand } from './root-command.js';
 
 function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
@@ -166,10 +167,12 @@ export function buildProgram(json = false): Command {
     .option('--datagram-size <bytes>', 'UDP payload size of symbol datagrams', integer('--datagram-size', 128, MAX_DATAGRAM_SIZE), DEFAULT_DATAGRAM_SIZE)
     .addOption(new Option('--auth-coding <G:R|off>', 'AUTH chunks erasure-coded in groups of up to G chunks (never across a round) with R parity pieces per chunk')
       .argParser(chunkCoding).default(DEFAULT_CHUNK_CODING, `${DEFAULT_CHUNK_CODING.groupChunks}:${DEFAULT_CHUNK_CODING.parityPerChunk}`))
+    .option('--root <file>', 'a signed root document (`fwcast root`) that delegates the signing key, carried inside the release file; repeat for the chain, oldest first', collectRoots)
     .option('--json', 'print the release made as JSON')
-    .action(async (imagePath: string, opts: SignerFlags & { model: string; version: string; seq: number; out: string; expires?: number; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false; json?: boolean }) => {
+    .action(async (imagePath: string, opts: SignerFlags & { root?: string[]; model: string; version: string; seq: number; out: string; expires?: number; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false; json?: boolean }) => {
       readableFile('IMAGE', imagePath);
       const image = new Uint8Array(readFileSync(imagePath));
+      const rootChain = opts.root ? readRootChainFiles(opts.root) : undefined;
       // Before encoding, which may take a while: a wrong PIN or key label fails at once.
       const signer = await openSigner(opts);
       const created = Math.floor(Date.now() / 1000);
@@ -180,7 +183,9 @@ export function buildProgram(json = false): Command {
         segmentSize: opts.segmentSize, repairPercent: opts.repair, datagramSize: opts.datagramSize,
         chunkCoding: opts.authCoding,
       }, pool).finally(() => Promise.all([pool.close(), signer.close()]));
-      writeReleaseFile(opts.out, release);
+      // A chain whose newest root would not let this key sign this model makes a release every agent refuses.
+      if (rootChain) checkChainAuthorizes(rootChain, release.manifest, decodeCoseSign1(release.signed).kid, created);
+      writeReleaseFile(opts.out, { ...release, ...(rootChain ? { rootChain } : {}) });
       const m = release.manifest;
       if (opts.json) {
         process.stdout.write(JSON.stringify({ ok: true, file: opts.out, ...manifestSummary(m, release.releaseId, decodeCoseSign1(release.signed).kid) }) + '\n');
@@ -204,7 +209,8 @@ export function buildProgram(json = false): Command {
         const key = readTrustedKey(opts.key);
         summary.signature = Buffer.compare(key.kid, cose.kid) === 0 && verifyCoseSign1(cose, key.publicKey) ? 'valid' : 'INVALID';
       }
-      readReleaseFile(file);
+      const { rootChain } = readReleaseFile(file);
+      if (rootChain) summary.rootChain = decodeRootChain(rootChain).map((r) => decodeSignedRoot(r).root.version);
       summary.image = 'matches manifest';
       if (opts.json) {
         process.stdout.write(JSON.stringify(summary) + '\n');
@@ -250,7 +256,7 @@ export function buildProgram(json = false): Command {
     .option('--no-cache', 'encode at every start')
     .option('--quiet', 'no progress display')
     .option('--force-expired', 'send a release whose expiry has passed (agents refuse it; for tests of that refusal)')
-    .option('--root <file>', 'a signed root document (`fwcast root`) to carry on every channel; repeat for the chain, oldest first', collectRoots)
+    .option('--root <file>', 'a signed root document (`fwcast root`) to carry on every channel instead of the chain each release file carries; repeat for the chain, oldest first', collectRoots)
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
     .option('--json', 'at exit, print a JSON summary on stdout: per channel, rounds, datagrams and bytes sent')
     .action(async (files: string[], opts: { root?: string[]; json?: boolean; logFormat: 'text' | 'json'; cache: string | false; iface?: string; forceExpired?: boolean; mqtt?: string; mqttCa?: string; mqttCert?: string; mqttKey?: string; mqttUsername?: string; mqttPasswordFile?: string; mqttTopicPrefix?: string; rate: number; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean }) => {
@@ -283,7 +289,8 @@ export function buildProgram(json = false): Command {
           log.event('publish.release-loaded', {
             file, model: m.model, version: m.version, seq: m.seq, release: hex(release.releaseId), channel: name, group: channel.group, port: channel.port, symbols: source, ms,
           }, `${file}: ${m.model} ${m.version} seq ${m.seq} on ${name} [${channel.group}]:${channel.port}; symbols ${source === 'cache' ? 'from cache' : 'encoded'} in ${ms} ms`);
-          entries.push({ channel, carousel: new Carousel({ ...release, symbolSet: set, ...(rootChain ? { rootChain } : {}) }) });
+          const carried = rootChain ?? release.rootChain;
+          entries.push({ channel, carousel: new Carousel({ ...release, symbolSet: set, ...(carried ? { rootChain: carried } : {}) }) });
           maxDatagramSize = Math.max(maxDatagramSize, entries.at(-1)!.carousel.largestDatagram);
         }
       } finally {
