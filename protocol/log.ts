@@ -31,7 +31,7 @@ export const LOG_EVENTS = {
   // fwcast-agent
   'agent.listening': { level: 'info', fields: ['model', 'channel', 'group', 'port', 'transport', 'installedVersion?', 'installedSeq?'] },
   // The optional fields are the refusal's facts (FwcastError.facts): which key, model, seq.
-  'release.refused': { level: 'warn', fields: ['model', 'release', 'error', 'reason', 'detail', 'kid?', 'releaseModel?', 'seq?', 'installedSeq?', 'expires?', 'rootVersion?', 'notBefore?', 'notAfter?', 'threshold?'] },
+  'release.refused': { level: 'warn', fields: ['model', 'release', 'error', 'reason', 'detail', 'kid?', 'releaseModel?', 'seq?', 'installedSeq?', 'expires?', 'rootVersion?', 'notBefore?', 'notAfter?', 'threshold?', 'signatures?'] },
   // At most one per model every 10 s, while refusals beyond 5 per reason went unlogged (cli/refusal-log.ts).
   'release.refusals-suppressed': { level: 'warn', fields: ['model', 'seconds', 'total', 'suppressed.*'] },
   'release.accepted': { level: 'info', fields: [...MODEL_RELEASE, 'imageSize', 'segments', 'kid'] },

@@ -401,10 +401,11 @@ export function manifestKeys(root: TrustedRoot): Uint8Array[] {
 
 /**
  * Whether `root` lets the key with id `signerKid` (whose signature on the
- * manifest has been verified) sign `manifest` at `now`. Returns the
- * delegation that does; throws the reason it does not.
+ * manifest has been verified) sign `manifest` at `now`, with the verified
+ * co-signatures of `cosigners` counted towards a delegation's threshold.
+ * Returns the delegation that does; throws the reason it does not.
  */
-export function authorizeRelease(root: TrustedRoot, manifest: Manifest, signerKid: Uint8Array, now: number): Delegation {
+export function authorizeRelease(root: TrustedRoot, manifest: Manifest, signerKid: Uint8Array, now: number, cosigners: readonly Uint8Array[] = []): Delegation {
   const doc = root.signed.root;
   const kid = hexCut(signerKid);
   if (doc.expires <= now) {
@@ -428,10 +429,14 @@ export function authorizeRelease(root: TrustedRoot, manifest: Manifest, signerKi
     const first = inScope[0]!;
     throw new DelegationNotYetValidError(`the delegation of key ${kid} starts at ${new Date(first.notBefore! * 1000).toISOString()}`, { seq: manifest.seq, kid, notBefore: first.notBefore!, rootVersion: doc.version });
   }
-  const single = inWindow.find((d) => d.threshold === 1);
-  if (!single) {
-    throw new DelegationThresholdError(`the delegation of key ${kid} needs ${inWindow[0]!.threshold} signatures; a release carries one`, { seq: manifest.seq, kid, threshold: inWindow[0]!.threshold, rootVersion: doc.version });
+  // Distinct keys of the delegation among the signer and the co-signers.
+  const signers = [signerKid, ...cosigners];
+  const signedBy = (d: Delegation): number => d.keys.filter((k) => { const id = keyId(k); return signers.some((s) => Buffer.compare(s, id) === 0); }).length;
+  const met = inWindow.find((d) => signedBy(d) >= d.threshold);
+  if (!met) {
+    const d = inWindow[0]!;
+    throw new DelegationThresholdError(`the delegation of key ${kid} needs ${d.threshold} signatures of its keys; the release carries ${signedBy(d)}`, { seq: manifest.seq, kid, threshold: d.threshold, signatures: signedBy(d), rootVersion: doc.version });
   }
-  return single;
+  return met;
 }
 

@@ -12,7 +12,7 @@ import { publicKeyPath, readTrustedKey, writeKeyPair, writePublicKey } from '../
 import { formatRate, parseDuration, parseRate } from '../cli/units.js';
 import { DEFAULT_CHUNK_CODING, type ChunkCoding } from '../protocol/auth.js';
 import { channelGroup, DEFAULT_PORT, modelChannelName } from '../protocol/channel.js';
-import { decodeCoseSign1, verifyCoseSign1 } from '../protocol/cose-sign1.js';
+import { addCountersignature, decodeCoseSign1, verifyCoseSign1 } from '../protocol/cose-sign1.js';
 import * as ed25519 from '../protocol/ed25519.js';
 import { DEFAULT_DATAGRAM_SIZE, DEFAULT_LIMITS, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE } from '../protocol/limits.js';
 import { maxDataPieces } from '../protocol/reed-solomon.js';
@@ -184,14 +184,38 @@ export function buildProgram(json = false): Command {
         chunkCoding: opts.authCoding,
       }, pool).finally(() => Promise.all([pool.close(), signer.close()]));
       // A chain whose newest root would not let this key sign this model makes a release every agent refuses.
-      if (rootChain) checkChainAuthorizes(rootChain, release.manifest, decodeCoseSign1(release.signed).kid, created);
+      const pending = rootChain ? checkChainAuthorizes(rootChain, release.signed, created).pending : undefined;
       writeReleaseFile(opts.out, { ...release, ...(rootChain ? { rootChain } : {}) });
+      if (pending) process.stderr.write(`fwcast sign: note: ${pending}: co-sign it with \`fwcast cosign ${opts.out} --key …\` before publishing\n`);
       const m = release.manifest;
       if (opts.json) {
         process.stdout.write(JSON.stringify({ ok: true, file: opts.out, ...manifestSummary(m, release.releaseId, decodeCoseSign1(release.signed).kid) }) + '\n');
         return;
       }
       process.stdout.write(`${opts.out}: ${m.model} ${m.version} seq ${m.seq}, ${m.imageSize} bytes, sha256 ${hex(m.imageSha256)}, release ${hex(release.releaseId)}\n`);
+    });
+
+  addSignerOptions(program.command('cosign')
+    .description('add a co-signature to a release file, for a root delegation whose threshold needs several keys; each key holder runs it in turn (the release id changes)')
+    .argument('<file>', 'release file from `fwcast sign` (or co-signed already)'))
+    .requiredOption('--out <file>', 'release file to write (may be the same file)')
+    .option('--json', 'print the co-signed release as JSON')
+    .action(async (file: string, opts: SignerFlags & { out: string; json?: boolean }) => {
+      readableFile('FILE', file);
+      const release = readReleaseFile(file);
+      const signer = await openSigner(opts);
+      const signed = await addCountersignature(release.signed, signer).finally(() => signer.close());
+      const now = Math.floor(Date.now() / 1000);
+      const pending = release.rootChain ? checkChainAuthorizes(release.rootChain, signed, now).pending : undefined;
+      writeReleaseFile(opts.out, { signed, image: release.image, ...(release.rootChain ? { rootChain: release.rootChain } : {}) });
+      const cose = decodeCoseSign1(signed);
+      const summary = { ...manifestSummary(release.manifest, releaseIdOf(signed), cose.kid), cosigners: cose.countersignatures.map((c) => hex(c.kid)) };
+      if (pending) process.stderr.write(`fwcast cosign: note: ${pending}\n`);
+      if (opts.json) {
+        process.stdout.write(JSON.stringify({ ok: true, file: opts.out, ...summary, ...(release.rootChain ? { authorized: !pending } : {}) }) + '\n');
+        return;
+      }
+      process.stdout.write(`${opts.out}: co-signed by ${hex(signer.kid)}; ${1 + cose.countersignatures.length} signatures; release ${hex(releaseIdOf(signed))}\n`);
     });
 
   program.command('inspect')
@@ -205,6 +229,7 @@ export function buildProgram(json = false): Command {
       const signed = readReleaseManifest(file);
       const cose = decodeCoseSign1(signed);
       const summary: Record<string, unknown> = manifestSummary(decodeManifest(cose.payload), releaseIdOf(signed), cose.kid);
+      if (cose.countersignatures.length > 0) summary.cosigners = cose.countersignatures.map((c) => hex(c.kid));
       if (opts.key) {
         const key = readTrustedKey(opts.key);
         summary.signature = Buffer.compare(key.kid, cose.kid) === 0 && verifyCoseSign1(cose, key.publicKey) ? 'valid' : 'INVALID';

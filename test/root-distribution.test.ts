@@ -137,3 +137,38 @@ test('the chain inside a release file: fwcast sign --root embeds it, publish car
   t.like(events(agent.stderr, 'root.updated')[0], { rootVersion: 2, previousVersion: 1 });
   t.is(sha256hex(readFileSync((JSON.parse(agent.stdout.trim()) as { path: string }).path)), sha256hex(release.image));
 });
+
+test('a delegation with threshold 2: one key\'s release is refused (delegation-threshold), the same release co-signed by the second key installs', async (t) => {
+  const lab = NetLab.create(['pub', 'dev']);
+  t.teardown(() => lab.destroy());
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-root-cosign-'));
+  const f = (name: string): string => join(dir, name);
+  await Promise.all(['r1', 'p1', 'p2'].map((k) => fwcastAsync('keygen', '--out', f(k))));
+  await fwcastAsync('root', 'create', '--root-key', f('r1/publisher.pub'), '--expires', '365d', '--out', f('v1.draft'));
+  await fwcastAsync('root', 'delegate', f('v1.draft'), '--key', f('p1/publisher.pub'), '--key', f('p2/publisher.pub'), '--threshold', '2', '--model', 'rpi4', '--name', 'two-person', '--out', f('v1.draft'));
+  await fwcastAsync('root', 'sign', f('v1.draft'), '--key', f('r1/publisher.key'), '--out', f('v1.sig'));
+  await fwcastAsync('root', 'merge', f('v1.draft'), f('v1.sig'), '--out', f('v1.cbor'));
+  const image = makeImage(80_000, 3);
+  writeFileSync(f('image.bin'), image);
+  await fwcastAsync('sign', f('image.bin'), '--key', f('p1/publisher.key'), '--model', 'rpi4', '--version', '1.0.0', '--seq', '1', '--out', f('once.fwc'), '--root', f('v1.cbor'));
+  const cosigned = JSON.parse(await fwcastAsync('cosign', f('once.fwc'), '--key', f('p2/publisher.key'), '--out', f('twice.fwc'), '--json')) as { authorized: boolean; cosigners: string[]; releaseId: string };
+  t.true(cosigned.authorized);
+  t.like(JSON.parse(await fwcastAsync('inspect', f('twice.fwc'), '--json')), { cosigners: cosigned.cosigners, releaseId: cosigned.releaseId, rootChain: [1] });
+
+  const agent = track(lab.spawn('dev', process.execPath, [FWCAST_AGENT, '--model', 'rpi4', '--root', f('v1.cbor'), '--iface', 'eth0', '--store', f('store'), '--json', '--log-format', 'json']));
+  t.teardown(() => agent.child.kill('SIGTERM'));
+  await waitForEvent(agent, 'agent.listening', { channel: 'fw/rpi4' }, 20_000);
+  const publish = async (file: string, until: () => Promise<unknown>): Promise<void> => {
+    const p = track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', file, '--iface', 'eth0', '--rate', '20mbit', '--duration', '60s', '--log-format', 'json', '--quiet']));
+    try {
+      await until();
+    } finally {
+      p.child.kill('SIGTERM');
+      await exitCode(p, 10_000);
+    }
+  };
+  await publish(f('once.fwc'), () => waitForEvent(agent, 'release.refused', { seq: 1 }, 30_000).then((line) => t.like(line, { reason: 'delegation-threshold', threshold: 2, signatures: 1 })));
+  await publish(f('twice.fwc'), () => waitForEvent(agent, 'release.installed', { seq: 1 }, 30_000));
+  const line = await waitForEvent(agent, 'release.installed', { seq: 1 }, 1000);
+  t.is(sha256hex(readFileSync(line.path as string)), sha256hex(image));
+});

@@ -305,7 +305,7 @@ export class ReleaseStore {
       if (head.rootChain) this.#offerRoots(head.rootChain);
       verified = openSignedManifest(head.signed, this.#keys());
       const root = this.#roots?.root;
-      if (root && !this.#trusted.some((k) => Buffer.compare(k.kid, verified!.kid) === 0)) authorizeRelease(root, verified.manifest, verified.kid, this.#now() / 1000);
+      if (root && !this.#trusted.some((k) => Buffer.compare(k.kid, verified!.kid) === 0)) authorizeRelease(root, verified.manifest, verified.kid, this.#now() / 1000, verified.cosigners);
     } catch (err) {
       throw asRejection(err);
     }
