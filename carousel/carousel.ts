@@ -86,13 +86,13 @@ export class Carousel {
   readonly manifest: Manifest;
   readonly releaseId: Uint8Array;
   readonly manifestFragments: Uint8Array[];
-  /** ROOT datagrams of the root chain, sent before each manifest copy (none without a root). */
-  readonly rootFragments: Uint8Array[];
+  #rootFragments: Uint8Array[];
   /** Datagrams in one round (approximate: AUTH copies vary slightly by round). */
   readonly roundLength: number;
   /** The longest datagram this carousel sends (UDP payload bytes): what the transport must carry. */
   readonly largestDatagram: number;
   #set: SymbolSet;
+  #fragment: number;
   #auth: Uint8Array[];
   #layout: ChunkLayout;
   /** Uncoded: offsets in a chunk where its AUTH datagram goes out again. */
@@ -122,15 +122,8 @@ export class Carousel {
         releaseId: init.releaseId, totalLength: init.signed.length, offset, bytes: init.signed.subarray(offset, offset + fragment),
       }));
     }
-    this.rootFragments = [];
-    if (init.rootChain) {
-      const chainId = createHash('sha256').update(init.rootChain).digest().subarray(0, RELEASE_ID_SIZE);
-      for (let offset = 0; offset < init.rootChain.length; offset += fragment) {
-        this.rootFragments.push(encodeRootFragment({
-          releaseId: chainId, totalLength: init.rootChain.length, offset, bytes: init.rootChain.subarray(offset, offset + fragment),
-        }));
-      }
-    }
+    this.#fragment = fragment;
+    this.#rootFragments = init.rootChain ? this.#rootFragmentsOf(init.rootChain, fragment) : [];
     this.#manifestEvery = (init.manifestEvery ?? MANIFEST_EVERY) * this.manifestFragments.length;
     this.#earlyManifests = init.earlyManifests ?? EARLY_MANIFESTS;
     this.#earlyEvery = Math.min((init.earlyEvery ?? EARLY_EVERY) * this.manifestFragments.length, this.#manifestEvery);
@@ -148,7 +141,7 @@ export class Carousel {
     this.#set = set;
     this.#auth = set.bodies.map((body, leaf) => encodeAuthPacket({ releaseId: init.releaseId, leaf, path: set.tree.proof(leaf), body }));
     this.#layout = set.layout;
-    this.largestDatagram = [...this.manifestFragments, ...this.rootFragments, ...this.#auth].reduce((n, d) => Math.max(n, d.length), SYMBOL_OVERHEAD + m.symbolSize);
+    this.largestDatagram = [...this.manifestFragments, ...this.#rootFragments, ...this.#auth].reduce((n, d) => Math.max(n, d.length), SYMBOL_OVERHEAD + m.symbolSize);
     const copies = init.authCopies ?? 3;
     if (!(Number.isInteger(copies) && copies >= 1)) throw new RangeError(`authCopies must be a positive integer, got ${copies}`);
     this.#copyPoints = Array.from({ length: copies - 1 }, (_, j) => Math.floor(((j + 1) * m.auth.chunkSymbols) / copies));
@@ -166,6 +159,29 @@ export class Carousel {
     this.#sinceManifest = this.#manifestEvery;
     const n = this.#order.length;
     this.roundLength = Math.ceil(n * (1 + (1 + (set.layout.parityPerChunk || copies - 1)) / m.auth.chunkSymbols)) + 2 * m.segments.length + Math.ceil(n / this.#manifestEvery + 1) * this.manifestFragments.length;
+  }
+
+  /** ROOT datagrams of the root chain, sent before each manifest copy (none without a root). */
+  get rootFragments(): readonly Uint8Array[] {
+    return this.#rootFragments;
+  }
+
+  #rootFragmentsOf(chain: Uint8Array, fragment: number): Uint8Array[] {
+    const chainId = createHash('sha256').update(chain).digest().subarray(0, RELEASE_ID_SIZE);
+    const out: Uint8Array[] = [];
+    for (let offset = 0; offset < chain.length; offset += fragment) {
+      out.push(encodeRootFragment({ releaseId: chainId, totalLength: chain.length, offset, bytes: chain.subarray(offset, offset + fragment) }));
+    }
+    return out;
+  }
+
+  /**
+   * Carries another root chain from the next manifest copy on (a newer root
+   * pushed to serve), or none. Its fragments never exceed `largestDatagram`,
+   * which the publisher checked against the transport.
+   */
+  setRootChain(chain: Uint8Array | undefined): void {
+    this.#rootFragments = chain ? this.#rootFragmentsOf(chain, Math.min(this.#fragment, this.largestDatagram - MANIFEST_OVERHEAD)) : [];
   }
 
   /** Completed rounds: every datagram of them has been handed out by next(). */
@@ -237,7 +253,7 @@ export class Carousel {
     if (this.#sinceManifest >= (this.#manifestCopies < this.#earlyManifests ? this.#earlyEvery : this.#manifestEvery)) {
       this.#sinceManifest = 0;
       this.#manifestCopies++;
-      this.#queue.push(...this.rootFragments, ...this.manifestFragments);
+      this.#queue.push(...this.#rootFragments, ...this.manifestFragments);
     }
     const [segment, position] = this.#order[this.#cursor]!;
     const seg = this.manifest.segments[segment]!;

@@ -1,7 +1,9 @@
 /** Reading root documents (protocol/root.ts) from files, with errors that say which file and why. */
 import { readFileSync } from 'node:fs';
-import { ConfigError, FwcastError } from '../protocol/errors.js';
-import { decodeSignedRoot, encodeRootChain, MAX_ROOT_CHAIN, trustRoot } from '../protocol/root.js';
+import { ConfigError, DelegationThresholdError, FwcastError } from '../protocol/errors.js';
+import { authorizeRelease, decodeRootChain, decodeSignedRoot, encodeRootChain, manifestKeys, MAX_ROOT_CHAIN, trustRoot, verifyRootChain } from '../protocol/root.js';
+import { openSignedManifest } from '../protocol/manifest.js';
+import { keyId } from '../protocol/keys.js';
 
 export function readBytes(path: string, what: string): Uint8Array {
   try {
@@ -45,4 +47,28 @@ export function readRootChainFiles(paths: readonly string[]): Uint8Array {
   }
   if (roots.length > MAX_ROOT_CHAIN) throw new ConfigError(`a root chain carries at most ${MAX_ROOT_CHAIN} versions; agents older than the oldest carried must be re-provisioned`);
   return encodeRootChain(roots.map((r) => r.bytes));
+}
+
+/**
+ * Throws a ConfigError unless the chain's newest root (walked from its
+ * oldest, as an agent provisioned with that one would) lets the signed
+ * manifest's signers sign it at `now`: a release every agent would refuse is
+ * not made. A delegation that needs more signatures than the manifest has yet
+ * is not an error (the key holders co-sign it next, `fwcast cosign`): that is
+ * returned as `pending`, a sentence saying how many are missing.
+ */
+export function checkChainAuthorizes(chain: Uint8Array, signed: Uint8Array, now: number): { pending?: string } {
+  try {
+    const roots = decodeRootChain(chain);
+    let trusted = trustRoot(roots[0]!);
+    if (roots.length > 1) trusted = verifyRootChain(trusted, roots.slice(1), now).root;
+    const keys = manifestKeys(trusted).map((publicKey) => ({ publicKey, kid: keyId(publicKey) }));
+    const v = openSignedManifest(signed, keys);
+    authorizeRelease(trusted, v.manifest, v.kid, now, v.cosigners);
+    return {};
+  } catch (err) {
+    if (err instanceof DelegationThresholdError) return { pending: err.message };
+    if (err instanceof FwcastError) throw new ConfigError(`--root: agents would refuse this release: ${err.message} (${err.reason})`);
+    throw err;
+  }
 }

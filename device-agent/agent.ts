@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import { statfsSync } from 'node:fs';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { DigestMismatchError, FwcastError, StoreError } from '../protocol/errors.js';
-import { ExpiredRootUpdateError, MAX_ROOT_CHAIN, trustRoot, verifyRootChain, type ChainResult, type TrustedRoot } from '../protocol/root.js';
+import { encodeRootChain, ExpiredRootUpdateError, MAX_ROOT_CHAIN, trustRoot, verifyRootChain, type ChainResult, type TrustedRoot } from '../protocol/root.js';
 import type { PublicKey } from '../protocol/keys.js';
 import type { ReceiverLimits } from '../protocol/limits.js';
 import { errorFields, type Logger } from '../protocol/log.js';
@@ -73,6 +73,8 @@ export interface AgentEvents {
   installed: [InstalledRecord];
   rejected: [{ model: string; releaseId: string; error: FwcastError }];
   failed: [{ model: string; error: Error }];
+  /** A newer root of trust is in force (`rootVersion`). */
+  root: [{ rootVersion: number }];
 }
 
 /** A complete release on its way to being installed. */
@@ -433,6 +435,15 @@ export class Agent extends EventEmitter<AgentEvents> {
     return this.#root;
   }
 
+  /**
+   * The chain this agent can vouch for, to carry onward (relay mode): the
+   * provisioned root and every version verified after it, oldest first, so
+   * a downstream agent provisioned with the same root walks it to the newest.
+   */
+  get rootChain(): Uint8Array | undefined {
+    return this.#init.root ? encodeRootChain([this.#init.root, ...this.#rootChain].slice(-MAX_ROOT_CHAIN)) : undefined;
+  }
+
   /** The provisioned root, brought forward by the chain the store kept. */
   #loadRoot(provisioned: Uint8Array, now: number): void {
     this.#root = trustRoot(provisioned);
@@ -481,6 +492,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.#init.log.event('root.updated', { model, rootVersion: doc.version, previousVersion: previous?.signed.root.version ?? 0, expires: doc.expires, applied: result.applied.length },
       `root version ${doc.version} is now trusted (from ${previous?.signed.root.version}, heard on ${model}'s channel); it expires at ${new Date(doc.expires * 1000).toISOString()}`);
     for (const w of this.#workers) if (w.receiver.root !== result.root) w.receiver.setRoot(result.root, now);
+    this.emit('root', { rootVersion: doc.version });
   }
 
   /** Aborted when the agent stops: installers in progress see it. */

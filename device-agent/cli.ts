@@ -82,9 +82,12 @@ async function run(opts: RunOptions): Promise<void> {
   const agent = new Agent({ models, trusted, ...(root ? { root } : {}), store, transport, log, limits: config.limits, storageThread: config.storageThread });
   // Relay mode: each verified install is carouselled onward (device-agent/relay.ts).
   const relay = config.relay
-    ? new Relay({ transport: new ChannelTransport({ transport: createTransport({ iface: config.relay.iface, mqtt: config.relay.mqtt }, log.child('relay:mqtt'), 'relay.mqtt') }), rate: config.relay.rate, store, models, log: log.child('relay') })
+    ? new Relay({ transport: new ChannelTransport({ transport: createTransport({ iface: config.relay.iface, mqtt: config.relay.mqtt }, log.child('relay:mqtt'), 'relay.mqtt') }), rate: config.relay.rate, store, models, log: log.child('relay'), rootChain: () => agent.rootChain })
     : undefined;
-  if (relay) agent.on('installed', (record) => relay.serve(record.model, record.releaseId));
+  if (relay) {
+    agent.on('installed', (record) => relay.serve(record.model, record.releaseId));
+    agent.on('root', () => relay.rootChanged());
+  }
 
   const done = new Promise<number>((resolve) => {
     const stop = (): void => resolve(0);
@@ -107,6 +110,8 @@ async function run(opts: RunOptions): Promise<void> {
   // The relay first: it re-serves the kept release even while the agent waits for its broker.
   await relay?.start();
   await agent.start();
+  // The root the agent loaded at start (provisioned, brought forward by its store) goes out with what the relay serves.
+  relay?.rootChanged();
   const ticker = setInterval(() => {
     const p = agent.progress();
     if (p.length === 0) return;

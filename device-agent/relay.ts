@@ -7,6 +7,9 @@
  * not match the signed authentication root), so downstream agents verify
  * against the original publisher's key exactly as if they heard it directly.
  *
+ * With a root of trust it also carries the agent's root chain, so a rotation
+ * or a revocation reaches the agents downstream of it.
+ *
  * It serves the release the store keeps for each model (releases/<model>/
  * <release>.img and .cose): at start (so a restarted relay goes on serving) and
  * after each install (the newer release replaces the older on the channel).
@@ -32,6 +35,13 @@ export interface RelayInit {
   /** The models to relay and the channel each goes out on. */
   models: ReadonlyArray<{ model: string; channel: Channel }>;
   log: Logger;
+  /**
+   * The root chain to carry before each manifest copy (the agent's: its
+   * provisioned root and what it verified since), so agents downstream learn
+   * rotations and revocations through the relay too. Read at each serve and
+   * at rootChanged().
+   */
+  rootChain?: () => Uint8Array | undefined;
 }
 
 export class Relay {
@@ -39,7 +49,7 @@ export class Relay {
   #publisher: Publisher;
   #abort = new AbortController();
   #running: Promise<void> | undefined;
-  #serving = new Map<string, string>();
+  #serving = new Map<string, { releaseId: string; carousel: Carousel }>();
 
   constructor(init: RelayInit) {
     if (!(init.rate > 0)) throw new RangeError('rate must be positive');
@@ -70,7 +80,7 @@ export class Relay {
     const log = this.#init.log;
     const spec = this.#init.models.find((m) => m.model === model);
     if (!spec) return false;
-    if (this.#serving.get(model) === releaseId) return true;
+    if (this.#serving.get(model)?.releaseId === releaseId) return true;
     const paths = this.#init.store.keptRelease(model, releaseId);
     if (!existsSync(paths.image) || !existsSync(paths.manifest)) {
       log.event('relay.release-missing', { model, release: releaseId, store: this.#init.store.dir },
@@ -85,8 +95,10 @@ export class Relay {
       if (hex(id) !== releaseId) throw new DigestMismatchError(`${paths.manifest} is not release ${releaseId}`);
       const digest = createHash('sha256').update(image).digest();
       if (Buffer.compare(digest, manifest.imageSha256) !== 0) throw new DigestMismatchError(`${paths.image} does not match its signed SHA-256`);
-      this.#publisher.set({ channel: spec.channel, carousel: new Carousel({ manifest, signed, releaseId: id, image }) });
-      this.#serving.set(model, releaseId);
+      const rootChain = this.#init.rootChain?.();
+      const carousel = new Carousel({ manifest, signed, releaseId: id, image, ...(rootChain ? { rootChain } : {}) });
+      this.#publisher.set({ channel: spec.channel, carousel });
+      this.#serving.set(model, { releaseId, carousel });
       log.event('relay.serving', {
         model, version: manifest.version, seq: manifest.seq, release: releaseId, channel: spec.channel.name, transport: this.#init.transport.description, rate: this.#init.rate,
       }, `relaying ${model} ${manifest.version} (seq ${manifest.seq}) on ${spec.channel.name} via ${this.#init.transport.description} at ${this.#init.rate / 1e6} Mbit/s`);
@@ -95,6 +107,12 @@ export class Relay {
       log.event('relay.release-failed', { model, release: releaseId, ...errorFields(err) }, `relay: cannot relay ${model} release ${releaseId}: ${(err as Error).message}`);
       return false;
     }
+  }
+
+  /** The agent trusts a newer root: every relayed channel carries the new chain from its next manifest copy. */
+  rootChanged(): void {
+    const chain = this.#init.rootChain?.();
+    for (const { carousel } of this.#serving.values()) carousel.setRootChain(chain);
   }
 
   stats(): ChannelStats[] {

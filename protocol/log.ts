@@ -31,7 +31,7 @@ export const LOG_EVENTS = {
   // fwcast-agent
   'agent.listening': { level: 'info', fields: ['model', 'channel', 'group', 'port', 'transport', 'installedVersion?', 'installedSeq?'] },
   // The optional fields are the refusal's facts (FwcastError.facts): which key, model, seq.
-  'release.refused': { level: 'warn', fields: ['model', 'release', 'error', 'reason', 'detail', 'kid?', 'releaseModel?', 'seq?', 'installedSeq?', 'expires?', 'rootVersion?', 'notBefore?', 'notAfter?', 'threshold?'] },
+  'release.refused': { level: 'warn', fields: ['model', 'release', 'error', 'reason', 'detail', 'kid?', 'releaseModel?', 'seq?', 'installedSeq?', 'expires?', 'rootVersion?', 'notBefore?', 'notAfter?', 'threshold?', 'signatures?'] },
   // At most one per model every 10 s, while refusals beyond 5 per reason went unlogged (cli/refusal-log.ts).
   'release.refusals-suppressed': { level: 'warn', fields: ['model', 'seconds', 'total', 'suppressed.*'] },
   'release.accepted': { level: 'info', fields: [...MODEL_RELEASE, 'imageSize', 'segments', 'kid'] },
@@ -99,6 +99,10 @@ export const LOG_EVENTS = {
   'serve.connections-refused': { level: 'warn', fields: ['limit', 'remote', 'count'] },
   'serve.tls-reloaded': { level: 'info', fields: ['cert', 'fingerprint', 'expires'] },
   'serve.tls-reload-failed': { level: 'error', fields: ['cert', ...ERROR] },
+  // serve's root of trust (server/serve/root-keeper.ts): a newer root pushed or uploaded, kept roots set aside, an expiry near.
+  'serve.root-adopted': { level: 'info', fields: ['rootVersion', 'previousVersion', 'applied', 'source', 'expires'] },
+  'serve.root-ignored': { level: 'warn', fields: ['dir', ...ERROR] },
+  'serve.root-expiring': { level: 'warn', fields: ['rootVersion', 'expires', 'warning'] },
   // Issue 19, sending only while someone listens (carousel/listener-gate.ts): publish --listeners, serve's "listeners".
   'listeners.following': { level: 'info', fields: ['source', 'lingerMs', 'alwaysOn'] },
   'listeners.warning': { level: 'warn', fields: ['source', 'detail'] },

@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { decodeCbor, encodeCbor } from './cbor.js';
-import { decodeCoseSign1, signCoseSign1, signCoseSign1With, verifyCoseSign1 } from './cose-sign1.js';
+import { decodeCoseSign1, signCoseSign1, signCoseSign1With, verifyCoseSign1, verifyCountersignature } from './cose-sign1.js';
 import type { Signer } from './signer.js';
 import { InvalidManifestError, InvalidSignatureError, LimitExceededError, UnknownKeyError } from './errors.js';
 import { paddedBlockSize, segmentOti, sourceSymbolCount } from './fec.js';
@@ -259,6 +259,8 @@ export interface VerifiedManifest {
   manifest: Manifest;
   /** Key id of the trusted key that signed it. */
   kid: Uint8Array;
+  /** Key ids of the other trusted keys whose co-signatures verify (distinct; unknown or bad ones do not count). */
+  cosigners: Uint8Array[];
   releaseId: Uint8Array;
   signed: Uint8Array;
 }
@@ -275,5 +277,11 @@ export function openSignedManifest(signed: Uint8Array, trusted: readonly PublicK
   const key = trusted.find((k) => Buffer.compare(k.kid, cose.kid) === 0);
   if (!key) throw new UnknownKeyError(`manifest is signed by key ${kid}, which is not trusted`, { kid });
   if (!verifyCoseSign1(cose, key.publicKey)) throw new InvalidSignatureError(`manifest signature does not verify with trusted key ${kid}`);
-  return { manifest: decodeManifest(cose.payload, limits), kid: cose.kid, releaseId: releaseIdOf(signed), signed };
+  const cosigners: Uint8Array[] = [];
+  for (const c of cose.countersignatures) {
+    const co = trusted.find((k) => Buffer.compare(k.kid, c.kid) === 0);
+    const counted = [cose.kid, ...cosigners].some((k) => Buffer.compare(k, c.kid) === 0);
+    if (co && !counted && verifyCountersignature(cose, c, co.publicKey)) cosigners.push(c.kid);
+  }
+  return { manifest: decodeManifest(cose.payload, limits), kid: cose.kid, cosigners, releaseId: releaseIdOf(signed), signed };
 }

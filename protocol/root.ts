@@ -303,6 +303,22 @@ export function trustRoot(bytes: Uint8Array): TrustedRoot {
   return { signed: s, formerKeys: [] };
 }
 
+/** How long before a root or a delegation ends that `fwcast root inspect` and serve's status warn of it. */
+export const EXPIRY_WARNING_SECONDS = 30 * 86400;
+
+const isoTime = (seconds: number): string => new Date(seconds * 1000).toISOString();
+
+/** What an operator must renew soon (or should have): the root's expiry and each delegation's end, at `now`. */
+export function expiryWarnings(doc: RootDocument, now: number): string[] {
+  const warnings: string[] = [];
+  if (doc.expires <= now) warnings.push(`root version ${doc.version} expired at ${isoTime(doc.expires)}: agents install nothing until a newer root reaches them`);
+  else if (doc.expires - now < EXPIRY_WARNING_SECONDS) warnings.push(`root version ${doc.version} expires at ${isoTime(doc.expires)}, in ${Math.ceil((doc.expires - now) / 86400)} days: sign and publish a newer version before then`);
+  for (const d of doc.delegations) {
+    if (d.notAfter !== undefined && d.notAfter > now && d.notAfter - now < EXPIRY_WARNING_SECONDS) warnings.push(`the delegation of ${d.keys.map((k) => hex(keyId(k))).join(', ')} ends at ${isoTime(d.notAfter)}`);
+  }
+  return warnings;
+}
+
 /** Every publisher key the root delegates. */
 export function delegatedKeys(root: RootDocument): Uint8Array[] {
   const seen = new Map<string, Uint8Array>();
@@ -385,10 +401,11 @@ export function manifestKeys(root: TrustedRoot): Uint8Array[] {
 
 /**
  * Whether `root` lets the key with id `signerKid` (whose signature on the
- * manifest has been verified) sign `manifest` at `now`. Returns the
- * delegation that does; throws the reason it does not.
+ * manifest has been verified) sign `manifest` at `now`, with the verified
+ * co-signatures of `cosigners` counted towards a delegation's threshold.
+ * Returns the delegation that does; throws the reason it does not.
  */
-export function authorizeRelease(root: TrustedRoot, manifest: Manifest, signerKid: Uint8Array, now: number): Delegation {
+export function authorizeRelease(root: TrustedRoot, manifest: Manifest, signerKid: Uint8Array, now: number, cosigners: readonly Uint8Array[] = []): Delegation {
   const doc = root.signed.root;
   const kid = hexCut(signerKid);
   if (doc.expires <= now) {
@@ -412,10 +429,14 @@ export function authorizeRelease(root: TrustedRoot, manifest: Manifest, signerKi
     const first = inScope[0]!;
     throw new DelegationNotYetValidError(`the delegation of key ${kid} starts at ${new Date(first.notBefore! * 1000).toISOString()}`, { seq: manifest.seq, kid, notBefore: first.notBefore!, rootVersion: doc.version });
   }
-  const single = inWindow.find((d) => d.threshold === 1);
-  if (!single) {
-    throw new DelegationThresholdError(`the delegation of key ${kid} needs ${inWindow[0]!.threshold} signatures; a release carries one`, { seq: manifest.seq, kid, threshold: inWindow[0]!.threshold, rootVersion: doc.version });
+  // Distinct keys of the delegation among the signer and the co-signers.
+  const signers = [signerKid, ...cosigners];
+  const signedBy = (d: Delegation): number => d.keys.filter((k) => { const id = keyId(k); return signers.some((s) => Buffer.compare(s, id) === 0); }).length;
+  const met = inWindow.find((d) => signedBy(d) >= d.threshold);
+  if (!met) {
+    const d = inWindow[0]!;
+    throw new DelegationThresholdError(`the delegation of key ${kid} needs ${d.threshold} signatures of its keys; the release carries ${signedBy(d)}`, { seq: manifest.seq, kid, threshold: d.threshold, signatures: signedBy(d), rootVersion: doc.version });
   }
-  return single;
+  return met;
 }
 

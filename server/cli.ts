@@ -12,7 +12,7 @@ import { publicKeyPath, readTrustedKey, writeKeyPair, writePublicKey } from '../
 import { formatRate, parseDuration, parseRate } from '../cli/units.js';
 import { DEFAULT_CHUNK_CODING, type ChunkCoding } from '../protocol/auth.js';
 import { channelGroup, DEFAULT_PORT, modelChannelName } from '../protocol/channel.js';
-import { decodeCoseSign1, verifyCoseSign1 } from '../protocol/cose-sign1.js';
+import { addCountersignature, decodeCoseSign1, verifyCoseSign1 } from '../protocol/cose-sign1.js';
 import * as ed25519 from '../protocol/ed25519.js';
 import { DEFAULT_DATAGRAM_SIZE, DEFAULT_LIMITS, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE } from '../protocol/limits.js';
 import { maxDataPieces } from '../protocol/reed-solomon.js';
@@ -36,7 +36,8 @@ import { hex } from '../protocol/hex.js';
 import { addPkcs11Options, addSignerOptions, openSigner, pkcs11Ref, type SignerFlags } from './signer/signer-options.js';
 import { generatePkcs11Key } from './signer/pkcs11-signer.js';
 import type { Logger } from '../protocol/log.js';
-import { collectRoots, readRootChainFiles } from '../cli/root-files.js';
+import { checkChainAuthorizes, collectRoots, readRootChainFiles } from '../cli/root-files.js';
+import { decodeRootChain, decodeSignedRoot } from '../protocol/root.js';
 import { addRootCommand } from './root-command.js';
 import { addListenerOptions, followListeners, openListeners } from './listener-options.js';
 
@@ -167,10 +168,12 @@ export function buildProgram(json = false): Command {
     .option('--datagram-size <bytes>', 'UDP payload size of symbol datagrams', integer('--datagram-size', 128, MAX_DATAGRAM_SIZE), DEFAULT_DATAGRAM_SIZE)
     .addOption(new Option('--auth-coding <G:R|off>', 'AUTH chunks erasure-coded in groups of up to G chunks (never across a round) with R parity pieces per chunk')
       .argParser(chunkCoding).default(DEFAULT_CHUNK_CODING, `${DEFAULT_CHUNK_CODING.groupChunks}:${DEFAULT_CHUNK_CODING.parityPerChunk}`))
+    .option('--root <file>', 'a signed root document (`fwcast root`) that delegates the signing key, carried inside the release file; repeat for the chain, oldest first', collectRoots)
     .option('--json', 'print the release made as JSON')
-    .action(async (imagePath: string, opts: SignerFlags & { model: string; version: string; seq: number; out: string; expires?: number; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false; json?: boolean }) => {
+    .action(async (imagePath: string, opts: SignerFlags & { root?: string[]; model: string; version: string; seq: number; out: string; expires?: number; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false; json?: boolean }) => {
       readableFile('IMAGE', imagePath);
       const image = new Uint8Array(readFileSync(imagePath));
+      const rootChain = opts.root ? readRootChainFiles(opts.root) : undefined;
       // Before encoding, which may take a while: a wrong PIN or key label fails at once.
       const signer = await openSigner(opts);
       const created = Math.floor(Date.now() / 1000);
@@ -181,13 +184,39 @@ export function buildProgram(json = false): Command {
         segmentSize: opts.segmentSize, repairPercent: opts.repair, datagramSize: opts.datagramSize,
         chunkCoding: opts.authCoding,
       }, pool).finally(() => Promise.all([pool.close(), signer.close()]));
-      writeReleaseFile(opts.out, release);
+      // A chain whose newest root would not let this key sign this model makes a release every agent refuses.
+      const pending = rootChain ? checkChainAuthorizes(rootChain, release.signed, created).pending : undefined;
+      writeReleaseFile(opts.out, { ...release, ...(rootChain ? { rootChain } : {}) });
+      if (pending) process.stderr.write(`fwcast sign: note: ${pending}: co-sign it with \`fwcast cosign ${opts.out} --key …\` before publishing\n`);
       const m = release.manifest;
       if (opts.json) {
         process.stdout.write(JSON.stringify({ ok: true, file: opts.out, ...manifestSummary(m, release.releaseId, decodeCoseSign1(release.signed).kid) }) + '\n');
         return;
       }
       process.stdout.write(`${opts.out}: ${m.model} ${m.version} seq ${m.seq}, ${m.imageSize} bytes, sha256 ${hex(m.imageSha256)}, release ${hex(release.releaseId)}\n`);
+    });
+
+  addSignerOptions(program.command('cosign')
+    .description('add a co-signature to a release file, for a root delegation whose threshold needs several keys; each key holder runs it in turn (the release id changes)')
+    .argument('<file>', 'release file from `fwcast sign` (or co-signed already)'))
+    .requiredOption('--out <file>', 'release file to write (may be the same file)')
+    .option('--json', 'print the co-signed release as JSON')
+    .action(async (file: string, opts: SignerFlags & { out: string; json?: boolean }) => {
+      readableFile('FILE', file);
+      const release = readReleaseFile(file);
+      const signer = await openSigner(opts);
+      const signed = await addCountersignature(release.signed, signer).finally(() => signer.close());
+      const now = Math.floor(Date.now() / 1000);
+      const pending = release.rootChain ? checkChainAuthorizes(release.rootChain, signed, now).pending : undefined;
+      writeReleaseFile(opts.out, { signed, image: release.image, ...(release.rootChain ? { rootChain: release.rootChain } : {}) });
+      const cose = decodeCoseSign1(signed);
+      const summary = { ...manifestSummary(release.manifest, releaseIdOf(signed), cose.kid), cosigners: cose.countersignatures.map((c) => hex(c.kid)) };
+      if (pending) process.stderr.write(`fwcast cosign: note: ${pending}\n`);
+      if (opts.json) {
+        process.stdout.write(JSON.stringify({ ok: true, file: opts.out, ...summary, ...(release.rootChain ? { authorized: !pending } : {}) }) + '\n');
+        return;
+      }
+      process.stdout.write(`${opts.out}: co-signed by ${hex(signer.kid)}; ${1 + cose.countersignatures.length} signatures; release ${hex(releaseIdOf(signed))}\n`);
     });
 
   program.command('inspect')
@@ -201,11 +230,13 @@ export function buildProgram(json = false): Command {
       const signed = readReleaseManifest(file);
       const cose = decodeCoseSign1(signed);
       const summary: Record<string, unknown> = manifestSummary(decodeManifest(cose.payload), releaseIdOf(signed), cose.kid);
+      if (cose.countersignatures.length > 0) summary.cosigners = cose.countersignatures.map((c) => hex(c.kid));
       if (opts.key) {
         const key = readTrustedKey(opts.key);
         summary.signature = Buffer.compare(key.kid, cose.kid) === 0 && verifyCoseSign1(cose, key.publicKey) ? 'valid' : 'INVALID';
       }
-      readReleaseFile(file);
+      const { rootChain } = readReleaseFile(file);
+      if (rootChain) summary.rootChain = decodeRootChain(rootChain).map((r) => decodeSignedRoot(r).root.version);
       summary.image = 'matches manifest';
       if (opts.json) {
         process.stdout.write(JSON.stringify(summary) + '\n');
@@ -251,7 +282,7 @@ export function buildProgram(json = false): Command {
     .option('--no-cache', 'encode at every start')
     .option('--quiet', 'no progress display')
     .option('--force-expired', 'send a release whose expiry has passed (agents refuse it; for tests of that refusal)')
-    .option('--root <file>', 'a signed root document (`fwcast root`) to carry on every channel; repeat for the chain, oldest first', collectRoots)
+    .option('--root <file>', 'a signed root document (`fwcast root`) to carry on every channel instead of the chain each release file carries; repeat for the chain, oldest first', collectRoots)
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
     .option('--json', 'at exit, print a JSON summary on stdout: per channel, rounds, datagrams and bytes sent')
     .action(async (files: string[], opts: { root?: string[]; json?: boolean; logFormat: 'text' | 'json'; cache: string | false; iface?: string; forceExpired?: boolean; mqtt?: string; mqttCa?: string; mqttCert?: string; mqttKey?: string; mqttUsername?: string; mqttPasswordFile?: string; mqttTopicPrefix?: string; rate: number; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean }) => {
@@ -285,7 +316,8 @@ export function buildProgram(json = false): Command {
           log.event('publish.release-loaded', {
             file, model: m.model, version: m.version, seq: m.seq, release: hex(release.releaseId), channel: name, group: channel.group, port: channel.port, symbols: source, ms,
           }, `${file}: ${m.model} ${m.version} seq ${m.seq} on ${name} [${channel.group}]:${channel.port}; symbols ${source === 'cache' ? 'from cache' : 'encoded'} in ${ms} ms`);
-          entries.push({ channel, carousel: new Carousel({ ...release, symbolSet: set, ...(rootChain ? { rootChain } : {}) }) });
+          const carried = rootChain ?? release.rootChain;
+          entries.push({ channel, carousel: new Carousel({ ...release, symbolSet: set, ...(carried ? { rootChain: carried } : {}) }) });
           maxDatagramSize = Math.max(maxDatagramSize, entries.at(-1)!.carousel.largestDatagram);
         }
       } finally {

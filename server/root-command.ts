@@ -22,14 +22,11 @@ import { ConfigError, FwcastError } from '../protocol/errors.js';
 import { hex } from '../protocol/hex.js';
 import { keyId } from '../protocol/keys.js';
 import {
-  checkModelPattern, decodeSignedRoot, mergeRootSignatures, rootSigners, signRootDetached, unsignedRoot,
+  checkModelPattern, decodeSignedRoot, expiryWarnings, mergeRootSignatures, rootSigners, signRootDetached, unsignedRoot,
   type Delegation, type RootDocument, type SignedRoot,
 } from '../protocol/root.js';
 import { writeFileAtomic } from '../storage/durable-file.js';
 import { addSignerOptions, openSigner, type SignerFlags } from './signer/signer-options.js';
-
-/** `fwcast root inspect` warns when a root expires within this. */
-export const EXPIRY_WARNING_SECONDS = 30 * 86400;
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
@@ -87,12 +84,7 @@ export function describeRoot(s: SignedRoot, now: number, previous?: SignedRoot):
   const doc = s.root;
   const own = rootSigners(s, doc.keys);
   const byPrevious = previous ? rootSigners(s, previous.root.keys) : undefined;
-  const warnings: string[] = [];
-  if (doc.expires <= now) warnings.push(`expired at ${iso(doc.expires)}: agents install nothing until a newer root reaches them`);
-  else if (doc.expires - now < EXPIRY_WARNING_SECONDS) warnings.push(`expires at ${iso(doc.expires)}, in ${Math.ceil((doc.expires - now) / 86400)} days: sign and publish a newer version before then`);
-  for (const d of doc.delegations) {
-    if (d.notAfter !== undefined && d.notAfter > now && d.notAfter - now < EXPIRY_WARNING_SECONDS) warnings.push(`the delegation of ${d.keys.map((k) => hex(keyId(k))).join(', ')} ends at ${iso(d.notAfter)}`);
-  }
+  const warnings = expiryWarnings(doc, now);
   if (own.size < doc.threshold) warnings.push(`${own.size} of the ${doc.threshold} signatures of its own root keys that it needs`);
   if (previous && byPrevious!.size < previous.root.threshold) warnings.push(`${byPrevious!.size} of the ${previous.root.threshold} signatures of version ${previous.root.version}'s root keys that it needs`);
   return {

@@ -32,6 +32,8 @@ import { FwcastError } from '../protocol/errors.js';
 import { DEFAULT_LIMITS, type ReceiverLimits } from '../protocol/limits.js';
 import { decodeManifest, encodeManifest, openSignedManifest, type Manifest } from '../protocol/manifest.js';
 import { encodeReleaseHeader } from '../protocol/release-file.js';
+import { encodeRootChain } from '../protocol/root.js';
+import { signedRoot } from './helpers/roots.js';
 import { buildRelease, readReleaseFile, type Release } from '../server/release.js';
 import { makeImage, type TestKey } from './helpers/fixtures.js';
 import { cat, eq, fixedKey, hexOf, mutate, run, typed, type Mutation } from './helpers/fuzz.js';
@@ -686,8 +688,13 @@ function writeTemp(bytes: Uint8Array): string {
   return path;
 }
 
-test('readReleaseFile: arbitrary and mutated release files give the genuine image or a FwcastError', (t) => {
+/** A version 2 release file: the genuine release with a root chain inside. */
+const chainFor = async (): Promise<Uint8Array> => encodeRootChain([await signedRoot({ version: 1, keys: [fixedKey(3)], delegations: [{ keys: [fixedKey(4)], models: ['cam'] }] }, [fixedKey(3)])]);
+const withChain = (chain: Uint8Array): Uint8Array => cat(encodeReleaseHeader(release.signed.length, chain.length), release.signed, chain, release.image);
+
+test('readReleaseFile: arbitrary and mutated release files give the genuine image or a FwcastError', async (t) => {
   const genuine = cat(encodeReleaseHeader(release.signed.length), release.signed, release.image);
+  const genuineV2 = withChain(await chainFor());
   const reasons = new Map<string, number>();
   let accepted = 0;
   const fileArb = fc.oneof(
@@ -695,6 +702,7 @@ test('readReleaseFile: arbitrary and mutated release files give the genuine imag
     { weight: 1, arbitrary: fc.tuple(fc.nat({ max: 0xffffffff }), fc.oneof(plainItem, coseShaped(plainItem)), fc.uint8Array({ maxLength: 64 })).map(([len, m, img]) => cat(encodeReleaseHeader(len % 2 ? m.length : len), m, img)) },
     { weight: 1, arbitrary: fc.tuple(coseShaped(plainItem), manifestShaped(plainItem)).map(([, payload]) => { const s = signCoseSign1(payload, key.seed); return cat(encodeReleaseHeader(s.length), s, release.image); }) },
     { weight: 6, arbitrary: fc.array(mutationArb, { minLength: 1, maxLength: 3 }).map((ms) => ms.reduce((b, m) => mutate(b, m), genuine)) },
+    { weight: 4, arbitrary: fc.array(mutationArb, { minLength: 1, maxLength: 3 }).map((ms) => ms.reduce((b, m) => mutate(b, m), genuineV2)) },
   );
   fc.assert(fc.property(fileArb, (bytes) => {
     const path = writeTemp(bytes);
@@ -729,4 +737,17 @@ test('readReleaseFile: truncations at every boundary and a missing file', (t) =>
   }
   t.true(readReleaseFile(writeTemp(genuine)).image.length === release.image.length);
   t.throws(() => readReleaseFile(join(dir, 'does-not-exist')));
+});
+
+test('readReleaseFile, version 2: the root chain comes back as written; truncations at every boundary are refused', async (t) => {
+  const chain = await chainFor();
+  const genuine = withChain(chain);
+  const read = readReleaseFile(writeTemp(genuine));
+  t.true(eq(read.rootChain!, chain) && eq(read.image, release.image));
+  const m = 16 + release.signed.length;
+  for (const cut of [0, 8, 12, 15, 16, m - 1, m, m + 1, m + chain.length - 1, m + chain.length, genuine.length - 1]) {
+    t.false(typed(() => readReleaseFile(writeTemp(genuine.subarray(0, cut)))).ok, `truncated at ${cut}`);
+  }
+  // A chain that is not a chain of signed roots is refused, though the image is genuine.
+  t.like(typed(() => readReleaseFile(writeTemp(withChain(encodeCbor([new Uint8Array([1, 2, 3])]))))), { ok: false });
 });

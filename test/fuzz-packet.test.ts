@@ -26,7 +26,7 @@ import {
   decodePacket, encodeManifestFragment, encodeSymbolPacket, HEADER_SIZE, MANIFEST_OVERHEAD, MAX_DATAGRAM,
   PacketType, SYMBOL_OVERHEAD, type Packet,
 } from '../protocol/packet.js';
-import { decodeReleaseHeader, encodeReleaseHeader, RELEASE_HEADER_SIZE, RELEASE_MAGIC } from '../protocol/release-file.js';
+import { decodeReleaseLayout, encodeReleaseHeader, MAX_RELEASE_HEADER_SIZE, RELEASE_MAGIC, RELEASE_MAGIC_V2 } from '../protocol/release-file.js';
 import { Carousel } from '../carousel/carousel.js';
 import { buildRelease } from '../server/release.js';
 import { makeImage } from './helpers/fixtures.js';
@@ -357,19 +357,23 @@ test('OTI round trip: encodeOti → decodeOti', (t) => {
   t.pass();
 });
 
-test('decodeReleaseHeader: arbitrary and magic-prefixed bytes give a length within the limit or a FwcastError', (t) => {
+test('decodeReleaseLayout: arbitrary and magic-prefixed bytes give a layout within the limits or a FwcastError', (t) => {
   const arb = fc.oneof(
     fc.uint8Array({ maxLength: 40 }),
-    fc.tuple(u32, fc.uint8Array({ maxLength: 16 })).map(([len, tail]) => Uint8Array.from([...encodeReleaseHeader(len), ...tail])),
-    fc.tuple(fc.nat({ max: RELEASE_HEADER_SIZE }), fc.uint8Array({ maxLength: 4 })).map(([cut, tail]) => Uint8Array.from([...RELEASE_MAGIC, 0, 0, 1, 0].slice(0, cut).concat([...tail]))),
+    fc.tuple(u32, fc.nat({ max: 0xffffffff }), fc.uint8Array({ maxLength: 16 })).map(([len, chain, tail]) => Uint8Array.from([...encodeReleaseHeader(len, chain), ...tail])),
+    fc.tuple(fc.nat({ max: MAX_RELEASE_HEADER_SIZE }), fc.constantFrom(RELEASE_MAGIC, RELEASE_MAGIC_V2), fc.uint8Array({ maxLength: 4 }))
+      .map(([cut, magic, tail]) => Uint8Array.from([...magic, 0, 0, 1, 0, 0, 0, 0, 9].slice(0, cut).concat([...tail]))),
   );
   fc.assert(fc.property(arb, fc.oneof(fc.constant(256 * 1024), fc.nat({ max: 0xffffffff })), fc.nat({ max: 5 }), (b, max, pre) => {
     const holder = new Uint8Array(pre + b.length);
     holder.set(b, pre);
-    const r = typed(() => decodeReleaseHeader(holder.subarray(pre), max));
+    const r = typed(() => decodeReleaseLayout(holder.subarray(pre), max, max));
     if (r.ok) {
-      if (!(r.value >= 1 && r.value <= max)) throw new Error(`length ${r.value} outside 1..${max}`);
-      if (r.value !== new DataView(b.buffer, b.byteOffset).getUint32(RELEASE_MAGIC.length)) throw new Error('length misread');
+      const l = r.value;
+      if (!(l.manifestLength >= 1 && l.manifestLength <= max)) throw new Error(`length ${l.manifestLength} outside 1..${max}`);
+      if (l.manifestLength !== new DataView(b.buffer, b.byteOffset).getUint32(RELEASE_MAGIC.length)) throw new Error('length misread');
+      if (l.version === 2 && !(l.rootChainLength >= 1 && l.rootChainLength <= max)) throw new Error(`root chain ${l.rootChainLength} outside 1..${max}`);
+      if (l.imageOffset !== l.manifestOffset + l.manifestLength + l.rootChainLength) throw new Error('sections overlap or leave a gap');
     }
   }), run(3000));
   t.pass();

@@ -17,7 +17,7 @@ import { TOKEN } from './helpers/serve.js';
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
-test('the status page shows every channel with its release, and the stored releases', async (t) => {
+test('the status page shows every channel with its release, the stored releases, and the root of trust with its expiry warning', async (t) => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
   if (process.env.FWCAST_LAB !== '1') throw new Error('this test publishes multicast on loopback: run it in the lab (`bash scripts/lab.sh npx ava test/status-page.test.ts`)');
   const dir = mkdtempSync(join(tmpdir(), 'fwcast-status-'));
@@ -28,8 +28,14 @@ test('the status page shows every channel with its release, and the stored relea
     fwcast('sign', join(dir, `${model}-${seq}.img`), '--key', join(dir, 'publisher.key'), '--model', model, '--version', `1.0.${seq}`, '--seq', String(seq), '--out', out);
     return out;
   };
+  // A root of trust that delegates the publisher key and expires in 20 days: the page warns.
+  fwcast('keygen', '--out', join(dir, 'root-key'));
+  fwcast('root', 'create', '--root-key', join(dir, 'root-key', 'publisher.pub'), '--expires', '20d', '--out', join(dir, 'root.draft'));
+  fwcast('root', 'delegate', join(dir, 'root.draft'), '--key', join(dir, 'publisher.pub'), '--model', 'rpi4', '--model', 'sensor-v2', '--model', 'gateway', '--out', join(dir, 'root.draft'));
+  fwcast('root', 'sign', join(dir, 'root.draft'), '--key', join(dir, 'root-key', 'publisher.key'), '--out', join(dir, 'root.sig'));
+  fwcast('root', 'merge', join(dir, 'root.draft'), join(dir, 'root.sig'), '--out', join(dir, 'root-v1.cbor'));
   writeFileSync(join(dir, 'serve.json'), JSON.stringify({
-    listen: '127.0.0.1:0', store: join(dir, 'store'), interface: 'lo', port: 4799, rate: '2mbit', trustedKeys: [join(dir, 'publisher.pub')],
+    listen: '127.0.0.1:0', store: join(dir, 'store'), interface: 'lo', port: 4799, rate: '2mbit', roots: [join(dir, 'root-v1.cbor')],
     models: ['rpi4', 'sensor-v2', 'gateway'], logFormat: 'json',
   }));
   const server = track(spawn(process.execPath, [FWCAST, 'serve', '--config', join(dir, 'serve.json')], { env: { ...process.env, FWCAST_TOKEN: TOKEN }, stdio: ['ignore', 'pipe', 'pipe'] }));
@@ -69,6 +75,8 @@ test('the status page shows every channel with its release, and the stored relea
   const releases = (await page.locator('#releases tbody tr').allInnerTexts()).map((r) => r.split('\t').map((c) => c.trim()));
   t.deepEqual(releases.map((r) => [r[0], r[1], r[3]]), [['rpi4', '1.0.2', 'live'], ['rpi4', '1.0.1', 'superseded'], ['sensor-v2', '1.0.7', 'live']]);
   t.regex(await page.locator('#summary').innerText(), /^3 channel\(s\) on lo, budget 2\.0 Mbit\/s, sending/);
+  t.regex(await page.locator('#root-summary').innerText(), /^version 1, expires \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; carried on every channel: versions 1$/);
+  t.deepEqual((await page.locator('#root-warnings li').allInnerTexts()).map((w) => /^root version 1 expires at .*, in (\d+) days/.exec(w)?.[1]), ['20']);
 
   const shot = join(tmpdir(), 'fwcast-status-page.png');
   await page.screenshot({ path: shot, fullPage: true });

@@ -298,7 +298,7 @@ export class Receiver {
     const t = this.#transfer;
     if (!t) return;
     try {
-      authorizeRelease(root, t.release.manifest, t.release.kid, now);
+      authorizeRelease(root, t.release.manifest, t.release.kid, now, t.release.cosigners);
     } catch (err) {
       if (!(err instanceof FwcastError)) throw err;
       this.#remember(t.id, isDropReason(err.reason) ? err.reason : 'malformed');
@@ -434,7 +434,7 @@ export class Receiver {
       release = openSignedManifest(signed, this.#trusted, this.#limits);
       const m = release.manifest;
       if (m.model !== this.model) throw new WrongModelError(`release is for model "${m.model}", this agent is "${this.model}"`, { releaseModel: m.model });
-      if (this.#root) authorizeRelease(this.#root, m, release.kid, now);
+      if (this.#root) authorizeRelease(this.#root, m, release.kid, now, release.cosigners);
       if (this.#installedSeq !== undefined && m.seq <= this.#installedSeq) {
         throw new RollbackError(`sequence ${m.seq} is not above the installed ${this.#installedSeq} (version ${m.version})`, { seq: m.seq, installedSeq: this.#installedSeq });
       }

@@ -195,10 +195,10 @@ export function resolveServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = p
   const keySetting = pick(undefined, env, 'FWCAST_TRUSTED_KEYS', file, 'trustedKeys');
   const trustedKeys = list(keySetting) ?? [];
   if (!trustedKeys.every((k): k is string => typeof k === 'string' && k !== '')) throw new ConfigError(`${keySetting!.where} must list key files or base64 keys`);
-  if (trustedKeys.length === 0) throw new ConfigError('no trusted publisher key: set "trustedKeys" in the config or FWCAST_TRUSTED_KEYS (the server verifies uploads; it never holds a signing key)');
   const rootSetting = pick(flags.root, env, 'FWCAST_ROOTS', file, 'roots');
   const roots = list(rootSetting) ?? [];
   if (!roots.every((r): r is string => typeof r === 'string' && r !== '')) throw new ConfigError(`${rootSetting!.where} must list root document files`);
+  if (trustedKeys.length === 0 && roots.length === 0) throw new ConfigError('no trusted publisher key: set "trustedKeys" or "roots" in the config, or FWCAST_TRUSTED_KEYS (the server verifies uploads; it never holds a signing key)');
 
   const modelSetting = pick(undefined, env, 'FWCAST_MODELS', file, 'models');
   const models = parseModels(list(modelSetting) ?? [], modelSetting?.where ?? 'config.models', udpPort);

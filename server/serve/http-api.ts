@@ -3,6 +3,7 @@
  *
  *   POST   /api/v1/releases       upload a release file (body: `fwcast sign`'s output)   bearer token
  *   DELETE /api/v1/releases/ID    retire a release (stops publishing it)                 bearer token
+ *   POST   /api/v1/roots          a newer signed root (or chain) to carry (`fwcast push`)  bearer token
  *   GET    /api/v1/releases       list stored releases                                   read token*
  *   GET    /api/v1/releases/ID    one release                                            read token*
  *   GET    /api/v1/status         channels, releases and live rates (the status page polls it)  read token*
@@ -29,7 +30,9 @@ import { PassThrough } from 'node:stream';
 import { limitRefusalEvents } from '../../cli/refusal-log.js';
 import { errorFields, type Logger } from '../../protocol/log.js';
 import { PROMETHEUS_CONTENT_TYPE, type ServeMetrics } from './metrics.js';
-import { RejectedError, REJECTIONS, type ReleaseStore, type StoredRelease } from './release-store.js';
+import { FwcastError } from '../../protocol/errors.js';
+import { MAX_ROOT_CHAIN_SIZE } from '../../protocol/root.js';
+import { RejectedError, REJECTIONS, type RejectionReason, type ReleaseStore, type StoredRelease } from './release-store.js';
 import { STATUS_PAGE_HTML } from './status-page.js';
 import { createListener, type Listener, type ListenerLimits, type TlsIdentity } from './http-listener.js';
 
@@ -50,6 +53,11 @@ export interface HttpApiInit {
   exposition: () => string;
   /** Called after a model's releases changed (stored or retired). */
   onChange: (model: string) => void;
+  /**
+   * A pushed root or chain: the versions newly trusted and the root in force,
+   * or a FwcastError naming why not. Undefined: this server carries no root.
+   */
+  offerRoot?: ((bytes: Uint8Array) => { applied: number[]; root: unknown }) | undefined;
 }
 
 const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
@@ -136,18 +144,40 @@ export function createHttpApi(init: HttpApiInit): Listener {
       send(res, created ? 201 : 200, { stored: created, release }, { location: `/api/v1/releases/${release.releaseId}` });
       if (created) init.onChange(release.model);
     } catch (err) {
-      if (err instanceof RejectedError) {
-        metrics.countRejection(err.reason);
-        log.event('serve.upload-refused', { reason: err.reason, status: err.status, remote: req.socket.remoteAddress, detail: err.message }, `refused upload: ${err.message}`);
-        if (!res.headersSent && !res.destroyed) send(res, err.status, { error: err.reason, message: err.message }, req.complete ? {} : { connection: 'close' });
-        dropBody(req);
-        return;
-      }
+      if (err instanceof RejectedError) return refuseUpload(req, res, err);
       if (!req.complete) {
         log.event('serve.upload-abandoned', { remote: req.socket.remoteAddress, ...errorFields(err) }, `upload abandoned: ${(err as Error).message}`);
         return;
       }
       throw err;
+    }
+  };
+
+  /** Refuses a write whose body was (partly) read: counted and logged like a refused upload. */
+  const refuseUpload = (req: IncomingMessage, res: ServerResponse, err: RejectedError): void => {
+    metrics.countRejection(err.reason);
+    log.event('serve.upload-refused', { reason: err.reason, status: err.status, remote: req.socket.remoteAddress, detail: err.message }, `refused upload: ${err.message}`);
+    if (!res.headersSent && !res.destroyed) send(res, err.status, { error: err.reason, message: err.message }, req.complete ? {} : { connection: 'close' });
+    dropBody(req);
+  };
+
+  const pushRoot = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const offer = init.offerRoot;
+    if (!offer) return refuseUpload(req, res, new RejectedError(REJECTIONS['no-root'], 'no-root', 'this server carries no root of trust (configure "roots" first)'));
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > MAX_ROOT_CHAIN_SIZE) return refuseUpload(req, res, new RejectedError(REJECTIONS['too-large'], 'too-large', `a root or chain is at most ${MAX_ROOT_CHAIN_SIZE} bytes`));
+      chunks.push(chunk);
+    }
+    try {
+      const { applied, root } = offer(new Uint8Array(Buffer.concat(chunks)));
+      send(res, applied.length > 0 ? 201 : 200, { applied, root });
+    } catch (err) {
+      if (!(err instanceof FwcastError)) throw err;
+      const reason = (err.reason in REJECTIONS ? err.reason : 'bad-root') as RejectionReason;
+      refuseUpload(req, res, new RejectedError(REJECTIONS[reason], reason, err.message));
     }
   };
 
@@ -179,6 +209,11 @@ export function createHttpApi(init: HttpApiInit): Listener {
       }
       if (reading) return send(res, 200, { releases: store.list() });
       return allow('GET, POST');
+    }
+    if (path === '/api/v1/roots') {
+      if (method !== 'POST') return allow('POST');
+      if (continued || precheck(req, res)) await pushRoot(req, res);
+      return;
     }
     if (one) {
       const id = one[1]!;

@@ -52,7 +52,7 @@ export class ServeMetrics {
     stats: ChannelStats[],
     live: Array<{ channel: string; model: string; releaseId: string; version: string; seq: number }>,
     extra: {
-      rate: number; sendErrors: number; releases: Record<string, number>; connections?: { open: number; refused: Record<string, number> };
+      rate: number; sendErrors: number; releases: Record<string, number>; connections?: { open: number; refused: Record<string, number> }; root?: { version: number; expires: number };
       /** Per channel, when serve follows listeners. */
       listeners?: Array<{ channel: string; present: boolean; sending: boolean }>;
     },
@@ -89,6 +89,11 @@ export class ServeMetrics {
       metric('fwcast_http_connections', 'gauge', 'HTTP connections open now.', [[{}, extra.connections.open]]);
       metric('fwcast_http_connections_refused_total', 'counter', 'HTTP connections closed at once for a connection limit (total, per-client).',
         Object.entries(extra.connections.refused).map(([limit, n]) => [{ limit }, n]));
+    }
+    if (extra.root) {
+      // Alert on time() > fwcast_root_expiry_timestamp_seconds - 30 days: agents install nothing under an expired root.
+      metric('fwcast_root_version', 'gauge', 'Version of the newest root of trust carried on every channel.', [[{}, extra.root.version]]);
+      metric('fwcast_root_expiry_timestamp_seconds', 'gauge', 'Unix time the newest root of trust expires.', [[{}, extra.root.expires]]);
     }
     if (extra.listeners) {
       metric('fwcast_channel_listeners', 'gauge', 'Whether the channel\'s group has listeners now (1) or not (0), as the listener source shows.',

@@ -33,7 +33,17 @@ export class PushNetworkError extends Error {
   override name = 'PushNetworkError';
 }
 
-export function uploadUrl(server: string): URL {
+/** What a pushed file is: a release file (`fwcast sign`), or a signed root or chain (`fwcast root`). */
+export type PushKind = 'releases' | 'roots';
+
+/** From its first bytes: a COSE_Sign tag (98) or a CBOR array is a root or chain; anything else goes as a release (and is judged there). */
+export function pushKindOf(head: Uint8Array): PushKind {
+  const coseSign = head[0] === 0xd8 && head[1] === 98;
+  const array = head.length > 0 && head[0]! >> 5 === 4;
+  return coseSign || array ? 'roots' : 'releases';
+}
+
+export function uploadUrl(server: string, kind: PushKind = 'releases'): URL {
   let url: URL;
   try {
     url = new URL(server);
@@ -41,11 +51,11 @@ export function uploadUrl(server: string): URL {
     throw new TypeError(`--server must be a URL like http://[fd00::1]:8080, got "${server}"`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`--server must be http:// or https://, got "${server}"`);
-  return new URL(`${url.pathname.replace(/\/+$/, '')}/api/v1/releases`, url);
+  return new URL(`${url.pathname.replace(/\/+$/, '')}/api/v1/${kind}`, url);
 }
 
-export function pushRelease(file: string, server: string, token: string | undefined, timeoutMs: number, ca?: Buffer): Promise<PushResult> {
-  const url = uploadUrl(server);
+export function pushRelease(file: string, server: string, token: string | undefined, timeoutMs: number, ca?: Buffer, kind: PushKind = 'releases'): Promise<PushResult> {
+  const url = uploadUrl(server, kind);
   const size = statSync(file).size;
   return new Promise((resolve, reject) => {
     const request = url.protocol === 'https:' ? httpsRequest : httpRequest;

@@ -25,12 +25,16 @@ import type { Readable } from 'node:stream';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fsyncDir, fsyncPath, openExclusive, writeFileAtomic } from '../../storage/durable-file.js';
-import { FwcastError } from '../../protocol/errors.js';
+import { FwcastError, RootRollbackError } from '../../protocol/errors.js';
 import type { PublicKey } from '../../protocol/keys.js';
 import { errorFields, nullLogger, type Logger } from '../../protocol/log.js';
 import { openSignedManifest, type Manifest } from '../../protocol/manifest.js';
-import { RELEASE_HEADER_SIZE } from '../../protocol/release-file.js';
-import { readReleaseFile, readReleaseManifest, type Release } from '../release.js';
+import { DEFAULT_LIMITS } from '../../protocol/limits.js';
+import { decodeReleaseLayout, MAX_RELEASE_HEADER_SIZE } from '../../protocol/release-file.js';
+import { authorizeRelease, manifestKeys, MAX_ROOT_CHAIN_SIZE } from '../../protocol/root.js';
+import { keyId } from '../../protocol/keys.js';
+import { readReleaseFile, readReleaseHead, readReleaseManifest, type ReleaseFile } from '../release.js';
+import type { RootKeeper } from './root-keeper.js';
 import { hex } from '../../protocol/hex.js';
 
 export type ReleaseState = 'live' | 'superseded' | 'retired';
@@ -74,6 +78,18 @@ export const REJECTIONS = {
   retired: 409,
   'unsupported-version': 400,
   'digest-mismatch': 400,
+  // Roots (pushed, or inside a release file) and releases judged by the root: the agents' reasons.
+  'bad-root': 400,
+  'root-chain-too-long': 400,
+  'root-rollback': 409,
+  'root-threshold': 422,
+  'root-expired': 422,
+  'no-root': 409,
+  'revoked-key': 422,
+  'key-out-of-scope': 422,
+  'delegation-expired': 422,
+  'delegation-not-yet-valid': 422,
+  'delegation-threshold': 422,
 } as const satisfies Record<string, number>;
 
 export type RejectionReason = keyof typeof REJECTIONS;
@@ -85,6 +101,8 @@ function reject(reason: RejectionReason, message: string): RejectedError {
 export interface ReleaseStoreInit {
   dir: string;
   trusted: readonly PublicKey[];
+  /** With a root of trust, uploads are authorized by its newest version (and `trusted` too, if any). */
+  roots?: RootKeeper | undefined;
   /** Models this server publishes; uploads for others are refused. */
   models: readonly string[];
   /** Superseded releases kept per model besides the live one (default 2). */
@@ -101,9 +119,19 @@ export interface IngestResult {
 
 const ID_PATTERN = /^[0-9a-f]{16}$/;
 
+/** Where the image starts, from a release file's first bytes; Infinity if they are not a release header (refused later, when the manifest is read). */
+function imageOffsetOf(header: Uint8Array): number {
+  try {
+    return decodeReleaseLayout(header, DEFAULT_LIMITS.maxManifestSize, MAX_ROOT_CHAIN_SIZE).imageOffset;
+  } catch {
+    return Infinity;
+  }
+}
+
 export class ReleaseStore {
   readonly dir: string;
   #trusted: readonly PublicKey[];
+  #roots: RootKeeper | undefined;
   #models: Set<string>;
   #keep: number;
   #log: Logger;
@@ -117,6 +145,7 @@ export class ReleaseStore {
   constructor(init: ReleaseStoreInit) {
     this.dir = init.dir;
     this.#trusted = init.trusted;
+    this.#roots = init.roots;
     this.#models = new Set(init.models);
     this.#keep = init.keep ?? 2;
     this.#log = init.log ?? nullLogger;
@@ -155,7 +184,7 @@ export class ReleaseStore {
       const id = name.replace(/\.cose$/, '');
       if (!ID_PATTERN.test(id)) continue;
       try {
-        const v = openSignedManifest(new Uint8Array(readFileSync(join(this.#retiredDir, name))), this.#trusted);
+        const v = openSignedManifest(new Uint8Array(readFileSync(join(this.#retiredDir, name))), this.#keys());
         this.#index(v.manifest, hex(v.kid), id, statSync(join(this.#retiredDir, name)).mtime, 'retired');
       } catch (err) {
         this.#log.event('serve.release-ignored', { file: join(this.#retiredDir, name), ...errorFields(err) }, `ignoring retired manifest ${name}: ${(err as Error).message}`);
@@ -170,13 +199,18 @@ export class ReleaseStore {
         continue;
       }
       try {
-        const v = openSignedManifest(readReleaseManifest(path), this.#trusted);
+        const v = openSignedManifest(readReleaseManifest(path), this.#keys());
         this.#index(v.manifest, hex(v.kid), id, statSync(path).mtime, 'superseded');
       } catch (err) {
         this.#log.event('serve.release-ignored', { file: path, ...errorFields(err) }, `ignoring stored release ${name}: ${(err as Error).message}`);
       }
     }
     this.#restate();
+  }
+
+  /** Keys a stored manifest's signature is checked with: configured ones, and those the root delegates or did. */
+  #keys(): PublicKey[] {
+    return [...this.#trusted, ...(this.#roots ? manifestKeys(this.#roots.root).map((k) => ({ publicKey: k, kid: keyId(k) })) : [])];
   }
 
   #index(m: Manifest, keyId: string, id: string, storedAt: Date, state: ReleaseState): StoredRelease {
@@ -218,7 +252,7 @@ export class ReleaseStore {
   }
 
   /** Reads a stored release back (image checked against the manifest). */
-  load(id: string): Release {
+  load(id: string): ReleaseFile {
     return readReleaseFile(this.#path(id));
   }
 
@@ -231,7 +265,7 @@ export class ReleaseStore {
     try {
       // Counts bytes against the limit and hashes the image part on the way (it starts after the header and the manifest).
       let size = 0;
-      const header = Buffer.alloc(RELEASE_HEADER_SIZE);
+      const header = Buffer.alloc(MAX_RELEASE_HEADER_SIZE);
       let imageStart = Infinity;
       const hash = createHash('sha256');
       const check = new Transform({
@@ -239,9 +273,10 @@ export class ReleaseStore {
           const at = size;
           size += chunk.length;
           if (size > maxBytes) return done(reject('too-large', `upload exceeds the limit of ${maxBytes} bytes`));
-          if (at < RELEASE_HEADER_SIZE) {
-            chunk.copy(header, at, 0, Math.min(chunk.length, RELEASE_HEADER_SIZE - at));
-            if (size >= RELEASE_HEADER_SIZE) imageStart = RELEASE_HEADER_SIZE + header.readUInt32BE(RELEASE_HEADER_SIZE - 4);
+          if (at < MAX_RELEASE_HEADER_SIZE) {
+            chunk.copy(header, at, 0, Math.min(chunk.length, MAX_RELEASE_HEADER_SIZE - at));
+            // A malformed header is refused when the manifest is read back below; until then nothing is hashed.
+            if (size >= MAX_RELEASE_HEADER_SIZE) imageStart = imageOffsetOf(header);
           }
           if (size > imageStart) hash.update(chunk.subarray(Math.max(0, imageStart - at)));
           done(null, chunk);
@@ -265,7 +300,12 @@ export class ReleaseStore {
   #commit(part: string, image: { size: number; sha256: Buffer }): IngestResult {
     let verified;
     try {
-      verified = openSignedManifest(readReleaseManifest(part), this.#trusted);
+      const head = readReleaseHead(part);
+      // A newer root inside the file is adopted first (as agents will), so a release signed under it is judged by it.
+      if (head.rootChain) this.#offerRoots(head.rootChain);
+      verified = openSignedManifest(head.signed, this.#keys());
+      const root = this.#roots?.root;
+      if (root && !this.#trusted.some((k) => Buffer.compare(k.kid, verified!.kid) === 0)) authorizeRelease(root, verified.manifest, verified.kid, this.#now() / 1000, verified.cosigners);
     } catch (err) {
       throw asRejection(err);
     }
@@ -287,6 +327,24 @@ export class ReleaseStore {
     this.#restate();
     this.#prune(m.model);
     return { release: { ...stored }, created: true };
+  }
+
+  /** Roots carried in an uploaded file: adopted if newer; an older chain than serve's is no reason to refuse the release. */
+  #offerRoots(chain: Uint8Array): void {
+    if (!this.#roots) return;
+    try {
+      const applied = this.#roots.offer(chain, this.#now() / 1000);
+      if (applied.length > 0) this.#onRoots(applied);
+    } catch (err) {
+      if (!(err instanceof RootRollbackError)) throw err;
+    }
+  }
+
+  /** Called when an upload made newer roots trusted (set by the server, which re-carries the chain). */
+  onRootsAdopted: (versions: number[]) => void = () => undefined;
+
+  #onRoots(versions: number[]): void {
+    this.onRootsAdopted(versions);
   }
 
   /** Stops publishing a release; its signed manifest is kept so its seq can never be reused. */

@@ -2,12 +2,12 @@
  * `fwcast serve` (the long-running publisher with its HTTP API) and
  * `fwcast push` (upload a signed release from CI).
  */
-import { readFileSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { createConsoleLogger } from '../../cli/console-log.js';
 import { collectRoots } from '../../cli/root-files.js';
 import { resolveServeConfig, type ServeFlags } from './config.js';
-import { exitCodeFor, PUSH_EXIT, PushNetworkError, pushRelease, uploadUrl } from './push.js';
+import { exitCodeFor, PUSH_EXIT, PushNetworkError, pushKindOf, pushRelease, uploadUrl, type PushKind } from './push.js';
 import { FwcastServer } from './server.js';
 
 export function addServeCommands(program: Command): void {
@@ -42,8 +42,8 @@ export function addServeCommands(program: Command): void {
     });
 
   program.command('push')
-    .description('upload a signed release file to `fwcast serve` (for CI); exit 0 also when it was already stored')
-    .argument('<file>', 'release file from `fwcast sign`')
+    .description('upload a signed release file, or a newer root of trust, to `fwcast serve` (for CI); exit 0 also when it was already stored')
+    .argument('<file>', 'release file from `fwcast sign`, or a signed root document (`fwcast root`) that serve then carries on every channel')
     .requiredOption('--server <url>', 'server base URL, e.g. http://fwcast.example:8080')
     .option('--token-file <file>', 'file holding the upload token (or set FWCAST_TOKEN)')
     .option('--token <token>', 'upload token on the command line: every user of the machine sees it in `ps`; prefer FWCAST_TOKEN or --token-file')
@@ -59,6 +59,7 @@ export function addServeCommands(program: Command): void {
       const timeout = Number(opts.timeout);
       let token: string | undefined;
       let ca: Buffer | undefined;
+      let kind: PushKind = 'releases';
       try {
         uploadUrl(opts.server);
         if (!(timeout > 0)) throw new TypeError(`--timeout must be a positive number of seconds, got "${opts.timeout}"`);
@@ -66,6 +67,14 @@ export function addServeCommands(program: Command): void {
         token = opts.tokenFile !== undefined ? readTokenFile(opts.tokenFile) : opts.token ?? (process.env.FWCAST_TOKEN?.trim() || undefined);
         if (opts.ca !== undefined) ca = readPushFile(opts.ca, 'CA file');
         if (!statSync(file).isFile()) throw new TypeError(`${file} is not a file`);
+        const head = new Uint8Array(8);
+        const fd = openSync(file, 'r');
+        try {
+          readSync(fd, head, 0, head.length, 0);
+        } finally {
+          closeSync(fd);
+        }
+        kind = pushKindOf(head);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         return finish(PUSH_EXIT.usage, { error: 'usage', message: code ? `cannot read ${file}: ${code}` : (err as Error).message }, code ? `cannot read ${file}: ${code}` : (err as Error).message);
@@ -73,12 +82,20 @@ export function addServeCommands(program: Command): void {
       if (opts.token !== undefined) process.stderr.write('fwcast push: warning: --token is visible to every user in `ps`; prefer FWCAST_TOKEN or --token-file\n');
       let result;
       try {
-        result = await pushRelease(file, opts.server, token, timeout * 1000, ca);
+        result = await pushRelease(file, opts.server, token, timeout * 1000, ca, kind);
       } catch (err) {
         if (err instanceof PushNetworkError) return finish(PUSH_EXIT.unreachable, { error: 'unreachable', message: err.message }, err.message);
         throw err;
       }
       const code = exitCodeFor(result.status);
+      const root = result.body.root as { version?: number; expiresAt?: string; warnings?: string[] } | undefined;
+      if (kind === 'roots' && code === PUSH_EXIT.stored && root) {
+        const applied = Array.isArray(result.body.applied) ? result.body.applied as number[] : [];
+        for (const warning of root.warnings ?? []) process.stderr.write(`fwcast push: warning: ${warning}\n`);
+        return finish(code, { status: result.status, applied, root }, applied.length > 0
+          ? `root version ${root.version} trusted and carried on every channel of ${opts.server} (expires ${root.expiresAt})`
+          : `nothing newer: ${opts.server} already carries root version ${root.version}`);
+      }
       const release = result.body.release as { model?: string; version?: string; seq?: number; releaseId?: string } | undefined;
       if (code === PUSH_EXIT.stored && release) {
         const what = `${release.model} ${release.version} (seq ${release.seq}), release ${release.releaseId}`;

@@ -8,7 +8,6 @@ import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { readTrustedKey } from '../../cli/key-files.js';
-import { readRootChainFiles } from '../../cli/root-files.js';
 import * as ed25519 from '../../protocol/ed25519.js';
 import { ConfigError } from '../../protocol/errors.js';
 import { errorFields, type Logger } from '../../protocol/log.js';
@@ -23,6 +22,7 @@ import { createHttpApi } from './http-api.js';
 import { readTlsIdentity, type Listener, type TlsIdentity } from './http-listener.js';
 import { ServeMetrics } from './metrics.js';
 import { ReleaseStore, type StoredRelease } from './release-store.js';
+import { RootKeeper } from './root-keeper.js';
 import { ListenerFollower, ListenerGate } from '../../carousel/listener-gate.js';
 import { openListenerSource } from '../../transport/listeners.js';
 
@@ -32,6 +32,7 @@ const POOL_THRESHOLD = 4 << 20;
 interface OnAir {
   release: StoredRelease;
   since: string;
+  carousel: Carousel;
 }
 
 export class FwcastServer {
@@ -48,8 +49,8 @@ export class FwcastServer {
   #onAir = new Map<string, OnAir>();
   #syncing: Promise<void> = Promise.resolve();
   #models: Map<string, ServedModel>;
-  /** The root chain carried on every channel, if roots are configured. */
-  #rootChain: Uint8Array | undefined;
+  /** The root of trust carried on every channel and authorizing uploads, if roots are configured. */
+  #roots: RootKeeper | undefined;
   /** Follows each channel's listeners when "listeners" is configured. */
   #listeners: ListenerFollower | undefined;
 
@@ -73,10 +74,14 @@ export class FwcastServer {
     const listeners = this.config.listeners ? openListenerSource(this.config.listeners.source, this.config.iface) : undefined;
     await ed25519.ready();
     const trusted = this.config.trustedKeys.map(readTrustedKey);
-    if (this.config.roots.length > 0) this.#rootChain = readRootChainFiles(this.config.roots);
+    if (this.config.roots.length > 0) {
+      this.#roots = RootKeeper.open(this.config.roots, join(this.config.store, 'roots'), this.#log.child('serve:roots'), Date.now() / 1000);
+      this.#roots.warn(Date.now() / 1000);
+    }
     this.#store = new ReleaseStore({
-      dir: this.config.store, trusted, models: [...this.#models.keys()], keep: this.config.keepReleases, log: this.#log.child('serve:store'),
+      dir: this.config.store, trusted, roots: this.#roots, models: [...this.#models.keys()], keep: this.config.keepReleases, log: this.#log.child('serve:store'),
     });
+    this.#store.onRootsAdopted = (applied) => this.#rootsAdopted(applied, 'upload');
     this.#store.open();
     const counts = this.#store.list();
     this.#log.event('serve.store-opened', { store: this.config.store, releases: counts.length, live: counts.filter((r) => r.state === 'live').length },
@@ -105,6 +110,7 @@ export class FwcastServer {
       status: () => this.status(),
       exposition: () => this.#exposition(),
       onChange: (model) => this.#sync(model),
+      offerRoot: this.#roots ? (bytes) => this.#offerRoot(bytes) : undefined,
     });
     await new Promise<void>((resolve, reject) => {
       this.#http.once('error', reject);
@@ -195,13 +201,31 @@ export class FwcastServer {
       await pool?.close();
     }
     if (this.#store.live(model)?.releaseId !== live.releaseId) return; // superseded meanwhile: the next change is queued
-    this.#publisher.set({ channel: served.channel, carousel: new Carousel({ ...release, symbolSet: symbols.set, ...(this.#rootChain ? { rootChain: this.#rootChain } : {}) }) });
-    this.#onAir.set(model, { release: live, since: new Date().toISOString() });
+    const carousel = new Carousel({ ...release, symbolSet: symbols.set, ...(this.#roots ? { rootChain: this.#roots.chain } : {}) });
+    this.#publisher.set({ channel: served.channel, carousel });
+    this.#onAir.set(model, { release: live, since: new Date().toISOString(), carousel });
     const ms = Math.round(performance.now() - started);
     log.event('serve.on-air', {
       model, version: live.version, seq: live.seq, release: live.releaseId, channel: served.channel.name, group: served.channel.group, port: served.channel.port, symbols: symbols.source, ms,
     }, `${served.channel.name}: on the air ${model} ${live.version} (seq ${live.seq}); symbols ${symbols.source === 'cache' ? 'from cache' : 'encoded'} in ${ms} ms`);
     this.#dropStaleSymbols();
+  }
+
+  #offerRoot(bytes: Uint8Array): { applied: number[]; root: unknown } {
+    const roots = this.#roots!;
+    const applied = roots.offer(bytes, Date.now() / 1000);
+    if (applied.length > 0) this.#rootsAdopted(applied, 'push');
+    return { applied, root: roots.state(Date.now() / 1000) };
+  }
+
+  /** A newer root is trusted: every channel carries the new chain from its next manifest copy. */
+  #rootsAdopted(applied: number[], source: 'push' | 'upload'): void {
+    const roots = this.#roots!;
+    for (const { carousel } of this.#onAir.values()) carousel.setRootChain(roots.chain);
+    this.#log.child('serve:roots').event('serve.root-adopted', {
+      rootVersion: roots.version, previousVersion: applied[0]! - 1, applied: applied.length, source, expires: roots.root.signed.root.expires,
+    }, `root version ${roots.version} trusted (${source}); carried on every channel`);
+    roots.warn(Date.now() / 1000);
   }
 
   /** Deletes cached symbols of releases that are no longer live. */
@@ -242,6 +266,7 @@ export class FwcastServer {
         };
       }),
       releases: this.#store.list(),
+      root: this.#roots ? this.#roots.state(Date.now() / 1000) : null,
     };
   }
 
@@ -257,7 +282,7 @@ export class FwcastServer {
     const releases: Record<string, number> = { live: 0, superseded: 0, retired: 0 };
     for (const r of this.#store.list()) releases[r.state] = (releases[r.state] ?? 0) + 1;
     const live = [...this.#onAir].map(([model, a]) => ({ channel: this.#models.get(model)!.channel.name, model, releaseId: a.release.releaseId, version: a.release.version, seq: a.release.seq }));
-    return this.metrics.exposition(this.#publisher.stats(), live, { rate: this.config.rate, sendErrors: this.#transport.stats().sendErrors, releases, connections: this.#listener.connections(),
+    return this.metrics.exposition(this.#publisher.stats(), live, { rate: this.config.rate, sendErrors: this.#transport.stats().sendErrors, releases, connections: this.#listener.connections(), ...(this.#roots ? { root: { version: this.#roots.version, expires: this.#roots.root.signed.root.expires } } : {}),
       ...(this.#listeners ? { listeners: [...this.#models.values()].map((m) => ({ channel: m.channel.name, ...this.#listenerState(m.channel.name)! })) } : {}) });
   }
 

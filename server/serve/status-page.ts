@@ -21,13 +21,15 @@ export const STATUS_PAGE_HTML = `<!doctype html>
   .state-live { color: #22863a; font-weight: 600; }
   .state-retired { color: #b31d28; }
   .state-superseded, .idle { color: #6a737d; }
-  #error { color: #b31d28; }
+  #error, #root-warnings { color: #b31d28; }
+  #root-warnings { margin: .3rem 0 0; padding-left: 1.2rem; }
 </style>
 </head>
 <body>
 <h1>fwcast serve</h1>
 <div id="summary">loading…</div>
 <div id="error" role="alert"></div>
+<div id="root" hidden><h2>Root of trust</h2><div id="root-summary"></div><ul id="root-warnings" role="alert"></ul></div>
 <h2>Channels</h2>
 <table id="channels">
   <thead><tr><th>Channel</th><th>Group</th><th>Release</th><th>Rounds</th><th>Packets</th><th>Rate</th><th>Listeners</th></tr></thead>
@@ -90,6 +92,17 @@ async function refresh() {
       { text: r.model }, { text: r.version }, { text: String(r.seq), cls: 'num' }, { text: r.state, cls: 'state-' + r.state },
       { text: r.state === 'retired' ? '–' : size(r.imageSize), cls: 'num' }, { text: r.releaseId }, { text: r.storedAt.replace('T', ' ').slice(0, 19) },
     ])));
+    const root = document.getElementById('root');
+    root.hidden = !s.root;
+    if (s.root) {
+      document.getElementById('root-summary').textContent = 'version ' + s.root.version + ', expires ' + s.root.expiresAt.replace('T', ' ').slice(0, 19) +
+        ' UTC; carried on every channel: versions ' + s.root.carried.join(', ');
+      document.getElementById('root-warnings').replaceChildren(...s.root.warnings.map((w) => {
+        const li = document.createElement('li');
+        li.textContent = w;
+        return li;
+      }));
+    }
   } catch (err) {
     document.getElementById('error').textContent = 'status unavailable: ' + err.message;
   }

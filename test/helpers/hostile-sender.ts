@@ -27,7 +27,7 @@ import { parseArgs } from 'node:util';
 import mqtt from 'mqtt';
 import { releaseIdOf } from '../../protocol/manifest.js';
 import { encodeManifestFragment, HEADER_SIZE, MAGIC_0, MAGIC_1, PacketType, SYMBOL_OVERHEAD, WIRE_VERSION } from '../../protocol/packet.js';
-import { decodeReleaseHeader, RELEASE_HEADER_SIZE } from '../../protocol/release-file.js';
+import { decodeReleaseLayout } from '../../protocol/release-file.js';
 import { multicastSender, runPacedFlood } from './paced-flood.js';
 
 export interface HostileSummary {
@@ -68,8 +68,8 @@ let make: (n: number) => Uint8Array;
 if (values.mode === 'poison') {
   if (!values.release) throw new Error('--release: the release file whose manifest to poison');
   const file = readFileSync(values.release);
-  const length = decodeReleaseHeader(file, 1 << 20);
-  const signed = file.subarray(RELEASE_HEADER_SIZE, RELEASE_HEADER_SIZE + length);
+  const { manifestOffset, manifestLength: length } = decodeReleaseLayout(file, 1 << 20, 1 << 20);
+  const signed = file.subarray(manifestOffset, manifestOffset + length);
   const releaseId = releaseIdOf(signed);
   make = () => encodeManifestFragment({ releaseId, totalLength: length, offset: randomInt(length), bytes: randomBytes(1) });
 } else if (values.mode === 'junk') {
