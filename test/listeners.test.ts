@@ -169,15 +169,19 @@ test('serve with "listeners": status and /metrics show each channel\'s listeners
   t.regex(before, /^fwcast_channel_sending\{channel="fw\/esp"\} 1$/m);
   t.is(lab.bridgeHostSent('A').packets, 0, 'on the air but nobody listens: nothing sent');
 
+  // An agent that stays (no --once): it listens until it is stopped.
   const agent = track(lab.spawn('a', process.execPath, [FWCAST_AGENT, '--model', 'rpi4', '--key', pub, '--iface', 'eth0', '--store', join(dir, 'store-a'),
-    '--once', '--json', '--timeout', '60', '--log-format', 'json']));
+    '--json', '--log-format', 'json']));
+  t.teardown(() => agent.child.kill('SIGKILL'));
   await waitForEvent(server, 'listeners.sending', { channel: 'fw/rpi4', listeners: true }, 20_000);
   t.like((await status()).find((c) => c.channel === 'fw/rpi4')?.listeners, { present: true, sending: true });
   const during = await metrics();
   t.regex(during, /^fwcast_channel_listeners\{channel="fw\/rpi4"\} 1$/m);
   t.regex(during, /^fwcast_channel_sending\{channel="fw\/rpi4"\} 1$/m);
-  t.is(await exitCode(agent, 60_000), 0, agent.stderr);
-  t.is(sha256hex(readFileSync((JSON.parse(agent.stdout.trim().split('\n').pop()!) as { path: string }).path)), sha256hex(image));
+  const installed = await waitForEvent(agent, 'release.installed', { model: 'rpi4' }, 60_000);
+  t.is(sha256hex(readFileSync(String(installed.path))), sha256hex(image));
+  agent.child.kill('SIGTERM');
+  t.is(await exitCode(agent, 30_000), 0, agent.stderr);
   await waitForEvent(server, 'listeners.idle', { channel: 'fw/rpi4' }, 15_000);
   const after = (await status()).find((c) => c.channel === 'fw/rpi4')?.listeners as { present: boolean; sending: boolean; lastHeard: string };
   t.like(after, { present: false, sending: false });
