@@ -36,8 +36,8 @@
 # Every step may run again after a power cut: each is idempotent. Settings
 # (environment): FWCAST_BOOT_DIR (default /boot/firmware), FWCAST_PARTITION_PREFIX
 # (default /dev/mmcblk0p: partition N is ${prefix}N), FWCAST_DT_BOOTLOADER
-# (default /proc/device-tree/chosen/bootloader), FWCAST_TRYBOOT_REBOOT (default
-# reboot "0 tryboot"), FWCAST_REBOOT (default reboot), FWCAST_HEALTH_COMMAND.
+# (default /proc/device-tree/chosen/bootloader), FWCAST_TRYBOOT_REBOOT (default systemctl
+# reboot "0 tryboot"), FWCAST_REBOOT (default systemctl reboot), FWCAST_HEALTH_COMMAND.
 set -eu
 
 : "${FWCAST_IMAGE:?not set: this script is run by fwcast-agent}"
@@ -76,7 +76,7 @@ case "${FWCAST_STEP:-install}" in
   activate)
     sync
     say "rebooting once into partition $spare (tryboot)"
-    eval "${FWCAST_TRYBOOT_REBOOT:-reboot \"0 tryboot\"}"
+    eval "${FWCAST_TRYBOOT_REBOOT:-systemctl reboot \"0 tryboot\"}"
     ;;
   health)
     [ "$tryboot" = 1 ] && [ "$running" = "$spare" ] || { say "running partition $running (tryboot $tryboot), not the tried $spare"; exit 1; }
@@ -99,7 +99,7 @@ case "${FWCAST_STEP:-install}" in
   rollback)
     if [ "$running" = "$spare" ]; then
       say "partition $spare is not kept; rebooting into $normal"
-      eval "${FWCAST_REBOOT:-reboot}"
+      eval "${FWCAST_REBOOT:-systemctl reboot}"
     fi
     ;;
   *) say "unknown step ${FWCAST_STEP}"; exit 2 ;;
