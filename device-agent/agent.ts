@@ -5,7 +5,7 @@
  * the installed sequence. It never sends anything back.
  */
 import { EventEmitter } from 'node:events';
-import { rmSync, statfsSync } from 'node:fs';
+import { existsSync, rmSync, statfsSync } from 'node:fs';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { DigestMismatchError, FwcastError, StoreError } from '../protocol/errors.js';
 import { ExpiredRootUpdateError, MAX_ROOT_CHAIN, trustRoot, verifyRootChain, type ChainResult, type TrustedRoot } from '../protocol/root.js';
@@ -163,6 +163,8 @@ class ModelWorker {
     const r = this.#tried?.record;
     if (action === 'none' || !r) return;
     const rel = r.release;
+    // Not installed yet and its image gone: it is received again from the air, as any release.
+    if (action === 'install' && !existsSync(rel.imagePath)) return;
     this.receiver.abandon(rel.releaseId, 'install-pending');
     this.#offer({
       release: { manifest: { model: rel.model, version: rel.version, seq: rel.seq, imageSha256: Buffer.from(rel.sha256, 'hex') }, releaseId: Buffer.from(rel.releaseId, 'hex') },

@@ -8,12 +8,13 @@
  * what RAUC asked of the bootloader, and the slots RAUC reports.
  */
 import test from 'ava';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NetLab } from '../scripts/lab/netlab.js';
+import { hookAgentConfig, startHookedAgent } from './helpers/hooked-agent.js';
 import { makeImage, sha256hex } from './helpers/fixtures.js';
-import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, ROOT, track, waitForEvent, type Tracked } from './helpers/processes.js';
+import { events, exitCode, FWCAST, fwcast, ROOT, track, waitForEvent, type Tracked } from './helpers/processes.js';
 import { RaucMachine } from './helpers/rauc.js';
 
 const HOOK = join(ROOT, 'hardware/raspberry-pi/hooks/rauc-steps.sh');
@@ -36,22 +37,10 @@ test('RAUC: a healthy bundle is installed to the other slot, booted and marked g
     return file;
   };
   const rebootRequested = join(dir, 'reboot-requested');
-  const config = join(dir, 'agent.json');
-  writeFileSync(config, JSON.stringify({
-    interface: 'eth0', store: join(dir, 'store'), trustedKeys: [join(dir, 'publisher.pub')],
-    models: [{
-      model: 'rpi4',
-      installer: { type: 'command', command: HOOK },
-      // The application's own check: 2.0.3 never comes up healthy.
-      steps: { activate: HOOK, health: `FWCAST_HEALTH_COMMAND='test "$FWCAST_VERSION" != 2.0.3' ${HOOK}`, commit: HOOK, rollback: HOOK, healthTimeoutSeconds: 8, healthIntervalSeconds: 0.3 },
-    }],
-  }));
+  // The application's own check: 2.0.3 never comes up healthy.
+  const config = hookAgentConfig(dir, HOOK, 'test "$FWCAST_VERSION" != 2.0.3', { healthTimeoutSeconds: 8, healthIntervalSeconds: 0.3 });
   const env = { ...process.env, ...rauc.env, FWCAST_RAUC_DIR: join(dir, 'rauc'), FWCAST_REBOOT: `touch ${rebootRequested}`, FWCAST_RAUC_INSTALL: rauc.installStandIn };
-  const startAgent = async (): Promise<Tracked> => {
-    const agent = track(lab.spawn('dev', process.execPath, [FWCAST_AGENT, '--config', config, '--log-format', 'json'], { env }));
-    await waitForEvent(agent, 'agent.listening', { model: 'rpi4' }, 30_000);
-    return agent;
-  };
+  const startAgent = (): Promise<Tracked> => startHookedAgent(lab, config, env);
   /** The device reboots: the agent dies as at a power cut, RAUC comes back booted into the primary slot. */
   const reboot = async (agent: Tracked): Promise<Tracked> => {
     const deadline = Date.now() + 30_000;

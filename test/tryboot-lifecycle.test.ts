@@ -13,6 +13,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NetLab } from '../scripts/lab/netlab.js';
+import { hookAgentConfig, startHookedAgent } from './helpers/hooked-agent.js';
 import { makeImage, sha256hex } from './helpers/fixtures.js';
 import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, ROOT, track, waitForEvent, type Tracked } from './helpers/processes.js';
 import { TrybootBoard } from './helpers/tryboot.js';
@@ -36,22 +37,10 @@ test('tryboot: a healthy image boots once from the other partition and becomes t
     fwcast('sign', join(dir, `boot-${seq}.img`), '--key', join(dir, 'publisher.key'), '--model', 'rpi4', '--version', `3.0.${seq}`, '--seq', String(seq), '--out', file);
     return file;
   };
-  const config = join(dir, 'agent.json');
-  writeFileSync(config, JSON.stringify({
-    interface: 'eth0', store: join(dir, 'store'), trustedKeys: [join(dir, 'publisher.pub')],
-    models: [{
-      model: 'rpi4',
-      installer: { type: 'command', command: HOOK },
-      // The application's check: 3.0.3 never comes up healthy; 3.0.4 takes 2 s to.
-      steps: { activate: HOOK, health: `FWCAST_HEALTH_COMMAND='test "$FWCAST_VERSION" != 3.0.3 && { test "$FWCAST_VERSION" != 3.0.4 || sleep 2; }' ${HOOK}`, commit: HOOK, rollback: HOOK, healthTimeoutSeconds: 4, healthIntervalSeconds: 0.3 },
-    }],
-  }));
+  // The application's check: 3.0.3 never comes up healthy; 3.0.4 takes 2 s to.
+  const config = hookAgentConfig(dir, HOOK, 'test "$FWCAST_VERSION" != 3.0.3 && { test "$FWCAST_VERSION" != 3.0.4 || sleep 2; }', { healthTimeoutSeconds: 4, healthIntervalSeconds: 0.3 });
   const env = { ...process.env, ...board.env };
-  const startAgent = async (): Promise<Tracked> => {
-    const agent = track(lab.spawn('dev', process.execPath, [FWCAST_AGENT, '--config', config, '--log-format', 'json'], { env }));
-    await waitForEvent(agent, 'agent.listening', { model: 'rpi4' }, 30_000);
-    return agent;
-  };
+  const startAgent = (): Promise<Tracked> => startHookedAgent(lab, config, env);
   /** Power goes (the agent dies as at a power cut) and comes back: the firmware boots. */
   const powerCycle = async (agent: Tracked): Promise<Tracked> => {
     agent.child.kill('SIGKILL');
