@@ -295,7 +295,9 @@ class ModelWorker {
       return;
     }
     const newest = Math.max(this.receiver.installedSeq ?? -1, this.#running?.seq ?? -1, this.#next?.seq ?? -1);
-    if (c.seq <= newest) return this.#discard(c, newest);
+    // A resumed install that is activated already ends in commit or rollback, even if it was recorded as installed just before a power cut.
+    const activated = c.resume !== undefined && c.resume !== 'install';
+    if (c.seq <= newest && !activated) return this.#discard(c, newest);
     if (this.#next) this.#discard(this.#next, c.seq);
     if (this.#retry && this.#retry.candidate.seq < c.seq) {
       clearTimeout(this.#retry.timer);

@@ -236,6 +236,22 @@ test('a rolled-back release stays refused after a restart (the store lists it); 
   t.false(second.seen('lifecycle.resumed'));
 });
 
+test('a power cut after the installed record was written but before committed was: the restart runs the commit step again and ends committed', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-tried-'));
+  const store = new Store(join(dir, 'store'));
+  writeFileSync(join(dir, 'received.img'), 'the kept image');
+  const image = store.keepRelease('rpi4', 'cd'.repeat(8), join(dir, 'received.img'), new Uint8Array([1]));
+  const release = { model: 'rpi4', version: '1.0.7', seq: 7, releaseId: 'cd'.repeat(8), imagePath: image, sha256: sha256hex(readFileSync(image)) };
+  store.recordInstalled({ model: 'rpi4', seq: 7, version: '1.0.7', sha256: release.sha256, releaseId: release.releaseId, installedAt: new Date().toISOString(), path: image });
+  store.saveLifecycle({ state: 'pending', release, since: 100, checkFrom: 100, restarts: 0, decision: 'commit' });
+  const { seen, events } = await lifecycleAgent(t, journalSteps(dir, []), dir);
+  const deadline = Date.now() + 10_000;
+  while (!seen('lifecycle.committed', 7) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  t.deepEqual(journal(dir), ['commit 7 1.0.7 7'], 'only the commit step ran again');
+  t.like(events.find((e) => e.event === 'lifecycle.resumed')?.fields, { state: 'pending', action: 'commit' });
+  t.is(new Store(join(dir, 'store')).lifecycle('rpi4')?.state, 'committed');
+});
+
 test('without steps, an install is kept at once, as before: no lifecycle is written', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'fwcast-tried-'));
   const { store, release, air, seen, events } = await lifecycleAgent(t, undefined, dir);
