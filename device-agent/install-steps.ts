@@ -193,7 +193,10 @@ export class TriedInstall {
     let r = this.record;
     if (!r) return 'none';
     const state = r.state;
-    if (r.state === 'pending' && r.decision === undefined) r = this.#apply({ kind: 'restarted' });
+    if (r.state === 'pending' && r.decision === undefined) {
+      r = this.#apply({ kind: 'restarted' });
+      if (r.decision === 'rollback') this.#rollingBack(r);
+    }
     const action = nextAction(r);
     if (action !== 'none') {
       this.#init.log.event('lifecycle.resumed', { ...this.#fields(r), state, action, restarts: r.restarts },
@@ -253,9 +256,13 @@ export class TriedInstall {
 
   #decideRollback(event: LifecycleEvent): LifecycleRecord {
     const r = this.#apply(event);
+    this.#rollingBack(r);
+    return r;
+  }
+
+  #rollingBack(r: LifecycleRecord): void {
     this.#init.log.event('lifecycle.rolling-back', { ...this.#fields(r), cause: r.cause!, detail: r.detail ?? '' },
       `rolling back ${r.release.version} (seq ${r.release.seq}): ${r.detail}`);
-    return r;
   }
 
   /** Runs health until it succeeds or the deadline passes; persists the decision. */

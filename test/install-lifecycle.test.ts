@@ -252,6 +252,22 @@ test('a power cut after the installed record was written but before committed wa
   t.is(new Store(join(dir, 'store')).lifecycle('rpi4')?.state, 'committed');
 });
 
+test('an agent that keeps restarting while a release is pending (a crash loop) rolls it back after maxRestarts starts', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-tried-'));
+  const store = new Store(join(dir, 'store'));
+  writeFileSync(join(dir, 'received.img'), 'the kept image');
+  const image = store.keepRelease('rpi4', 'ef'.repeat(8), join(dir, 'received.img'), new Uint8Array([1]));
+  const release = { model: 'rpi4', version: '1.0.8', seq: 8, releaseId: 'ef'.repeat(8), imagePath: image, sha256: sha256hex(readFileSync(image)) };
+  store.saveLifecycle({ state: 'pending', release, since: 100, checkFrom: 100, restarts: 2 });
+  writeFileSync(join(dir, 'previous'), '1.0.0\n');
+  const { seen, events } = await lifecycleAgent(t, journalSteps(dir, [], { maxRestarts: 2 }), dir);
+  const deadline = Date.now() + 10_000;
+  while (!seen('lifecycle.rolled-back', 8) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  t.like(events.find((e) => e.event === 'lifecycle.rolling-back')?.fields, { seq: 8, cause: 'restarts' });
+  t.deepEqual(journal(dir), ['rollback 8 1.0.8 none'], 'no health check: straight to the rollback step');
+  t.like(new Store(join(dir, 'store')).lifecycle('rpi4'), { state: 'rolled-back', cause: 'restarts' });
+});
+
 test('without steps, an install is kept at once, as before: no lifecycle is written', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'fwcast-tried-'));
   const { store, release, air, seen, events } = await lifecycleAgent(t, undefined, dir);
