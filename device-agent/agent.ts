@@ -5,7 +5,7 @@
  * the installed sequence. It never sends anything back.
  */
 import { EventEmitter } from 'node:events';
-import { statfsSync } from 'node:fs';
+import { existsSync, rmSync, statfsSync } from 'node:fs';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { DigestMismatchError, FwcastError, StoreError } from '../protocol/errors.js';
 import { encodeRootChain, ExpiredRootUpdateError, MAX_ROOT_CHAIN, trustRoot, verifyRootChain, type ChainResult, type TrustedRoot } from '../protocol/root.js';
@@ -22,11 +22,15 @@ import { SpillAssembler } from './spill-assembler.js';
 import { StorageThread, type ThreadedAssembler } from './threaded-assembler.js';
 import { sha256File, type InstalledRecord, type Store } from './store.js';
 import { hex } from '../protocol/hex.js';
+import { RolledBackError, TriedInstall, type InstallSteps } from './install-steps.js';
+import { nextAction, type LifecycleAction } from './install-lifecycle.js';
 
 export interface AgentModel {
   model: string;
   channel: Channel;
   installer: Installer;
+  /** Try each install before keeping it (install-steps.ts); without, an install is kept at once. */
+  steps?: InstallSteps;
 }
 
 export interface AgentInit {
@@ -77,9 +81,16 @@ export interface AgentEvents {
   root: [{ rootVersion: number }];
 }
 
+/** What an install needs of a release: a verified manifest, or what the store's lifecycle record kept of one. */
+interface CandidateRelease {
+  manifest: Pick<VerifiedManifest['manifest'], 'model' | 'version' | 'seq' | 'imageSha256'>;
+  releaseId: Uint8Array;
+  signed?: Uint8Array;
+}
+
 /** A complete release on its way to being installed. */
 interface Candidate {
-  release: VerifiedManifest;
+  release: CandidateRelease;
   id: string;
   seq: number;
   /** Until it is verified and kept: the transfer that holds its image. */
@@ -88,6 +99,8 @@ interface Candidate {
   kept?: { imagePath: string; sha256: string };
   /** Install attempts that failed so far. */
   attempt: number;
+  /** A tried install the agent resumes at start: where it stood (install-lifecycle.ts nextAction). */
+  resume?: LifecycleAction;
 }
 
 /**
@@ -116,6 +129,8 @@ class ModelWorker {
   /** Otherwise: this model's own codec (a decoder trap recycles it without touching other models'), and a flush timer. */
   #codec: RaptorqCodec | undefined;
   #flusher: NodeJS.Timeout | undefined;
+  /** With steps configured: the install lifecycle (install-steps.ts). */
+  readonly #tried: TriedInstall | undefined;
 
   constructor(readonly spec: AgentModel, private readonly agent: Agent, private readonly log: Logger, installed: InstalledRecord | undefined, init: AgentInit) {
     this.retryBaseMs = init.retryBaseMs ?? 30_000;
@@ -136,6 +151,26 @@ class ModelWorker {
       ...(init.limits ? { limits: init.limits } : {}),
       assemblerFor: (release) => this.#openTransfer(release),
       onLateEvent: (e) => this.#handle(e),
+    });
+    if (spec.steps) {
+      this.#tried = new TriedInstall({ model: spec.model, steps: spec.steps, store: agent.store, log, signal: agent.signal, now: init.now ?? (() => Date.now() / 1000) });
+      // Refused for good, not only until restart.
+      for (const bad of this.#tried.badReleases()) this.receiver.abandon(bad.releaseId, 'rolled-back');
+    }
+  }
+
+  /** At start: an install the last run left between received and committed goes on where it stood. */
+  resumeTried(): void {
+    const action = this.#tried?.resume() ?? 'none';
+    const r = this.#tried?.record;
+    if (action === 'none' || !r) return;
+    const rel = r.release;
+    // Not installed yet and its image gone: it is received again from the air, as any release.
+    if (action === 'install' && !existsSync(rel.imagePath)) return;
+    this.receiver.abandon(rel.releaseId, 'install-pending');
+    this.#offer({
+      release: { manifest: { model: rel.model, version: rel.version, seq: rel.seq, imageSha256: Buffer.from(rel.sha256, 'hex') }, releaseId: Buffer.from(rel.releaseId, 'hex') },
+      id: rel.releaseId, seq: rel.seq, kept: { imagePath: rel.imagePath, sha256: rel.sha256 }, attempt: 0, resume: action,
     });
   }
 
@@ -252,8 +287,19 @@ class ModelWorker {
 
   /** Queues a complete release for install, unless something at least as new is installed, running or queued. */
   #offer(c: Candidate): void {
+    const bad = this.#tried?.isBad(c.id);
+    if (bad) {
+      const m = c.release.manifest;
+      c.assembler?.destroy();
+      this.receiver.abandon(c.id, 'rolled-back');
+      this.log.event('lifecycle.bad-release', { model: m.model, version: m.version, seq: m.seq, release: c.id, rolledBackAt: bad.at, cause: bad.cause },
+        `${m.model} ${m.version} (seq ${m.seq}) was rolled back on this device at ${bad.at} (${bad.cause}): not installed again`);
+      return;
+    }
     const newest = Math.max(this.receiver.installedSeq ?? -1, this.#running?.seq ?? -1, this.#next?.seq ?? -1);
-    if (c.seq <= newest) return this.#discard(c, newest);
+    // A resumed install that is activated already ends in commit or rollback, even if it was recorded as installed just before a power cut.
+    const activated = c.resume !== undefined && c.resume !== 'install';
+    if (c.seq <= newest && !activated) return this.#discard(c, newest);
     if (this.#next) this.#discard(this.#next, c.seq);
     if (this.#retry && this.#retry.candidate.seq < c.seq) {
       clearTimeout(this.#retry.timer);
@@ -304,22 +350,17 @@ class ModelWorker {
       this.agent.emit('failed', { model: m.model, error: err as Error });
       return;
     }
-    // Something newer is complete already: install that instead.
-    if (this.#next && this.#next.seq > c.seq) return this.#discard(c, this.#next.seq);
-    if ((this.receiver.installedSeq ?? -1) >= m.seq || this.agent.signal.aborted) return;
+    const tried = this.#tried;
+    // A tried install resumed past its installer is activated already: it ends in commit or rollback, whatever came meanwhile.
+    const settling = c.resume !== undefined && c.resume !== 'install';
+    if (this.agent.signal.aborted) return;
+    if (!settling) {
+      // Something newer is complete already: install that instead.
+      if (this.#next && this.#next.seq > c.seq) return this.#discard(c, this.#next.seq);
+      if ((this.receiver.installedSeq ?? -1) >= m.seq) return;
+    }
     const { imagePath, sha256 } = c.kept!;
-    let reported = -1;
-    try {
-      await this.spec.installer.install({
-        imagePath, model: m.model, version: m.version, seq: m.seq, sha256, signal: this.agent.signal,
-        onProgress: (done, total) => {
-          const tenth = Math.floor((10 * done) / Math.max(total, 1));
-          if (tenth > reported) {
-            reported = tenth;
-            this.log.event('release.installing', { model: m.model, version: m.version, seq: m.seq, percent: tenth * 10, done, total }, `installing ${m.version}: ${tenth * 10}%`);
-          }
-        },
-      });
+    const keep = (): void => {
       const record: InstalledRecord = {
         model: m.model, seq: m.seq, version: m.version, sha256, releaseId: c.id,
         installedAt: new Date().toISOString(), path: this.spec.installer.target ?? imagePath,
@@ -330,9 +371,49 @@ class ModelWorker {
       this.log.event('release.installed', { model: m.model, version: m.version, seq: m.seq, release: c.id, sha256, path: record.path },
         `installed ${m.model} ${m.version} (seq ${m.seq}) at ${record.path}`);
       this.agent.emit('installed', record);
+    };
+    let reported = -1;
+    try {
+      if (!settling) await this.#runInstaller(c, tried, imagePath, sha256, (done, total) => {
+        const tenth = Math.floor((10 * done) / Math.max(total, 1));
+        if (tenth > reported) {
+          reported = tenth;
+          this.log.event('release.installing', { model: m.model, version: m.version, seq: m.seq, percent: tenth * 10, done, total }, `installing ${m.version}: ${tenth * 10}%`);
+        }
+      });
+      if (!tried) return keep();
+      const outcome = await tried.settle(keep, this.agent.store.installed(m.model));
+      if (outcome === 'rolled-back') this.#rolledBack(c);
     } catch (err) {
+      // A tried install goes on from where its lifecycle stands.
+      const r = tried?.record;
+      const action = r?.release.releaseId === c.id ? nextAction(r) : 'none';
+      if (action === 'none') delete c.resume;
+      else c.resume = action;
       this.#retryLater(c, err);
     }
+  }
+
+  /** The installer, framed by the lifecycle's received and installing when the install is tried. */
+  async #runInstaller(c: Candidate, tried: TriedInstall | undefined, imagePath: string, sha256: string, onProgress: (done: number, total: number) => void): Promise<void> {
+    const m = c.release.manifest;
+    if (tried && c.resume === undefined) tried.received({ model: m.model, version: m.version, seq: m.seq, releaseId: c.id, imagePath, sha256 });
+    tried?.installStarted();
+    try {
+      await this.spec.installer.install({ imagePath, model: m.model, version: m.version, seq: m.seq, sha256, signal: this.agent.signal, onProgress });
+    } catch (err) {
+      tried?.installFailed();
+      throw err;
+    }
+  }
+
+  /** A tried release was rolled back: refused for good, its kept image removed; the installed one stays. */
+  #rolledBack(c: Candidate): void {
+    const m = c.release.manifest;
+    this.receiver.abandon(c.id, 'rolled-back');
+    const kept = this.agent.store.keptRelease(m.model, c.id);
+    for (const file of [kept.image, kept.manifest]) rmSync(file, { force: true });
+    this.agent.emit('failed', { model: m.model, error: new RolledBackError(`${m.model} ${m.version} (seq ${m.seq}) was rolled back`, { seq: m.seq, release: c.id }) });
   }
 
   /** Hashes the received image against the signed digest and moves it into the store's kept releases. */
@@ -348,7 +429,7 @@ class ModelWorker {
       throw StoreError.wrap(err, assembler.imagePath, 'read');
     }
     if (sha256 !== hex(m.imageSha256)) throw new DigestMismatchError(`image ${m.version} decoded to SHA-256 ${sha256}, the manifest says ${hex(m.imageSha256)}`);
-    const imagePath = this.agent.store.keepRelease(m.model, c.id, assembler.imagePath, c.release.signed);
+    const imagePath = this.agent.store.keepRelease(m.model, c.id, assembler.imagePath, c.release.signed!);
     assembler.destroy();
     c.assembler = undefined;
     c.kept = { imagePath, sha256 };
@@ -510,6 +591,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       const worker = new ModelWorker(spec, this, log, installed, this.#init);
       this.#workers.push(worker);
       await this.#init.transport.join(spec.channel, (data, from) => worker.onDatagram(data, now(), from), this.#abort.signal);
+      worker.resumeTried();
       log.event('agent.listening', {
         model: spec.model, channel: spec.channel.name, group: spec.channel.group, port: spec.channel.port, transport: this.#init.transport.description,
         installedVersion: installed?.version, installedSeq: installed?.seq,

@@ -21,6 +21,7 @@ import { Agent, type AgentProgress } from './agent.js';
 import { measureCapacity, RATE_HEADROOM, STALL_HEADROOM, type CapacityResult } from './capacity.js';
 import { resolveAgentConfig, type AgentFlags } from './config.js';
 import { createInstaller } from './installers/create.js';
+import { lifecycleStatus } from './install-steps.js';
 import { Relay } from './relay.js';
 import { addFlashCommand } from './serial/flash-command.js';
 import { Store } from './store.js';
@@ -50,6 +51,12 @@ function seconds(value: string): number {
   return n;
 }
 
+/** The install lifecycle of each model in the store, and the models it knows that have nothing installed yet. */
+function triedStatus(store: Store): { get: (model: string) => ReturnType<typeof lifecycleStatus>; unlisted: string[] } {
+  const installed = new Set(store.list().map((r) => r.model));
+  return { get: (model) => lifecycleStatus(store, model), unlisted: store.lifecycleModels().filter((m) => !installed.has(m)) };
+}
+
 function progressText(p: AgentProgress[]): string {
   return p.map((x) => `${x.model} ${x.version}: ${((100 * x.symbols) / x.symbolsNeeded).toFixed(1)}% (${x.segmentsDone}/${x.segments} segments)`).join(' | ');
 }
@@ -64,7 +71,7 @@ async function run(opts: RunOptions): Promise<void> {
     if (live) process.stderr.write('\r\x1b[K');
   };
   const log = createConsoleLogger({ format: opts.logFormat, level: opts.logLevel, beforeWrite: clear });
-  const models = await Promise.all(config.models.map(async (m) => ({ model: m.model, channel: m.channel, installer: await createInstaller(m.installer) })));
+  const models = await Promise.all(config.models.map(async (m) => ({ model: m.model, channel: m.channel, installer: await createInstaller(m.installer), ...(m.steps ? { steps: m.steps } : {}) })));
   let capped = false;
   const onReceiveBuffer = ({ channel, wanted, granted }: ReceiveBufferReport): void => {
     // Once: the cap is the host's, the same for every channel.
@@ -222,9 +229,13 @@ export function buildProgram(json = false): Command {
       if (!statSync(opts.store).isDirectory()) throw new UsageError(`--store ${opts.store}: not a directory`);
       const store = new Store(opts.store);
       const records = store.list();
-      if (opts.json) process.stdout.write(JSON.stringify(records) + '\n');
-      else if (records.length === 0) process.stdout.write('nothing installed\n');
-      else for (const r of records) process.stdout.write(`${r.model} ${r.version} (seq ${r.seq}) sha256 ${r.sha256} at ${r.path}, installed ${r.installedAt}\n`);
+      const tried = triedStatus(store);
+      if (opts.json) process.stdout.write(JSON.stringify([...records.map((r) => ({ ...r, ...tried.get(r.model)?.json })), ...tried.unlisted.map((m) => ({ model: m, ...tried.get(m)!.json }))]) + '\n');
+      else if (records.length === 0 && tried.unlisted.length === 0) process.stdout.write('nothing installed\n');
+      else {
+        for (const r of records) process.stdout.write(`${r.model} ${r.version} (seq ${r.seq}) sha256 ${r.sha256} at ${r.path}, installed ${r.installedAt}\n${tried.get(r.model)?.text ?? ''}`);
+        for (const m of tried.unlisted) process.stdout.write(`${m}: nothing installed\n${tried.get(m)!.text}`);
+      }
     });
 
   program.command('capacity')

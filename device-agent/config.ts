@@ -9,7 +9,9 @@
  *     "port": 4242,
  *     "models": [
  *       { "model": "rpi4", "installer": { "type": "file", "path": "/var/lib/fwcast/current.img" } },
- *       { "model": "sensor-mcu", "group": "ff15::5", "installer": { "type": "command", "command": "/usr/local/bin/flash-mcu" } }
+ *       { "model": "sensor-mcu", "group": "ff15::5", "installer": { "type": "command", "command": "/usr/local/bin/flash-mcu" } },
+ *       { "model": "gateway", "installer": { "type": "command", "command": "true" },
+ *         "steps": { "activate": "…", "health": "…", "commit": "…", "rollback": "…" } }
  *     ],
  *     "limits": { "maxImageSize": 268435456 },
  *     "mqtt": { "url": "mqtts://broker:8883", "ca": "/etc/fwcast/ca.pem", "username": "agent", "passwordFile": "/etc/fwcast/mqtt.pass" },
@@ -41,6 +43,7 @@ import { checkModelName } from '../protocol/manifest.js';
 import type { Channel } from '../transport/transport.js';
 import { resolveMqtt, resolveRelay, type MqttConfig, type RelayConfig, type TransportFlags } from './transports.js';
 import { modelFileName } from './store.js';
+import { parseInstallSteps, type InstallSteps } from './install-steps.js';
 
 export type InstallerConfig =
   | { type: 'file'; path: string }
@@ -51,6 +54,8 @@ export interface ModelConfig {
   model: string;
   channel: Channel;
   installer: InstallerConfig;
+  /** Try the install before keeping it (install-steps.ts): activate, health, commit, rollback. */
+  steps?: InstallSteps;
 }
 
 export interface AgentConfig {
@@ -193,7 +198,8 @@ export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
     const fromFile = Array.isArray(file.models) ? (file.models as unknown[]).find((m) => isObject(m) && m.model === model) as Json | undefined : undefined;
     const installer = flagInstaller ?? (fromFile?.installer !== undefined ? parseInstaller(fromFile.installer, `models[${model}].installer`) : { type: 'file' as const, path: join(store, 'current', `${modelFileName(model)}.img`) });
     const group = flags.group ?? (fromFile ? str(fromFile, 'group', `models[${model}]`) : undefined);
-    models = [{ model, channel: channelFor(model, group, defaultPort), installer }];
+    const steps = fromFile?.steps !== undefined ? parseInstallSteps(fromFile.steps, `models[${model}].steps`) : undefined;
+    models = [{ model, channel: channelFor(model, group, defaultPort), installer, ...(steps ? { steps } : {}) }];
   } else {
     if (!Array.isArray(file.models) || file.models.length === 0) throw new ConfigError('no model: list "models" in the config or pass --model');
     if (flags.group || flagInstaller) throw new ConfigError('--group, --install-to and --install-command apply to one model: pass --model too');
@@ -205,7 +211,8 @@ export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
       checkModelName(model);
       const installer = m.installer === undefined ? { type: 'file' as const, path: join(store, 'current', `${modelFileName(model)}.img`) } : parseInstaller(m.installer, `${where}.installer`);
       const p = m.port === undefined ? defaultPort : port(m.port, `${where}.port`);
-      return { model, channel: channelFor(model, str(m, 'group', where), p), installer };
+      const steps = m.steps === undefined ? undefined : parseInstallSteps(m.steps, `${where}.steps`);
+      return { model, channel: channelFor(model, str(m, 'group', where), p), installer, ...(steps ? { steps } : {}) };
     });
   }
   const seen = new Set<string>();

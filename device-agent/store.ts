@@ -7,6 +7,8 @@
  *                               the last verified release: image and signed manifest
  *   root-chain.cbor             the root versions verified after the provisioned root
  *                               (protocol/root.ts encodeRootChain; written atomically)
+ *   lifecycle.json              per model: the install being tried (install-lifecycle.ts)
+ *                               and the releases rolled back on this device (written atomically)
  *
  * Nothing in `releases/` or `state.json` is replaced except by rename, so a power
  * cut leaves the previous state intact.
@@ -17,6 +19,7 @@ import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ConfigError } from '../protocol/errors.js';
 import { decodeRootChain, encodeRootChain } from '../protocol/root.js';
+import { LIFECYCLE_STATES, type LifecycleRecord } from './install-lifecycle.js';
 import { fsyncDir, writeFileAtomic } from '../storage/durable-file.js';
 
 export interface InstalledRecord {
@@ -34,8 +37,27 @@ interface StateFile {
   models: Record<string, InstalledRecord>;
 }
 
+/** A release rolled back on this device: never installed again. */
+export interface BadRelease {
+  releaseId: string;
+  seq: number;
+  version: string;
+  /** ISO time of the rollback. */
+  at: string;
+  cause: string;
+}
+
+interface LifecycleFile {
+  format: 1;
+  models: Record<string, { record?: LifecycleRecord; bad: BadRelease[] }>;
+}
+
+/** Rolled-back releases remembered per model: far more than a channel carries at once. */
+const MAX_BAD_RELEASES = 64;
+
 export class Store {
   #state: StateFile;
+  #lifecycle: LifecycleFile | undefined;
 
   constructor(readonly dir: string) {
     try {
@@ -81,6 +103,57 @@ export class Store {
     const next: StateFile = { format: 1, models: { ...this.#state.models, [record.model]: record } };
     writeFileAtomic(join(this.dir, 'state.json'), JSON.stringify(next, null, 2) + '\n');
     this.#state = next;
+  }
+
+  #lifecycleFile(): LifecycleFile {
+    if (this.#lifecycle) return this.#lifecycle;
+    const path = join(this.dir, 'lifecycle.json');
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch {
+      return (this.#lifecycle = { format: 1, models: {} });
+    }
+    const corrupt = (why: string): ConfigError => new ConfigError(`${path} is corrupt (${why}); restore it, or remove it to forget the install being tried and the releases rolled back`);
+    let parsed: LifecycleFile;
+    try {
+      parsed = JSON.parse(text) as LifecycleFile;
+    } catch (err) {
+      throw corrupt((err as Error).message);
+    }
+    if (typeof parsed !== 'object' || parsed === null || parsed.format !== 1 || typeof parsed.models !== 'object' || parsed.models === null) throw corrupt('unknown format');
+    for (const [model, entry] of Object.entries(parsed.models)) {
+      if (!Array.isArray(entry?.bad) || (entry.record !== undefined && !LIFECYCLE_STATES.includes(entry.record.state))) throw corrupt(`model ${model}`);
+    }
+    return (this.#lifecycle = parsed);
+  }
+
+  /** The install of `model` being tried, or the last one tried (install-lifecycle.ts). */
+  lifecycle(model: string): LifecycleRecord | undefined {
+    return this.#lifecycleFile().models[model]?.record;
+  }
+
+  /** The models that have a lifecycle record. */
+  lifecycleModels(): string[] {
+    return Object.entries(this.#lifecycleFile().models).flatMap(([model, e]) => (e.record ? [model] : []));
+  }
+
+  /** The releases of `model` rolled back on this device, oldest first. */
+  badReleases(model: string): BadRelease[] {
+    return this.#lifecycleFile().models[model]?.bad ?? [];
+  }
+
+  /** Persists `record` for its model, and with it (one atomic write) `bad` among the model's rolled-back releases. */
+  saveLifecycle(record: LifecycleRecord, bad?: BadRelease): void {
+    const file = this.#lifecycleFile();
+    const model = record.release.model;
+    const previous = file.models[model]?.bad ?? [];
+    const next: LifecycleFile = {
+      format: 1,
+      models: { ...file.models, [model]: { record, bad: bad ? [...previous.filter((b) => b.releaseId !== bad.releaseId), bad].slice(-MAX_BAD_RELEASES) : previous } },
+    };
+    writeFileAtomic(join(this.dir, 'lifecycle.json'), JSON.stringify(next, null, 2) + '\n');
+    this.#lifecycle = next;
   }
 
   /** The signed roots verified after the provisioned one, oldest first (empty if none). */

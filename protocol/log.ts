@@ -110,6 +110,19 @@ export const LOG_EVENTS = {
   'listeners.idle': { level: 'info', fields: ['channel', 'group', 'lingerMs'] },
   'listeners.source-failed': { level: 'warn', fields: ['source', ...ERROR] },
   'listeners.source-recovered': { level: 'info', fields: ['source'] },
+  // An install tried before it is kept (issue 17; device-agent/install-lifecycle.ts, install-steps.ts): one event per transition, and the steps' failures.
+  'lifecycle.received': { level: 'info', fields: [...MODEL_RELEASE] },
+  'lifecycle.installing': { level: 'info', fields: [...MODEL_RELEASE] },
+  // healthDeadline: unix seconds by which the health command must succeed.
+  'lifecycle.pending': { level: 'info', fields: [...MODEL_RELEASE, 'healthDeadline', 'restarts'] },
+  'lifecycle.health-failed': { level: 'warn', fields: [...MODEL_RELEASE, 'attempt', 'exitCode?', 'detail', 'retryInSeconds'] },
+  'lifecycle.healthy': { level: 'info', fields: [...MODEL_RELEASE, 'checks'] },
+  'lifecycle.committed': { level: 'info', fields: [...MODEL_RELEASE, 'previousVersion?', 'previousSeq?'] },
+  'lifecycle.rolling-back': { level: 'warn', fields: [...MODEL_RELEASE, 'cause', 'detail'] },
+  'lifecycle.rolled-back': { level: 'error', fields: [...MODEL_RELEASE, 'cause', 'detail', 'rollbackOk', 'previousVersion?', 'previousSeq?'] },
+  'lifecycle.step-failed': { level: 'error', fields: [...MODEL_RELEASE, 'step', 'attempt', 'exitCode?', 'detail'] },
+  'lifecycle.resumed': { level: 'info', fields: [...MODEL_RELEASE, 'state', 'action', 'restarts?'] },
+  'lifecycle.bad-release': { level: 'info', fields: [...MODEL_RELEASE, 'rolledBackAt', 'cause'] },
 } as const satisfies Record<string, EventSpec>;
 
 export type LogEvent = keyof typeof LOG_EVENTS;

@@ -22,6 +22,7 @@ export const DROP_REASONS = {
   'already-installed': 'a release that is already installed',
   'install-pending': 'a release received while its install runs',
   'install-failed': 'a release whose install failed (refused until the agent restarts)',
+  'rolled-back': 'a release this device tried and rolled back (refused for good: the store lists it)',
   // Root of trust (protocol/root.ts)
   'revoked-key': 'a manifest signed by a key an earlier root delegated and the current root no longer does',
   'key-out-of-scope': 'a manifest for a model its signing key is not delegated for',
@@ -57,7 +58,7 @@ export const DROP_REASONS = {
 export type DropReason = keyof typeof DROP_REASONS;
 
 /** What the agent may set a release aside for (Receiver.abandon). */
-export type AbandonReason = Extract<DropReason, 'install-pending' | 'install-failed'>;
+export type AbandonReason = Extract<DropReason, 'install-pending' | 'install-failed' | 'rolled-back'>;
 
 /** Drops decided by the receiver's pure bookkeeping (transfer-ledger.ts). */
 export type LedgerDropReason = Extract<DropReason, 'segment-complete' | 'auth-repeat' | 'pending-full' | 'pending-evicted' | 'bad-auth'>;

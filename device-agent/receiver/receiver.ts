@@ -330,7 +330,7 @@ export class Receiver {
   }
 
   /** Called once the release has been installed: its sequence becomes the floor. */
-  markInstalled(release: VerifiedManifest): void {
+  markInstalled(release: { releaseId: Uint8Array; manifest: { seq: number } }): void {
     this.#installedSeq = Math.max(this.#installedSeq ?? -1, release.manifest.seq);
     this.#remember(hex(release.releaseId), 'already-installed');
     // A transfer of this release or an older one is moot now; a newer one goes on.
