@@ -38,6 +38,31 @@ export interface SmpEmulatorInit {
   trailerSize?: number;
 }
 
+/**
+ * One console line in, the framed answer out: the request is decoded as
+ * MCUboot and Zephyr's SMP transport do (anything that does not make a
+ * packet, or is not a read or write, is dropped without a word) and
+ * `dispatch`'s payload is sent back as the matching response.
+ */
+export function answerSmpLine(
+  decoder: ConsoleFrameDecoder, line: Uint8Array, dispatch: (header: SmpHeader, body: Record<string, unknown>) => { [key: string]: CborValue },
+): Uint8Array | undefined {
+  const outcome = decoder.pushLine(line);
+  if (outcome.kind !== 'packet') return undefined;
+  let packet;
+  try { packet = decodeSmpPacket(outcome.packet); } catch { return undefined; }
+  const { header } = packet;
+  if (header.op !== SmpOp.Read && header.op !== SmpOp.Write) return undefined;
+  let body: Record<string, unknown>;
+  try { body = header.length ? decodeCborMap(packet.payload) : {}; } catch { body = {}; }
+  const payload = dispatch(header, body);
+  const response = encodeSmpPacket(
+    { op: header.op + 1, version: header.version, flags: 0, group: header.group, seq: header.seq, id: header.id },
+    encodeCbor(payload, true),
+  );
+  return encodeConsoleFrame(response);
+}
+
 export class SmpEmulator {
   /** Slot 0, the primary slot serial recovery writes directly. */
   readonly flash: FlashMemory;
@@ -79,23 +104,17 @@ export class SmpEmulator {
 
   /** One console line (without '\n') in; the response bytes on the line out, or nothing. */
   receiveLine(line: Uint8Array): { response?: Uint8Array; reset?: boolean; busyMs?: number } {
-    const outcome = this.decoder.pushLine(line);
-    if (outcome.kind !== 'packet') return {};
-    let packet;
-    try { packet = decodeSmpPacket(outcome.packet); } catch { return {}; }
-    const { header } = packet;
-    if (header.op !== SmpOp.Read && header.op !== SmpOp.Write) return {};
-    let body: Record<string, unknown>;
-    try { body = header.length ? decodeCborMap(packet.payload) : {}; } catch { body = {}; }
     const erasesBefore = this.erases;
-    const { payload, reset } = this.dispatch(header, body);
-    const response = encodeSmpPacket(
-      { op: header.op + 1, version: header.version, flags: 0, group: header.group, seq: header.seq, id: header.id },
-      encodeCbor(payload, true),
-    );
+    let reset: boolean | undefined;
+    const response = answerSmpLine(this.decoder, line, (header, body) => {
+      const answer = this.dispatch(header, body);
+      reset = answer.reset;
+      return answer.payload;
+    });
+    if (!response) return {};
     this.answered++;
     const busyMs = this.erases > erasesBefore ? this.eraseMs : 0;
-    return { response: encodeConsoleFrame(response), reset, ...(busyMs ? { busyMs } : {}) };
+    return { response, reset, ...(busyMs ? { busyMs } : {}) };
   }
 
   private dispatch(header: SmpHeader, body: Record<string, unknown>): { payload: { [key: string]: CborValue }; reset?: boolean } {

@@ -1,0 +1,178 @@
+// MCUboot test-and-confirm: our client's flow against the emulated
+// application on MCUboot's swap (in-memory line, real timers), the swap
+// model's trailer rules, and the installer's configuration.
+import test from 'ava';
+import { createLinkPair } from '../../device-agent/serial/link.js';
+import { testAndConfirmMcuboot } from '../../device-agent/serial/mcuboot-test-confirm.js';
+import { BootloaderRefusedError, McubootTestFailedError } from '../../device-agent/serial/bootloader-error.js';
+import { buildMcubootImage, parseMcubootImage } from '../../device-agent/serial/mcuboot-image.js';
+import { parseSerialConfig, SerialConfigError } from '../../device-agent/serial/installer.js';
+import { memoryFlash } from '../../hardware/emulators/flash-file.js';
+import { BOOT_FLAG_SET, BOOT_MAGIC, McubootSwapSlots, TRAILER } from '../../hardware/emulators/mcuboot-swap.js';
+import { HANG_MARKER, NO_ECHO_MARKER, SmpAppEmulator, type SmpAppEmulatorInit } from '../../hardware/emulators/smp-app-emulator.js';
+import { patternBytes } from './helpers.js';
+
+const SLOT = 64 * 1024;
+const TRAILER_SIZE = 4096;
+const oldImage = buildMcubootImage(patternBytes(20_000, 1), { major: 1, minor: 0, revision: 0 });
+const newImage = buildMcubootImage(patternBytes(24_000, 2), { major: 1, minor: 0, revision: 1 });
+const marked = (marker: string, seed: number): Uint8Array =>
+  buildMcubootImage(Buffer.concat([Buffer.from(marker, 'latin1'), patternBytes(18_000, seed)]), { major: 1, minor: 0, revision: 2 });
+const hashOf = (image: Uint8Array): string => Buffer.from(parseMcubootImage(image).sha256Tlv).toString('hex');
+const hexOf = (b: Uint8Array | undefined): string | undefined => (b ? Buffer.from(b).toString('hex') : undefined);
+
+/** A device that shipped with `oldImage` in its primary slot, powered on, serving an in-memory line. */
+function device(t: { teardown(fn: () => unknown): void }, init: Partial<SmpAppEmulatorInit> = {}) {
+  const flash = memoryFlash(2 * SLOT);
+  flash.write(0, oldImage);
+  const emulator = new SmpAppEmulator({ flash, slotSize: SLOT, trailerSize: TRAILER_SIZE, resetDelayMs: 50, bootMs: 50, ...init });
+  emulator.powerOn();
+  const [host, deviceEnd] = createLinkPair();
+  const serving = emulator.serve(deviceEnd);
+  t.teardown(async () => { emulator.close(); await host.close(); await serving; });
+  const primary = (): Uint8Array => emulator.slots.slot(0);
+  const trailer = (n: 0 | 1, field: keyof typeof TRAILER, length = 1): Uint8Array => emulator.slots.slot(n).subarray(SLOT - TRAILER[field], SLOT - TRAILER[field] + length);
+  return { emulator, host, primary, trailer };
+}
+
+const quick = { timeoutMs: 200, bootTimeoutMs: 3000 };
+
+test('a healthy image is test-booted, then confirmed: slot 0 holds it with image-ok set, the old image waits in slot 1', async (t) => {
+  const { emulator, host, primary, trailer } = device(t);
+  const result = await testAndConfirmMcuboot({ link: host, image: newImage, ...quick });
+  t.is(result.outcome, 'confirmed');
+  t.is(hexOf(result.previousHash), hashOf(oldImage));
+  t.true(result.bootMs! > 0);
+  t.true(Buffer.from(primary().subarray(0, newImage.length)).equals(Buffer.from(newImage)), 'primary slot holds the new image byte for byte');
+  t.true(Buffer.from(trailer(0, 'magic', 16)).equals(Buffer.from(BOOT_MAGIC)), 'primary trailer magic');
+  t.is(trailer(0, 'imageOk')[0], BOOT_FLAG_SET, 'image-ok set: confirmed');
+  t.true(Buffer.from(emulator.slots.slot(1).subarray(0, oldImage.length)).equals(Buffer.from(oldImage)), 'the old image was swapped into slot 1');
+  t.deepEqual(emulator.boots.map((b) => [b.swap, b.running, b.version]), [['none', 'app', '1.0.0'], ['test', 'app', '1.0.1']]);
+  const slot0 = result.after.find((s) => s.slot === 0)!;
+  t.like(slot0, { active: true, confirmed: true });
+  t.is(hexOf(slot0.hash), hashOf(newImage));
+  // The next reset keeps it: nothing pending, nothing to revert.
+  emulator.reset(0);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.like(emulator.boots.at(-1), { swap: 'none', running: 'app', version: '1.0.1' });
+});
+
+test('an image that never answers after reset: the watchdog resets it, MCUboot reverts, the old image runs again, the error says "reverted"', async (t) => {
+  const { emulator, host, primary, trailer } = device(t, { watchdogMs: 1500 });
+  const hang = marked(HANG_MARKER, 3);
+  const error = await t.throwsAsync(testAndConfirmMcuboot({ link: host, image: hang, ...quick, bootTimeoutMs: 1000, revertTimeoutMs: 4000 }), { instanceOf: McubootTestFailedError });
+  t.is(error!.deviceState, 'reverted');
+  t.regex(error!.message, /^Test boot: the device did not answer within 1000 ms of the reset into the test image; MCUboot reverted: slot 0 runs [0-9a-f]{64} again$/);
+  t.true(error!.message.includes(hashOf(oldImage)));
+  t.deepEqual(emulator.boots.map((b) => [b.swap, b.running, b.version]), [['none', 'app', '1.0.0'], ['test', 'hung', '1.0.2'], ['revert', 'app', '1.0.0']]);
+  t.true(Buffer.from(primary().subarray(0, oldImage.length)).equals(Buffer.from(oldImage)), 'the old image is back in the primary slot');
+  t.is(trailer(0, 'imageOk')[0], BOOT_FLAG_SET, 'and kept: a revert is not reverted again');
+});
+
+test('an unhealthy image (answers, fails the echo probe): the agent\'s reset makes MCUboot revert it', async (t) => {
+  const { emulator, host, primary } = device(t);
+  const error = await t.throwsAsync(testAndConfirmMcuboot({ link: host, image: marked(NO_ECHO_MARKER, 4), ...quick }), { instanceOf: McubootTestFailedError });
+  t.is(error!.deviceState, 'reverted');
+  t.regex(error!.message, /^Test boot: the health probe \(SMP echo\) failed: .*rc 8 \(ENOTSUP\); MCUboot reverted/);
+  t.deepEqual(emulator.boots.map((b) => b.swap), ['none', 'test', 'revert'], 'no watchdog here: the revert came from the reset fwcast sent');
+  t.true(Buffer.from(primary().subarray(0, oldImage.length)).equals(Buffer.from(oldImage)));
+});
+
+test('an image that hangs without a watchdog: reported "unconfirmed", and the next reset (a power cycle) reverts it', async (t) => {
+  const { emulator, host, primary } = device(t);
+  const error = await t.throwsAsync(testAndConfirmMcuboot({ link: host, image: marked(HANG_MARKER, 5), ...quick, bootTimeoutMs: 600, revertTimeoutMs: 600 }), { instanceOf: McubootTestFailedError });
+  t.is(error!.deviceState, 'unconfirmed');
+  t.regex(error!.message, /did not answer within 600 ms of the reset that reverts it; the test image is unconfirmed/);
+  emulator.reset(0);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.like(emulator.boots.at(-1), { swap: 'revert', running: 'app', version: '1.0.0' });
+  t.true(Buffer.from(primary().subarray(0, oldImage.length)).equals(Buffer.from(oldImage)));
+});
+
+test('a test boot left unconfirmed (the agent stopped after the reset) is resumed: checked and confirmed without a new upload', async (t) => {
+  const { emulator, host, trailer } = device(t);
+  emulator.slots.flash.write(SLOT, newImage);
+  emulator.slots.setPending(false);
+  emulator.reset(0);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.like(emulator.boots.at(-1), { swap: 'test', running: 'app', version: '1.0.1' });
+  const result = await testAndConfirmMcuboot({ link: host, image: newImage, ...quick });
+  t.is(result.outcome, 'resumed');
+  t.is(trailer(0, 'imageOk')[0], BOOT_FLAG_SET);
+  t.is(emulator.boots.length, 2, 'no further reset');
+  const again = await testAndConfirmMcuboot({ link: host, image: newImage, ...quick });
+  t.is(again.outcome, 'already-confirmed');
+});
+
+test('an image MCUboot will not boot (its hash does not check): the device runs the old image, reported "reverted"', async (t) => {
+  const { emulator, host } = device(t);
+  // Corrupt the upload on the device side: flip a payload byte as it is written to the secondary slot.
+  const flash = emulator.slots.flash;
+  const write = flash.write.bind(flash);
+  flash.write = (offset, data) => {
+    const copy = new Uint8Array(data);
+    if (offset <= SLOT + 1000 && offset + copy.length > SLOT + 1000) copy[SLOT + 1000 - offset]! ^= 1;
+    write(offset, copy);
+  };
+  const error = await t.throwsAsync(testAndConfirmMcuboot({ link: host, image: newImage, ...quick }), { instanceOf: McubootTestFailedError });
+  t.is(error!.deviceState, 'reverted');
+  t.regex(error!.message, /MCUboot did not boot the test image/);
+  t.deepEqual(emulator.boots.map((b) => b.swap), ['none', 'fail']);
+});
+
+test('the device refuses the upload while another test is pending: a refusal naming the image group code, device untouched', async (t) => {
+  const { emulator, host } = device(t);
+  emulator.slots.flash.write(SLOT, marked(NO_ECHO_MARKER, 6));
+  emulator.slots.setPending(false);
+  const error = await t.throwsAsync(testAndConfirmMcuboot({ link: host, image: newImage, ...quick }), { instanceOf: BootloaderRefusedError });
+  t.is(error!.deviceState, 'untouched');
+  t.regex(error!.message, /group 1 rc 9 \(NO_FREE_SLOT\)/);
+  t.is(emulator.boots.length, 1);
+});
+
+test('swap model: the trailer table of MCUboot (TEST, PERM, REVERT, NONE) and a secondary that does not validate', (t) => {
+  const flash = memoryFlash(2 * SLOT);
+  flash.write(0, oldImage);
+  const slots = new McubootSwapSlots(flash, SLOT, TRAILER_SIZE);
+  t.is(slots.swapType(), 'none', 'a factory image: no magic anywhere');
+  flash.write(SLOT, newImage);
+  slots.setPending(true);
+  t.is(slots.swapType(), 'perm');
+  t.like(slots.boot(), { swap: 'perm', image: { version: '1.0.1' } });
+  t.is(slots.swapType(), 'none', 'a permanent swap is not reverted');
+  slots.setConfirmed();
+  t.is(slots.swapType(), 'none');
+  flash.erase(SLOT, SLOT);
+  flash.write(SLOT, oldImage);
+  slots.setPending(false);
+  t.is(slots.swapType(), 'test');
+  t.like(slots.boot(), { swap: 'test', image: { version: '1.0.0' } });
+  t.is(slots.swapType(), 'revert', 'an unconfirmed test image');
+  t.like(slots.boot(), { swap: 'revert', image: { version: '1.0.1' } });
+  t.is(slots.swapType(), 'none');
+  const bad = new Uint8Array(newImage);
+  bad[100]! ^= 0xff;
+  flash.erase(SLOT, SLOT);
+  flash.write(SLOT, bad);
+  slots.setPending(false);
+  t.like(slots.boot(), { swap: 'fail', image: { version: '1.0.1' } });
+  t.true(slots.slot(1).every((b) => b === 0xff), 'MCUboot erased the secondary slot');
+});
+
+test('config: "mcuboot": {"mode": "test-confirm"} is parsed; wrong combinations are clear errors naming the field', (t) => {
+  const base = { type: 'serial', protocol: 'mcuboot', port: '/dev/ttyACM0' };
+  t.deepEqual(parseSerialConfig({ ...base, mcuboot: { mode: 'test-confirm', bootTimeoutMs: 30000, health: 'none' } }).mcuboot,
+    { mode: 'test-confirm', bootTimeoutMs: 30000, health: 'none' });
+  t.deepEqual(parseSerialConfig({ ...base, mcuboot: { mode: 'recovery' } }).mcuboot, { mode: 'recovery' });
+  const bad: [Record<string, unknown>, RegExp][] = [
+    [{ ...base, protocol: 'stm32', mcuboot: { mode: 'test-confirm' } }, /"mcuboot" applies only to "protocol": "mcuboot"/],
+    [{ ...base, mcuboot: 'test-confirm' }, /"mcuboot" must be an object/],
+    [{ ...base, mcuboot: { mode: 'test' } }, /"mcuboot"\.mode must be one of recovery, test-confirm \(got "test"\)/],
+    [{ ...base, mcuboot: { mode: 'test-confirm', bootTimeout: 5 } }, /unknown field\(s\) "bootTimeout"/],
+    [{ ...base, mcuboot: { mode: 'test-confirm', bootTimeoutMs: 10 } }, /"bootTimeoutMs" must be between 100 and 3600000/],
+    [{ ...base, mcuboot: { mode: 'test-confirm', health: 'ping' } }, /health must be one of echo, none/],
+    [{ ...base, mcuboot: { mode: 'recovery', health: 'echo' } }, /health apply only to "mode": "test-confirm"/],
+    [{ ...base, start: false, mcuboot: { mode: 'test-confirm' } }, /cannot be combined with "start": false/],
+  ];
+  for (const [config, message] of bad) t.throws(() => parseSerialConfig(config), { instanceOf: SerialConfigError, message }, JSON.stringify(config));
+});
