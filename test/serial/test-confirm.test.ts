@@ -2,6 +2,8 @@
 // application on MCUboot's swap (in-memory line, real timers), the swap
 // model's trailer rules, and the installer's configuration.
 import test from 'ava';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createLinkPair } from '../../device-agent/serial/link.js';
 import { testAndConfirmMcuboot } from '../../device-agent/serial/mcuboot-test-confirm.js';
 import { BootloaderRefusedError, McubootTestFailedError } from '../../device-agent/serial/bootloader-error.js';
@@ -10,7 +12,7 @@ import { parseSerialConfig, SerialConfigError } from '../../device-agent/serial/
 import { memoryFlash } from '../../hardware/emulators/flash-file.js';
 import { BOOT_FLAG_SET, BOOT_MAGIC, McubootSwapSlots, TRAILER } from '../../hardware/emulators/mcuboot-swap.js';
 import { HANG_MARKER, NO_ECHO_MARKER, SmpAppEmulator, type SmpAppEmulatorInit } from '../../hardware/emulators/smp-app-emulator.js';
-import { patternBytes } from './helpers.js';
+import { patternBytes, ptyPair, REPO, requireTools, run, startTsx, tempDir, waitForOutput } from './helpers.js';
 
 const SLOT = 64 * 1024;
 const TRAILER_SIZE = 4096;
@@ -128,6 +130,35 @@ test('the device refuses the upload while another test is pending: a refusal nam
   t.is(error!.deviceState, 'untouched');
   t.regex(error!.message, /group 1 rc 9 \(NO_FREE_SLOT\)/);
   t.is(emulator.boots.length, 1);
+});
+
+test('flash command over a pty: --mcuboot-mode test-confirm reports a revert with exit 1, then confirms a healthy image with exit 0', async (t) => {
+  requireTools(t, 'socat');
+  const dir = tempDir(t, 'confirm-cli');
+  const pair = await ptyPair(t, dir, 'app');
+  const slots = join(dir, 'slots.bin');
+  const shipped = new Uint8Array(2 * SLOT).fill(0xff);
+  shipped.set(oldImage);
+  writeFileSync(slots, shipped);
+  const emulator = startTsx(t, 'hardware/emulators/smp-app-emulator.ts', ['--port', pair.device, '--flash', slots, '--slot-size', String(SLOT)]);
+  await waitForOutput(emulator, /serving/, 15_000, 'smp-app-emulator');
+  const flash = (image: Uint8Array, name: string) => {
+    const path = join(dir, name);
+    writeFileSync(path, image);
+    return run(process.execPath, [
+      '--import', 'tsx', join(REPO, 'device-agent/serial/flash-main.ts'), 'flash', '--protocol', 'mcuboot', '--port', pair.host,
+      '--mcuboot-mode', 'test-confirm', '--boot-timeout', '5000', path,
+    ]);
+  };
+  const unhealthy = await flash(marked(NO_ECHO_MARKER, 7), 'unhealthy.img');
+  t.is(unhealthy.code, 1, unhealthy.stdout);
+  t.regex(unhealthy.stderr, /^flash: failed: McubootTestFailedError: Test boot: the health probe \(SMP echo\) failed: .*MCUboot reverted.* \(device: reverted\)$/m);
+  t.true(readFileSync(slots).subarray(0, oldImage.length).equals(oldImage), 'the shipped image runs again');
+  const healthy = await flash(newImage, 'healthy.img');
+  t.is(healthy.code, 0, healthy.stderr);
+  t.regex(healthy.stdout, /^flash: ok: \d+ bytes, verified: slot 0 runs SHA-256 [0-9a-f]{64}, confirmed after a test boot of \d+ ms/m);
+  t.true(readFileSync(slots).subarray(0, newImage.length).equals(newImage));
+  t.regex(emulator.output(), /boot: swap revert, slot 0 runs 1\.0\.0[^]*boot: swap test, slot 0 runs 1\.0\.1/);
 });
 
 test('swap model: the trailer table of MCUboot (TEST, PERM, REVERT, NONE) and a secondary that does not validate', (t) => {
