@@ -11,11 +11,10 @@
 // test pending means "not rebooted yet", not "refused".
 import { createHash, randomBytes } from 'node:crypto';
 import { hex } from '../../protocol/hex.js';
-import type { SerialLink } from './link.js';
 import { SmpOp } from './smp-frame.js';
 import { parseMcubootImage, McubootImageError } from './mcuboot-image.js';
 import {
-  BUF_MARGIN, checkRc, DEFAULT_BUF_SIZE, defaultEraseWaitMs, McubootClient, sizeLimit, SMP,
+  BUF_MARGIN, checkRc, DEFAULT_BUF_SIZE, defaultEraseWaitMs, McubootClient, sizeLimit, SMP, type McubootFlashOptions,
 } from './mcuboot-smp.js';
 import { activeSlot, decodeImageStates, imageStateWrite, type ImageSlotState } from './smp-image-state.js';
 import {
@@ -28,24 +27,14 @@ export type McubootHealthProbe = (typeof MCUBOOT_HEALTH_PROBES)[number];
 /** Default wait for the device to answer again after a reset: MCUboot's swap of a large slot on slow flash takes tens of seconds. */
 export const DEFAULT_BOOT_TIMEOUT_MS = 60_000;
 
-export interface McubootTestConfirmOptions {
-  link: SerialLink;
-  image: Uint8Array;
-  /** Per-request answer timeout; default 1000 ms. Also the interval of the polls after a reset. */
-  timeoutMs?: number;
-  tries?: number;
-  eraseTimeoutMs?: number;
-  /** Slot size for the size check when the device does not report it. */
-  slotSize?: number;
-  trailerSize?: number;
+/** The upload's options as serial recovery takes them (timeoutMs is also the interval of the polls after a reset), and the test boot's. */
+export interface McubootTestConfirmOptions extends Omit<McubootFlashOptions, 'reset'> {
   /** How long the device may take after a reset to answer again; default DEFAULT_BOOT_TIMEOUT_MS. */
   bootTimeoutMs?: number;
   /** The same after the reset that reverts a failed test; default bootTimeoutMs. */
   revertTimeoutMs?: number;
   /** What proves the test image healthy besides answering its image list: 'echo' (default) a random text echoed back. */
   health?: McubootHealthProbe;
-  signal?: AbortSignal;
-  onProgress?: (done: number, total: number) => void;
 }
 
 export interface McubootTestConfirmResult {

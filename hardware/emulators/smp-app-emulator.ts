@@ -14,11 +14,11 @@
 //   npx tsx hardware/emulators/smp-app-emulator.ts --port /tmp/dev --flash /tmp/slots.bin [--slot-size N] [--watchdog-ms MS]
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
-import { openSerialPort, SerialClosedError, SerialOverrunError, SerialTimeoutError, type SerialLink } from '../../device-agent/serial/link.js';
+import { openSerialPort, type SerialLink } from '../../device-agent/serial/link.js';
 import { ConsoleFrameDecoder, type CborValue, type SmpHeader } from '../../device-agent/serial/smp-frame.js';
 import { parseMcubootImage, type McubootImageInfo } from '../../device-agent/serial/mcuboot-image.js';
 import { IMG_MGMT_ERR } from '../../device-agent/serial/mcuboot-smp.js';
-import { answerSmpLine, MGMT_ERR } from './smp-emulator.js';
+import { answerSmpLine, MGMT_ERR, serveLines } from './smp-emulator.js';
 import { McubootSwapSlots, type SwapType } from './mcuboot-swap.js';
 import { FlashFile, type FlashMemory } from './flash-file.js';
 import { hex } from '../../protocol/hex.js';
@@ -239,19 +239,11 @@ export class SmpAppEmulator {
   }
 
   /** Serves lines from `link` until it closes. */
-  async serve(link: SerialLink): Promise<void> {
-    for (;;) {
-      let line: Uint8Array;
-      try {
-        line = await link.readUntil(0x0a, { timeoutMs: 60_000, maxBytes: this.receiveSize + 1 });
-      } catch (error) {
-        if (error instanceof SerialTimeoutError || error instanceof SerialOverrunError) continue;
-        if (error instanceof SerialClosedError) return;
-        throw error;
-      }
-      const response = this.receiveLine(line.subarray(0, line.length - 1));
+  serve(link: SerialLink): Promise<void> {
+    return serveLines(link, this.receiveSize + 1, async (line) => {
+      const response = this.receiveLine(line);
       if (response) await link.write(response);
-    }
+    });
   }
 }
 

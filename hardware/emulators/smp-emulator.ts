@@ -190,22 +190,29 @@ export class SmpEmulator {
   }
 
   /** Serves lines from `link` until it closes. */
-  async serve(link: SerialLink): Promise<void> {
-    for (;;) {
-      let line: Uint8Array;
-      try {
-        line = await link.readUntil(0x0a, { timeoutMs: 60_000, maxBytes: this.receiveSize + 1 });
-      } catch (error) {
-        if (error instanceof SerialTimeoutError || error instanceof SerialOverrunError) continue;
-        if (error instanceof SerialClosedError) return;
-        throw error;
-      }
-      const { response, reset, busyMs } = this.receiveLine(line.subarray(0, line.length - 1));
+  serve(link: SerialLink): Promise<void> {
+    return serveLines(link, this.receiveSize + 1, async (line) => {
+      const { response, reset, busyMs } = this.receiveLine(line);
       // A device erasing flash reads nothing meanwhile: what arrives waits in the line's buffer.
       if (busyMs) await new Promise((resolve) => setTimeout(resolve, busyMs));
       if (response) await link.write(response);
       if (reset) this.onReset?.();
+    });
+  }
+}
+
+/** Hands each line from `link` (without its '\n') to `handle` until the link closes; quiet or overlong lines are skipped. */
+export async function serveLines(link: SerialLink, maxBytes: number, handle: (line: Uint8Array) => Promise<void>): Promise<void> {
+  for (;;) {
+    let line: Uint8Array;
+    try {
+      line = await link.readUntil(0x0a, { timeoutMs: 60_000, maxBytes });
+    } catch (error) {
+      if (error instanceof SerialTimeoutError || error instanceof SerialOverrunError) continue;
+      if (error instanceof SerialClosedError) return;
+      throw error;
     }
+    await handle(line.subarray(0, line.length - 1));
   }
 }
 
