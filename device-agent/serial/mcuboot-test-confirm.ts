@@ -18,7 +18,7 @@ import {
 } from './mcuboot-smp.js';
 import { activeSlot, decodeImageStates, imageStateWrite, type ImageSlotState } from './smp-image-state.js';
 import {
-  BootloaderError, BootloaderTimeoutError, BootloaderVerifyError, ImageTooLargeError, McubootTestFailedError, type DeviceState,
+  BootloaderError, BootloaderRefusedError, BootloaderTimeoutError, BootloaderVerifyError, ImageTooLargeError, McubootTestFailedError, type DeviceState,
 } from './bootloader-error.js';
 
 export const MCUBOOT_HEALTH_PROBES = ['echo', 'none'] as const;
@@ -176,6 +176,9 @@ class TestBoot {
       const echoed = await this.client.echo(nonce);
       return echoed === nonce ? undefined : `the health probe echoed ${JSON.stringify(echoed.slice(0, 40))} for ${nonce}`;
     } catch (error) {
+      if (error instanceof BootloaderRefusedError && error.returnCode === 8) {
+        return `the health probe (SMP echo) failed: ${error.message}; if the application is built without echo, set "health": "none"`;
+      }
       if (error instanceof BootloaderError) return `the health probe (SMP echo) failed: ${error.message}`;
       throw error;
     }

@@ -10,6 +10,8 @@
 //   HANG_MARKER     the application never answers (a hung main loop); with
 //                   watchdogMs the emulated watchdog resets the device
 //   NO_ECHO_MARKER  it answers the image group but not echo (unhealthy)
+//   SELF_CONFIRM_MARKER  it confirms itself as soon as it starts, as many
+//                   applications do (boot_write_img_confirmed at boot)
 //
 //   npx tsx hardware/emulators/smp-app-emulator.ts --port /tmp/dev --flash /tmp/slots.bin [--slot-size N] [--watchdog-ms MS]
 import { parseArgs } from 'node:util';
@@ -25,6 +27,7 @@ import { hex } from '../../protocol/hex.js';
 
 export const HANG_MARKER = 'FWCAST-EMULATOR:HANG';
 export const NO_ECHO_MARKER = 'FWCAST-EMULATOR:NO-ECHO';
+export const SELF_CONFIRM_MARKER = 'FWCAST-EMULATOR:SELF-CONFIRM';
 
 export interface SmpAppEmulatorInit {
   /** Both slots back to back: primary at 0, secondary at slotSize. */
@@ -86,8 +89,10 @@ export class SmpAppEmulator {
     this.running = image;
     this.upload = undefined;
     const slot0 = this.slots.slot(0);
-    const running: BootRecord['running'] = !image ? 'halted' : contains(slot0.subarray(0, image.totalSize), HANG_MARKER) ? 'hung' : 'app';
+    const code = image ? slot0.subarray(0, image.totalSize) : new Uint8Array(0);
+    const running: BootRecord['running'] = !image ? 'halted' : contains(code, HANG_MARKER) ? 'hung' : 'app';
     this.state = running;
+    if (running === 'app' && contains(code, SELF_CONFIRM_MARKER)) this.slots.setConfirmed();
     const record: BootRecord = { swap, running, ...(image ? { version: image.version, hash: image.sha256Tlv } : {}) };
     this.boots.push(record);
     if (running === 'hung' && this.watchdogMs !== undefined) this.later(this.watchdogMs, () => this.reset(0));

@@ -11,7 +11,7 @@ import { buildMcubootImage, parseMcubootImage } from '../../device-agent/serial/
 import { parseSerialConfig, SerialConfigError } from '../../device-agent/serial/installer.js';
 import { memoryFlash } from '../../hardware/emulators/flash-file.js';
 import { BOOT_FLAG_SET, BOOT_MAGIC, McubootSwapSlots, TRAILER } from '../../hardware/emulators/mcuboot-swap.js';
-import { HANG_MARKER, NO_ECHO_MARKER, SmpAppEmulator, type SmpAppEmulatorInit } from '../../hardware/emulators/smp-app-emulator.js';
+import { HANG_MARKER, NO_ECHO_MARKER, SELF_CONFIRM_MARKER, SmpAppEmulator, type SmpAppEmulatorInit } from '../../hardware/emulators/smp-app-emulator.js';
 import { patternBytes, ptyPair, REPO, requireTools, run, startTsx, tempDir, waitForOutput } from './helpers.js';
 
 const SLOT = 64 * 1024;
@@ -75,7 +75,7 @@ test('an unhealthy image (answers, fails the echo probe): the agent\'s reset mak
   const { emulator, host, primary } = device(t);
   const error = await t.throwsAsync(testAndConfirmMcuboot({ link: host, image: marked(NO_ECHO_MARKER, 4), ...quick }), { instanceOf: McubootTestFailedError });
   t.is(error!.deviceState, 'reverted');
-  t.regex(error!.message, /^Test boot: the health probe \(SMP echo\) failed: .*rc 8 \(ENOTSUP\); MCUboot reverted/);
+  t.regex(error!.message, /^Test boot: the health probe \(SMP echo\) failed: .*rc 8 \(ENOTSUP\); .*; MCUboot reverted/);
   t.deepEqual(emulator.boots.map((b) => b.swap), ['none', 'test', 'revert'], 'no watchdog here: the revert came from the reset fwcast sent');
   t.true(Buffer.from(primary().subarray(0, oldImage.length)).equals(Buffer.from(oldImage)));
 });
@@ -89,6 +89,18 @@ test('an image that hangs without a watchdog: reported "unconfirmed", and the ne
   await new Promise((resolve) => setTimeout(resolve, 200));
   t.like(emulator.boots.at(-1), { swap: 'revert', running: 'app', version: '1.0.0' });
   t.true(Buffer.from(primary().subarray(0, oldImage.length)).equals(Buffer.from(oldImage)));
+});
+
+test('an unhealthy image that confirms itself at boot cannot be reverted: reported "self-confirmed", and it stays', async (t) => {
+  const { emulator, host, trailer } = device(t);
+  const image = marked(`${SELF_CONFIRM_MARKER} ${NO_ECHO_MARKER}`, 8);
+  const error = await t.throwsAsync(testAndConfirmMcuboot({ link: host, image, ...quick }), { instanceOf: McubootTestFailedError });
+  t.is(error!.deviceState, 'self-confirmed');
+  t.regex(error!.message, /if the application is built without echo, set "health": "none"; the device confirmed the test image itself, so MCUboot keeps it$/);
+  // The reset fwcast sent lands after it saw the image confirmed; MCUboot then boots it again, no swap.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.deepEqual(emulator.boots.map((b) => [b.swap, b.version]), [['none', '1.0.0'], ['test', '1.0.2'], ['none', '1.0.2']]);
+  t.is(trailer(0, 'imageOk')[0], BOOT_FLAG_SET);
 });
 
 test('a test boot left unconfirmed (the agent stopped after the reset) is resumed: checked and confirmed without a new upload', async (t) => {
