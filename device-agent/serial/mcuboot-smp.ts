@@ -10,7 +10,7 @@ import type { SerialLink } from './link.js';
 import { hex } from '../../protocol/hex.js';
 import { SerialOverrunError, SerialTimeoutError } from './link.js';
 import {
-  ConsoleFrameDecoder, decodeCborMap, decodeSmpPacket, encodeCbor, encodeConsoleFrame, encodeSmpPacket,
+  asCborMap, ConsoleFrameDecoder, decodeCborMap, decodeSmpPacket, encodeCbor, encodeConsoleFrame, encodeSmpPacket,
   MalformedSmpPacketError, SMP_HEADER_SIZE, SMP_VERSION_2, SmpOp, type CborValue,
 } from './smp-frame.js';
 import { parseMcubootImage, McubootImageError, type McubootImageInfo } from './mcuboot-image.js';
@@ -72,11 +72,6 @@ export interface SlotInfo {
   maxImageSize?: number;
 }
 
-function asRecord(raw: unknown): Record<string, unknown> | undefined {
-  if (raw instanceof Map) return Object.fromEntries(raw) as Record<string, unknown>;
-  return typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? raw as Record<string, unknown> : undefined;
-}
-
 /** Throws BootloaderRefusedError for an answer carrying a non-zero rc. */
 export function checkRc(operation: string, answer: Record<string, unknown>): void {
   const rc = answer.rc ?? 0;
@@ -84,7 +79,7 @@ export function checkRc(operation: string, answer: Record<string, unknown>): voi
   if (rc !== 0) throw new BootloaderRefusedError('mcuboot', operation, `rc ${rc} (${RC_NAMES[rc] ?? 'unknown'})`, rc);
   // SMP version 2 servers (Zephyr) put a command group's own errors in err: {group, rc}.
   if (answer.err === undefined) return;
-  const err = asRecord(answer.err);
+  const err = asCborMap(answer.err);
   if (!err || typeof err.group !== 'number' || typeof err.rc !== 'number') throw new BootloaderProtocolError('mcuboot', operation, 'err is not {group, rc}');
   if (err.rc !== 0) {
     const name = err.group === SMP.GROUP_IMAGE ? IMG_RC_NAMES[err.rc] : undefined;
@@ -202,10 +197,10 @@ export class McubootClient {
     const answer = await this.command('Slot info', SmpOp.Read, SMP.GROUP_IMAGE, SMP.IMAGE_SLOT_INFO, {});
     if (answer.rc === 8 || !Array.isArray(answer.images)) return undefined;
     checkRc('Slot info', answer);
-    const image = answer.images.map(asRecord).find((entry) => entry !== undefined && (entry.image ?? 0) === 0);
+    const image = answer.images.map(asCborMap).find((entry) => entry !== undefined && (entry.image ?? 0) === 0);
     if (!image) return {};
     const info: SlotInfo = {};
-    const slots = Array.isArray(image.slots) ? image.slots.map(asRecord) : [];
+    const slots = Array.isArray(image.slots) ? image.slots.map(asCborMap) : [];
     const slot0 = slots.find((entry) => entry?.slot === 0);
     if (typeof slot0?.size === 'number' && slot0.size > 0) info.slotSize = slot0.size;
     if (typeof image.max_image_size === 'number' && image.max_image_size > 0) info.maxImageSize = image.max_image_size;

@@ -51,6 +51,12 @@ export interface McubootTestConfirmResult {
   retries: number;
 }
 
+function testFailed(detail: string, deviceState: DeviceState): McubootTestFailedError {
+  const error = new McubootTestFailedError('mcuboot', 'Test boot', detail);
+  error.deviceState = deviceState;
+  return error;
+}
+
 const sameHash = (a: Uint8Array | undefined, b: Uint8Array): boolean => a !== undefined && hex(a) === hex(b);
 
 /** Uploads, test-boots and confirms `image`, or reverts and throws McubootTestFailedError saying what runs. */
@@ -69,9 +75,8 @@ export async function testAndConfirmMcuboot(options: McubootTestConfirmOptions):
     let outcome: McubootTestConfirmResult['outcome'] = 'confirmed';
     let bootMs: number | undefined;
     if (running && sameHash(running.hash, ours)) {
-      if (running.confirmed && !before.some((s) => s.pending)) {
-        return { before, after: before, outcome: 'already-confirmed', retries: client.retries };
-      }
+      // img_mgmt lists the running image unconfirmed only while MCUboot would revert it.
+      if (running.confirmed) return { before, after: before, outcome: 'already-confirmed', retries: client.retries };
       // A test boot of this image that nobody confirmed (the agent stopped midway): check it and confirm it now.
       outcome = 'resumed';
       reset = true;
@@ -86,15 +91,10 @@ export async function testAndConfirmMcuboot(options: McubootTestConfirmOptions):
       await client.reset();
       const boot = await flow.waitUntil(bootTimeoutMs, (list) => !list.some((s) => s.pending && sameHash(s.hash, ours)));
       if (!boot.list) return await flow.revert(`the device did not answer within ${bootTimeoutMs} ms of the reset into the test image`, options, bootTimeoutMs);
-      if (!boot.settled) {
-        throw Object.assign(new McubootTestFailedError('mcuboot', 'Test boot', `the device still lists the test image as pending ${bootTimeoutMs} ms after the reset: it did not reset`), { deviceState: 'unconfirmed' as const });
-      }
+      if (!boot.settled) throw testFailed(`the device still lists the test image as pending ${bootTimeoutMs} ms after the reset: it did not reset`, 'unconfirmed');
       const now = activeSlot(boot.list);
       if (!sameHash(now?.hash, ours)) {
-        const error = new McubootTestFailedError('mcuboot', 'Test boot', `MCUboot did not boot the test image: slot 0 runs ${now?.hash ? hex(now.hash) : 'no listed image'} `
-          + '(it refused the image, or reverted it at once)');
-        error.deviceState = 'reverted';
-        throw error;
+        throw testFailed(`MCUboot did not boot the test image: slot 0 runs ${now?.hash ? hex(now.hash) : 'no listed image'} (it refused the image, or reverted it at once)`, 'reverted');
       }
       bootMs = Date.now() - resetAt;
     }
@@ -211,8 +211,6 @@ class TestBoot {
       deviceState = 'unconfirmed';
       detail = 'the test image still runs unconfirmed after the reset; MCUboot swaps it out at the next reset';
     }
-    const error = new McubootTestFailedError('mcuboot', 'Test boot', `${reason}; ${detail}`);
-    error.deviceState = deviceState;
-    throw error;
+    throw testFailed(`${reason}; ${detail}`, deviceState);
   }
 }

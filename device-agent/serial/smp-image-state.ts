@@ -10,7 +10,7 @@
 // is bytes from a device: each field is checked for its type and size, and
 // anything else is a protocol error naming the field.
 import { BootloaderProtocolError } from './bootloader-error.js';
-import type { CborValue } from './smp-frame.js';
+import { asCborMap, type CborValue } from './smp-frame.js';
 
 export interface ImageSlotState {
   /** Image number (multi-image builds); 0 when the device leaves it out. */
@@ -33,14 +33,6 @@ const MAX_ENTRIES = 16;
 const MAX_VERSION_LENGTH = 32;
 const FLAGS = ['bootable', 'pending', 'confirmed', 'active', 'permanent'] as const;
 
-function asRecord(raw: unknown): Record<string, unknown> | undefined {
-  if (raw instanceof Map) {
-    if (![...raw.keys()].every((k) => typeof k === 'string')) return undefined;
-    return Object.fromEntries(raw) as Record<string, unknown>;
-  }
-  return typeof raw === 'object' && raw !== null && !Array.isArray(raw) && !(raw instanceof Uint8Array) ? raw as Record<string, unknown> : undefined;
-}
-
 function smallInteger(value: unknown): value is number {
   return typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 255;
 }
@@ -57,7 +49,7 @@ export function decodeImageStates(operation: string, answer: Record<string, unkn
   if (images.length > MAX_ENTRIES) fail(`answer lists ${images.length} slots, more than ${MAX_ENTRIES}`);
   const seen = new Set<string>();
   return images.map((raw, index): ImageSlotState => {
-    const entry = asRecord(raw) ?? fail(`images[${index}] is not a map`);
+    const entry = asCborMap(raw) ?? fail(`images[${index}] is not a map`);
     const image = entry.image ?? 0;
     const slot = entry.slot ?? 0;
     if (!smallInteger(image)) fail(`images[${index}].image is not an image number`);
