@@ -66,7 +66,7 @@ export async function testAndConfirmMcuboot(options: McubootTestConfirmOptions):
   const ours = info.sha256Tlv;
   const client = new McubootClient({ link: options.link, timeoutMs: options.timeoutMs, tries: options.tries, signal: options.signal });
   const bootTimeoutMs = options.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
-  const flow = new TestBoot(client, ours, options.timeoutMs ?? 1000, options.signal);
+  const flow = new TestBoot(client, ours, options.timeoutMs ?? 1000, options.tries ?? 5, options.signal);
   let reset = false;
   try {
     const before = await client.imageList();
@@ -88,10 +88,9 @@ export async function testAndConfirmMcuboot(options: McubootTestConfirmOptions):
       if (!slot1?.pending) throw new BootloaderVerifyError('mcuboot', 'Image test', 'the device does not list the image as pending in slot 1 after marking it for test');
       const resetAt = Date.now();
       reset = true;
-      await client.reset();
-      const boot = await flow.waitUntil(bootTimeoutMs, (list) => !list.some((s) => s.pending && sameHash(s.hash, ours)));
+      const boot = await flow.resetAndWait(bootTimeoutMs, (list) => !list.some((s) => s.pending && sameHash(s.hash, ours)));
       if (!boot.list) return await flow.revert(`the device did not answer within ${bootTimeoutMs} ms of the reset into the test image`, options, bootTimeoutMs);
-      if (!boot.settled) throw testFailed(`the device still lists the test image as pending ${bootTimeoutMs} ms after the reset: it did not reset`, 'unconfirmed');
+      if (!boot.settled) throw testFailed(`the device still lists the test image as pending ${bootTimeoutMs} ms after the reset: it does not reset`, 'unconfirmed');
       const now = activeSlot(boot.list);
       if (!sameHash(now?.hash, ours)) {
         throw testFailed(`MCUboot did not boot the test image: slot 0 runs ${now?.hash ? hex(now.hash) : 'no listed image'} (it refused the image, or reverted it at once)`, 'reverted');
@@ -135,7 +134,10 @@ async function upload(client: McubootClient, options: McubootTestConfirmOptions)
 
 /** The steps after the upload, which talk to a device that may be rebooting. */
 class TestBoot {
-  constructor(private readonly client: McubootClient, private readonly ours: Uint8Array, private readonly pollMs: number, private readonly signal: AbortSignal | undefined) {}
+  constructor(
+    private readonly client: McubootClient, private readonly ours: Uint8Array,
+    private readonly pollMs: number, private readonly tries: number, private readonly signal: AbortSignal | undefined,
+  ) {}
 
   async state(operation: string, body: ReturnType<typeof imageStateWrite>): Promise<Record<string, unknown>> {
     const answer = await this.client.command(operation, SmpOp.Write, SMP.GROUP_IMAGE, SMP.IMAGE_STATE, body);
@@ -144,11 +146,19 @@ class TestBoot {
   }
 
   /**
-   * Polls the image list until `settled` holds or `timeoutMs` passes; when
-   * it did not settle, the answer to the last poll (undefined: silent).
+   * Resets the device, then polls its image list until `settled` holds or
+   * `timeoutMs` passes; when it did not settle, the answer to the last poll
+   * (undefined: silent). A device that keeps answering unsettled never got
+   * the reset (or lost it): it is sent again, every resendMs, up to `tries`
+   * times in all.
    */
-  async waitUntil(timeoutMs: number, settled: (list: ImageSlotState[]) => boolean): Promise<{ list?: ImageSlotState[]; settled: boolean }> {
+  async resetAndWait(timeoutMs: number, settled: (list: ImageSlotState[]) => boolean): Promise<{ list?: ImageSlotState[]; settled: boolean }> {
     const deadline = Date.now() + timeoutMs;
+    // Zephyr resets 250 ms after answering; MCUboot's swap keeps the device silent meanwhile.
+    const resendMs = Math.max(2000, 4 * this.pollMs);
+    await this.client.reset();
+    let resets = 1;
+    let lastReset = Date.now();
     let list: ImageSlotState[] | undefined;
     while (Date.now() < deadline) {
       this.signal?.throwIfAborted();
@@ -156,6 +166,13 @@ class TestBoot {
       try {
         list = await this.client.imageList({ tries: 1, timeoutMs: Math.max(1, Math.min(this.pollMs, deadline - Date.now())) });
         if (settled(list)) return { list, settled: true };
+        if (Date.now() - lastReset >= resendMs && resets < this.tries) {
+          this.client.retries++;
+          await this.client.reset();
+          resets++;
+          lastReset = Date.now();
+          continue;
+        }
       } catch (error) {
         if (!(error instanceof BootloaderTimeoutError)) throw error;
         // What counts is what the device says now: an answer from before it went silent is stale.
@@ -191,10 +208,9 @@ class TestBoot {
    */
   async revert(reason: string, options: McubootTestConfirmOptions, bootTimeoutMs: number): Promise<never> {
     const timeoutMs = options.revertTimeoutMs ?? bootTimeoutMs;
-    await this.client.reset();
     const isOurs = (s: ImageSlotState | undefined): boolean => sameHash(s?.hash, this.ours);
     // Settled: something other than our image runs, or ours runs confirmed (then no reset will undo it).
-    const { list } = await this.waitUntil(timeoutMs, (l) => !isOurs(activeSlot(l)) || (activeSlot(l)!.confirmed && !l.some((s) => s.slot === 1 && s.confirmed)));
+    const { list } = await this.resetAndWait(timeoutMs, (l) => !isOurs(activeSlot(l)) || (activeSlot(l)!.confirmed && !l.some((s) => s.slot === 1 && s.confirmed)));
     const running = list && activeSlot(list);
     let deviceState: DeviceState;
     let detail: string;

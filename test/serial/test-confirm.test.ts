@@ -4,7 +4,8 @@
 import test from 'ava';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createLinkPair } from '../../device-agent/serial/link.js';
+import { createLinkPair, type LineFilter } from '../../device-agent/serial/link.js';
+import { ConsoleFrameDecoder, decodeSmpPacket } from '../../device-agent/serial/smp-frame.js';
 import { testAndConfirmMcuboot } from '../../device-agent/serial/mcuboot-test-confirm.js';
 import { BootloaderRefusedError, McubootTestFailedError } from '../../device-agent/serial/bootloader-error.js';
 import { buildMcubootImage, parseMcubootImage } from '../../device-agent/serial/mcuboot-image.js';
@@ -24,12 +25,12 @@ const hashOf = (image: Uint8Array): string => Buffer.from(parseMcubootImage(imag
 const hexOf = (b: Uint8Array | undefined): string | undefined => (b ? Buffer.from(b).toString('hex') : undefined);
 
 /** A device that shipped with `oldImage` in its primary slot, powered on, serving an in-memory line. */
-function device(t: { teardown(fn: () => unknown): void }, init: Partial<SmpAppEmulatorInit> = {}) {
+function device(t: { teardown(fn: () => unknown): void }, init: Partial<SmpAppEmulatorInit> = {}, toDevice?: LineFilter) {
   const flash = memoryFlash(2 * SLOT);
   flash.write(0, oldImage);
   const emulator = new SmpAppEmulator({ flash, slotSize: SLOT, trailerSize: TRAILER_SIZE, resetDelayMs: 50, bootMs: 50, ...init });
   emulator.powerOn();
-  const [host, deviceEnd] = createLinkPair();
+  const [host, deviceEnd] = createLinkPair(toDevice ? { aToB: toDevice } : undefined);
   const serving = emulator.serve(deviceEnd);
   t.teardown(async () => { emulator.close(); await host.close(); await serving; });
   const primary = (): Uint8Array => emulator.slots.slot(0);
@@ -89,6 +90,27 @@ test('an image that hangs without a watchdog: reported "unconfirmed", and the ne
   await new Promise((resolve) => setTimeout(resolve, 200));
   t.like(emulator.boots.at(-1), { swap: 'revert', running: 'app', version: '1.0.0' });
   t.true(Buffer.from(primary().subarray(0, oldImage.length)).equals(Buffer.from(oldImage)));
+});
+
+test('a reset request lost on the line: the device keeps listing the test as pending, so the reset is sent again, and the image is confirmed', async (t) => {
+  let resetsSeen = 0;
+  // Swallows the first os reset request (group 0, id 5) on its way to the device.
+  const dropFirstReset: LineFilter = (data) => {
+    const decoder = new ConsoleFrameDecoder();
+    for (const line of Buffer.from(data).toString('latin1').split('\n')) {
+      const outcome = decoder.pushLine(Buffer.from(line, 'latin1'));
+      if (outcome.kind !== 'packet') continue;
+      const { header } = decodeSmpPacket(outcome.packet);
+      if (header.group === 0 && header.id === 5 && ++resetsSeen === 1) return new Uint8Array(0);
+    }
+    return data;
+  };
+  const { emulator, host } = device(t, {}, dropFirstReset);
+  const result = await testAndConfirmMcuboot({ link: host, image: newImage, ...quick, bootTimeoutMs: 6000 });
+  t.is(result.outcome, 'confirmed');
+  t.is(resetsSeen, 2, 'the reset was sent a second time');
+  t.true(result.retries >= 1);
+  t.deepEqual(emulator.boots.map((b) => b.swap), ['none', 'test']);
 });
 
 test('an unhealthy image that confirms itself at boot cannot be reverted: reported "self-confirmed", and it stays', async (t) => {
