@@ -193,8 +193,8 @@ test('End to end: an MCUboot test image that never answers after reset is revert
   const model = 'nrf52840-app';
   const hang = buildMcubootImage(Buffer.concat([Buffer.from(HANG_MARKER, 'latin1'), patternBytes(30_000, 62)]), { major: 1, minor: 0, revision: 1, build: 0 });
   const rel = signRelease(dir, hang, model);
-  // The hung application stops feeding the watchdog, which resets the board 3 s after boot.
-  const { pair, emulator, primary } = await mcubootApplication(t, dir, shippedImage, TEST_CONFIRM_SLOT, ['--watchdog-ms', '3000']);
+  // The hung application stops feeding the watchdog, which resets the board 5 s after boot, well after the agent's 2 s boot timeout.
+  const { pair, emulator, primary } = await mcubootApplication(t, dir, shippedImage, TEST_CONFIRM_SLOT, ['--watchdog-ms', '5000']);
 
   const { config, store } = bridgeConfig(dir, 'revert', rel.pub, model, {
     protocol: 'mcuboot', port: pair.host, timeoutMs: 500, mcuboot: { mode: 'test-confirm', bootTimeoutMs: 2000, revertTimeoutMs: 15_000 },

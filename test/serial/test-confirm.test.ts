@@ -40,6 +40,15 @@ function device(t: { teardown(fn: () => unknown): void }, init: Partial<SmpAppEm
 
 const quick = { timeoutMs: 200, bootTimeoutMs: 3000 };
 
+/** Waits (bounded) until the emulated device has booted `count` times. */
+async function bootsReach(emulator: SmpAppEmulator, count: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (emulator.boots.length < count) {
+    if (Date.now() > deadline) throw new Error(`the device booted ${emulator.boots.length} times, not ${count}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 test('a healthy image is test-booted, then confirmed: slot 0 holds it with image-ok set, the old image waits in slot 1', async (t) => {
   const { emulator, host, primary, trailer } = device(t);
   const result = await testAndConfirmMcuboot({ link: host, image: newImage, ...quick });
@@ -56,12 +65,12 @@ test('a healthy image is test-booted, then confirmed: slot 0 holds it with image
   t.is(hexOf(slot0.hash), hashOf(newImage));
   // The next reset keeps it: nothing pending, nothing to revert.
   emulator.reset(0);
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  await bootsReach(emulator, 3);
   t.like(emulator.boots.at(-1), { swap: 'none', running: 'app', version: '1.0.1' });
 });
 
 test('an image that never answers after reset: the watchdog resets it, MCUboot reverts, the old image runs again, the error says "reverted"', async (t) => {
-  const { emulator, host, primary, trailer } = device(t, { watchdogMs: 1500 });
+  const { emulator, host, primary, trailer } = device(t, { watchdogMs: 2500 });
   const hang = marked(HANG_MARKER, 3);
   const error = await t.throwsAsync(testAndConfirmMcuboot({ link: host, image: hang, ...quick, bootTimeoutMs: 1000, revertTimeoutMs: 4000 }), { instanceOf: McubootTestFailedError });
   t.is(error!.deviceState, 'reverted');
@@ -86,8 +95,9 @@ test('an image that hangs without a watchdog: reported "unconfirmed", and the ne
   const error = await t.throwsAsync(testAndConfirmMcuboot({ link: host, image: marked(HANG_MARKER, 5), ...quick, bootTimeoutMs: 600, revertTimeoutMs: 600 }), { instanceOf: McubootTestFailedError });
   t.is(error!.deviceState, 'unconfirmed');
   t.regex(error!.message, /did not answer within 600 ms of the reset that reverts it; the test image is unconfirmed/);
+  const booted = emulator.boots.length;
   emulator.reset(0);
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  await bootsReach(emulator, booted + 1);
   t.like(emulator.boots.at(-1), { swap: 'revert', running: 'app', version: '1.0.0' });
   t.true(Buffer.from(primary().subarray(0, oldImage.length)).equals(Buffer.from(oldImage)));
 });
@@ -120,7 +130,7 @@ test('an unhealthy image that confirms itself at boot cannot be reverted: report
   t.is(error!.deviceState, 'self-confirmed');
   t.regex(error!.message, /if the application is built without echo, set "health": "none"; the device confirmed the test image itself, so MCUboot keeps it$/);
   // The reset fwcast sent lands after it saw the image confirmed; MCUboot then boots it again, no swap.
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  await bootsReach(emulator, 3);
   t.deepEqual(emulator.boots.map((b) => [b.swap, b.version]), [['none', '1.0.0'], ['test', '1.0.2'], ['none', '1.0.2']]);
   t.is(trailer(0, 'imageOk')[0], BOOT_FLAG_SET);
 });
@@ -130,7 +140,7 @@ test('a test boot left unconfirmed (the agent stopped after the reset) is resume
   emulator.slots.flash.write(SLOT, newImage);
   emulator.slots.setPending(false);
   emulator.reset(0);
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  await bootsReach(emulator, 2);
   t.like(emulator.boots.at(-1), { swap: 'test', running: 'app', version: '1.0.1' });
   const result = await testAndConfirmMcuboot({ link: host, image: newImage, ...quick });
   t.is(result.outcome, 'resumed');
