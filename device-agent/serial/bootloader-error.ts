@@ -46,7 +46,7 @@ export class BootloaderRefusedError extends BootloaderError {
 /** Everything was written, but the device does not hold the image we sent. */
 export class BootloaderVerifyError extends BootloaderError {}
 
-/** An MCUboot test boot did not end healthy and confirmed; deviceState says where the device stands. */
+/** An MCUboot test image ran (or MCUboot refused to run it) and did not end healthy and confirmed; deviceState says where the device stands. */
 export class McubootTestFailedError extends BootloaderError {}
 
 /** The image does not fit where it would go; refused before anything is erased. */

@@ -8,6 +8,7 @@ import type { Installer, InstallRequest } from '../installer.js';
 import { openSerialPort, type Parity, type SerialLink } from './link.js';
 import { flashMcuboot } from './mcuboot-smp.js';
 import { MCUBOOT_HEALTH_PROBES, testAndConfirmMcuboot, type McubootHealthProbe } from './mcuboot-test-confirm.js';
+import { McubootTestFailedError } from './bootloader-error.js';
 import { flashStm32, STM32_FLASH_BASE } from './stm32-an3155.js';
 import { flashStk500 } from './stk500.js';
 import { flashEsp, type EspPart, type EspReset } from './esp-rom.js';
@@ -302,6 +303,8 @@ export function createSerialInstaller(raw: unknown): Installer {
   const config = parseSerialConfig(raw);
   // One flash at a time per port: a second one would interleave bytes.
   let busy: Promise<unknown> = Promise.resolve();
+  // Images whose MCUboot test boot failed here: trying one again would only reboot the device into it again.
+  const failedTests = new Map<string, McubootTestFailedError>();
   return {
     description: config.mcuboot?.mode === 'test-confirm'
       ? `serial mcuboot test-and-confirm on ${config.port}`
@@ -313,7 +316,18 @@ export function createSerialInstaller(raw: unknown): Installer {
         if (actual !== req.sha256.toLowerCase()) {
           throw new ImageChangedError(`${req.imagePath}: SHA-256 ${actual} is not the verified ${req.sha256}; refusing to flash`);
         }
-        await withSerialLink(config, (link) => flashImage(link, config, image, { signal: req.signal, onProgress: req.onProgress }));
+        const failed = failedTests.get(actual);
+        if (failed) {
+          const refused = new McubootTestFailedError('mcuboot', 'Test boot', `not tried again: this image already failed its test boot on this device (${failed.message}; device: ${failed.deviceState})`);
+          refused.deviceState = 'untouched';
+          throw refused;
+        }
+        try {
+          await withSerialLink(config, (link) => flashImage(link, config, image, { signal: req.signal, onProgress: req.onProgress }));
+        } catch (error) {
+          if (error instanceof McubootTestFailedError) failedTests.set(actual, error);
+          throw error;
+        }
       };
       const result = busy.then(run, run);
       busy = result.catch(() => undefined);

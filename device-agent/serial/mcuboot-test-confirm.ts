@@ -90,7 +90,8 @@ export async function testAndConfirmMcuboot(options: McubootTestConfirmOptions):
       reset = true;
       const boot = await flow.resetAndWait(bootTimeoutMs, (list) => !list.some((s) => s.pending && sameHash(s.hash, ours)));
       if (!boot.list) return await flow.revert(`the device did not answer within ${bootTimeoutMs} ms of the reset into the test image`, options, bootTimeoutMs);
-      if (!boot.settled) throw testFailed(`the device still lists the test image as pending ${bootTimeoutMs} ms after the reset: it does not reset`, 'unconfirmed');
+      // Not the image's fault: it never ran.
+      if (!boot.settled) throw new BootloaderTimeoutError('mcuboot', 'Reset', `the device still lists the test image as pending ${bootTimeoutMs} ms after the reset: it does not reset`);
       const now = activeSlot(boot.list);
       if (!sameHash(now?.hash, ours)) {
         throw testFailed(`MCUboot did not boot the test image: slot 0 runs ${now?.hash ? hex(now.hash) : 'no listed image'} (it refused the image, or reverted it at once)`, 'reverted');

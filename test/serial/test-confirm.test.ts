@@ -3,13 +3,14 @@
 // model's trailer rules, and the installer's configuration.
 import test from 'ava';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { createLinkPair, type LineFilter } from '../../device-agent/serial/link.js';
 import { ConsoleFrameDecoder, decodeSmpPacket } from '../../device-agent/serial/smp-frame.js';
 import { testAndConfirmMcuboot } from '../../device-agent/serial/mcuboot-test-confirm.js';
 import { BootloaderRefusedError, McubootTestFailedError } from '../../device-agent/serial/bootloader-error.js';
 import { buildMcubootImage, parseMcubootImage } from '../../device-agent/serial/mcuboot-image.js';
-import { parseSerialConfig, SerialConfigError } from '../../device-agent/serial/installer.js';
+import { createSerialInstaller, parseSerialConfig, SerialConfigError } from '../../device-agent/serial/installer.js';
 import { memoryFlash } from '../../hardware/emulators/flash-file.js';
 import { BOOT_FLAG_SET, BOOT_MAGIC, McubootSwapSlots, TRAILER } from '../../hardware/emulators/mcuboot-swap.js';
 import { HANG_MARKER, NO_ECHO_MARKER, SELF_CONFIRM_MARKER, SmpAppEmulator, type SmpAppEmulatorInit } from '../../hardware/emulators/smp-app-emulator.js';
@@ -203,6 +204,37 @@ test('flash command over a pty: --mcuboot-mode test-confirm reports a revert wit
   t.regex(healthy.stdout, /^flash: ok: \d+ bytes, verified: slot 0 runs SHA-256 [0-9a-f]{64}, confirmed after a test boot of \d+ ms/m);
   t.true(readFileSync(slots).subarray(0, newImage.length).equals(newImage));
   t.regex(emulator.output(), /boot: swap revert, slot 0 runs 1\.0\.0[^]*boot: swap test, slot 0 runs 1\.0\.1/);
+});
+
+test('installer: an image whose test boot failed is not tried again on that device (no second reboot into it); another image is', async (t) => {
+  requireTools(t, 'socat');
+  const dir = tempDir(t, 'confirm-installer');
+  const pair = await ptyPair(t, dir, 'app');
+  const slots = join(dir, 'slots.bin');
+  const shipped = new Uint8Array(2 * SLOT).fill(0xff);
+  shipped.set(oldImage);
+  writeFileSync(slots, shipped);
+  const emulator = startTsx(t, 'hardware/emulators/smp-app-emulator.ts', ['--port', pair.device, '--flash', slots, '--slot-size', String(SLOT)]);
+  await waitForOutput(emulator, /serving/, 15_000, 'smp-app-emulator');
+  const installer = createSerialInstaller({ type: 'serial', protocol: 'mcuboot', port: pair.host, mcuboot: { mode: 'test-confirm', bootTimeoutMs: 5000 } });
+  const install = (image: Uint8Array, name: string) => {
+    const imagePath = join(dir, name);
+    writeFileSync(imagePath, image);
+    return installer.install({ imagePath, model: 'm', version: '1.0.2', seq: 2, sha256: createHash('sha256').update(image).digest('hex') });
+  };
+  const boots = (): number => (emulator.output().match(/boot: /g) ?? []).length;
+  const bad = marked(NO_ECHO_MARKER, 9);
+  const first = await t.throwsAsync(install(bad, 'bad.img'), { instanceOf: McubootTestFailedError });
+  t.is(first!.deviceState, 'reverted');
+  await waitForOutput(emulator, /boot: swap revert/, 5000, 'the revert in the emulator log');
+  const bootsAfterFirst = boots();
+  t.is(bootsAfterFirst, 3, 'power-on, test boot, revert');
+  const second = await t.throwsAsync(install(bad, 'bad-again.img'), { instanceOf: McubootTestFailedError });
+  t.is(second!.deviceState, 'untouched');
+  t.regex(second!.message, /^Test boot: not tried again: this image already failed its test boot on this device \(Test boot: the health probe .*; device: reverted\)$/);
+  t.is(boots(), bootsAfterFirst, 'the device was not rebooted into it again');
+  await install(newImage, 'good.img');
+  t.true(readFileSync(slots).subarray(0, newImage.length).equals(newImage), 'a different image still installs');
 });
 
 test('swap model: the trailer table of MCUboot (TEST, PERM, REVERT, NONE) and a secondary that does not validate', (t) => {
