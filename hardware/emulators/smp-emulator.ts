@@ -2,6 +2,8 @@
 // does byte for byte (checked against the recorded transcript in
 // shared/context): indefinite-length CBOR maps, rc codes, silent drops of
 // anything it cannot decode, upload offset semantics, 8-byte write alignment.
+// (A device running an SMP application on MCUboot's swap, for test-and-confirm:
+// smp-app-emulator.ts, which shares this file's line handling.)
 //
 //   npx tsx hardware/emulators/smp-emulator.ts --port /tmp/dev --flash /tmp/slot0.bin
 import { parseArgs } from 'node:util';
