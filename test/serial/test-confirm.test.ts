@@ -1,7 +1,7 @@
 // MCUboot test-and-confirm: our client's flow against the emulated
 // application on MCUboot's swap (in-memory line, real timers), the swap
 // model's trailer rules, and the installer's configuration.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
@@ -177,9 +177,10 @@ test('the device refuses the upload while another test is pending: a refusal nam
   t.is(emulator.boots.length, 1);
 });
 
-test('flash command over a pty: --mcuboot-mode test-confirm reports a revert with exit 1, then confirms a healthy image with exit 0', async (t) => {
+/** The same shipped device as a separate process on a socat pty, as a board on a cable. */
+async function deviceOnPty(t: ExecutionContext, name: string) {
   requireTools(t, 'socat');
-  const dir = tempDir(t, 'confirm-cli');
+  const dir = tempDir(t, name);
   const pair = await ptyPair(t, dir, 'app');
   const slots = join(dir, 'slots.bin');
   const shipped = new Uint8Array(2 * SLOT).fill(0xff);
@@ -187,6 +188,11 @@ test('flash command over a pty: --mcuboot-mode test-confirm reports a revert wit
   writeFileSync(slots, shipped);
   const emulator = startTsx(t, 'hardware/emulators/smp-app-emulator.ts', ['--port', pair.device, '--flash', slots, '--slot-size', String(SLOT)]);
   await waitForOutput(emulator, /serving/, 15_000, 'smp-app-emulator');
+  return { dir, pair, slots, emulator };
+}
+
+test('flash command over a pty: --mcuboot-mode test-confirm reports a revert with exit 1, then confirms a healthy image with exit 0', async (t) => {
+  const { dir, pair, slots, emulator } = await deviceOnPty(t, 'confirm-cli');
   const flash = (image: Uint8Array, name: string) => {
     const path = join(dir, name);
     writeFileSync(path, image);
@@ -207,15 +213,7 @@ test('flash command over a pty: --mcuboot-mode test-confirm reports a revert wit
 });
 
 test('installer: an image whose test boot failed is not tried again on that device (no second reboot into it); another image is', async (t) => {
-  requireTools(t, 'socat');
-  const dir = tempDir(t, 'confirm-installer');
-  const pair = await ptyPair(t, dir, 'app');
-  const slots = join(dir, 'slots.bin');
-  const shipped = new Uint8Array(2 * SLOT).fill(0xff);
-  shipped.set(oldImage);
-  writeFileSync(slots, shipped);
-  const emulator = startTsx(t, 'hardware/emulators/smp-app-emulator.ts', ['--port', pair.device, '--flash', slots, '--slot-size', String(SLOT)]);
-  await waitForOutput(emulator, /serving/, 15_000, 'smp-app-emulator');
+  const { dir, pair, slots, emulator } = await deviceOnPty(t, 'confirm-installer');
   const installer = createSerialInstaller({ type: 'serial', protocol: 'mcuboot', port: pair.host, mcuboot: { mode: 'test-confirm', bootTimeoutMs: 5000 } });
   const install = (image: Uint8Array, name: string) => {
     const imagePath = join(dir, name);
