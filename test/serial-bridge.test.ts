@@ -12,6 +12,8 @@ import test, { type ExecutionContext } from 'ava';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildMcubootImage } from '../device-agent/serial/mcuboot-image.js';
+import { BOOT_FLAG_SET, BOOT_MAGIC, TRAILER } from '../hardware/emulators/mcuboot-swap.js';
+import { HANG_MARKER } from '../hardware/emulators/smp-app-emulator.js';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { sha256hex } from './helpers/fixtures.js';
 import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, track, waitForEvent, type Tracked } from './helpers/processes.js';
@@ -135,6 +137,83 @@ test('End to end: multicast → agent → serial (MCUboot serial recovery) → s
   t.true(slot.subarray(rel.image.length).every((b) => b === 0xff), 'nothing written past the image');
   await waitForOutput(emulator, /smp-emulator: reset/, 5000, 'smp-emulator reset after the verified upload');
   t.deepEqual((await installedRecords(store)).map((r) => r.model), [model]);
+});
+
+/**
+ * An emulated board running an SMP-capable application on MCUboot's swap,
+ * shipped with `shipped` in its primary slot; its flash file holds both
+ * slots (primary, then secondary).
+ */
+async function mcubootApplication(t: ExecutionContext, dir: string, shipped: Uint8Array, slotSize: number, extra: string[] = []) {
+  const pair = await ptyPair(t, dir, 'app');
+  const flashPath = join(dir, 'slots.bin');
+  const slots = new Uint8Array(2 * slotSize).fill(0xff);
+  slots.set(shipped, 0);
+  writeFileSync(flashPath, slots);
+  const emulator = startTsx(t, 'hardware/emulators/smp-app-emulator.ts', ['--port', pair.device, '--flash', flashPath, '--slot-size', String(slotSize), ...extra]);
+  await waitForOutput(emulator, /serving/, 30_000, 'smp-app-emulator');
+  const primary = (): Buffer => readFileSync(flashPath).subarray(0, slotSize);
+  return { pair, emulator, primary };
+}
+
+const TEST_CONFIRM_SLOT = 64 * 1024;
+const shippedImage = buildMcubootImage(patternBytes(20_000, 60), { major: 1, minor: 0, revision: 0, build: 0 });
+
+test('End to end: multicast → agent → serial (MCUboot test-and-confirm through the application) → the healthy image is test-booted and confirmed', async (t) => {
+  requireTools(t, 'socat');
+  const lab = NetLab.create(['pub', 'bridge']);
+  t.teardown(() => lab.destroy());
+  const dir = tempDir(t, 'bridge-confirm');
+  const model = 'nrf52840-app';
+  const rel = signRelease(dir, buildMcubootImage(patternBytes(30_000, 61), { major: 1, minor: 0, revision: 1, build: 0 }), model);
+  const { pair, emulator, primary } = await mcubootApplication(t, dir, shippedImage, TEST_CONFIRM_SLOT);
+
+  const { config, store } = bridgeConfig(dir, 'confirm', rel.pub, model, {
+    protocol: 'mcuboot', port: pair.host, timeoutMs: 500, mcuboot: { mode: 'test-confirm', bootTimeoutMs: 10_000 },
+  });
+  const agent = bridgeAgent(lab, 'bridge', config);
+  const [code] = await deliver(t, lab, rel, [agent], model);
+
+  t.is(code, 0, agent.stderr);
+  t.is((JSON.parse(agent.stdout.trim().split('\n').pop()!) as { sha256: string }).sha256, sha256hex(rel.image));
+  t.like(events(agent.stderr, 'release.verified')[0], { model, installer: `serial mcuboot test-and-confirm on ${pair.host}` });
+  t.regex(emulator.output(), /boot: swap test, slot 0 runs 1\.0\.1 /, 'MCUboot swapped the new image in for a test boot');
+  const slot = primary();
+  t.true(slot.subarray(0, rel.image.length).equals(rel.image), 'the primary slot holds the signed image byte for byte');
+  t.true(slot.subarray(TEST_CONFIRM_SLOT - TRAILER.magic, TEST_CONFIRM_SLOT - TRAILER.magic + 16).equals(BOOT_MAGIC), 'primary trailer magic');
+  t.is(slot[TEST_CONFIRM_SLOT - TRAILER.imageOk], BOOT_FLAG_SET, 'image-ok set: the image is confirmed and stays at the next reset');
+  t.deepEqual((await installedRecords(store)).map((r) => [r.model, r.sha256]), [[model, sha256hex(rel.image)]]);
+});
+
+test('End to end: an MCUboot test image that never answers after reset is reverted by MCUboot; the agent reports deviceState "reverted" and records nothing', async (t) => {
+  requireTools(t, 'socat');
+  const lab = NetLab.create(['pub', 'bridge']);
+  t.teardown(() => lab.destroy());
+  const dir = tempDir(t, 'bridge-revert');
+  const model = 'nrf52840-app';
+  const hang = buildMcubootImage(Buffer.concat([Buffer.from(HANG_MARKER, 'latin1'), patternBytes(30_000, 62)]), { major: 1, minor: 0, revision: 1, build: 0 });
+  const rel = signRelease(dir, hang, model);
+  // The hung application stops feeding the watchdog, which resets the board 5 s after boot, well after the agent's 2 s boot timeout.
+  const { pair, emulator, primary } = await mcubootApplication(t, dir, shippedImage, TEST_CONFIRM_SLOT, ['--watchdog-ms', '5000']);
+
+  const { config, store } = bridgeConfig(dir, 'revert', rel.pub, model, {
+    protocol: 'mcuboot', port: pair.host, timeoutMs: 500, mcuboot: { mode: 'test-confirm', bootTimeoutMs: 2000, revertTimeoutMs: 15_000 },
+  });
+  const agent = bridgeAgent(lab, 'bridge', config);
+  const [code] = await deliver(t, lab, rel, [agent], model);
+
+  t.is(code, 1, agent.stderr);
+  t.is(agent.stdout, '', 'no install reported');
+  t.deepEqual(events(agent.stderr, 'release.installed'), []);
+  const failure = events(agent.stderr, 'release.install-failed', { model, version: '1.0.1', seq: 1 })[0];
+  t.like(failure, { error: 'McubootTestFailedError', deviceState: 'reverted' }, agent.stderr);
+  t.regex(String(failure?.detail), /did not answer within 2000 ms of the reset into the test image; MCUboot reverted/);
+  t.regex(emulator.output(), /boot: swap test, slot 0 runs 1\.0\.1 [0-9a-f]{64}, application hung/);
+  t.regex(emulator.output(), /boot: swap revert, slot 0 runs 1\.0\.0 /, 'MCUboot swapped the unconfirmed test image back out');
+  const slot = primary();
+  t.true(slot.subarray(0, shippedImage.length).equals(shippedImage), 'the shipped image runs again from the primary slot');
+  t.is(slot[TEST_CONFIRM_SLOT - TRAILER.imageOk], BOOT_FLAG_SET, 'and is kept');
+  t.deepEqual(await installedRecords(store), []);
 });
 
 test('End to end: multicast → agent → serial (ESP32 ROM loader) → bootloader, partition table and app of the signed merged image in the emulated flash', async (t) => {

@@ -12,9 +12,12 @@ export type BootloaderProtocol = 'stk500' | 'stm32' | 'mcuboot' | 'esp';
 /**
  * What a failed flash left on the device, where the client knows: nothing
  * touched yet, the old contents written back and verified, or erased with
- * no complete image in place.
+ * no complete image in place. After an MCUboot test boot: the old image
+ * runs again ('reverted'), the test image may still run unconfirmed and
+ * MCUboot reverts it at the next reset ('unconfirmed'), or the device
+ * confirmed the failing image itself and keeps it ('self-confirmed').
  */
-export type DeviceState = 'untouched' | 'restored' | 'erased';
+export type DeviceState = 'untouched' | 'restored' | 'erased' | 'reverted' | 'unconfirmed' | 'self-confirmed';
 
 export class BootloaderError extends Error {
   /** Set by the flash functions when they give up; undefined for a single operation's failure. */
@@ -42,6 +45,9 @@ export class BootloaderRefusedError extends BootloaderError {
 
 /** Everything was written, but the device does not hold the image we sent. */
 export class BootloaderVerifyError extends BootloaderError {}
+
+/** An MCUboot test image ran (or MCUboot refused to run it) and did not end healthy and confirmed; deviceState says where the device stands. */
+export class McubootTestFailedError extends BootloaderError {}
 
 /** The image does not fit where it would go; refused before anything is erased. */
 export class ImageTooLargeError extends BootloaderError {}

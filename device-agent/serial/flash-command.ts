@@ -57,6 +57,9 @@ export function addFlashCommand(program: Command): void {
     .option('--erase-timeout <ms>', 'answer timeout of an erase (stm32 default 30000; mcuboot default 100 ms per KiB of slot, at least 10000)', (v) => parseInteger(v, '--erase-timeout'))
     .option('--slot-size <bytes>', 'mcuboot: size of slot 0, for the size check when the device does not report it', (v) => parseInteger(v, '--slot-size'))
     .option('--trailer-size <bytes>', 'mcuboot: bytes kept for MCUboot\'s trailer when the device does not report its largest image (default 3120)', (v) => parseInteger(v, '--trailer-size'))
+    .option('--mcuboot-mode <mode>', 'mcuboot: recovery (serial recovery writes slot 0, default) or test-confirm (through the running application: test boot, then confirm)')
+    .option('--boot-timeout <ms>', 'mcuboot test-confirm: how long the device may take to answer after a reset (default 60000)', (v) => parseInteger(v, '--boot-timeout'))
+    .option('--health <probe>', 'mcuboot test-confirm: echo (default) or none')
     .option('--no-restore', 'stm32: do not read the flash before erasing it (nothing to write back if the install fails)')
     .option('--chip <chip>', 'esp: the chip the device must be (esp32, esp32s3, esp32c3, esp8266)')
     .option('--reset <mode>', 'esp: classic (DTR/RTS into download mode, default) or none')
@@ -69,6 +72,7 @@ export function addFlashCommand(program: Command): void {
       protocol: string; port: string; baud?: number; address?: number; start?: boolean; parity?: string;
       eraseTimeout?: number; slotSize?: number; trailerSize?: number; restore?: boolean;
       chip?: string; reset?: string; flashBaud?: number; flashSize?: number; compress?: boolean; verify?: string;
+      mcubootMode?: string; bootTimeout?: number; health?: string;
     }) => {
       const progress = progressPrinter(process.stderr);
       try {
@@ -76,6 +80,8 @@ export function addFlashCommand(program: Command): void {
           type: 'serial', protocol: opts.protocol, port: opts.port, baud: opts.baud, address: opts.address, parity: opts.parity, start: opts.start,
           eraseTimeoutMs: opts.eraseTimeout, slotSize: opts.slotSize, trailerSize: opts.trailerSize,
           chip: opts.chip, reset: opts.reset, flashBaud: opts.flashBaud, flashSize: opts.flashSize, verify: opts.verify,
+          ...(opts.mcubootMode !== undefined || opts.bootTimeout !== undefined || opts.health !== undefined
+            ? { mcuboot: { mode: opts.mcubootMode, bootTimeoutMs: opts.bootTimeout, health: opts.health } } : {}),
           // commander sets restore and compress true unless --no-…: pass only the opt-outs.
           ...(opts.restore === false ? { restore: false } : {}),
           ...(opts.compress === false ? { compress: false } : {}),

@@ -7,6 +7,8 @@ import { readFile } from 'node:fs/promises';
 import type { Installer, InstallRequest } from '../installer.js';
 import { openSerialPort, type Parity, type SerialLink } from './link.js';
 import { flashMcuboot } from './mcuboot-smp.js';
+import { MCUBOOT_HEALTH_PROBES, testAndConfirmMcuboot, type McubootHealthProbe } from './mcuboot-test-confirm.js';
+import { McubootTestFailedError } from './bootloader-error.js';
 import { flashStm32, STM32_FLASH_BASE } from './stm32-an3155.js';
 import { flashStk500 } from './stk500.js';
 import { flashEsp, type EspPart, type EspReset } from './esp-rom.js';
@@ -55,6 +57,22 @@ export interface SerialInstallerConfig {
   flashSize?: number;
   /** esp: 'md5' (default), or 'checksums' to accept the ROM's per-block checksums alone (the ESP8266 ROM cannot hash). */
   verify?: 'md5' | 'checksums';
+  /** mcuboot: serial recovery (default) or test-and-confirm through the running application's SMP server. */
+  mcuboot?: McubootModeConfig;
+}
+
+export const MCUBOOT_MODES = ['recovery', 'test-confirm'] as const;
+export type McubootMode = (typeof MCUBOOT_MODES)[number];
+
+export interface McubootModeConfig {
+  /** 'recovery': MCUboot's serial recovery overwrites slot 0. 'test-confirm': the application uploads to slot 1, MCUboot test-boots it, fwcast confirms it once healthy. */
+  mode: McubootMode;
+  /** test-confirm: how long the device may take to answer again after a reset (swap included); default 60000. */
+  bootTimeoutMs?: number;
+  /** test-confirm: the same after the reset that reverts a failed test; default bootTimeoutMs. */
+  revertTimeoutMs?: number;
+  /** test-confirm: 'echo' (default, an SMP echo of a random text) or 'none' (answering the image list is enough). */
+  health?: McubootHealthProbe;
 }
 
 /** A configuration field that is missing or wrong; the message names the field. */
@@ -96,6 +114,34 @@ export function espParts(config: SerialInstallerConfig, image: Uint8Array): EspP
   });
 }
 
+function parseMcubootMode(raw: unknown, protocol: unknown, start: unknown): McubootModeConfig {
+  const where = 'serial installer: "mcuboot"';
+  if (protocol !== 'mcuboot') throw new SerialConfigError(`${where} applies only to "protocol": "mcuboot" (got ${JSON.stringify(protocol)})`);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new SerialConfigError(`${where} must be an object such as {"mode": "test-confirm"}`);
+  const config = raw as Record<string, unknown>;
+  const known = ['mode', 'bootTimeoutMs', 'revertTimeoutMs', 'health'];
+  const unknown = Object.keys(config).filter((k) => !known.includes(k));
+  if (unknown.length) throw new SerialConfigError(`${where} has unknown field(s) ${unknown.map((k) => JSON.stringify(k)).join(', ')}; known: ${known.join(', ')}`);
+  if (!MCUBOOT_MODES.includes(config.mode as McubootMode)) throw new SerialConfigError(`${where}.mode must be one of ${MCUBOOT_MODES.join(', ')} (got ${JSON.stringify(config.mode)})`);
+  const parsed: McubootModeConfig = { mode: config.mode as McubootMode };
+  const testOnly = ['bootTimeoutMs', 'revertTimeoutMs', 'health'].filter((k) => config[k] !== undefined);
+  if (parsed.mode === 'recovery') {
+    if (testOnly.length) throw new SerialConfigError(`${where}: ${testOnly.join(', ')} apply only to "mode": "test-confirm"`);
+    return parsed;
+  }
+  // A test boot that is never reset into never runs, and an unconfirmed one is reverted at the next reset anyway.
+  if (start === false) throw new SerialConfigError(`${where}: "mode": "test-confirm" resets the device into the image; it cannot be combined with "start": false`);
+  const bootTimeoutMs = optionalNumber(config, 'bootTimeoutMs', (n) => n >= 100 && n <= 3_600_000, 'between 100 and 3600000 milliseconds');
+  const revertTimeoutMs = optionalNumber(config, 'revertTimeoutMs', (n) => n >= 100 && n <= 3_600_000, 'between 100 and 3600000 milliseconds');
+  if (config.health !== undefined && !MCUBOOT_HEALTH_PROBES.includes(config.health as McubootHealthProbe)) {
+    throw new SerialConfigError(`${where}.health must be one of ${MCUBOOT_HEALTH_PROBES.join(', ')} (got ${JSON.stringify(config.health)})`);
+  }
+  if (bootTimeoutMs !== undefined) parsed.bootTimeoutMs = bootTimeoutMs;
+  if (revertTimeoutMs !== undefined) parsed.revertTimeoutMs = revertTimeoutMs;
+  if (config.health !== undefined) parsed.health = config.health as McubootHealthProbe;
+  return parsed;
+}
+
 /** ESP-IDF's default offset of the first app partition. */
 export const ESP_APP_OFFSET = 0x10000;
 
@@ -129,6 +175,7 @@ export function parseSerialConfig(raw: unknown): SerialInstallerConfig {
   const flashBaud = optionalNumber(config, 'flashBaud', (n) => n >= 50 && n <= 4_000_000, 'a baud rate between 50 and 4000000');
   const flashSize = optionalNumber(config, 'flashSize', (n) => n > 0 && n <= 0x40000000, 'a positive number of bytes');
   if (config.layout !== undefined) parsed.layout = parseLayout(config.layout);
+  if (config.mcuboot !== undefined) parsed.mcuboot = parseMcubootMode(config.mcuboot, config.protocol, config.start);
   if (baud !== undefined) parsed.baud = baud;
   if (flashBaud !== undefined) parsed.flashBaud = flashBaud;
   if (flashSize !== undefined) parsed.flashSize = flashSize;
@@ -171,6 +218,15 @@ export async function flashImage(
   const eraseTimeoutMs = config.eraseTimeoutMs;
   switch (config.protocol) {
     case 'mcuboot': {
+      if (config.mcuboot?.mode === 'test-confirm') {
+        const result = await testAndConfirmMcuboot({
+          ...common, image, eraseTimeoutMs, slotSize: config.slotSize, trailerSize: config.trailerSize,
+          bootTimeoutMs: config.mcuboot.bootTimeoutMs, revertTimeoutMs: config.mcuboot.revertTimeoutMs, health: config.mcuboot.health,
+        });
+        const slot0 = result.after.find((s) => s.slot === 0)!;
+        const how = { confirmed: `after a test boot of ${result.bootMs} ms`, resumed: 'after a test boot left unconfirmed earlier', 'already-confirmed': 'already' }[result.outcome];
+        return { protocol: 'mcuboot', bytes: image.length, retries: result.retries, verified: `slot 0 runs SHA-256 ${hex(slot0.hash!)}, confirmed ${how}` };
+      }
       const result = await flashMcuboot({ ...common, image, reset: config.start ?? true, eraseTimeoutMs, slotSize: config.slotSize, trailerSize: config.trailerSize });
       const slot0 = result.after.find((s) => s.slot === 0);
       const how = result.verifiedBy === 'hash' ? `SHA-256 ${hex(slot0!.hash!)}` : `version ${slot0!.version} (build reports no hashes)`;
@@ -247,8 +303,12 @@ export function createSerialInstaller(raw: unknown): Installer {
   const config = parseSerialConfig(raw);
   // One flash at a time per port: a second one would interleave bytes.
   let busy: Promise<unknown> = Promise.resolve();
+  // Images whose MCUboot test boot failed here: trying one again would only reboot the device into it again.
+  const failedTests = new Map<string, McubootTestFailedError>();
   return {
-    description: `serial ${config.protocol} bootloader on ${config.port}`,
+    description: config.mcuboot?.mode === 'test-confirm'
+      ? `serial mcuboot test-and-confirm on ${config.port}`
+      : `serial ${config.protocol} bootloader on ${config.port}`,
     install(req: InstallRequest): Promise<void> {
       const run = async (): Promise<void> => {
         const image = new Uint8Array(await readFile(req.imagePath));
@@ -256,7 +316,18 @@ export function createSerialInstaller(raw: unknown): Installer {
         if (actual !== req.sha256.toLowerCase()) {
           throw new ImageChangedError(`${req.imagePath}: SHA-256 ${actual} is not the verified ${req.sha256}; refusing to flash`);
         }
-        await withSerialLink(config, (link) => flashImage(link, config, image, { signal: req.signal, onProgress: req.onProgress }));
+        const failed = failedTests.get(actual);
+        if (failed) {
+          const refused = new McubootTestFailedError('mcuboot', 'Test boot', `not tried again: this image already failed its test boot on this device (${failed.message}; device: ${failed.deviceState})`);
+          refused.deviceState = 'untouched';
+          throw refused;
+        }
+        try {
+          await withSerialLink(config, (link) => flashImage(link, config, image, { signal: req.signal, onProgress: req.onProgress }));
+        } catch (error) {
+          if (error instanceof McubootTestFailedError) failedTests.set(actual, error);
+          throw error;
+        }
       };
       const result = busy.then(run, run);
       busy = result.catch(() => undefined);

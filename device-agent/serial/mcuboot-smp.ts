@@ -10,15 +10,17 @@ import type { SerialLink } from './link.js';
 import { hex } from '../../protocol/hex.js';
 import { SerialOverrunError, SerialTimeoutError } from './link.js';
 import {
-  ConsoleFrameDecoder, decodeCborMap, decodeSmpPacket, encodeCbor, encodeConsoleFrame, encodeSmpPacket,
+  asCborMap, ConsoleFrameDecoder, decodeCborMap, decodeSmpPacket, encodeCbor, encodeConsoleFrame, encodeSmpPacket,
   MalformedSmpPacketError, SMP_HEADER_SIZE, SMP_VERSION_2, SmpOp, type CborValue,
 } from './smp-frame.js';
 import { parseMcubootImage, McubootImageError, type McubootImageInfo } from './mcuboot-image.js';
+import { decodeImageStates, type ImageSlotState } from './smp-image-state.js';
 import {
   BootloaderError, BootloaderProtocolError, BootloaderRefusedError, BootloaderTimeoutError, BootloaderVerifyError, ImageTooLargeError,
 } from './bootloader-error.js';
 
 export { McubootImageError };
+export type { ImageSlotState };
 
 /** SMP groups and command ids used here (Zephyr mcumgr numbering). */
 export const SMP = {
@@ -33,11 +35,17 @@ export const SMP = {
 } as const;
 
 const RC_NAMES: Record<number, string> = { 0: 'OK', 1: 'EUNKNOWN', 2: 'ENOMEM', 3: 'EINVAL', 4: 'ETIMEOUT', 5: 'ENOENT', 6: 'EBADSTATE', 7: 'EMSGSIZE', 8: 'ENOTSUP' };
+/** The image group's own codes (Zephyr enum img_mgmt_err_code_t) that a test-and-confirm meets. */
+export const IMG_MGMT_ERR = {
+  UNKNOWN: 1, NO_IMAGE: 3, HASH_NOT_FOUND: 8, NO_FREE_SLOT: 9, INVALID_IMAGE_HEADER_MAGIC: 23, INVALID_HASH: 24,
+  IMAGE_ALREADY_PENDING: 28, INVALID_IMAGE_TOO_LARGE: 30, IMAGE_CONFIRMATION_DENIED: 32, IMAGE_SETTING_TEST_TO_ACTIVE_DENIED: 33,
+} as const;
+const IMG_RC_NAMES: Record<number, string> = Object.fromEntries(Object.entries(IMG_MGMT_ERR).map(([name, code]) => [code, name]));
 
 /** MCUboot's default receive buffer when it cannot tell us (no params command). */
-const DEFAULT_BUF_SIZE = 512;
+export const DEFAULT_BUF_SIZE = 512;
 /** Framing and the per-line decode estimate eat into buf_size: the recorded MCUboot took 1016 of 1024. */
-const BUF_MARGIN = 16;
+export const BUF_MARGIN = 16;
 
 /**
  * What imgtool reserves at the end of a slot for MCUboot's trailer when it
@@ -64,27 +72,19 @@ export interface SlotInfo {
   maxImageSize?: number;
 }
 
-function asRecord(raw: unknown): Record<string, unknown> | undefined {
-  if (raw instanceof Map) return Object.fromEntries(raw) as Record<string, unknown>;
-  return typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? raw as Record<string, unknown> : undefined;
-}
-
 /** Throws BootloaderRefusedError for an answer carrying a non-zero rc. */
 export function checkRc(operation: string, answer: Record<string, unknown>): void {
   const rc = answer.rc ?? 0;
   if (typeof rc !== 'number') throw new BootloaderProtocolError('mcuboot', operation, 'rc is not a number');
   if (rc !== 0) throw new BootloaderRefusedError('mcuboot', operation, `rc ${rc} (${RC_NAMES[rc] ?? 'unknown'})`, rc);
-}
-
-export interface ImageSlotState {
-  slot: number;
-  version?: string;
-  hash?: Uint8Array;
-  bootable: boolean;
-  pending: boolean;
-  confirmed: boolean;
-  active: boolean;
-  permanent: boolean;
+  // SMP version 2 servers (Zephyr) put a command group's own errors in err: {group, rc}.
+  if (answer.err === undefined) return;
+  const err = asCborMap(answer.err);
+  if (!err || typeof err.group !== 'number' || typeof err.rc !== 'number') throw new BootloaderProtocolError('mcuboot', operation, 'err is not {group, rc}');
+  if (err.rc !== 0) {
+    const name = err.group === SMP.GROUP_IMAGE ? IMG_RC_NAMES[err.rc] : undefined;
+    throw new BootloaderRefusedError('mcuboot', operation, `group ${err.group} rc ${err.rc}${name ? ` (${name})` : ''}`, err.rc);
+  }
 }
 
 export interface McubootClientInit {
@@ -197,33 +197,20 @@ export class McubootClient {
     const answer = await this.command('Slot info', SmpOp.Read, SMP.GROUP_IMAGE, SMP.IMAGE_SLOT_INFO, {});
     if (answer.rc === 8 || !Array.isArray(answer.images)) return undefined;
     checkRc('Slot info', answer);
-    const image = answer.images.map(asRecord).find((entry) => entry !== undefined && (entry.image ?? 0) === 0);
+    const image = answer.images.map(asCborMap).find((entry) => entry !== undefined && (entry.image ?? 0) === 0);
     if (!image) return {};
     const info: SlotInfo = {};
-    const slots = Array.isArray(image.slots) ? image.slots.map(asRecord) : [];
+    const slots = Array.isArray(image.slots) ? image.slots.map(asCborMap) : [];
     const slot0 = slots.find((entry) => entry?.slot === 0);
     if (typeof slot0?.size === 'number' && slot0.size > 0) info.slotSize = slot0.size;
     if (typeof image.max_image_size === 'number' && image.max_image_size > 0) info.maxImageSize = image.max_image_size;
     return info;
   }
 
-  async imageList(): Promise<ImageSlotState[]> {
-    const answer = await this.command('Image list', SmpOp.Read, SMP.GROUP_IMAGE, SMP.IMAGE_STATE, {});
+  async imageList(options: { timeoutMs?: number; tries?: number } = {}): Promise<ImageSlotState[]> {
+    const answer = await this.command('Image list', SmpOp.Read, SMP.GROUP_IMAGE, SMP.IMAGE_STATE, {}, options);
     checkRc('Image list', answer);
-    if (!Array.isArray(answer.images)) throw new BootloaderProtocolError('mcuboot', 'Image list', 'answer has no images array');
-    return answer.images.map((raw: unknown): ImageSlotState => {
-      const entry = (raw instanceof Map ? Object.fromEntries(raw) : raw) as Record<string, unknown>;
-      return {
-        slot: typeof entry.slot === 'number' ? entry.slot : 0,
-        ...(typeof entry.version === 'string' ? { version: entry.version } : {}),
-        ...(entry.hash instanceof Uint8Array ? { hash: new Uint8Array(entry.hash) } : {}),
-        bootable: entry.bootable === true,
-        pending: entry.pending === true,
-        confirmed: entry.confirmed === true,
-        active: entry.active === true,
-        permanent: entry.permanent === true,
-      };
-    });
+    return decodeImageStates('Image list', answer);
   }
 
   /**
@@ -367,7 +354,7 @@ export interface McubootFlashResult {
  * The largest image slot 0 takes, from the device's slot info where it
  * offers it, else from configuration; undefined when neither knows.
  */
-function sizeLimit(device: SlotInfo | undefined, options: McubootFlashOptions): { slot: number; max: number; source: string } | undefined {
+export function sizeLimit(device: SlotInfo | undefined, options: Pick<McubootFlashOptions, 'slotSize' | 'trailerSize'>): { slot: number; max: number; source: string } | undefined {
   const trailer = options.trailerSize ?? DEFAULT_TRAILER_SIZE;
   if (device?.slotSize !== undefined && device.maxImageSize !== undefined) {
     return { slot: device.slotSize, max: device.maxImageSize, source: 'as the device reports them' };

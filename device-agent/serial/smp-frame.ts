@@ -214,6 +214,15 @@ export function encodeCbor(value: CborValue, indefinite = false): Uint8Array {
   return new Uint8Array(Buffer.concat(chunks));
 }
 
+/** A decoded CBOR map with text keys as a record, or undefined for anything else (arrays, byte strings, maps keyed otherwise). */
+export function asCborMap(raw: unknown): Record<string, unknown> | undefined {
+  if (raw instanceof Map) {
+    if (![...raw.keys()].every((k) => typeof k === 'string')) return undefined;
+    return Object.fromEntries(raw) as Record<string, unknown>;
+  }
+  return typeof raw === 'object' && raw !== null && !Array.isArray(raw) && !(raw instanceof Uint8Array) ? raw as Record<string, unknown> : undefined;
+}
+
 /** Decodes one CBOR map payload; throws MalformedSmpPacketError on anything else. */
 export function decodeCborMap(payload: Uint8Array): Record<string, unknown> {
   let value: unknown;

@@ -2,6 +2,8 @@
 // does byte for byte (checked against the recorded transcript in
 // shared/context): indefinite-length CBOR maps, rc codes, silent drops of
 // anything it cannot decode, upload offset semantics, 8-byte write alignment.
+// (A device running an SMP application on MCUboot's swap, for test-and-confirm:
+// smp-app-emulator.ts, which shares this file's line handling.)
 //
 //   npx tsx hardware/emulators/smp-emulator.ts --port /tmp/dev --flash /tmp/slot0.bin
 import { parseArgs } from 'node:util';
@@ -36,6 +38,31 @@ export interface SmpEmulatorInit {
   slotInfo?: boolean;
   /** Bytes at the end of the slot that MCUboot keeps for its image trailer; default one 4 KiB sector. */
   trailerSize?: number;
+}
+
+/**
+ * One console line in, the framed answer out: the request is decoded as
+ * MCUboot and Zephyr's SMP transport do (anything that does not make a
+ * packet, or is not a read or write, is dropped without a word) and
+ * `dispatch`'s payload is sent back as the matching response.
+ */
+export function answerSmpLine(
+  decoder: ConsoleFrameDecoder, line: Uint8Array, dispatch: (header: SmpHeader, body: Record<string, unknown>) => { [key: string]: CborValue },
+): Uint8Array | undefined {
+  const outcome = decoder.pushLine(line);
+  if (outcome.kind !== 'packet') return undefined;
+  let packet;
+  try { packet = decodeSmpPacket(outcome.packet); } catch { return undefined; }
+  const { header } = packet;
+  if (header.op !== SmpOp.Read && header.op !== SmpOp.Write) return undefined;
+  let body: Record<string, unknown>;
+  try { body = header.length ? decodeCborMap(packet.payload) : {}; } catch { body = {}; }
+  const payload = dispatch(header, body);
+  const response = encodeSmpPacket(
+    { op: header.op + 1, version: header.version, flags: 0, group: header.group, seq: header.seq, id: header.id },
+    encodeCbor(payload, true),
+  );
+  return encodeConsoleFrame(response);
 }
 
 export class SmpEmulator {
@@ -79,23 +106,17 @@ export class SmpEmulator {
 
   /** One console line (without '\n') in; the response bytes on the line out, or nothing. */
   receiveLine(line: Uint8Array): { response?: Uint8Array; reset?: boolean; busyMs?: number } {
-    const outcome = this.decoder.pushLine(line);
-    if (outcome.kind !== 'packet') return {};
-    let packet;
-    try { packet = decodeSmpPacket(outcome.packet); } catch { return {}; }
-    const { header } = packet;
-    if (header.op !== SmpOp.Read && header.op !== SmpOp.Write) return {};
-    let body: Record<string, unknown>;
-    try { body = header.length ? decodeCborMap(packet.payload) : {}; } catch { body = {}; }
     const erasesBefore = this.erases;
-    const { payload, reset } = this.dispatch(header, body);
-    const response = encodeSmpPacket(
-      { op: header.op + 1, version: header.version, flags: 0, group: header.group, seq: header.seq, id: header.id },
-      encodeCbor(payload, true),
-    );
+    let reset: boolean | undefined;
+    const response = answerSmpLine(this.decoder, line, (header, body) => {
+      const answer = this.dispatch(header, body);
+      reset = answer.reset;
+      return answer.payload;
+    });
+    if (!response) return {};
     this.answered++;
     const busyMs = this.erases > erasesBefore ? this.eraseMs : 0;
-    return { response: encodeConsoleFrame(response), reset, ...(busyMs ? { busyMs } : {}) };
+    return { response, reset, ...(busyMs ? { busyMs } : {}) };
   }
 
   private dispatch(header: SmpHeader, body: Record<string, unknown>): { payload: { [key: string]: CborValue }; reset?: boolean } {
@@ -171,22 +192,29 @@ export class SmpEmulator {
   }
 
   /** Serves lines from `link` until it closes. */
-  async serve(link: SerialLink): Promise<void> {
-    for (;;) {
-      let line: Uint8Array;
-      try {
-        line = await link.readUntil(0x0a, { timeoutMs: 60_000, maxBytes: this.receiveSize + 1 });
-      } catch (error) {
-        if (error instanceof SerialTimeoutError || error instanceof SerialOverrunError) continue;
-        if (error instanceof SerialClosedError) return;
-        throw error;
-      }
-      const { response, reset, busyMs } = this.receiveLine(line.subarray(0, line.length - 1));
+  serve(link: SerialLink): Promise<void> {
+    return serveLines(link, this.receiveSize + 1, async (line) => {
+      const { response, reset, busyMs } = this.receiveLine(line);
       // A device erasing flash reads nothing meanwhile: what arrives waits in the line's buffer.
       if (busyMs) await new Promise((resolve) => setTimeout(resolve, busyMs));
       if (response) await link.write(response);
       if (reset) this.onReset?.();
+    });
+  }
+}
+
+/** Hands each line from `link` (without its '\n') to `handle` until the link closes; quiet or overlong lines are skipped. */
+export async function serveLines(link: SerialLink, maxBytes: number, handle: (line: Uint8Array) => Promise<void>): Promise<void> {
+  for (;;) {
+    let line: Uint8Array;
+    try {
+      line = await link.readUntil(0x0a, { timeoutMs: 60_000, maxBytes });
+    } catch (error) {
+      if (error instanceof SerialTimeoutError || error instanceof SerialOverrunError) continue;
+      if (error instanceof SerialClosedError) return;
+      throw error;
     }
+    await handle(line.subarray(0, line.length - 1));
   }
 }
 
