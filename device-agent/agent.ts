@@ -152,11 +152,9 @@ class ModelWorker {
       assemblerFor: (release) => this.#openTransfer(release),
       onLateEvent: (e) => this.#handle(e),
     });
-    if (spec.steps) {
-      this.#tried = new TriedInstall({ model: spec.model, steps: spec.steps, store: agent.store, log, signal: agent.signal, now: init.now ?? (() => Date.now() / 1000) });
-      // Refused for good, not only until restart.
-      for (const bad of this.#tried.badReleases()) this.receiver.abandon(bad.releaseId, 'rolled-back');
-    }
+    if (spec.steps) this.#tried = new TriedInstall({ model: spec.model, steps: spec.steps, store: agent.store, log, signal: agent.signal, now: init.now ?? (() => Date.now() / 1000) });
+    // Refused for good, not only until restart.
+    for (const bad of agent.store.badReleases(spec.model)) this.receiver.abandon(bad.releaseId, 'rolled-back');
   }
 
   /** At start: an install the last run left between received and committed goes on where it stood. */
@@ -287,7 +285,7 @@ class ModelWorker {
 
   /** Queues a complete release for install, unless something at least as new is installed, running or queued. */
   #offer(c: Candidate): void {
-    const bad = this.#tried?.isBad(c.id);
+    const bad = this.agent.store.badReleases(this.spec.model).find((b) => b.releaseId === c.id);
     if (bad) {
       const m = c.release.manifest;
       c.assembler?.destroy();
@@ -385,6 +383,7 @@ class ModelWorker {
       const outcome = await tried.settle(keep, this.agent.store.installed(m.model));
       if (outcome === 'rolled-back') this.#rolledBack(c);
     } catch (err) {
+      if (DEVICE_REFUSED.has(deviceStateOf(err) ?? '')) return this.#deviceRefused(c, err as Error);
       // A tried install goes on from where its lifecycle stands.
       const r = tried?.record;
       const action = r?.release.releaseId === c.id ? nextAction(r) : 'none';
@@ -405,6 +404,26 @@ class ModelWorker {
       tried?.installFailed();
       throw err;
     }
+  }
+
+  /**
+   * The device itself tried the image and went back (an MCU whose MCUboot
+   * test boot failed): a bad release, as if rolled back here, since every
+   * retry would boot the device into it again.
+   */
+  #deviceRefused(c: Candidate, err: Error): void {
+    const m = c.release.manifest;
+    const state = deviceStateOf(err)!;
+    try {
+      this.agent.store.markBad(m.model, { releaseId: c.id, seq: m.seq, version: m.version, at: new Date().toISOString(), cause: `device-${state}` });
+    } catch (storeErr) {
+      // Not kept: the installer's own memory still stops retries until the agent restarts.
+      this.log.event('store.failed', { model: m.model, store: this.agent.store.dir, ...errorFields(storeErr) }, `cannot remember ${m.version} as bad: ${(storeErr as Error).message}`);
+    }
+    this.log.event('lifecycle.rolled-back', {
+      model: m.model, version: m.version, seq: m.seq, release: c.id, cause: `device-${state}`, detail: `${err.name}: ${err.message}`, rollbackOk: state !== 'self-confirmed',
+    }, `${m.model} ${m.version} (seq ${m.seq}) failed its test on the device (${state}): not installed again`);
+    this.#rolledBack(c);
   }
 
   /** A tried release was rolled back: refused for good, its kept image removed; the installed one stays. */
@@ -474,6 +493,9 @@ class ModelWorker {
     await this.#storage?.stop();
   }
 }
+
+/** What a device reports when it tried an image itself and did not keep it (MCUboot test-and-confirm): the release is bad. */
+const DEVICE_REFUSED = new Set(['reverted', 'unconfirmed', 'self-confirmed']);
 
 /** What a serial installer's error says it left on the device, if it says. */
 function deviceStateOf(err: unknown): string | undefined {

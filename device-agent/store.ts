@@ -156,6 +156,21 @@ export class Store {
     this.#lifecycle = next;
   }
 
+  /**
+   * Remembers a release as bad for `model` without a lifecycle record: one
+   * the device itself refused to keep (an MCU that reverted a test image).
+   */
+  markBad(model: string, bad: BadRelease): void {
+    const file = this.#lifecycleFile();
+    const entry = file.models[model];
+    const next: LifecycleFile = {
+      format: 1,
+      models: { ...file.models, [model]: { ...(entry?.record ? { record: entry.record } : {}), bad: [...(entry?.bad ?? []).filter((b) => b.releaseId !== bad.releaseId), bad].slice(-MAX_BAD_RELEASES) } },
+    };
+    writeFileAtomic(join(this.dir, 'lifecycle.json'), JSON.stringify(next, null, 2) + '\n');
+    this.#lifecycle = next;
+  }
+
   /** The signed roots verified after the provisioned one, oldest first (empty if none). */
   rootChain(): Uint8Array[] {
     let bytes: Uint8Array;
