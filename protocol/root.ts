@@ -388,7 +388,7 @@ export function manifestKeys(root: TrustedRoot): Uint8Array[] {
  * manifest has been verified) sign `manifest` at `now`. Returns the
  * delegation that does; throws the reason it does not.
  */
-export function authorizeRelease(root: TrustedRoot, manifest: Manifest, signerKid: Uint8Array, now: number): Delegation {
+export function authorizeRelease(root: TrustedRoot, manifest: Pick<Manifest, 'model' | 'seq'>, signerKid: Uint8Array, now: number): Delegation {
   const doc = root.signed.root;
   const kid = hexCut(signerKid);
   if (doc.expires <= now) {

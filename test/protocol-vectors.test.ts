@@ -391,7 +391,7 @@ test('example carousel order: rounds of K symbols from ESI r·K mod published, s
   const seen: string[] = [];
   for (let i = 0; i < 20; i++) {
     const p = decodePacket(carousel.next());
-    seen.push(p.type === PacketType.Manifest ? `M${p.offset}` : p.type === PacketType.Auth ? `A${p.leaf}` : p.type === PacketType.Root ? `R${p.offset}` : `${p.segment}/${p.esi}`);
+    seen.push(p.type === PacketType.Manifest ? `M${p.offset}` : p.type === PacketType.Auth ? `A${p.leaf}` : p.type === PacketType.Root ? `R${p.offset}` : p.type === PacketType.Halt ? 'H' : `${p.segment}/${p.esi}`);
   }
   t.deepEqual(seen, [
     'M0', 'A0', '0/0', 'A1', '1/0', 'A2', '2/0', '0/1', '1/1', // round 0

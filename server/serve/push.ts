@@ -33,7 +33,8 @@ export class PushNetworkError extends Error {
   override name = 'PushNetworkError';
 }
 
-export function uploadUrl(server: string): URL {
+/** Where an upload goes: `releases` (a release file) or `halts` (a halt file). */
+export function uploadUrl(server: string, collection: 'releases' | 'halts' = 'releases'): URL {
   let url: URL;
   try {
     url = new URL(server);
@@ -41,11 +42,11 @@ export function uploadUrl(server: string): URL {
     throw new TypeError(`--server must be a URL like http://[fd00::1]:8080, got "${server}"`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`--server must be http:// or https://, got "${server}"`);
-  return new URL(`${url.pathname.replace(/\/+$/, '')}/api/v1/releases`, url);
+  return new URL(`${url.pathname.replace(/\/+$/, '')}/api/v1/${collection}`, url);
 }
 
-export function pushRelease(file: string, server: string, token: string | undefined, timeoutMs: number, ca?: Buffer): Promise<PushResult> {
-  const url = uploadUrl(server);
+export function pushRelease(file: string, server: string, token: string | undefined, timeoutMs: number, ca?: Buffer, collection: 'releases' | 'halts' = 'releases'): Promise<PushResult> {
+  const url = uploadUrl(server, collection);
   const size = statSync(file).size;
   return new Promise((resolve, reject) => {
     const request = url.protocol === 'https:' ? httpsRequest : httpRequest;

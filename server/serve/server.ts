@@ -23,6 +23,8 @@ import { createHttpApi } from './http-api.js';
 import { readTlsIdentity, type Listener, type TlsIdentity } from './http-listener.js';
 import { ServeMetrics } from './metrics.js';
 import { ReleaseStore, type StoredRelease } from './release-store.js';
+import { HaltStore } from './halt-store.js';
+import { HaltCarousel } from '../../carousel/halt-carousel.js';
 
 /** Images this large are encoded on worker threads; smaller ones take well under a second here. */
 const POOL_THRESHOLD = 4 << 20;
@@ -30,6 +32,8 @@ const POOL_THRESHOLD = 4 << 20;
 interface OnAir {
   release: StoredRelease;
   since: string;
+  /** HALT datagrams carried with it. */
+  halts: number;
 }
 
 export class FwcastServer {
@@ -37,6 +41,7 @@ export class FwcastServer {
   readonly metrics = new ServeMetrics();
   #log: Logger;
   #store!: ReleaseStore;
+  #halts!: HaltStore;
   #transport: Transport;
   #publisher: Publisher;
   #listener!: Listener;
@@ -44,6 +49,8 @@ export class FwcastServer {
   #running: Promise<void> | undefined;
   #sampler: NodeJS.Timeout | undefined;
   #onAir = new Map<string, OnAir>();
+  /** Models whose channel carries halts alone (no live release), and how many. */
+  #haltsAlone = new Map<string, number>();
   #syncing: Promise<void> = Promise.resolve();
   #models: Map<string, ServedModel>;
   /** The root chain carried on every channel, if roots are configured. */
@@ -72,6 +79,8 @@ export class FwcastServer {
       dir: this.config.store, trusted, models: [...this.#models.keys()], keep: this.config.keepReleases, log: this.#log.child('serve:store'),
     });
     this.#store.open();
+    this.#halts = new HaltStore(join(this.config.store, 'halts'), trusted, new Set(this.#models.keys()), this.#log.child('serve:store'));
+    this.#halts.open();
     const counts = this.#store.list();
     this.#log.event('serve.store-opened', { store: this.config.store, releases: counts.length, live: counts.filter((r) => r.state === 'live').length },
       `store ${this.config.store}: ${counts.length} release(s)`);
@@ -98,6 +107,7 @@ export class FwcastServer {
       status: () => this.status(),
       exposition: () => this.#exposition(),
       onChange: (model) => this.#sync(model),
+      halts: this.#halts,
     });
     await new Promise<void>((resolve, reject) => {
       this.#http.once('error', reject);
@@ -151,8 +161,17 @@ export class FwcastServer {
     if (!served) return;
     const live = this.#store.live(model);
     const current = this.#onAir.get(model);
-    if (live?.releaseId === current?.release.releaseId) return;
+    const halts = this.#halts.datagrams(model);
+    if (live?.releaseId === current?.release.releaseId && halts.length === (current?.halts ?? this.#haltsAlone.get(model) ?? 0)) return;
     const log = this.#log.child('serve:publisher');
+    this.#haltsAlone.delete(model);
+    if (!live && halts.length > 0) {
+      // A halted release taken off the air: the devices still holding it must hear the halt.
+      this.#publisher.set({ channel: served.channel, carousel: new HaltCarousel(halts) });
+      this.#onAir.delete(model);
+      this.#haltsAlone.set(model, halts.length);
+      return;
+    }
     if (!live) {
       this.#publisher.remove(served.channel.name);
       this.#onAir.delete(model);
@@ -176,8 +195,8 @@ export class FwcastServer {
       await pool?.close();
     }
     if (this.#store.live(model)?.releaseId !== live.releaseId) return; // superseded meanwhile: the next change is queued
-    this.#publisher.set({ channel: served.channel, carousel: new Carousel({ ...release, symbolSet: symbols.set, ...(this.#rootChain ? { rootChain: this.#rootChain } : {}) }) });
-    this.#onAir.set(model, { release: live, since: new Date().toISOString() });
+    this.#publisher.set({ channel: served.channel, carousel: new Carousel({ ...release, symbolSet: symbols.set, ...(this.#rootChain ? { rootChain: this.#rootChain } : {}), halts }) });
+    this.#onAir.set(model, { release: live, since: new Date().toISOString(), halts: halts.length });
     const ms = Math.round(performance.now() - started);
     log.event('serve.on-air', {
       model, version: live.version, seq: live.seq, release: live.releaseId, channel: served.channel.name, group: served.channel.group, port: served.channel.port, symbols: symbols.source, ms,
