@@ -252,7 +252,7 @@ export class Receiver {
   #rootReassembly = new ManifestReassembly(MAX_ROOT_CHAIN_SIZE);
   /** Root chains already judged, by id: repeats are counted, not verified again. */
   #rootsHeard = new Map<string, DropReason>();
-  /** Halts already judged, by the SHA-256 of their signed bytes (not by release id: a forged halt must not mask the real one). */
+  /** Halts already judged, by the SHA-256 of their header's id and signed bytes (not by release id alone: a forged halt must not mask the real one). */
   #haltsHeard = new Map<string, DropReason>();
   #limits: ReceiverLimits;
   #installedSeq: number | undefined;
@@ -432,7 +432,8 @@ export class Receiver {
   }
 
   #onHalt(p: HaltPacket, now: number): void {
-    const key = createHash('sha256').update(p.signed).digest('hex').slice(0, 16);
+    // The id in the header too: a genuine halt relabelled with another release's id must not mask it.
+    const key = createHash('sha256').update(p.releaseId).update(p.signed).digest('hex').slice(0, 16);
     const heard = this.#haltsHeard.get(key);
     if (heard) return this.#count(heard, 1);
     const id = hex(p.releaseId);
