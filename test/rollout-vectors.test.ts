@@ -27,7 +27,7 @@ test('the printed table, rollout map and halt decode as described', async (t) =>
   const rows = [...section.matchAll(/^\| (\S+) \| ([0-9a-f]{16}) \| ([0-9a-f]{16}) \| ([0-9.]+) \| (\d+) \|/gm)];
   t.is(rows.length, VECTOR_DEVICES.length * VECTOR_RELEASES.length);
   for (const [, device, release, , u, offset] of rows) {
-    t.is(rampFraction(device!, Buffer.from(release!, 'hex')).toFixed(6), u);
+    t.is(rampFraction(device!, Buffer.from(release!, 'hex')).toFixed(6), u!);
     const d = decideRollout({ ramp: { start: 1_800_000_000, duration: 3600 } }, Buffer.from(release!, 'hex'), { deviceId: device!, cohorts: [], windows: [] }, false, 0);
     t.deepEqual(d, { install: true, at: 1_800_000_000 + Number(offset), reason: 'ramp' });
   }
