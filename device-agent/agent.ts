@@ -380,7 +380,8 @@ class ModelWorker {
     let effect = 'refused';
     if (this.#next?.id === id) {
       effect = 'dropped';
-      void this.#pump();
+      // Even while another install runs: the gate now says never, and drops it.
+      this.#waitForRollout(this.#next);
     } else if (this.#retry?.candidate.id === id) {
       effect = 'dropped';
       clearTimeout(this.#retry.timer);
