@@ -376,7 +376,7 @@ class ModelWorker {
   /** A verified halt for this model: kept, and the release it names goes, unless it is installed or installing. */
   #halted(v: VerifiedHalt): void {
     const id = hex(v.halt.releaseId);
-    const isNew = this.agent.rollout.recordHalt(v.halt, v.kid);
+    const isNew = this.agent.rollout.recordHalt(v);
     let effect = 'refused';
     if (this.#next?.id === id) {
       effect = 'dropped';

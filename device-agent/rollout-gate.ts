@@ -4,7 +4,7 @@
  * keeps what must survive a restart in STORE/rollout.json, written atomically:
  *
  *   { "format": 1,
- *     "halts": { "<model>": [{ "release": "<id>", "issued": 1765000000, "kid": "…" }, …] },
+ *     "halts": { "<model>": [{ "release": "<id>", "issued": 1765000000, "kid": "…", "signed": "<hex>" }, …] },
  *     "scheduled": { "<model>": { "release": "<id>", "version": "…", "seq": 7, "installAt": "<ISO>", "reason": "ramp" } } }
  *
  * The halts are the device's memory of what it must never install; the
@@ -14,7 +14,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, StoreError } from '../protocol/errors.js';
-import type { Halt } from '../protocol/halt.js';
+import type { VerifiedHalt } from '../protocol/halt.js';
+import { encodeHaltPacket } from '../protocol/packet.js';
 import { hex } from '../protocol/hex.js';
 import { errorFields, type Logger } from '../protocol/log.js';
 import type { VerifiedManifest } from '../protocol/manifest.js';
@@ -30,6 +31,8 @@ export interface HaltRecord {
   release: string;
   issued: number;
   kid: string;
+  /** The signed halt (hex): what a relay carries onward (haltDatagrams). */
+  signed: string;
 }
 
 export interface ScheduleRecord {
@@ -97,12 +100,20 @@ export class RolloutGate {
     return this.halts(model).includes(releaseId);
   }
 
+  /** The HALT datagrams of the halts kept for `model`, for a relay to carry onward with its release. */
+  haltDatagrams(model: string): Uint8Array[] {
+    return (this.#file.halts[model] ?? []).filter((h) => typeof h.signed === 'string')
+      .map((h) => encodeHaltPacket({ releaseId: Buffer.from(h.release, 'hex'), signed: Buffer.from(h.signed, 'hex') }));
+  }
+
   /** Keeps a verified halt; false if it was known already. */
-  recordHalt(halt: Halt, kid: Uint8Array): boolean {
+  recordHalt(v: VerifiedHalt): boolean {
+    const { halt } = v;
     const release = hex(halt.releaseId);
     const list = this.#file.halts[halt.model] ?? [];
     if (list.some((h) => h.release === release)) return false;
-    this.#file = { ...this.#file, halts: { ...this.#file.halts, [halt.model]: [...list, { release, issued: halt.issued, kid: hex(kid) }].slice(-MAX_HALTS_PER_MODEL) } };
+    const record: HaltRecord = { release, issued: halt.issued, kid: hex(v.kid), signed: hex(v.signed) };
+    this.#file = { ...this.#file, halts: { ...this.#file.halts, [halt.model]: [...list, record].slice(-MAX_HALTS_PER_MODEL) } };
     this.#save(halt.model);
     return true;
   }

@@ -116,6 +116,7 @@ test('a halt drops a waiting release, and after a restart the device still refus
   t.like(r.lines.find((l) => l.event === 'rollout.skipped')!.fields, { release: hex(rel.releaseId), reason: 'halted' });
   t.like(rolloutStatus(r.store).scheduled.cam, { reason: 'halted' });
   t.deepEqual(rolloutStatus(r.store).halts.cam!.map((h) => h.release), [hex(rel.releaseId)]);
+  t.deepEqual(r.agent.rollout.haltDatagrams('cam').map(hex), [hex(halt)], 'the signed halt is kept, for a relay to carry onward');
   // Past the ramp: nothing installs.
   r.clock.now = T + 2 * 86400;
   for (let i = 0; i < 300; i++) r.send(carousel.next());
