@@ -24,6 +24,9 @@
  * topicPrefix. "relay" re-sends each installed release onward on "iface" and/or
  * "mqtt" at "rate" (default 10mbit); see device-agent/relay.ts and transports.ts.
  *
+ * "deviceId", "cohorts" and "maintenanceWindows" (or --device-id, --cohort)
+ * are the device's side of staged rollout: see rollout-config.ts.
+ *
  * "root" (or --root) is a signed root document (`fwcast root create`): the
  * publisher keys are those it delegates, and newer roots come on the channel.
  * "trustedKeys" (or --key) is the fixed list for small setups; one of the two
