@@ -81,6 +81,8 @@ export interface AgentEvents {
   installed: [InstalledRecord];
   rejected: [{ model: string; releaseId: string; error: FwcastError }];
   failed: [{ model: string; error: Error }];
+  /** A verified halt heard for the first time (kept in the rollout gate). */
+  halt: [{ model: string; releaseId: string }];
 }
 
 /** A complete release on its way to being installed. */
@@ -390,6 +392,7 @@ class ModelWorker {
     } else if (this.#running?.id === id || this.agent.store.installed(this.spec.model)?.releaseId === id) {
       effect = 'installed';
     }
+    if (isNew) this.agent.emit('halt', { model: this.spec.model, releaseId: id });
     if (!isNew && effect === 'refused') return;
     this.log.event('halt.received', { model: this.spec.model, release: id, issued: v.halt.issued, kid: hex(v.kid), effect },
       `halt of ${this.spec.model} release ${id} (signed by key ${hex(v.kid)}): ${effect === 'installed' ? 'already installed here, nothing to stop' : effect === 'dropped' ? 'the waiting release is dropped' : 'it will not be installed'}`);

@@ -83,9 +83,16 @@ async function run(opts: RunOptions): Promise<void> {
   const agent = new Agent({ models, trusted, ...(root ? { root } : {}), store, transport, log, limits: config.limits, storageThread: config.storageThread, rollout: config.rollout });
   // Relay mode: each verified install is carouselled onward (device-agent/relay.ts).
   const relay = config.relay
-    ? new Relay({ transport: new ChannelTransport({ transport: createTransport({ iface: config.relay.iface, mqtt: config.relay.mqtt }, log.child('relay:mqtt'), 'relay.mqtt') }), rate: config.relay.rate, store, models, log: log.child('relay') })
+    ? new Relay({ transport: new ChannelTransport({ transport: createTransport({ iface: config.relay.iface, mqtt: config.relay.mqtt }, log.child('relay:mqtt'), 'relay.mqtt') }), rate: config.relay.rate, store, models, log: log.child('relay'), halts: (model) => agent.rollout.haltDatagrams(model) })
     : undefined;
   if (relay) agent.on('installed', (record) => relay.serve(record.model, record.releaseId));
+  // A halt goes on downstream with the relayed release: devices behind the relay must hear it too.
+  if (relay) {
+    agent.on('halt', ({ model }) => {
+      const installed = store.installed(model);
+      if (installed) relay.serve(model, installed.releaseId, true);
+    });
+  }
 
   const done = new Promise<number>((resolve) => {
     const stop = (): void => resolve(0);

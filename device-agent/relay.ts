@@ -32,6 +32,8 @@ export interface RelayInit {
   /** The models to relay and the channel each goes out on. */
   models: ReadonlyArray<{ model: string; channel: Channel }>;
   log: Logger;
+  /** The HALT datagrams a model's channel carries onward with its release (RolloutGate.haltDatagrams). */
+  halts?: (model: string) => Uint8Array[];
 }
 
 export class Relay {
@@ -64,13 +66,14 @@ export class Relay {
 
   /**
    * Starts carouselling the kept release `releaseId` of `model`, replacing the
-   * one relayed before. Returns false (and logs why) if it cannot.
+   * one relayed before. Returns false (and logs why) if it cannot. `again`:
+   * also when it is relayed already (a halt came to carry with it).
    */
-  serve(model: string, releaseId: string): boolean {
+  serve(model: string, releaseId: string, again = false): boolean {
     const log = this.#init.log;
     const spec = this.#init.models.find((m) => m.model === model);
     if (!spec) return false;
-    if (this.#serving.get(model) === releaseId) return true;
+    if (this.#serving.get(model) === releaseId && !again) return true;
     const paths = this.#init.store.keptRelease(model, releaseId);
     if (!existsSync(paths.image) || !existsSync(paths.manifest)) {
       log.event('relay.release-missing', { model, release: releaseId, store: this.#init.store.dir },
@@ -85,7 +88,7 @@ export class Relay {
       if (hex(id) !== releaseId) throw new DigestMismatchError(`${paths.manifest} is not release ${releaseId}`);
       const digest = createHash('sha256').update(image).digest();
       if (Buffer.compare(digest, manifest.imageSha256) !== 0) throw new DigestMismatchError(`${paths.image} does not match its signed SHA-256`);
-      this.#publisher.set({ channel: spec.channel, carousel: new Carousel({ manifest, signed, releaseId: id, image }) });
+      this.#publisher.set({ channel: spec.channel, carousel: new Carousel({ manifest, signed, releaseId: id, image, halts: this.#init.halts?.(model) ?? [] }) });
       this.#serving.set(model, releaseId);
       log.event('relay.serving', {
         model, version: manifest.version, seq: manifest.seq, release: releaseId, channel: spec.channel.name, transport: this.#init.transport.description, rate: this.#init.rate,
