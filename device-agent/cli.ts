@@ -85,9 +85,9 @@ async function run(opts: RunOptions): Promise<void> {
   const relay = config.relay
     ? new Relay({ transport: new ChannelTransport({ transport: createTransport({ iface: config.relay.iface, mqtt: config.relay.mqtt }, log.child('relay:mqtt'), 'relay.mqtt') }), rate: config.relay.rate, store, models, log: log.child('relay'), halts: (model) => agent.rollout.haltDatagrams(model) })
     : undefined;
-  if (relay) agent.on('installed', (record) => relay.serve(record.model, record.releaseId));
-  // A halt goes on downstream with the relayed release: devices behind the relay must hear it too.
   if (relay) {
+    agent.on('installed', (record) => relay.serve(record.model, record.releaseId));
+    // A halt goes on downstream with the relayed release: devices behind the relay must hear it too.
     agent.on('halt', ({ model }) => {
       const installed = store.installed(model);
       if (installed) relay.serve(model, installed.releaseId, true);
