@@ -36,6 +36,9 @@
  * has the newest root within one manifest interval, release or no release of
  * a new key.
  *
+ * HALT datagrams (protocol/halt.ts), if given, go out with every copy of
+ * the manifest too: a device that heard the release hears its halt as soon.
+ *
  * How each choice was measured (bench/simulation.ts drives this class with
  * the options below): bench/results/README.md.
  */
@@ -67,6 +70,8 @@ export interface CarouselInit {
   interleave?: number;
   /** The root chain (encodeRootChain) sent with every manifest copy. */
   rootChain?: Uint8Array;
+  /** HALT datagrams (encodeHaltPacket) sent with every manifest copy. */
+  halts?: readonly Uint8Array[];
 }
 
 /** Datagrams per fragment between two manifest copies. */
@@ -87,6 +92,8 @@ export class Carousel {
   readonly releaseId: Uint8Array;
   readonly manifestFragments: Uint8Array[];
   #rootFragments: Uint8Array[];
+  /** HALT datagrams, sent before each manifest copy. */
+  readonly halts: readonly Uint8Array[];
   /** Datagrams in one round (approximate: AUTH copies vary slightly by round). */
   readonly roundLength: number;
   /** The longest datagram this carousel sends (UDP payload bytes): what the transport must carry. */
@@ -124,6 +131,7 @@ export class Carousel {
     }
     this.#fragment = fragment;
     this.#rootFragments = init.rootChain ? this.#rootFragmentsOf(init.rootChain, fragment) : [];
+    this.halts = init.halts ?? [];
     this.#manifestEvery = (init.manifestEvery ?? MANIFEST_EVERY) * this.manifestFragments.length;
     this.#earlyManifests = init.earlyManifests ?? EARLY_MANIFESTS;
     this.#earlyEvery = Math.min((init.earlyEvery ?? EARLY_EVERY) * this.manifestFragments.length, this.#manifestEvery);
@@ -141,7 +149,7 @@ export class Carousel {
     this.#set = set;
     this.#auth = set.bodies.map((body, leaf) => encodeAuthPacket({ releaseId: init.releaseId, leaf, path: set.tree.proof(leaf), body }));
     this.#layout = set.layout;
-    this.largestDatagram = [...this.manifestFragments, ...this.#rootFragments, ...this.#auth].reduce((n, d) => Math.max(n, d.length), SYMBOL_OVERHEAD + m.symbolSize);
+    this.largestDatagram = [...this.manifestFragments, ...this.#rootFragments, ...this.halts, ...this.#auth].reduce((n, d) => Math.max(n, d.length), SYMBOL_OVERHEAD + m.symbolSize);
     const copies = init.authCopies ?? 3;
     if (!(Number.isInteger(copies) && copies >= 1)) throw new RangeError(`authCopies must be a positive integer, got ${copies}`);
     this.#copyPoints = Array.from({ length: copies - 1 }, (_, j) => Math.floor(((j + 1) * m.auth.chunkSymbols) / copies));
@@ -253,7 +261,7 @@ export class Carousel {
     if (this.#sinceManifest >= (this.#manifestCopies < this.#earlyManifests ? this.#earlyEvery : this.#manifestEvery)) {
       this.#sinceManifest = 0;
       this.#manifestCopies++;
-      this.#queue.push(...this.#rootFragments, ...this.manifestFragments);
+      this.#queue.push(...this.#rootFragments, ...this.halts, ...this.manifestFragments);
     }
     const [segment, position] = this.#order[this.#cursor]!;
     const seg = this.manifest.segments[segment]!;

@@ -23,7 +23,14 @@
  */
 import type { Channel } from '../transport/transport.js';
 import { hex } from '../protocol/hex.js';
-import type { Carousel } from './carousel.js';
+/** What the pacer sends from: a release's Carousel, or a HaltCarousel (halt-carousel.ts). */
+export interface DatagramSource {
+  readonly releaseId: Uint8Array;
+  /** Completed rounds. */
+  readonly round: number;
+  readonly largestDatagram: number;
+  next(): Uint8Array;
+}
 
 export const IPV6_UDP_HEADERS = 48;
 /** Unspent credit is kept for this long at most... */
@@ -33,7 +40,7 @@ export const MIN_BURST_BYTES = 2 * 1500;
 
 export interface PublisherEntry {
   channel: Channel;
-  carousel: Carousel;
+  carousel: DatagramSource;
 }
 
 export interface ChannelStats {

@@ -24,6 +24,10 @@ import { sha256File, type InstalledRecord, type Store } from './store.js';
 import { hex } from '../protocol/hex.js';
 import { RolledBackError, TriedInstall, type InstallSteps } from './install-steps.js';
 import { nextAction, type LifecycleAction } from './install-lifecycle.js';
+import type { VerifiedHalt } from '../protocol/halt.js';
+import type { DeviceRollout } from '../protocol/rollout.js';
+import { RECHECK_SECONDS, RolloutGate } from './rollout-gate.js';
+import { defaultDeviceId } from './rollout-config.js';
 
 export interface AgentModel {
   model: string;
@@ -58,6 +62,10 @@ export interface AgentInit {
    * Default: in the receiving thread.
    */
   storageThread?: boolean;
+  /** This device's id, cohorts and maintenance windows for staged rollout (SPEC §17); default: no cohorts, no windows, the host's id. */
+  rollout?: DeviceRollout;
+  /** Longest wait before a waiting release is looked at again, seconds (default RECHECK_SECONDS). */
+  rolloutRecheckSeconds?: number;
 }
 
 /** A transfer's assembler: in this thread, or handing over to the storage thread. */
@@ -79,11 +87,13 @@ export interface AgentEvents {
   failed: [{ model: string; error: Error }];
   /** A newer root of trust is in force (`rootVersion`). */
   root: [{ rootVersion: number }];
+  /** A verified halt heard for the first time (kept in the rollout gate). */
+  halt: [{ model: string; releaseId: string }];
 }
 
 /** What an install needs of a release: a verified manifest, or what the store's lifecycle record kept of one. */
 interface CandidateRelease {
-  manifest: Pick<VerifiedManifest['manifest'], 'model' | 'version' | 'seq' | 'imageSha256'>;
+  manifest: Pick<VerifiedManifest['manifest'], 'model' | 'version' | 'seq' | 'imageSha256' | 'rollout'>;
   releaseId: Uint8Array;
   signed?: Uint8Array;
 }
@@ -131,6 +141,8 @@ class ModelWorker {
   #flusher: NodeJS.Timeout | undefined;
   /** With steps configured: the install lifecycle (install-steps.ts). */
   readonly #tried: TriedInstall | undefined;
+  /** Wakes #pump when the waiting release's rollout time comes (rollout-gate.ts). */
+  #rolloutTimer: NodeJS.Timeout | undefined;
 
   constructor(readonly spec: AgentModel, private readonly agent: Agent, private readonly log: Logger, installed: InstalledRecord | undefined, init: AgentInit) {
     this.retryBaseMs = init.retryBaseMs ?? 30_000;
@@ -155,6 +167,7 @@ class ModelWorker {
     if (spec.steps) this.#tried = new TriedInstall({ model: spec.model, steps: spec.steps, store: agent.store, log, signal: agent.signal, now: init.now ?? (() => Date.now() / 1000) });
     // Refused for good, not only until restart.
     for (const bad of agent.store.badReleases(spec.model)) this.receiver.abandon(bad.releaseId, 'rolled-back');
+    for (const id of agent.rollout.halts(spec.model)) this.receiver.abandon(id, 'halted');
   }
 
   /** At start: an install the last run left between received and committed goes on where it stood. */
@@ -245,8 +258,14 @@ class ModelWorker {
         this.log.event('release.accepted', {
           model: m.model, version: m.version, seq: m.seq, release: hex(event.release.releaseId), imageSize: m.imageSize, segments: m.segments.length, kid: hex(event.release.kid),
         }, `receiving ${m.model} ${m.version} (seq ${m.seq}, ${m.imageSize} bytes in ${m.segments.length} segments), signed by key ${hex(event.release.kid)}`);
+        // Halted, or for other cohorts: not worth receiving.
+        const d = this.agent.rollout.decide(event.release, this.agent.now());
+        if (!d.install) this.receiver.abandon(hex(event.release.releaseId), d.reason === 'halted' ? 'halted' : 'not-in-cohort');
         break;
       }
+      case 'halt':
+        this.#halted(event.halt);
+        break;
       case 'segment':
         this.#storeWorks();
         break;
@@ -321,6 +340,8 @@ class ModelWorker {
   async #pump(): Promise<void> {
     if (this.#running || !this.#next || this.agent.signal.aborted) return;
     const c = this.#next;
+    // A tried install resumed after a restart goes on where it stood: its rollout time had come.
+    if (c.resume === undefined && this.#waitForRollout(c)) return;
     this.#next = undefined;
     this.#running = c;
     try {
@@ -435,6 +456,51 @@ class ModelWorker {
     this.agent.emit('failed', { model: m.model, error: new RolledBackError(`${m.model} ${m.version} (seq ${m.seq}) was rolled back`, { seq: m.seq, release: c.id }) });
   }
 
+  /**
+   * Staged rollout: true while `c` must wait for its time (a timer brings it
+   * back, or a newer release replaces it), or once it was dropped for good.
+   */
+  #waitForRollout(c: Candidate): boolean {
+    clearTimeout(this.#rolloutTimer);
+    const now = this.agent.now();
+    const d = this.agent.rollout.decide(c.release, now);
+    if (!d.install) {
+      this.#next = undefined;
+      c.assembler?.destroy();
+      this.receiver.abandon(c.id, d.reason === 'halted' ? 'halted' : 'not-in-cohort');
+      return true;
+    }
+    if (d.at <= now) {
+      this.agent.rollout.started(this.spec.model);
+      return false;
+    }
+    this.#rolloutTimer = setTimeout(() => void this.#pump(), Math.min(d.at - now, this.agent.rolloutRecheckSeconds) * 1000);
+    return true;
+  }
+
+  /** A verified halt for this model: kept, and the release it names goes, unless it is installed or installing. */
+  #halted(v: VerifiedHalt): void {
+    const id = hex(v.halt.releaseId);
+    const isNew = this.agent.rollout.recordHalt(v);
+    let effect = 'refused';
+    if (this.#next?.id === id) {
+      effect = 'dropped';
+      // Even while another install runs: the gate now says never, and drops it.
+      this.#waitForRollout(this.#next);
+    } else if (this.#retry?.candidate.id === id) {
+      effect = 'dropped';
+      clearTimeout(this.#retry.timer);
+      this.#retry.candidate.assembler?.destroy();
+      this.#retry = undefined;
+    } else if (this.#running?.id === id || this.agent.store.installed(this.spec.model)?.releaseId === id) {
+      effect = 'installed';
+    }
+    if (isNew) this.agent.emit('halt', { model: this.spec.model, releaseId: id });
+    if (!isNew && effect === 'refused') return;
+    this.log.event('halt.received', { model: this.spec.model, release: id, issued: v.halt.issued, kid: hex(v.kid), effect },
+      `halt of ${this.spec.model} release ${id} (signed by key ${hex(v.kid)}): ${effect === 'installed' ? 'already installed here, nothing to stop' : effect === 'dropped' ? 'the waiting release is dropped' : 'it will not be installed'}`);
+  }
+
   /** Hashes the received image against the signed digest and moves it into the store's kept releases. */
   async #verifyAndKeep(c: Candidate): Promise<void> {
     const m = c.release.manifest;
@@ -484,6 +550,7 @@ class ModelWorker {
 
   async close(): Promise<void> {
     clearInterval(this.#flusher);
+    clearTimeout(this.#rolloutTimer);
     if (this.#retry) clearTimeout(this.#retry.timer);
     this.#retry = undefined;
     this.receiver.close();
@@ -524,6 +591,11 @@ export class Agent extends EventEmitter<AgentEvents> {
   #root: TrustedRoot | undefined;
   /** The signed roots verified after the provisioned one, oldest first: what the store keeps. */
   #rootChain: Uint8Array[] = [];
+  /** Staged rollout and halts (rollout-gate.ts). */
+  readonly rollout: RolloutGate;
+  readonly rolloutRecheckSeconds: number;
+  /** Unix seconds (AgentInit.now). */
+  readonly now: () => number;
 
   constructor(init: AgentInit) {
     super();
@@ -531,6 +603,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (init.trusted.length === 0 && !init.root) throw new TypeError('trusted: the agent needs at least one trusted public key, or a root');
     this.#init = init;
     this.store = init.store;
+    this.now = init.now ?? (() => Date.now() / 1000);
+    this.rollout = new RolloutGate(init.store.dir, init.rollout ?? { deviceId: defaultDeviceId(), cohorts: [], windows: [] }, init.log.child('agent:rollout'));
+    this.rolloutRecheckSeconds = init.rolloutRecheckSeconds ?? RECHECK_SECONDS;
   }
 
   /** The root of trust in force, if the agent has one. */

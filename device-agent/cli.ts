@@ -25,6 +25,7 @@ import { lifecycleStatus } from './install-steps.js';
 import { Relay } from './relay.js';
 import { addFlashCommand } from './serial/flash-command.js';
 import { Store } from './store.js';
+import { rolloutStatusText, withRolloutStatus } from './rollout-gate.js';
 
 interface RunOptions extends AgentFlags {
   once?: boolean;
@@ -86,14 +87,19 @@ async function run(opts: RunOptions): Promise<void> {
   };
   // Channel sockets through the messaging library, the one implementation of them.
   const transport = new ChannelTransport({ transport: createTransport({ iface: config.iface, mqtt: config.mqtt, receiveBuffer: receiveBufferFor(config.expectedRate), onReceiveBuffer }, log.child('mqtt')) });
-  const agent = new Agent({ models, trusted, ...(root ? { root } : {}), store, transport, log, limits: config.limits, storageThread: config.storageThread });
+  const agent = new Agent({ models, trusted, ...(root ? { root } : {}), store, transport, log, limits: config.limits, storageThread: config.storageThread, rollout: config.rollout });
   // Relay mode: each verified install is carouselled onward (device-agent/relay.ts).
   const relay = config.relay
-    ? new Relay({ transport: new ChannelTransport({ transport: createTransport({ iface: config.relay.iface, mqtt: config.relay.mqtt }, log.child('relay:mqtt'), 'relay.mqtt') }), rate: config.relay.rate, store, models, log: log.child('relay'), rootChain: () => agent.rootChain })
+    ? new Relay({ transport: new ChannelTransport({ transport: createTransport({ iface: config.relay.iface, mqtt: config.relay.mqtt }, log.child('relay:mqtt'), 'relay.mqtt') }), rate: config.relay.rate, store, models, log: log.child('relay'), rootChain: () => agent.rootChain, halts: (model) => agent.rollout.haltDatagrams(model) })
     : undefined;
   if (relay) {
     agent.on('installed', (record) => relay.serve(record.model, record.releaseId));
     agent.on('root', () => relay.rootChanged());
+    // A halt goes on downstream with the relayed release: devices behind the relay must hear it too.
+    agent.on('halt', ({ model }) => {
+      const installed = store.installed(model);
+      if (installed) relay.serve(model, installed.releaseId, true);
+    });
   }
 
   const done = new Promise<number>((resolve) => {
@@ -208,6 +214,8 @@ export function buildProgram(json = false): Command {
     .option('--relay-mqtt <url>', 'relay mode: re-publish each installed release to this MQTT broker')
     .option('--relay-rate <rate>', 'relay rate on the wire (default 10mbit)')
     .option('--expected-rate <rate>', 'the publisher\'s rate to keep up with: sizes the receive buffer (default 100mbit)')
+    .option('--device-id <id>', 'this device\'s id for staged rollout (default: /etc/machine-id, else the host name)')
+    .option('--cohort <name>', 'a cohort this device belongs to, e.g. canary (repeatable; overrides the config\'s "cohorts")', collect)
     .option('--storage-thread', 'store and decode in a thread of its own: the socket is read while segments decode (about 10 MiB more memory)')
     .addOption(new Option('--install-to <path>', 'install by writing the image to this path (atomic rename)').conflicts('installCommand'))
     .addOption(new Option('--install-command <cmd>', 'install by running this shell command (FWCAST_IMAGE, FWCAST_VERSION, … in its environment)').conflicts('installTo'))
@@ -230,12 +238,14 @@ export function buildProgram(json = false): Command {
       const store = new Store(opts.store);
       const records = store.list();
       const tried = triedStatus(store);
-      if (opts.json) process.stdout.write(JSON.stringify([...records.map((r) => ({ ...r, ...tried.get(r.model)?.json })), ...tried.unlisted.map((m) => ({ model: m, ...tried.get(m)!.json }))]) + '\n');
+      const listed = [...records.map((r) => ({ ...r, ...tried.get(r.model)?.json })), ...tried.unlisted.map((m) => ({ model: m, ...tried.get(m)!.json }))];
+      if (opts.json) process.stdout.write(JSON.stringify(withRolloutStatus(opts.store, listed)) + '\n');
       else if (records.length === 0 && tried.unlisted.length === 0) process.stdout.write('nothing installed\n');
       else {
         for (const r of records) process.stdout.write(`${r.model} ${r.version} (seq ${r.seq}) sha256 ${r.sha256} at ${r.path}, installed ${r.installedAt}\n${tried.get(r.model)?.text ?? ''}`);
         for (const m of tried.unlisted) process.stdout.write(`${m}: nothing installed\n${tried.get(m)!.text}`);
       }
+      if (!opts.json) process.stdout.write(rolloutStatusText(opts.store));
     });
 
   program.command('capacity')

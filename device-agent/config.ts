@@ -26,6 +26,9 @@
  * topicPrefix. "relay" re-sends each installed release onward on "iface" and/or
  * "mqtt" at "rate" (default 10mbit); see device-agent/relay.ts and transports.ts.
  *
+ * "deviceId", "cohorts" and "maintenanceWindows" (or --device-id, --cohort)
+ * are the device's side of staged rollout: see rollout-config.ts.
+ *
  * "root" (or --root) is a signed root document (`fwcast root create`): the
  * publisher keys are those it delegates, and newer roots come on the channel.
  * "trustedKeys" (or --key) is the fixed list for small setups; one of the two
@@ -44,6 +47,8 @@ import type { Channel } from '../transport/transport.js';
 import { resolveMqtt, resolveRelay, type MqttConfig, type RelayConfig, type TransportFlags } from './transports.js';
 import { modelFileName } from './store.js';
 import { parseInstallSteps, type InstallSteps } from './install-steps.js';
+import { resolveRollout } from './rollout-config.js';
+import type { DeviceRollout } from '../protocol/rollout.js';
 
 export type InstallerConfig =
   | { type: 'file'; path: string }
@@ -73,6 +78,8 @@ export interface AgentConfig {
   expectedRate: number;
   /** Store and decode in a thread of each model's own (AgentInit.storageThread). */
   storageThread: boolean;
+  /** Device id, cohorts and maintenance windows for staged rollout (rollout-config.ts). */
+  rollout: DeviceRollout;
 }
 
 export const DEFAULT_EXPECTED_RATE = '100mbit';
@@ -91,6 +98,8 @@ export interface AgentFlags extends TransportFlags {
   installCommand?: string;
   expectedRate?: string;
   storageThread?: boolean;
+  deviceId?: string;
+  cohort?: string[];
 }
 
 type Json = JsonObject;
@@ -168,7 +177,7 @@ function channelFor(model: string, group: string | undefined, p: number): Channe
 
 export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
   const file = flags.config ? readJsonConfig(flags.config) : {};
-  const known = new Set(['interface', 'store', 'trustedKeys', 'root', 'port', 'models', 'limits', 'mqtt', 'relay', 'expectedRate', 'storageThread']);
+  const known = new Set(['interface', 'store', 'trustedKeys', 'root', 'port', 'models', 'limits', 'mqtt', 'relay', 'expectedRate', 'storageThread', 'deviceId', 'cohorts', 'maintenanceWindows']);
   for (const k of Object.keys(file)) if (!known.has(k)) throw new ConfigError(`config: unknown field "${k}" (known: ${[...known].join(', ')})`);
 
   const iface = flags.iface ?? str(file, 'interface', 'config');
@@ -220,5 +229,5 @@ export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
     if (seen.has(m.model)) throw new ConfigError(`model "${m.model}" is listed twice`);
     seen.add(m.model);
   }
-  return { iface, store, trustedKeys: root ? [] : trustedKeys, ...(root ? { root } : {}), models, limits: parseLimits(file.limits), expectedRate: expectedRate(flags.expectedRate, file.expectedRate), storageThread: storageThread(flags.storageThread, file.storageThread), ...(mqtt ? { mqtt } : {}), ...(relay ? { relay } : {}) };
+  return { iface, store, trustedKeys: root ? [] : trustedKeys, ...(root ? { root } : {}), models, limits: parseLimits(file.limits), expectedRate: expectedRate(flags.expectedRate, file.expectedRate), storageThread: storageThread(flags.storageThread, file.storageThread), rollout: resolveRollout(file, flags), ...(mqtt ? { mqtt } : {}), ...(relay ? { relay } : {}) };
 }

@@ -42,6 +42,8 @@ export interface RelayInit {
    * at rootChanged().
    */
   rootChain?: () => Uint8Array | undefined;
+  /** The HALT datagrams a model's channel carries onward with its release (RolloutGate.haltDatagrams). */
+  halts?: (model: string) => Uint8Array[];
 }
 
 export class Relay {
@@ -74,13 +76,14 @@ export class Relay {
 
   /**
    * Starts carouselling the kept release `releaseId` of `model`, replacing the
-   * one relayed before. Returns false (and logs why) if it cannot.
+   * one relayed before. Returns false (and logs why) if it cannot. `again`:
+   * also when it is relayed already (a halt came to carry with it).
    */
-  serve(model: string, releaseId: string): boolean {
+  serve(model: string, releaseId: string, again = false): boolean {
     const log = this.#init.log;
     const spec = this.#init.models.find((m) => m.model === model);
     if (!spec) return false;
-    if (this.#serving.get(model)?.releaseId === releaseId) return true;
+    if (this.#serving.get(model)?.releaseId === releaseId && !again) return true;
     const paths = this.#init.store.keptRelease(model, releaseId);
     if (!existsSync(paths.image) || !existsSync(paths.manifest)) {
       log.event('relay.release-missing', { model, release: releaseId, store: this.#init.store.dir },
@@ -96,7 +99,7 @@ export class Relay {
       const digest = createHash('sha256').update(image).digest();
       if (Buffer.compare(digest, manifest.imageSha256) !== 0) throw new DigestMismatchError(`${paths.image} does not match its signed SHA-256`);
       const rootChain = this.#init.rootChain?.();
-      const carousel = new Carousel({ manifest, signed, releaseId: id, image, ...(rootChain ? { rootChain } : {}) });
+      const carousel = new Carousel({ manifest, signed, releaseId: id, image, halts: this.#init.halts?.(model) ?? [], ...(rootChain ? { rootChain } : {}) });
       this.#publisher.set({ channel: spec.channel, carousel });
       this.#serving.set(model, { releaseId, carousel });
       log.event('relay.serving', {

@@ -148,3 +148,8 @@ export class DelegationNotYetValidError extends FwcastError {
 export class DelegationThresholdError extends FwcastError {
   readonly reason = 'delegation-threshold';
 }
+
+/** A HALT statement (protocol/halt.ts) that parses but breaks the halt rules, or names another release than its datagram. */
+export class InvalidHaltError extends FwcastError {
+  readonly reason = 'bad-halt';
+}

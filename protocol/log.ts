@@ -123,6 +123,13 @@ export const LOG_EVENTS = {
   'lifecycle.step-failed': { level: 'error', fields: [...MODEL_RELEASE, 'step', 'attempt', 'exitCode?', 'detail'] },
   'lifecycle.resumed': { level: 'info', fields: [...MODEL_RELEASE, 'state', 'action', 'restarts?'] },
   'lifecycle.bad-release': { level: 'info', fields: [...MODEL_RELEASE, 'rolledBackAt', 'cause'] },
+  // Staged rollout and halt (SPEC §17): an install put off (ramp, activation, window), a release this device never installs (halted, cohort),
+  // a verified halt heard (effect: dropped a waiting release, refused one not yet complete, or installed already), a halt stored or carried.
+  'rollout.scheduled': { level: 'info', fields: [...MODEL_RELEASE, 'reason', 'installAt'] },
+  'rollout.skipped': { level: 'info', fields: [...MODEL_RELEASE, 'reason'] },
+  'halt.received': { level: 'warn', fields: ['model', 'release', 'issued', 'kid', 'effect'] },
+  'serve.halt-stored': { level: 'warn', fields: ['model', 'release', 'created'] },
+  'publish.halt-loaded': { level: 'info', fields: ['file', 'model', 'release', 'channel'] },
 } as const satisfies Record<string, EventSpec>;
 
 export type LogEvent = keyof typeof LOG_EVENTS;

@@ -27,6 +27,10 @@
  * Type 4, ROOT: a fragment of the root chain (root.ts), laid out as MANIFEST;
  * the header's id field is the first 8 bytes of SHA-256 over the whole chain.
  *   | Total length (32) | Fragment offset (32) | fragment bytes ... |
+ *
+ * Type 5, HALT: a whole signed halt (halt.ts), at most MAX_HALT_SIZE bytes;
+ * the header's id field is the id of the release it halts.
+ *   | signed halt ... |
  */
 import { MalformedPacketError, UnsupportedVersionError } from './errors.js';
 import { NODE_SIZE } from './auth.js';
@@ -43,7 +47,11 @@ export const PacketType = {
   Symbol: 2,
   Auth: 3,
   Root: 4,
+  Halt: 5,
 } as const;
+
+/** Largest signed halt a HALT datagram carries (protocol/halt.ts MAX_HALT_SIZE). */
+export const MAX_HALT_BYTES = 512;
 
 const MANIFEST_FIELDS = 8;
 const SYMBOL_FIELDS = 4 + PAYLOAD_ID_SIZE;
@@ -91,7 +99,14 @@ export interface RootFragment {
   bytes: Uint8Array;
 }
 
-export type Packet = ManifestFragment | SymbolPacket | AuthPacket | RootFragment;
+/** A signed halt; `releaseId` is the id of the release it names. */
+export interface HaltPacket {
+  type: typeof PacketType.Halt;
+  releaseId: Uint8Array;
+  signed: Uint8Array;
+}
+
+export type Packet = ManifestFragment | SymbolPacket | AuthPacket | RootFragment | HaltPacket;
 
 function writeHeader(out: Uint8Array, type: number, releaseId: Uint8Array): void {
   if (releaseId.length !== RELEASE_ID_SIZE) throw new RangeError(`release id must be ${RELEASE_ID_SIZE} bytes`);
@@ -144,6 +159,14 @@ export function encodeAuthPacket(p: Omit<AuthPacket, 'type'>): Uint8Array {
   return out;
 }
 
+export function encodeHaltPacket(p: Omit<HaltPacket, 'type'>): Uint8Array {
+  if (p.signed.length === 0 || p.signed.length > MAX_HALT_BYTES) throw new RangeError(`a signed halt is 1..${MAX_HALT_BYTES} bytes, got ${p.signed.length}`);
+  const out = new Uint8Array(HEADER_SIZE + p.signed.length);
+  writeHeader(out, PacketType.Halt, p.releaseId);
+  out.set(p.signed, HEADER_SIZE);
+  return out;
+}
+
 /**
  * Parses one datagram. Checks structure only; whether the release, segment and
  * ESI make sense is decided against the verified manifest. The returned byte
@@ -185,6 +208,12 @@ export function decodePacket(datagram: Uint8Array): Packet {
       const path: Uint8Array[] = [];
       for (let i = 0; i < depth; i++) path.push(datagram.subarray(AUTH_OVERHEAD + i * NODE_SIZE, AUTH_OVERHEAD + (i + 1) * NODE_SIZE));
       return { type: PacketType.Auth, releaseId, leaf: view.getUint32(HEADER_SIZE), path, body: datagram.subarray(bodyStart) };
+    }
+    case PacketType.Halt: {
+      const signed = datagram.subarray(HEADER_SIZE);
+      if (signed.length === 0) throw new MalformedPacketError('halt datagram is empty');
+      if (signed.length > MAX_HALT_BYTES) throw new MalformedPacketError(`halt of ${signed.length} bytes exceeds ${MAX_HALT_BYTES}`);
+      return { type: PacketType.Halt, releaseId, signed };
     }
     default:
       throw new MalformedPacketError(`unknown packet type ${datagram[3]}`);

@@ -405,7 +405,7 @@ export function manifestKeys(root: TrustedRoot): Uint8Array[] {
  * co-signatures of `cosigners` counted towards a delegation's threshold.
  * Returns the delegation that does; throws the reason it does not.
  */
-export function authorizeRelease(root: TrustedRoot, manifest: Manifest, signerKid: Uint8Array, now: number, cosigners: readonly Uint8Array[] = []): Delegation {
+export function authorizeRelease(root: TrustedRoot, manifest: Pick<Manifest, 'model' | 'seq'>, signerKid: Uint8Array, now: number, cosigners: readonly Uint8Array[] = []): Delegation {
   const doc = root.signed.root;
   const kid = hexCut(signerKid);
   if (doc.expires <= now) {

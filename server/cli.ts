@@ -23,7 +23,8 @@ import { checkNetworkInterface } from '../transport/network-interface.js';
 import type { TransportStats } from '../transport/transport.js';
 import { ExpiredManifestError } from '../protocol/errors.js';
 import { Carousel } from '../carousel/carousel.js';
-import { channelCounts, IPV6_UDP_HEADERS, Publisher, type ChannelStats } from '../carousel/publisher.js';
+import { channelCounts, IPV6_UDP_HEADERS, Publisher, type ChannelStats, type PublisherEntry } from '../carousel/publisher.js';
+import { HaltCarousel } from '../carousel/halt-carousel.js';
 import { buildReleaseParallel, DEFAULT_REPAIR_PERCENT, readReleaseFile, readReleaseManifest, writeReleaseFile } from './release.js';
 import { symbolSizeFor } from '../protocol/release.js';
 import { CodecPool } from './codec-pool.js';
@@ -40,6 +41,8 @@ import { checkChainAuthorizes, collectRoots, readRootChainFiles } from '../cli/r
 import { decodeRootChain, decodeSignedRoot } from '../protocol/root.js';
 import { addRootCommand } from './root-command.js';
 import { addListenerOptions, followListeners, openListeners } from './listener-options.js';
+import { addHaltCommand, addRolloutOptions, haltSummary, looksLikeHalt, readHaltFile, rolloutPolicy, rolloutSummary, type RolloutFlags } from './rollout-command.js';
+import { encodeHaltPacket } from '../protocol/packet.js';
 
 function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
@@ -129,6 +132,7 @@ function manifestSummary(m: Manifest, releaseId: Uint8Array, kid: Uint8Array) {
     // Each segment's RaptorQ object as a decoder needs it: OTI fields as protocol/oti.ts names them (SPEC §6.2).
     segments: m.segments.map((s) => ({ index: s.index, offset: s.offset, oti: { ...s.oti }, sourceSymbols: s.sourceSymbols, published: s.published, sha256: hex(s.sha256) })),
     auth: { digestLength: m.auth.digestLength, chunkSymbols: m.auth.chunkSymbols, coding: m.auth.coding ? `${m.auth.coding.groupChunks}:${m.auth.coding.parityPerChunk}` : 'off' },
+    rollout: rolloutSummary(m.rollout),
   };
 }
 
@@ -155,7 +159,7 @@ export function buildProgram(json = false): Command {
       process.stdout.write(`private key: ${r.privatePath} (keep it secret, e.g. a CI secret)\npublic key:  ${r.publicPath} (give it to agents)\nkey id:      ${r.kid}\n`);
     });
 
-  addSignerOptions(program.command('sign')
+  addRolloutOptions(addSignerOptions(program.command('sign')
     .description('sign an image into a release file (manifest + image), e.g. as a CI artifact; the key in a file (--key), an HSM (--pkcs11-*) or behind a command (--signer-command)')
     .argument('<image>', 'firmware image file'))
     .requiredOption('--model <model>', 'device model the image is for (its channel is fw/<model>; case-sensitive)', modelArgument)
@@ -169,20 +173,21 @@ export function buildProgram(json = false): Command {
     .addOption(new Option('--auth-coding <G:R|off>', 'AUTH chunks erasure-coded in groups of up to G chunks (never across a round) with R parity pieces per chunk')
       .argParser(chunkCoding).default(DEFAULT_CHUNK_CODING, `${DEFAULT_CHUNK_CODING.groupChunks}:${DEFAULT_CHUNK_CODING.parityPerChunk}`))
     .option('--root <file>', 'a signed root document (`fwcast root`) that delegates the signing key, carried inside the release file; repeat for the chain, oldest first', collectRoots)
-    .option('--json', 'print the release made as JSON')
-    .action(async (imagePath: string, opts: SignerFlags & { root?: string[]; model: string; version: string; seq: number; out: string; expires?: number; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false; json?: boolean }) => {
+    .option('--json', 'print the release made as JSON'))
+    .action(async (imagePath: string, opts: SignerFlags & RolloutFlags & { root?: string[]; model: string; version: string; seq: number; out: string; expires?: number; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false; json?: boolean }) => {
       readableFile('IMAGE', imagePath);
       const image = new Uint8Array(readFileSync(imagePath));
       const rootChain = opts.root ? readRootChainFiles(opts.root) : undefined;
       // Before encoding, which may take a while: a wrong PIN or key label fails at once.
       const signer = await openSigner(opts);
       const created = Math.floor(Date.now() / 1000);
+      const rollout = rolloutPolicy(opts, created);
       const pool = new CodecPool();
       const release = await buildReleaseParallel({
         image, signer, model: opts.model, version: opts.version, seq: opts.seq, created,
         ...(opts.expires ? { expires: created + opts.expires } : {}),
         segmentSize: opts.segmentSize, repairPercent: opts.repair, datagramSize: opts.datagramSize,
-        chunkCoding: opts.authCoding,
+        chunkCoding: opts.authCoding, ...(rollout ? { rollout } : {}),
       }, pool).finally(() => Promise.all([pool.close(), signer.close()]));
       // A chain whose newest root would not let this key sign this model makes a release every agent refuses.
       const pending = rootChain ? checkChainAuthorizes(rootChain, release.signed, created).pending : undefined;
@@ -220,13 +225,14 @@ export function buildProgram(json = false): Command {
     });
 
   program.command('inspect')
-    .description('show what a release file contains; with --key, also check its signature')
-    .argument('<file>', 'release file')
+    .description('show what a release file (or a halt file) contains; with --key, also check its signature')
+    .argument('<file>', 'release file, or halt file from `fwcast halt`')
     .option('--key <pub>', 'publisher public key to verify against')
     .option('--json', 'print JSON')
     .action(async (file: string, opts: { key?: string; json?: boolean }) => {
       readableFile('FILE', file);
       await ed25519.ready();
+      if (looksLikeHalt(file)) return inspectHalt(file, opts);
       const signed = readReleaseManifest(file);
       const cose = decodeCoseSign1(signed);
       const summary: Record<string, unknown> = manifestSummary(decodeManifest(cose.payload), releaseIdOf(signed), cose.kid);
@@ -244,7 +250,7 @@ export function buildProgram(json = false): Command {
         for (const [k, v] of Object.entries(summary)) {
           if (k === 'segments') for (const { index, ...seg } of v as Array<{ index: number }>) process.stdout.write(`${`segment ${index}`.padEnd(11)} ${JSON.stringify(seg)}\n`);
           // A release file is not trusted yet: its strings reach the terminal escaped.
-          else if (v === null) process.stdout.write(`${k.padEnd(11)} never\n`);
+          else if (v === null) process.stdout.write(`${k.padEnd(11)} ${k === 'rollout' ? 'none: every device installs at once' : 'never'}\n`);
           else process.stdout.write(`${k.padEnd(11)} ${escapeUnsafe(typeof v === 'object' ? JSON.stringify(v) : String(v))}\n`);
         }
       }
@@ -263,7 +269,7 @@ export function buildProgram(json = false): Command {
 
   program.command('publish')
     .description("carousel release files, each on its model's channel, until stopped")
-    .argument('<files...>', 'release files from `fwcast sign`')
+    .argument('[files...]', 'release files from `fwcast sign`')
     .option('--iface <name>', 'network interface to multicast on (optional with --mqtt; both may be given)')
     .option('--rate <rate>', 'total rate on the wire, 10kbit..100gbit, e.g. 20mbit', rateFlag('--rate'), parseRate('20mbit'))
     .addOption(new Option('--duration <duration>', 'stop after this long, e.g. 10m').conflicts('rounds'))
@@ -283,14 +289,16 @@ export function buildProgram(json = false): Command {
     .option('--quiet', 'no progress display')
     .option('--force-expired', 'send a release whose expiry has passed (agents refuse it; for tests of that refusal)')
     .option('--root <file>', 'a signed root document (`fwcast root`) to carry on every channel instead of the chain each release file carries; repeat for the chain, oldest first', collectRoots)
+    .option('--halt <file>', 'a halt from `fwcast halt` to carry on its model\'s channel, with that model\'s release or alone (repeatable)', (v: string, p: string[] = []) => [...p, v])
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
     .option('--json', 'at exit, print a JSON summary on stdout: per channel, rounds, datagrams and bytes sent')
-    .action(async (files: string[], opts: { root?: string[]; json?: boolean; logFormat: 'text' | 'json'; cache: string | false; iface?: string; forceExpired?: boolean; mqtt?: string; mqttCa?: string; mqttCert?: string; mqttKey?: string; mqttUsername?: string; mqttPasswordFile?: string; mqttTopicPrefix?: string; rate: number; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean }) => {
+    .action(async (files: string[], opts: { halt?: string[]; root?: string[]; json?: boolean; logFormat: 'text' | 'json'; cache: string | false; iface?: string; forceExpired?: boolean; mqtt?: string; mqttCa?: string; mqttCert?: string; mqttKey?: string; mqttUsername?: string; mqttPasswordFile?: string; mqttTopicPrefix?: string; rate: number; duration?: string; rounds?: number; port: number; hops: number; group?: string[]; quiet?: boolean }) => {
       if (!opts.iface && !opts.mqtt) throw new UsageError('publish needs --iface (IPv6 multicast), --mqtt (a broker), or both');
       // Before encoding, which may take a while: a mistyped name would send by the default route.
       if (opts.iface) checkNetworkInterface(opts.iface, '--iface');
       const listenerSource = openListeners(opts);
       for (const file of files) readableFile('FILE', file);
+      if (files.length === 0 && !opts.halt) throw new UsageError('publish needs release files, --halt files, or both');
       const rate = opts.rate;
       const overrides = new Map((opts.group ?? []).map((g) => {
         const at = g.indexOf('=');
@@ -300,8 +308,14 @@ export function buildProgram(json = false): Command {
       const live = !opts.quiet && process.stderr.isTTY && opts.logFormat === 'text';
       const log = createConsoleLogger({ format: opts.logFormat, beforeWrite: () => live && clearLine() }).child('publish');
       const rootChain = opts.root ? readRootChainFiles(opts.root) : undefined;
+      const halts = new Map<string, Uint8Array[]>();
+      for (const file of opts.halt ?? []) {
+        const { signed, halt } = readHaltFile(readableFile('--halt', file));
+        halts.set(halt.model, [...(halts.get(halt.model) ?? []), encodeHaltPacket({ releaseId: halt.releaseId, signed })]);
+        log.event('publish.halt-loaded', { file, model: halt.model, release: hex(halt.releaseId), channel: modelChannelName(halt.model) }, `${file}: halt of ${halt.model} release ${hex(halt.releaseId)}`);
+      }
       const pool = new CodecPool();
-      const entries = [];
+      const entries: PublisherEntry[] = [];
       let maxDatagramSize = DEFAULT_DATAGRAM_SIZE;
       try {
         for (const file of files) {
@@ -317,8 +331,14 @@ export function buildProgram(json = false): Command {
             file, model: m.model, version: m.version, seq: m.seq, release: hex(release.releaseId), channel: name, group: channel.group, port: channel.port, symbols: source, ms,
           }, `${file}: ${m.model} ${m.version} seq ${m.seq} on ${name} [${channel.group}]:${channel.port}; symbols ${source === 'cache' ? 'from cache' : 'encoded'} in ${ms} ms`);
           const carried = rootChain ?? release.rootChain;
-          entries.push({ channel, carousel: new Carousel({ ...release, symbolSet: set, ...(carried ? { rootChain: carried } : {}) }) });
+          entries.push({ channel, carousel: new Carousel({ ...release, symbolSet: set, ...(carried ? { rootChain: carried } : {}), ...(halts.has(m.model) ? { halts: halts.get(m.model)! } : {}) }) });
           maxDatagramSize = Math.max(maxDatagramSize, entries.at(-1)!.carousel.largestDatagram);
+        }
+        // Halts of models with no release here go out alone.
+        for (const [model, datagrams] of halts) {
+          const name = modelChannelName(model);
+          if (entries.some((e) => e.channel.name === name)) continue;
+          entries.push({ channel: { name, group: overrides.get(model) ?? channelGroup(name), port: opts.port }, carousel: new HaltCarousel(datagrams) });
         }
       } finally {
         await pool.close();
@@ -389,10 +409,24 @@ export function buildProgram(json = false): Command {
     });
 
   addListenerOptions(program.commands.find((c) => c.name() === 'publish')!);
+  addHaltCommand(program);
   addServeCommands(program);
   addReleasesCommand(program);
   exitCodesInHelp(program);
   return program;
+}
+
+/** `fwcast inspect` of a halt file. */
+function inspectHalt(file: string, opts: { key?: string; json?: boolean }): void {
+  const { signed, halt, kid } = readHaltFile(file);
+  const summary: Record<string, unknown> = haltSummary(halt, kid);
+  if (opts.key) {
+    const key = readTrustedKey(opts.key);
+    summary.signature = Buffer.compare(key.kid, kid) === 0 && verifyCoseSign1(decodeCoseSign1(signed), key.publicKey) ? 'valid' : 'INVALID';
+  }
+  if (opts.json) process.stdout.write(JSON.stringify(summary) + '\n');
+  else for (const [k, v] of Object.entries(summary)) process.stdout.write(`${k.padEnd(11)} ${escapeUnsafe(String(v))}\n`);
+  if (summary.signature === 'INVALID') process.exitCode = EXIT.refused;
 }
 
 /** An expired release is one every agent refuses: sending it is almost always a mistake. */

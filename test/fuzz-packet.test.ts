@@ -23,7 +23,7 @@ import {
 import { decodeOti, encodeOti, OTI_SIZE } from '../protocol/oti.js';
 import * as packet from '../protocol/packet.js';
 import {
-  decodePacket, encodeManifestFragment, encodeSymbolPacket, HEADER_SIZE, MANIFEST_OVERHEAD, MAX_DATAGRAM,
+  decodePacket, encodeManifestFragment, encodeSymbolPacket, HEADER_SIZE, MANIFEST_OVERHEAD, MAX_DATAGRAM, MAX_HALT_BYTES,
   PacketType, SYMBOL_OVERHEAD, type Packet,
 } from '../protocol/packet.js';
 import { decodeReleaseLayout, encodeReleaseHeader, MAX_RELEASE_HEADER_SIZE, RELEASE_MAGIC, RELEASE_MAGIC_V2 } from '../protocol/release-file.js';
@@ -58,6 +58,10 @@ function checkDecoded(datagram: Uint8Array, p: Packet): void {
       if (p.symbol.length === 0) fail('empty symbol accepted');
       if (p.esi < 0 || p.esi > 0xffffff || !Number.isInteger(p.esi)) fail(`ESI ${p.esi} out of range`);
       if (!eq(p.symbol, datagram.subarray(SYMBOL_OVERHEAD))) fail('symbol bytes are not the datagram tail');
+      break;
+    case PacketType.Halt:
+      if (p.signed.length === 0 || p.signed.length > MAX_HALT_BYTES) fail(`halt of ${p.signed.length} bytes accepted`);
+      if (!eq(p.signed, datagram.subarray(HEADER_SIZE))) fail('halt bytes are not the datagram tail');
       break;
     default: {
       const a = p as unknown as { leaf: number; path: Uint8Array[]; body: Uint8Array };

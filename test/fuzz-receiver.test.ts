@@ -114,6 +114,7 @@ function pushAll(r: Receiver, datagrams: readonly Uint8Array[], out: Outcome): v
       if (e.kind === 'rejected') out.rejected.push({ releaseId: e.releaseId, error: e.error });
       if (e.kind === 'store-error' || e.kind === 'store-ok') throw new Error(`a memory assembler reported on a store: ${e.kind}`);
       if (e.kind === 'root' || e.kind === 'root-refused') throw new Error(`a receiver without a root reported on one: ${e.kind}`);
+      if (e.kind === 'halt') throw new Error('a forged halt was accepted');
       const id = hexOf((e.kind === 'rejected' ? { releaseId: Buffer.from(e.releaseId, 'hex') } : e.release).releaseId);
       if (e.kind === 'segment') {
         const source = id === genuineId ? release : id === hexOf(older.releaseId) ? older : undefined;

@@ -46,7 +46,7 @@ test('a lossless receiver completes within the first round; authentication costs
   const release = buildRelease({ image: source, seed: key.seed, model: 'm', version: '1', seq: 1, created: NOW });
   const carousel = new Carousel({ ...release });
   const receiver = new Receiver({ model: 'm', trusted: [key] });
-  const bytes = { [PacketType.Manifest]: 0, [PacketType.Symbol]: 0, [PacketType.Auth]: 0, [PacketType.Root]: 0 };
+  const bytes = { [PacketType.Manifest]: 0, [PacketType.Symbol]: 0, [PacketType.Auth]: 0, [PacketType.Root]: 0, [PacketType.Halt]: 0 };
   let image: Uint8Array | undefined;
   const assembled = new Uint8Array(source.length);
   while (!image && carousel.round === 0) {

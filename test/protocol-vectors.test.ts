@@ -391,7 +391,7 @@ test('example carousel order: rounds of K symbols from ESI r·K mod published, s
   const seen: string[] = [];
   for (let i = 0; i < 20; i++) {
     const p = decodePacket(carousel.next());
-    seen.push(p.type === PacketType.Manifest ? `M${p.offset}` : p.type === PacketType.Auth ? `A${p.leaf}` : p.type === PacketType.Root ? `R${p.offset}` : `${p.segment}/${p.esi}`);
+    seen.push(p.type === PacketType.Manifest ? `M${p.offset}` : p.type === PacketType.Auth ? `A${p.leaf}` : p.type === PacketType.Root ? `R${p.offset}` : p.type === PacketType.Halt ? 'H' : `${p.segment}/${p.esi}`);
   }
   t.deepEqual(seen, [
     'M0', 'A0', '0/0', 'A1', '1/0', 'A2', '2/0', '0/1', '1/1', // round 0
@@ -511,7 +511,7 @@ const PACKET_ERRORS: ErrorFixture[] = [
   { name: 'wrong version', bytes: '46 57 02 02 0102030405060708 00000000 00000000 00', error: UnsupportedVersionError, message: 'wire version 2 is not supported' },
   { name: 'version 0', bytes: '46 57 00 01 0102030405060708 00000001 00000000 00', error: UnsupportedVersionError, message: 'wire version 0' },
   { name: 'unknown type 0', bytes: '46 57 01 00 0102030405060708 00', error: MalformedPacketError, message: 'unknown packet type 0' },
-  { name: 'unknown type 5', bytes: '46 57 01 05 0102030405060708 00000000 00000000 00', error: MalformedPacketError, message: 'unknown packet type 5' },
+  { name: 'unknown type 6', bytes: '46 57 01 06 0102030405060708 00000000 00000000 00', error: MalformedPacketError, message: 'unknown packet type 6' },
   { name: 'root fragment beyond total length', bytes: '46 57 01 04 0102030405060708 00000000 00000000 00', error: MalformedPacketError, message: 'root fragment [0, 1) lies beyond its total length 0' },
   { name: 'unknown type 255', bytes: '46 57 01 ff 0102030405060708 00', error: MalformedPacketError, message: 'unknown packet type 255' },
   { name: 'non-zero SBN', bytes: '46 57 01 02 0102030405060708 00000000 01 000000 00', error: MalformedPacketError, message: 'source block number 1 is not 0' },

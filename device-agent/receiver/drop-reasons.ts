@@ -53,12 +53,17 @@ export const DROP_REASONS = {
   'segment-decoding': 'a symbol of a segment that already has what its decode, under way in the storage thread, needs',
   'storage-behind': 'a symbol shed because the agent\'s storage thread was behind by more than its bound (1 MiB); the carousel brings another',
   'store-error': 'a symbol, segment or manifest that could not be written to the store (disk full, I/O error); it is received again once the store works',
+  // Staged rollout and halt (SPEC §17)
+  'halted': 'a datagram of a release a signed halt stopped (never installed by this device)',
+  'not-in-cohort': 'a datagram of a release for cohorts this device is not in',
+  'bad-halt': 'a halt that parses but breaks the halt rules, or names another release than its datagram',
+  'halt-repeat': 'another copy of a halt already judged',
 } as const satisfies Record<string, string>;
 
 export type DropReason = keyof typeof DROP_REASONS;
 
 /** What the agent may set a release aside for (Receiver.abandon). */
-export type AbandonReason = Extract<DropReason, 'install-pending' | 'install-failed' | 'rolled-back'>;
+export type AbandonReason = Extract<DropReason, 'install-pending' | 'install-failed' | 'rolled-back' | 'halted' | 'not-in-cohort'>;
 
 /** Drops decided by the receiver's pure bookkeeping (transfer-ledger.ts). */
 export type LedgerDropReason = Extract<DropReason, 'segment-complete' | 'auth-repeat' | 'pending-full' | 'pending-evicted' | 'bad-auth'>;

@@ -32,13 +32,14 @@ import { createHash } from 'node:crypto';
 import { ChunkLayout, codedChunk, decodeChunkBody, decodeParityBody, leafHash, MerkleVerifier, NODE_SIZE, symbolMatches, type ChunkGroup } from '../../protocol/auth.js';
 import { recoverData } from '../../protocol/reed-solomon.js';
 import {
-  ExpiredManifestError, FwcastError, MalformedPacketError, RollbackError, StoreError, WrongModelError,
+  ExpiredManifestError, FwcastError, InvalidHaltError, MalformedPacketError, RollbackError, StoreError, WrongModelError,
 } from '../../protocol/errors.js';
 import { hex } from '../../protocol/hex.js';
 import type { PublicKey } from '../../protocol/keys.js';
 import { DEFAULT_LIMITS, type ReceiverLimits } from '../../protocol/limits.js';
 import { openSignedManifest, type SegmentInfo, type VerifiedManifest } from '../../protocol/manifest.js';
-import { decodePacket, PacketType, type AuthPacket, type ManifestFragment, type RootFragment, type SymbolPacket } from '../../protocol/packet.js';
+import { decodePacket, PacketType, type AuthPacket, type HaltPacket, type ManifestFragment, type RootFragment, type SymbolPacket } from '../../protocol/packet.js';
+import { openSignedHalt, type VerifiedHalt } from '../../protocol/halt.js';
 import { keyId } from '../../protocol/keys.js';
 import {
   authorizeRelease, decodeRootChain, ExpiredRootUpdateError, manifestKeys, MAX_ROOT_CHAIN_SIZE, verifyRootChain, type ChainResult, type TrustedRoot,
@@ -85,7 +86,9 @@ export type ReceiverEvent =
   /** A root chain heard on the channel made a newer root trusted (`result.root`). */
   | { kind: 'root'; result: ChainResult }
   /** A root chain heard on the channel was refused. */
-  | { kind: 'root-refused'; chainId: string; error: FwcastError };
+  | { kind: 'root-refused'; chainId: string; error: FwcastError }
+  /** A signed halt for this model, authorized as its manifests are: its release is refused from now on (SPEC §17.5). */
+  | { kind: 'halt'; halt: VerifiedHalt };
 
 export interface ReceiverStats {
   datagrams: number;
@@ -249,6 +252,8 @@ export class Receiver {
   #rootReassembly = new ManifestReassembly(MAX_ROOT_CHAIN_SIZE);
   /** Root chains already judged, by id: repeats are counted, not verified again. */
   #rootsHeard = new Map<string, DropReason>();
+  /** Halts already judged, by the SHA-256 of their header's id and signed bytes (not by release id alone: a forged halt must not mask the real one). */
+  #haltsHeard = new Map<string, DropReason>();
   #limits: ReceiverLimits;
   #installedSeq: number | undefined;
   #reassembly: ManifestReassembly;
@@ -294,6 +299,7 @@ export class Receiver {
     this.#root = root;
     this.#trusted = manifestKeys(root).map((publicKey) => ({ publicKey, kid: keyId(publicKey) }));
     for (const [id, reason] of this.#refused) if (ROOT_DECIDED.has(reason)) this.#refused.delete(id);
+    for (const [id, reason] of this.#haltsHeard) if (ROOT_DECIDED.has(reason)) this.#haltsHeard.delete(id);
     // The release being received was authorized by the old root: the new one may have revoked its key.
     const t = this.#transfer;
     if (!t) return;
@@ -366,6 +372,7 @@ export class Receiver {
       case PacketType.Manifest: this.#onFragment(packet, now, from); break;
       case PacketType.Auth: this.#onAuth(packet, datagram); break;
       case PacketType.Symbol: this.#onSymbol(packet, datagram); break;
+      case PacketType.Halt: this.#onHalt(packet, now); break;
       case PacketType.Root:
         this.#pushing = true;
         try {
@@ -422,6 +429,38 @@ export class Receiver {
     if (result.applied.length === 0) return;
     this.#emit({ kind: 'root', result });
     this.setRoot(result.root, now);
+  }
+
+  #onHalt(p: HaltPacket, now: number): void {
+    // The id in the header too: a genuine halt relabelled with another release's id must not mask it.
+    const key = createHash('sha256').update(p.releaseId).update(p.signed).digest('hex').slice(0, 16);
+    const heard = this.#haltsHeard.get(key);
+    if (heard) return this.#count(heard, 1);
+    const id = hex(p.releaseId);
+    let verified: VerifiedHalt;
+    try {
+      verified = openSignedHalt(p.signed, this.#trusted);
+      const h = verified.halt;
+      if (Buffer.compare(h.releaseId, p.releaseId) !== 0) throw new InvalidHaltError(`the halt names release ${hex(h.releaseId)}, its datagram ${id}`);
+      if (h.model !== this.model) throw new WrongModelError(`halt is for model "${h.model}", this agent is "${this.model}"`, { releaseModel: h.model });
+      if (this.#root) authorizeRelease(this.#root, { model: h.model, seq: 0 }, verified.kid, now);
+    } catch (err) {
+      const error = err instanceof FwcastError ? err : new MalformedPacketError(String(err));
+      const reason = isDropReason(error.reason) ? error.reason : 'malformed';
+      // Counted, not logged: anyone on the channel can send these.
+      this.#rememberHalt(key, reason);
+      return this.#count(reason, 1);
+    }
+    this.#rememberHalt(key, 'halt-repeat');
+    // An installed release stays installed: the halt is for devices that have not installed it.
+    if (this.#refused.get(id) !== 'already-installed') this.#remember(id, 'halted');
+    if (this.#transfer?.id === id) this.#dropTransfer();
+    this.#emit({ kind: 'halt', halt: verified });
+  }
+
+  #rememberHalt(key: string, reason: DropReason): void {
+    this.#haltsHeard.set(key, reason);
+    if (this.#haltsHeard.size > MAX_REMEMBERED) this.#haltsHeard.delete(this.#haltsHeard.keys().next().value!);
   }
 
   #forgetOldRoots(): void {

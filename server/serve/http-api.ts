@@ -6,6 +6,8 @@
  *   POST   /api/v1/roots          a newer signed root (or chain) to carry (`fwcast push`)  bearer token
  *   GET    /api/v1/releases       list stored releases                                   read token*
  *   GET    /api/v1/releases/ID    one release                                            read token*
+ *   POST   /api/v1/halts          store a halt (body: `fwcast halt`'s output, ≤ 4 KiB) bearer token
+ *   GET    /api/v1/halts          list stored halts                                      read token*
  *   GET    /api/v1/status         channels, releases and live rates (the status page polls it)  read token*
  *   GET    /healthz               liveness: 200 {"status":"ok"}
  *   GET    /metrics               Prometheus text exposition                             read token*
@@ -34,6 +36,7 @@ import { FwcastError } from '../../protocol/errors.js';
 import { MAX_ROOT_CHAIN_SIZE } from '../../protocol/root.js';
 import { RejectedError, REJECTIONS, type RejectionReason, type ReleaseStore, type StoredRelease } from './release-store.js';
 import { STATUS_PAGE_HTML } from './status-page.js';
+import type { HaltStore } from './halt-store.js';
 import { createListener, type Listener, type ListenerLimits, type TlsIdentity } from './http-listener.js';
 
 export interface HttpApiInit {
@@ -51,14 +54,19 @@ export interface HttpApiInit {
   status: () => unknown;
   /** Prometheus text for /metrics. */
   exposition: () => string;
-  /** Called after a model's releases changed (stored or retired). */
+  /** Called after a model's releases changed (stored or retired), or it got a halt. */
   onChange: (model: string) => void;
   /**
    * A pushed root or chain: the versions newly trusted and the root in force,
    * or a FwcastError naming why not. Undefined: this server carries no root.
    */
   offerRoot?: ((bytes: Uint8Array) => { applied: number[]; root: unknown }) | undefined;
+  /** Halts carried on the channels (SPEC §17.5). */
+  halts?: HaltStore;
 }
+
+/** Largest halt upload read: a signed halt is at most 512 bytes. */
+const MAX_HALT_UPLOAD = 4096;
 
 const digest = (s: string): Buffer => createHash('sha256').update(s, 'utf8').digest();
 
@@ -181,6 +189,33 @@ export function createHttpApi(init: HttpApiInit): Listener {
     }
   };
 
+  /** A halt is small: read whole (bounded), verified, kept, and put on its channel. */
+  const storeHalt = async (req: IncomingMessage, res: ServerResponse, halts: HaltStore): Promise<void> => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > MAX_HALT_UPLOAD) {
+        metrics.countRejection('too-large');
+        send(res, 413, { error: 'too-large', message: `a halt upload is at most ${MAX_HALT_UPLOAD} bytes` }, { connection: 'close' });
+        return dropBody(req);
+      }
+      chunks.push(chunk);
+    }
+    try {
+      const { stored, created } = halts.add(new Uint8Array(Buffer.concat(chunks)));
+      log.event('serve.halt-stored', { model: stored.model, release: stored.releaseId, created },
+        `${created ? 'stored' : 'already stored'}: halt of ${stored.model} release ${stored.releaseId}`);
+      send(res, created ? 201 : 200, { stored: created, halt: stored });
+      if (created) init.onChange(stored.model);
+    } catch (err) {
+      if (!(err instanceof RejectedError)) throw err;
+      metrics.countRejection(err.reason);
+      log.event('serve.upload-refused', { reason: err.reason, status: err.status, remote: req.socket.remoteAddress, detail: err.message }, `refused halt: ${err.message}`);
+      send(res, err.status, { error: err.reason, message: err.message });
+    }
+  };
+
   const retire = async (id: string, res: ServerResponse): Promise<void> => {
     const r = await store.retire(id);
     if (!r) {
@@ -214,6 +249,14 @@ export function createHttpApi(init: HttpApiInit): Listener {
       if (method !== 'POST') return allow('POST');
       if (continued || precheck(req, res)) await pushRoot(req, res);
       return;
+    }
+    if (path === '/api/v1/halts' && init.halts) {
+      if (method === 'POST') {
+        if (continued || precheck(req, res)) await storeHalt(req, res, init.halts);
+        return;
+      }
+      if (reading) return mayRead(req) ? send(res, 200, { halts: init.halts.list() }) : refuseRead(req, res);
+      return allow('GET, POST');
     }
     if (one) {
       const id = one[1]!;

@@ -33,8 +33,8 @@ export class PushNetworkError extends Error {
   override name = 'PushNetworkError';
 }
 
-/** What a pushed file is: a release file (`fwcast sign`), or a signed root or chain (`fwcast root`). */
-export type PushKind = 'releases' | 'roots';
+/** What a pushed file is: a release file (`fwcast sign`), a signed root or chain (`fwcast root`), or a halt (`fwcast halt`). */
+export type PushKind = 'releases' | 'roots' | 'halts';
 
 /** From its first bytes: a COSE_Sign tag (98) or a CBOR array is a root or chain; anything else goes as a release (and is judged there). */
 export function pushKindOf(head: Uint8Array): PushKind {

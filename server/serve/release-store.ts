@@ -209,6 +209,19 @@ export class ReleaseStore {
   }
 
   /** Keys a stored manifest's signature is checked with: configured ones, and those the root delegates or did. */
+  keys(): PublicKey[] {
+    return this.#keys();
+  }
+
+  /**
+   * Throws unless the key `kid` may speak for `model` now: a configured key
+   * always; else the root's delegation (a halt is judged as a release is).
+   */
+  authorize(subject: { model: string; seq: number }, kid: Uint8Array): void {
+    const root = this.#roots?.root;
+    if (root && !this.#trusted.some((k) => Buffer.compare(k.kid, kid) === 0)) authorizeRelease(root, subject, kid, this.#now() / 1000);
+  }
+
   #keys(): PublicKey[] {
     return [...this.#trusted, ...(this.#roots ? manifestKeys(this.#roots.root).map((k) => ({ publicKey: k, kid: keyId(k) })) : [])];
   }

@@ -9,6 +9,7 @@ import { collectRoots } from '../../cli/root-files.js';
 import { resolveServeConfig, type ServeFlags } from './config.js';
 import { exitCodeFor, PUSH_EXIT, PushNetworkError, pushKindOf, pushRelease, uploadUrl, type PushKind } from './push.js';
 import { FwcastServer } from './server.js';
+import { looksLikeHalt } from '../rollout-command.js';
 
 export function addServeCommands(program: Command): void {
   program.command('serve')
@@ -42,8 +43,8 @@ export function addServeCommands(program: Command): void {
     });
 
   program.command('push')
-    .description('upload a signed release file, or a newer root of trust, to `fwcast serve` (for CI); exit 0 also when it was already stored')
-    .argument('<file>', 'release file from `fwcast sign`, or a signed root document (`fwcast root`) that serve then carries on every channel')
+    .description('upload a signed release file, a halt, or a newer root of trust to `fwcast serve` (for CI); exit 0 also when it was already stored')
+    .argument('<file>', 'release file from `fwcast sign`, halt file from `fwcast halt`, or a signed root document (`fwcast root`) that serve then carries on every channel')
     .requiredOption('--server <url>', 'server base URL, e.g. http://fwcast.example:8080')
     .option('--token-file <file>', 'file holding the upload token (or set FWCAST_TOKEN)')
     .option('--token <token>', 'upload token on the command line: every user of the machine sees it in `ps`; prefer FWCAST_TOKEN or --token-file')
@@ -80,9 +81,10 @@ export function addServeCommands(program: Command): void {
         return finish(PUSH_EXIT.usage, { error: 'usage', message: code ? `cannot read ${file}: ${code}` : (err as Error).message }, code ? `cannot read ${file}: ${code}` : (err as Error).message);
       }
       if (opts.token !== undefined) process.stderr.write('fwcast push: warning: --token is visible to every user in `ps`; prefer FWCAST_TOKEN or --token-file\n');
+      const halt = looksLikeHalt(file);
       let result;
       try {
-        result = await pushRelease(file, opts.server, token, timeout * 1000, ca, kind);
+        result = await pushRelease(file, opts.server, token, timeout * 1000, ca, halt ? 'halts' : kind);
       } catch (err) {
         if (err instanceof PushNetworkError) return finish(PUSH_EXIT.unreachable, { error: 'unreachable', message: err.message }, err.message);
         throw err;
@@ -97,6 +99,10 @@ export function addServeCommands(program: Command): void {
           : `nothing newer: ${opts.server} already carries root version ${root.version}`);
       }
       const release = result.body.release as { model?: string; version?: string; seq?: number; releaseId?: string } | undefined;
+      const stored = result.body.halt as { model?: string; releaseId?: string } | undefined;
+      if (code === PUSH_EXIT.stored && halt && stored) {
+        return finish(code, { status: result.status, stored: result.status === 201, halt: stored }, `${result.status === 201 ? 'stored' : 'already stored'}: halt of ${stored.model} release ${stored.releaseId} on ${opts.server}`);
+      }
       if (code === PUSH_EXIT.stored && release) {
         const what = `${release.model} ${release.version} (seq ${release.seq}), release ${release.releaseId}`;
         return finish(code, { status: result.status, stored: result.status === 201, release }, `${result.status === 201 ? 'stored' : 'already stored'}: ${what} on ${opts.server}`);

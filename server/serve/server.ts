@@ -25,6 +25,8 @@ import { ReleaseStore, type StoredRelease } from './release-store.js';
 import { RootKeeper } from './root-keeper.js';
 import { ListenerFollower, ListenerGate } from '../../carousel/listener-gate.js';
 import { openListenerSource } from '../../transport/listeners.js';
+import { HaltStore } from './halt-store.js';
+import { HaltCarousel } from '../../carousel/halt-carousel.js';
 
 /** Images this large are encoded on worker threads; smaller ones take well under a second here. */
 const POOL_THRESHOLD = 4 << 20;
@@ -33,6 +35,8 @@ interface OnAir {
   release: StoredRelease;
   since: string;
   carousel: Carousel;
+  /** HALT datagrams carried with it. */
+  halts: number;
 }
 
 export class FwcastServer {
@@ -40,6 +44,7 @@ export class FwcastServer {
   readonly metrics = new ServeMetrics();
   #log: Logger;
   #store!: ReleaseStore;
+  #halts!: HaltStore;
   #transport: Transport;
   #publisher: Publisher;
   #listener!: Listener;
@@ -47,6 +52,8 @@ export class FwcastServer {
   #running: Promise<void> | undefined;
   #sampler: NodeJS.Timeout | undefined;
   #onAir = new Map<string, OnAir>();
+  /** Models whose channel carries halts alone (no live release), and how many. */
+  #haltsAlone = new Map<string, number>();
   #syncing: Promise<void> = Promise.resolve();
   #models: Map<string, ServedModel>;
   /** The root of trust carried on every channel and authorizing uploads, if roots are configured. */
@@ -83,6 +90,8 @@ export class FwcastServer {
     });
     this.#store.onRootsAdopted = (applied) => this.#rootsAdopted(applied, 'upload');
     this.#store.open();
+    this.#halts = new HaltStore(join(this.config.store, 'halts'), () => this.#store.keys(), new Set(this.#models.keys()), this.#log.child('serve:store'), (halt, kid) => this.#store.authorize({ model: halt.model, seq: 0 }, kid));
+    this.#halts.open();
     const counts = this.#store.list();
     this.#log.event('serve.store-opened', { store: this.config.store, releases: counts.length, live: counts.filter((r) => r.state === 'live').length },
       `store ${this.config.store}: ${counts.length} release(s)`);
@@ -111,6 +120,7 @@ export class FwcastServer {
       exposition: () => this.#exposition(),
       onChange: (model) => this.#sync(model),
       offerRoot: this.#roots ? (bytes) => this.#offerRoot(bytes) : undefined,
+      halts: this.#halts,
     });
     await new Promise<void>((resolve, reject) => {
       this.#http.once('error', reject);
@@ -176,8 +186,17 @@ export class FwcastServer {
     if (!served) return;
     const live = this.#store.live(model);
     const current = this.#onAir.get(model);
-    if (live?.releaseId === current?.release.releaseId) return;
+    const halts = this.#halts.datagrams(model);
+    if (live?.releaseId === current?.release.releaseId && halts.length === (current?.halts ?? this.#haltsAlone.get(model) ?? 0)) return;
     const log = this.#log.child('serve:publisher');
+    this.#haltsAlone.delete(model);
+    if (!live && halts.length > 0) {
+      // A halted release taken off the air: the devices still holding it must hear the halt.
+      this.#publisher.set({ channel: served.channel, carousel: new HaltCarousel(halts) });
+      this.#onAir.delete(model);
+      this.#haltsAlone.set(model, halts.length);
+      return;
+    }
     if (!live) {
       this.#publisher.remove(served.channel.name);
       this.#onAir.delete(model);
@@ -201,9 +220,9 @@ export class FwcastServer {
       await pool?.close();
     }
     if (this.#store.live(model)?.releaseId !== live.releaseId) return; // superseded meanwhile: the next change is queued
-    const carousel = new Carousel({ ...release, symbolSet: symbols.set, ...(this.#roots ? { rootChain: this.#roots.chain } : {}) });
+    const carousel = new Carousel({ ...release, symbolSet: symbols.set, ...(this.#roots ? { rootChain: this.#roots.chain } : {}), halts });
     this.#publisher.set({ channel: served.channel, carousel });
-    this.#onAir.set(model, { release: live, since: new Date().toISOString(), carousel });
+    this.#onAir.set(model, { release: live, since: new Date().toISOString(), carousel, halts: halts.length });
     const ms = Math.round(performance.now() - started);
     log.event('serve.on-air', {
       model, version: live.version, seq: live.seq, release: live.releaseId, channel: served.channel.name, group: served.channel.group, port: served.channel.port, symbols: symbols.source, ms,
