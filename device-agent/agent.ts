@@ -22,6 +22,8 @@ import { SpillAssembler } from './spill-assembler.js';
 import { StorageThread, type ThreadedAssembler } from './threaded-assembler.js';
 import { sha256File, type InstalledRecord, type Store } from './store.js';
 import { hex } from '../protocol/hex.js';
+import type { DecryptionKey } from '../protocol/encryption.js';
+import { keepEncryptedRelease, vetEncryptedRelease } from './decrypting-image.js';
 
 export interface AgentModel {
   model: string;
@@ -54,6 +56,10 @@ export interface AgentInit {
    * Default: in the receiving thread.
    */
   storageThread?: boolean;
+  /** Confidential firmware: the device's X25519 key and group keys that open encrypted releases (decrypting-image.ts). */
+  decryptionKeys?: readonly DecryptionKey[];
+  /** Relay mode: an encrypted release this device holds no key for is kept as ciphertext and relayed (event `kept`), not refused. */
+  relaying?: boolean;
 }
 
 /** A transfer's assembler: in this thread, or handing over to the storage thread. */
@@ -73,6 +79,8 @@ export interface AgentEvents {
   installed: [InstalledRecord];
   rejected: [{ model: string; releaseId: string; error: FwcastError }];
   failed: [{ model: string; error: Error }];
+  /** Relay mode: an encrypted release this device cannot open is kept for relaying. */
+  kept: [{ model: string; releaseId: string }];
 }
 
 /** A complete release on its way to being installed. */
@@ -133,6 +141,7 @@ class ModelWorker {
       ...(installed ? { installedSeq: installed.seq } : {}),
       ...(init.limits ? { limits: init.limits } : {}),
       assemblerFor: (release) => this.#openTransfer(release),
+      vet: (release) => vetEncryptedRelease(release, init.decryptionKeys ?? [], init.relaying ?? false),
       onLateEvent: (e) => this.#handle(e),
     });
   }
@@ -302,6 +311,8 @@ class ModelWorker {
       this.agent.emit('failed', { model: m.model, error: err as Error });
       return;
     }
+    // Kept for relaying only: an encrypted release this device holds no key for.
+    if (!c.kept) return;
     // Something newer is complete already: install that instead.
     if (this.#next && this.#next.seq > c.seq) return this.#discard(c, this.#next.seq);
     if ((this.receiver.installedSeq ?? -1) >= m.seq || this.agent.signal.aborted) return;
@@ -346,10 +357,20 @@ class ModelWorker {
       throw StoreError.wrap(err, assembler.imagePath, 'read');
     }
     if (sha256 !== hex(m.imageSha256)) throw new DigestMismatchError(`image ${m.version} decoded to SHA-256 ${sha256}, the manifest says ${hex(m.imageSha256)}`);
-    const imagePath = this.agent.store.keepRelease(m.model, c.id, assembler.imagePath, c.release.signed);
-    assembler.destroy();
-    c.assembler = undefined;
-    c.kept = { imagePath, sha256 };
+    if (m.encryption) {
+      const opened = await keepEncryptedRelease(this.agent.store, c.release, c.id, assembler.imagePath, this.agent.decryptionKeys, this.log);
+      assembler.destroy();
+      c.assembler = undefined;
+      this.#storeWorks();
+      if (!opened) return void this.agent.emit('kept', { model: m.model, releaseId: c.id });
+      c.kept = opened;
+      sha256 = opened.sha256;
+    } else {
+      const imagePath = this.agent.store.keepRelease(m.model, c.id, assembler.imagePath, c.release.signed);
+      assembler.destroy();
+      c.assembler = undefined;
+      c.kept = { imagePath, sha256 };
+    }
     this.#storeWorks();
     this.log.event('release.verified', { model: m.model, version: m.version, seq: m.seq, release: c.id, sha256, installer: this.spec.installer.description },
       `verified ${m.model} ${m.version} (seq ${m.seq}) sha256 ${sha256}; installing: ${this.spec.installer.description}`);
@@ -426,6 +447,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (init.trusted.length === 0 && !init.root) throw new TypeError('trusted: the agent needs at least one trusted public key, or a root');
     this.#init = init;
     this.store = init.store;
+  }
+
+  /** Keys that open encrypted releases (none: such releases are refused, or only relayed). */
+  get decryptionKeys(): readonly DecryptionKey[] {
+    return this.#init.decryptionKeys ?? [];
   }
 
   /** The root of trust in force, if the agent has one. */

@@ -129,6 +129,11 @@ export class Store {
     return { image: join(dir, `${releaseId}.img`), manifest: join(dir, `${releaseId}.cose`) };
   }
 
+  /** Where the decrypted image of a kept encrypted release lives: beside its ciphertext (the .img a relay serves). */
+  keptPlaintext(model: string, releaseId: string): string {
+    return join(this.#releaseDir(model), `${releaseId}.plain.img`);
+  }
+
   /** Moves a verified image into releases/<model>/ with its signed manifest. */
   keepRelease(model: string, releaseId: string, image: string, signedManifest: Uint8Array): string {
     const dir = this.#releaseDir(model);

@@ -99,6 +99,9 @@ export const LOG_EVENTS = {
   'serve.connections-refused': { level: 'warn', fields: ['limit', 'remote', 'count'] },
   'serve.tls-reloaded': { level: 'info', fields: ['cert', 'fingerprint', 'expires'] },
   'serve.tls-reload-failed': { level: 'error', fields: ['cert', ...ERROR] },
+  // Confidential firmware (device-agent/decrypting-image.ts)
+  'release.decrypted': { level: 'info', fields: [...MODEL_RELEASE, 'kid', 'keyKind', 'plainSize', 'sha256', 'seconds'] },
+  'release.relay-only': { level: 'info', fields: [...MODEL_RELEASE, 'recipients'] },
 } as const satisfies Record<string, EventSpec>;
 
 export type LogEvent = keyof typeof LOG_EVENTS;

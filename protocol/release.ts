@@ -13,6 +13,7 @@ import { AUTH_SCHEME_MERKLE_CHUNKS, ChunkLayout, chunkSymbolsFor, DEFAULT_CHUNK_
 import { authenticate, encodeSegments, type SymbolSet, type SymbolSetSegment } from './symbol-set.js';
 import { InvalidManifestError } from './errors.js';
 import type { Signer } from './signer.js';
+import type { EncryptionBlock } from './encryption.js';
 
 /** Repair symbols published per segment, as a percentage of its source symbols. */
 export const DEFAULT_REPAIR_PERCENT = 200;
@@ -54,6 +55,8 @@ export interface ReleaseContent {
   digestLength?: number;
   /** Erasure coding of AUTH chunks (default DEFAULT_CHUNK_CODING); false sends every chunk only as itself. */
   chunkCoding?: ChunkCoding | false;
+  /** Confidential firmware: `image` is the ciphertext encryptImage made, this its block (manifest key 11). */
+  encryption?: EncryptionBlock;
 }
 
 /** A release signed with a seed in memory (tests, the agent's self-test). */
@@ -155,6 +158,7 @@ function completeRelease(init: ReleaseContent, plan: ReleasePlan, symbols: Uint8
     repairPercent: plan.repairPercent,
     segments: plan.segments,
     auth: { scheme: AUTH_SCHEME_MERKLE_CHUNKS, digestLength, chunkSymbols, root: auth.tree.root, ...(coding ? { coding } : {}) },
+    ...(init.encryption ? { encryption: init.encryption } : {}),
   };
   return { manifest, symbolSet: { symbolSize: plan.symbolSize, segments: symbols, ...auth } };
 }
