@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { Broker, requireMosquitto } from './helpers/broker.js';
-import { makeImage, sha256hex } from './helpers/fixtures.js';
+import { makeImage, prng, sha256hex } from './helpers/fixtures.js';
 import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, track, waitForEvent, type Tracked } from './helpers/processes.js';
 
 test.before(() => {
@@ -178,4 +178,36 @@ test('a relay holding no key keeps and re-serves the encrypted release on multic
   t.is(await exitCode(relay, 30_000), 0, relay.stderr);
   t.is(relay.stdout, '', 'the relay installed nothing');
   t.deepEqual([...events(relay.stderr, 'release.decrypted'), ...events(relay.stderr, 'release.installed')], []);
+});
+
+test('kill -9 at 8 random moments of an encrypted transfer: it resumes and installs the exact plaintext', async (t) => {
+  const lab = NetLab.create(['pub', 'dev']);
+  t.teardown(() => lab.destroy());
+  const { dir } = keys();
+  const image = makeImage(6 * 1024 * 1024 + 77, 44);
+  const release = sign(dir, image, 7, [join(dir, 'devices/b.pub')]);
+  // 6 MiB at 4 Mbit/s: about 13 s of carousel per round, more than 8 kills of at most 1.3 s of receiving each.
+  const publisher = publish(lab, 'pub', release, ['--iface', 'eth0', '--rate', '4mbit']);
+  t.teardown(() => publisher.child.kill('SIGKILL'));
+  const random = prng(18);
+  let resumed = 0;
+  let finished: Tracked | undefined;
+  for (let kills = 0; kills < 8 && !finished; kills++) {
+    const a = agent(lab, 'dev', dir, [join(dir, 'devices/b.key')], ['--once', ...(kills % 2 === 1 ? ['--storage-thread'] : [])]);
+    await waitForEvent(a, 'release.accepted', { seq: 7 }, 60_000);
+    await new Promise((r) => setTimeout(r, 400 + random() * 900));
+    if (a.child.exitCode !== null) {
+      finished = a;
+      break;
+    }
+    a.child.kill('SIGKILL');
+    await a.exited;
+    if (events(a.stderr, 'release.resumed', { seq: 7 }).length > 0) resumed++;
+    t.is(a.stdout, '', 'a killed agent never reported an install');
+  }
+  const last = finished ?? agent(lab, 'dev', dir, [join(dir, 'devices/b.key')], ['--once']);
+  t.is(await exitCode(last, 120_000), 0, last.stderr);
+  t.true(resumed >= 3, `restarts resumed what was on disk (${resumed})`);
+  t.is(installs(last)[0]!.sha256, sha256hex(image));
+  t.is(sha256hex(readFileSync(installs(last)[0]!.path)), sha256hex(image));
 });
