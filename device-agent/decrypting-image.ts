@@ -34,7 +34,8 @@ export function vetEncryptedRelease(release: VerifiedManifest, keys: readonly De
   const block = release.manifest.encryption;
   if (!block) return;
   try {
-    unwrapContentKey(block, keys);
+    // Unwrapped again, from the manifest, when the image is complete: nothing secret is held meanwhile.
+    unwrapContentKey(block, keys).cek.fill(0);
   } catch (err) {
     if (!(err instanceof NoDecryptionKeyError) || !relaying) throw err;
   }
@@ -52,6 +53,8 @@ export async function keepEncryptedRelease(store: Store, release: VerifiedManife
   const key = releaseKey(block, keys);
   if (!key) {
     store.keepRelease(m.model, releaseId, cipherPath, release.signed);
+    // The relay serves one release per model: the one before goes.
+    store.pruneReleases(m.model, releaseId);
     log.event('release.relay-only', { model: m.model, version: m.version, seq: m.seq, release: releaseId, recipients: block.recipients.length },
       `${m.model} ${m.version} (seq ${m.seq}) is encrypted for ${block.recipients.length} recipients, none of them this device: kept as ciphertext to relay, not installed`);
     return undefined;

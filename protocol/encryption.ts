@@ -212,7 +212,7 @@ export interface EncryptOptions {
 export function encryptImage(plain: Uint8Array, recipients: readonly RecipientKey[], options: EncryptOptions = {}, random: (n: number) => Uint8Array): { ciphertext: Uint8Array; block: EncryptionBlock } {
   if (recipients.length === 0) throw new InvalidManifestError('an encrypted release needs at least one recipient');
   if (recipients.length > MAX_RECIPIENTS) {
-    throw new TooManyRecipientsError(`${recipients.length} recipients exceed the ${MAX_RECIPIENTS} a receiver accepts: encrypt for cohort (group) keys instead of each device`, { recipients: recipients.length });
+    throw new TooManyRecipientsError(`${recipients.length} recipients exceed the ${MAX_RECIPIENTS} a receiver accepts: encrypt for cohort (group) keys instead of each device`);
   }
   const kids = new Set(recipients.map((r) => hex(r.kid)));
   if (kids.size !== recipients.length) throw new InvalidManifestError('a recipient key is listed twice');
@@ -321,7 +321,7 @@ export function decodeEncryptionBlock(value: unknown, cipherSize: number): Encry
   const list = value.get(E.recipients);
   if (!Array.isArray(list) || list.length === 0) throw new InvalidManifestError('encryption field "recipients" must be a non-empty array');
   if (list.length > MAX_RECIPIENTS) {
-    throw new TooManyRecipientsError(`${list.length} recipients exceed the limit of ${MAX_RECIPIENTS}`, { recipients: list.length });
+    throw new TooManyRecipientsError(`${list.length} recipients exceed the limit of ${MAX_RECIPIENTS}: a release for that many devices addresses cohorts by group keys`);
   }
   const recipients = list.map((entry: unknown, i): Recipient => {
     if (!Array.isArray(entry) || entry.length !== 3 || (entry[0] !== ALG_A256KW && entry[0] !== ALG_ECDH_ES_A256KW)) {
