@@ -15,6 +15,8 @@ import { renameSync } from 'node:fs';
 import { open, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { decryptChunk, TAG_SIZE, unwrapContentKey, type DecryptionKey, type EncryptionBlock } from '../protocol/encryption.js';
 import { DigestMismatchError, NoDecryptionKeyError, StoreError } from '../protocol/errors.js';
 import { hex } from '../protocol/hex.js';
@@ -80,6 +82,19 @@ export async function keepEncryptedRelease(store: Store, release: VerifiedManife
   }
 }
 
+/**
+ * Node's AES-GCM gives each chunk's plaintext in a new buffer, outside the JS
+ * heap, which V8 collects only once tens of MiB of them have piled up: 30 MiB
+ * more peak RSS for a 256 MiB image. A young-generation collection every few
+ * MiB frees them as they go (about a millisecond each).
+ */
+const collectGarbage: () => void = (() => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as (options: { type: 'minor'; execution: 'sync' }) => void;
+  return () => gc({ type: 'minor', execution: 'sync' });
+})();
+const COLLECT_EVERY = 4 << 20;
+
 export interface ReleaseKey {
   cek: Uint8Array;
   /** Id of the device's key that opened it. */
@@ -137,6 +152,7 @@ export async function decryptImageFile(cipherPath: string, plainPath: string, bl
         throw StoreError.wrap(err, plainPath, 'write');
       }
       position += n;
+      if (position % COLLECT_EVERY < n) collectGarbage();
     }
     const digest = hash.digest();
     if (Buffer.compare(digest, block.plainSha256) !== 0) {
