@@ -178,6 +178,19 @@ test('a relay holding no key keeps and re-serves the encrypted release on multic
   t.is(await exitCode(relay, 30_000), 0, relay.stderr);
   t.is(relay.stdout, '', 'the relay installed nothing');
   t.deepEqual([...events(relay.stderr, 'release.decrypted'), ...events(relay.stderr, 'release.installed')], []);
+
+  // Upstream gone, the relay restarted: it serves the ciphertext it kept, to an agent that joins now.
+  publisher.child.kill('SIGTERM');
+  await exitCode(publisher, 10_000);
+  const restarted = track(lab.spawn('relay', process.execPath, [FWCAST_AGENT, '--model', 'rpi4', '--key', join(dir, 'publisher.pub'), '--mqtt', `mqtt://[fd00:fc::1]:${BROKER_PORT}`,
+    '--store', join(dir, 'store-relay'), '--json', '--relay-iface', 'eth0', '--relay-rate', '20mbit', '--log-format', 'json']));
+  t.teardown(() => restarted.child.kill('SIGKILL'));
+  await waitForEvent(restarted, 'relay.serving', { seq: 5 }, 30_000);
+  const late = agent(lab, 'd', dir, [join(dir, 'devices/a.key')], ['--once', '--store', join(dir, 'store-late')]);
+  t.is(await exitCode(late, 120_000), 0, late.stderr + restarted.stderr);
+  t.is(installs(late)[0]!.sha256, sha256hex(image));
+  restarted.child.kill('SIGTERM');
+  await exitCode(restarted, 30_000);
 });
 
 test('kill -9 at 8 random moments of an encrypted transfer: it resumes and installs the exact plaintext', async (t) => {
