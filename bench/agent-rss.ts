@@ -4,7 +4,7 @@
  * namespaces. The agent runs exactly as installed (bin/fwcast-agent.js and its
  * node flags); VmHWM is read from /proc while it runs.
  *
- *   bash scripts/lab.sh npx tsx bench/agent-rss.ts [--loss PERCENT] [--segment-mib N] [--runs N] [SIZE_MIB...]
+ *   bash scripts/lab.sh npx tsx bench/agent-rss.ts [--loss PERCENT] [--segment-mib N] [--runs N] [--encrypt] [SIZE_MIB...]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -48,6 +48,8 @@ export interface AgentRssOptions {
   segmentSize?: number;
   /** Extra arguments for the agent (an option being measured). */
   agentArgs?: string[];
+  /** Confidential firmware: the image encrypted for a group key the agent holds (`--encrypt-for`, `--decryption-key`). */
+  encrypt?: boolean;
 }
 
 export interface AgentRss {
@@ -84,12 +86,17 @@ export async function measureAgentRssRuns(imageMiB: number, runs: number, opts: 
     const image = join(dir, 'image');
     await writeSampleImage(image, imageMiB * 1024 * 1024, imageMiB);
     const release = join(dir, 'release.fwc');
+    if (opts.encrypt) execFileSync(process.execPath, [FWCAST, 'keygen', '--group', '--out', dir, '--name', 'group']);
+    const encryption = opts.encrypt ? ['--encrypt-for', join(dir, 'group.key')] : [];
     execFileSync(process.execPath, [FWCAST, 'sign', image, '--key', KEY, '--model', 'bench', '--version', '1', '--seq', '1', '--out', release,
-      ...(opts.segmentSize ? ['--segment-size', String(opts.segmentSize)] : [])]);
-    const expected = JSON.parse(execFileSync(process.execPath, [FWCAST, 'inspect', release, '--json'], { encoding: 'utf8' })) as { sha256: string; fec: { segmentSize: number } };
+      ...(opts.segmentSize ? ['--segment-size', String(opts.segmentSize)] : []), ...encryption]);
+    const inspected = JSON.parse(execFileSync(process.execPath, [FWCAST, 'inspect', release, '--json'], { encoding: 'utf8' })) as { sha256: string; fec: { segmentSize: number }; encryption?: { plainSha256: string } };
+    // What the agent reports installing: the plaintext's digest.
+    const expected = { ...inspected, sha256: inspected.encryption?.plainSha256 ?? inspected.sha256 };
+    const agentArgs = [...(opts.agentArgs ?? []), ...(opts.encrypt ? ['--decryption-key', join(dir, 'group.key')] : [])];
     const list: AgentRss[] = [];
     for (let i = 0; i < runs; i++) {
-      const r = await oneRun(dir, release, join(dir, `store-${i}`), rate, timeoutS, lossPercent, opts.agentArgs ?? []);
+      const r = await oneRun(dir, release, join(dir, `store-${i}`), rate, timeoutS, lossPercent, agentArgs);
       list.push({ imageMiB, lossPercent, segmentSize: expected.fec.segmentSize, peakRssMiB: r.peakKiB / 1024, seconds: r.seconds, verified: r.sha256 === expected.sha256 });
     }
     return {
@@ -138,8 +145,9 @@ async function oneRun(dir: string, release: string, store: string, rate: string,
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const { values, positionals } = parseArgs({ allowPositionals: true, options: { loss: { type: 'string' }, 'segment-mib': { type: 'string' }, runs: { type: 'string', default: '1' } } });
+  const { values, positionals } = parseArgs({ allowPositionals: true, options: { loss: { type: 'string' }, 'segment-mib': { type: 'string' }, runs: { type: 'string', default: '1' }, encrypt: { type: 'boolean', default: false } } });
   const opts: AgentRssOptions = {
+    encrypt: values.encrypt!,
     ...(values.loss ? { lossPercent: Number(values.loss) } : {}),
     ...(values['segment-mib'] ? { segmentSize: Math.round(Number(values['segment-mib']) * 2 ** 20) } : {}),
   };

@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { measureAgentRssRuns } from './agent-rss.js';
 import { measureAuthCost } from './auth-cost.js';
 import { measureCodec } from './codec.js';
+import { measureEncryptionCost } from './encryption-cost.js';
 import { measureSegmentSizes } from './segment-size.js';
 import { DEFAULT_DATAGRAM_SIZE, DEFAULT_SEGMENT_SIZE } from '../protocol/limits.js';
 import { segmentSizeFor, symbolSizeFor } from '../server/release.js';
@@ -30,7 +31,7 @@ const agentArgs = args['agent-arg'] ? { agentArgs: args['agent-arg'] } : {};
 const smoke = args.smoke!;
 const rssRuns = args['rss-runs'] ? Number(args['rss-runs']) : smoke ? 1 : 5;
 const only = args.only?.split(',');
-const SECTIONS = ['codec', 'segmentSize', 'authCost', 'wireEfficiency', 'maxRate', 'simulation', 'throughput', 'agentRss', 'serial', 'espSerial'];
+const SECTIONS = ['codec', 'segmentSize', 'authCost', 'encryption', 'wireEfficiency', 'maxRate', 'simulation', 'throughput', 'agentRss', 'serial', 'espSerial'];
 for (const name of only ?? []) if (!SECTIONS.includes(name)) throw new Error(`--only: no section "${name}" (sections: ${SECTIONS.join(', ')})`);
 if (!(rssRuns >= 1 && Number.isInteger(rssRuns))) throw new Error(`--rss-runs: a positive integer, got ${args['rss-runs']}`);
 const outDir = new URL('./results/', import.meta.url);
@@ -94,6 +95,21 @@ await section('authCost', () => measureAuthCost(smoke ? 2 : 16, [0.1, 0.3]), (li
   for (const r of list) {
     rows.push({ benchmark: `auth CPU vs decode CPU, ${fixed(r.loss * 100, 0)}% loss`, measured: `${fixed(r.authMs, 1)} ms`, baseline: `${fixed(r.decodeMs, 1)} ms decode`, ratio: fixed(r.ratio, 3), target: '≤0.15', pass: r.ratio <= 0.15 });
   }
+});
+
+// Confidential firmware (issue 18): what recipients cost the manifest and the carousel, and the agent's decryption pass.
+await section('encryption', () => measureEncryptionCost(smoke ? 8 : 64), (r) => {
+  for (const c of r.recipients) {
+    const who = c.recipients === 'group' ? 'one group key' : `${c.recipients} device recipients`;
+    rows.push({
+      benchmark: `encrypted manifest, ${who}`, measured: `${c.signedManifestBytes} B (${fixed(c.bytesPerRecipient, 1)} B/recipient), ${c.manifestFragments} fragments, ${fixed(c.secondsBetweenCopiesAt20Mbit, 1)} s between copies at 20 Mbit/s`,
+      baseline: `+${c.extraBytes} B over plain`, ratio: `${fixed(c.roundShare * 100, 2)}% of a round`,
+      // Beyond the receivers' bounds the row says so: that is where cohorts must replace per-device recipients.
+      target: c.accepted ? 'accepted by receivers' : 'refused by receivers: use cohort keys', pass: null,
+    });
+  }
+  rows.push({ benchmark: `agent decryption pass, ${r.imageMiB} MiB`, measured: `${fixed(r.decryptMsPerMiB)} ms/MiB`, baseline: `${fixed(r.hashMsPerMiB)} ms/MiB SHA-256 pass (every agent)`, ratio: `${fixed(r.decryptMsPerMiB / r.hashMsPerMiB)}×`, target: 'comparison', pass: null });
+  rows.push({ benchmark: 'publisher key wrap per device recipient', measured: `${fixed(r.wrapMicrosPerDevice, 0)} µs`, baseline: '', ratio: '', target: 'comparison', pass: null });
 });
 
 await section('wireEfficiency', async () => {

@@ -61,7 +61,7 @@ export function writePublicKey(dir: string, publicKey: Uint8Array, force: boolea
  * Never through a symlink: a fresh file is created exclusively (O_EXCL|O_NOFOLLOW), and
  * `force` replaces the path itself by rename, whatever it was, rather than writing where it points.
  */
-function writeKeyFile(path: string, text: string, mode: number, force: boolean): void {
+export function writeKeyFile(path: string, text: string, mode: number, force: boolean): void {
   try {
     if (force) writeFileAtomic(path, text, mode);
     else writeNewFile(path, text, mode);

@@ -28,6 +28,8 @@ import type { VerifiedHalt } from '../protocol/halt.js';
 import type { DeviceRollout } from '../protocol/rollout.js';
 import { RECHECK_SECONDS, RolloutGate } from './rollout-gate.js';
 import { defaultDeviceId } from './rollout-config.js';
+import type { DecryptionKey } from '../protocol/encryption.js';
+import { keepEncryptedRelease, vetEncryptedRelease } from './decrypting-image.js';
 
 export interface AgentModel {
   model: string;
@@ -66,6 +68,10 @@ export interface AgentInit {
   rollout?: DeviceRollout;
   /** Longest wait before a waiting release is looked at again, seconds (default RECHECK_SECONDS). */
   rolloutRecheckSeconds?: number;
+  /** Confidential firmware: the device's X25519 key and group keys that open encrypted releases (decrypting-image.ts). */
+  decryptionKeys?: readonly DecryptionKey[];
+  /** Relay mode: an encrypted release this device holds no key for is kept as ciphertext and relayed (event `kept`), not refused. */
+  relaying?: boolean;
 }
 
 /** A transfer's assembler: in this thread, or handing over to the storage thread. */
@@ -89,11 +95,13 @@ export interface AgentEvents {
   root: [{ rootVersion: number }];
   /** A verified halt heard for the first time (kept in the rollout gate). */
   halt: [{ model: string; releaseId: string }];
+  /** Relay mode: an encrypted release this device cannot open is kept for relaying. */
+  kept: [{ model: string; releaseId: string }];
 }
 
 /** What an install needs of a release: a verified manifest, or what the store's lifecycle record kept of one. */
 interface CandidateRelease {
-  manifest: Pick<VerifiedManifest['manifest'], 'model' | 'version' | 'seq' | 'imageSha256' | 'rollout'>;
+  manifest: Pick<VerifiedManifest['manifest'], 'model' | 'version' | 'seq' | 'imageSha256' | 'rollout' | 'encryption'>;
   releaseId: Uint8Array;
   signed?: Uint8Array;
 }
@@ -162,6 +170,7 @@ class ModelWorker {
       ...(installed ? { installedSeq: installed.seq } : {}),
       ...(init.limits ? { limits: init.limits } : {}),
       assemblerFor: (release) => this.#openTransfer(release),
+      vet: (release) => vetEncryptedRelease(release, init.decryptionKeys ?? [], init.relaying ?? false),
       onLateEvent: (e) => this.#handle(e),
     });
     if (spec.steps) this.#tried = new TriedInstall({ model: spec.model, steps: spec.steps, store: agent.store, log, signal: agent.signal, now: init.now ?? (() => Date.now() / 1000) });
@@ -369,6 +378,8 @@ class ModelWorker {
       this.agent.emit('failed', { model: m.model, error: err as Error });
       return;
     }
+    // Kept for relaying only: an encrypted release this device holds no key for.
+    if (!c.kept) return;
     const tried = this.#tried;
     // A tried install resumed past its installer is activated already: it ends in commit or rollback, whatever came meanwhile.
     const settling = c.resume !== undefined && c.resume !== 'install';
@@ -514,10 +525,21 @@ class ModelWorker {
       throw StoreError.wrap(err, assembler.imagePath, 'read');
     }
     if (sha256 !== hex(m.imageSha256)) throw new DigestMismatchError(`image ${m.version} decoded to SHA-256 ${sha256}, the manifest says ${hex(m.imageSha256)}`);
-    const imagePath = this.agent.store.keepRelease(m.model, c.id, assembler.imagePath, c.release.signed!);
-    assembler.destroy();
-    c.assembler = undefined;
-    c.kept = { imagePath, sha256 };
+    if (m.encryption) {
+      // A candidate with a transfer came from the receiver: its release is a whole verified manifest.
+      const opened = await keepEncryptedRelease(this.agent.store, c.release as VerifiedManifest, c.id, assembler.imagePath, this.agent.decryptionKeys, this.log);
+      assembler.destroy();
+      c.assembler = undefined;
+      this.#storeWorks();
+      if (!opened) return void this.agent.emit('kept', { model: m.model, releaseId: c.id });
+      c.kept = opened;
+      sha256 = opened.sha256;
+    } else {
+      const imagePath = this.agent.store.keepRelease(m.model, c.id, assembler.imagePath, c.release.signed!);
+      assembler.destroy();
+      c.assembler = undefined;
+      c.kept = { imagePath, sha256 };
+    }
     this.#storeWorks();
     this.log.event('release.verified', { model: m.model, version: m.version, seq: m.seq, release: c.id, sha256, installer: this.spec.installer.description },
       `verified ${m.model} ${m.version} (seq ${m.seq}) sha256 ${sha256}; installing: ${this.spec.installer.description}`);
@@ -606,6 +628,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.now = init.now ?? (() => Date.now() / 1000);
     this.rollout = new RolloutGate(init.store.dir, init.rollout ?? { deviceId: defaultDeviceId(), cohorts: [], windows: [] }, init.log.child('agent:rollout'));
     this.rolloutRecheckSeconds = init.rolloutRecheckSeconds ?? RECHECK_SECONDS;
+  }
+
+  /** Keys that open encrypted releases (none: such releases are refused, or only relayed). */
+  get decryptionKeys(): readonly DecryptionKey[] {
+    return this.#init.decryptionKeys ?? [];
   }
 
   /** The root of trust in force, if the agent has one. */

@@ -26,6 +26,7 @@ import { Relay } from './relay.js';
 import { addFlashCommand } from './serial/flash-command.js';
 import { Store } from './store.js';
 import { rolloutStatusText, withRolloutStatus } from './rollout-gate.js';
+import { readDecryptionKey } from '../cli/encryption-key-files.js';
 
 interface RunOptions extends AgentFlags {
   once?: boolean;
@@ -87,13 +88,16 @@ async function run(opts: RunOptions): Promise<void> {
   };
   // Channel sockets through the messaging library, the one implementation of them.
   const transport = new ChannelTransport({ transport: createTransport({ iface: config.iface, mqtt: config.mqtt, receiveBuffer: receiveBufferFor(config.expectedRate), onReceiveBuffer }, log.child('mqtt')) });
-  const agent = new Agent({ models, trusted, ...(root ? { root } : {}), store, transport, log, limits: config.limits, storageThread: config.storageThread, rollout: config.rollout });
+  const decryptionKeys = config.decryptionKeys.map(readDecryptionKey);
+  const agent = new Agent({ models, trusted, ...(root ? { root } : {}), store, transport, log, limits: config.limits, storageThread: config.storageThread, rollout: config.rollout, decryptionKeys, relaying: config.relay !== undefined });
   // Relay mode: each verified install is carouselled onward (device-agent/relay.ts).
   const relay = config.relay
     ? new Relay({ transport: new ChannelTransport({ transport: createTransport({ iface: config.relay.iface, mqtt: config.relay.mqtt }, log.child('relay:mqtt'), 'relay.mqtt') }), rate: config.relay.rate, store, models, log: log.child('relay'), rootChain: () => agent.rootChain, halts: (model) => agent.rollout.haltDatagrams(model) })
     : undefined;
   if (relay) {
     agent.on('installed', (record) => relay.serve(record.model, record.releaseId));
+    // An encrypted release this relay holds no key for: relayed as ciphertext.
+    agent.on('kept', (kept) => relay.serve(kept.model, kept.releaseId));
     agent.on('root', () => relay.rootChanged());
     // A halt goes on downstream with the relayed release: devices behind the relay must hear it too.
     agent.on('halt', ({ model }) => {
@@ -216,6 +220,7 @@ export function buildProgram(json = false): Command {
     .option('--expected-rate <rate>', 'the publisher\'s rate to keep up with: sizes the receive buffer (default 100mbit)')
     .option('--device-id <id>', 'this device\'s id for staged rollout (default: /etc/machine-id, else the host name)')
     .option('--cohort <name>', 'a cohort this device belongs to, e.g. canary (repeatable; overrides the config\'s "cohorts")', collect)
+    .option('--decryption-key <file>', 'confidential firmware: this device\'s X25519 private key (`fwcast keygen --device`) or a group key (`fwcast keygen --group`) (repeatable)', collect)
     .option('--storage-thread', 'store and decode in a thread of its own: the socket is read while segments decode (about 10 MiB more memory)')
     .addOption(new Option('--install-to <path>', 'install by writing the image to this path (atomic rename)').conflicts('installCommand'))
     .addOption(new Option('--install-command <cmd>', 'install by running this shell command (FWCAST_IMAGE, FWCAST_VERSION, … in its environment)').conflicts('installTo'))

@@ -80,6 +80,8 @@ export interface AgentConfig {
   storageThread: boolean;
   /** Device id, cohorts and maintenance windows for staged rollout (rollout-config.ts). */
   rollout: DeviceRollout;
+  /** Confidential firmware: files of the device's X25519 private key and group keys ("decryptionKeys", --decryption-key). */
+  decryptionKeys: string[];
 }
 
 export const DEFAULT_EXPECTED_RATE = '100mbit';
@@ -100,6 +102,7 @@ export interface AgentFlags extends TransportFlags {
   storageThread?: boolean;
   deviceId?: string;
   cohort?: string[];
+  decryptionKey?: string[];
 }
 
 type Json = JsonObject;
@@ -177,7 +180,7 @@ function channelFor(model: string, group: string | undefined, p: number): Channe
 
 export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
   const file = flags.config ? readJsonConfig(flags.config) : {};
-  const known = new Set(['interface', 'store', 'trustedKeys', 'root', 'port', 'models', 'limits', 'mqtt', 'relay', 'expectedRate', 'storageThread', 'deviceId', 'cohorts', 'maintenanceWindows']);
+  const known = new Set(['interface', 'store', 'trustedKeys', 'root', 'port', 'models', 'limits', 'mqtt', 'relay', 'expectedRate', 'storageThread', 'deviceId', 'cohorts', 'maintenanceWindows', 'decryptionKeys']);
   for (const k of Object.keys(file)) if (!known.has(k)) throw new ConfigError(`config: unknown field "${k}" (known: ${[...known].join(', ')})`);
 
   const iface = flags.iface ?? str(file, 'interface', 'config');
@@ -196,6 +199,10 @@ export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
   }
   if (trustedKeys.length === 0 && !root) throw new ConfigError('no trusted public key: set "root" or "trustedKeys" in the config, or pass --root or --key');
   if (root && flags.key?.length) throw new ConfigError('--root and --key exclude each other: a root names the publisher keys it trusts');
+  if (file.decryptionKeys !== undefined && (!Array.isArray(file.decryptionKeys) || !file.decryptionKeys.every((k) => typeof k === 'string' && k.length > 0))) {
+    throw new ConfigError('config.decryptionKeys must be an array of key file paths (`fwcast keygen --device` private keys, `fwcast keygen --group` keys)');
+  }
+  const decryptionKeys = flags.decryptionKey ?? (file.decryptionKeys as string[] | undefined) ?? [];
 
   const flagInstaller: InstallerConfig | undefined = flags.installCommand
     ? { type: 'command', command: flags.installCommand }
@@ -229,5 +236,5 @@ export function resolveAgentConfig(flags: AgentFlags): AgentConfig {
     if (seen.has(m.model)) throw new ConfigError(`model "${m.model}" is listed twice`);
     seen.add(m.model);
   }
-  return { iface, store, trustedKeys: root ? [] : trustedKeys, ...(root ? { root } : {}), models, limits: parseLimits(file.limits), expectedRate: expectedRate(flags.expectedRate, file.expectedRate), storageThread: storageThread(flags.storageThread, file.storageThread), rollout: resolveRollout(file, flags), ...(mqtt ? { mqtt } : {}), ...(relay ? { relay } : {}) };
+  return { iface, store, trustedKeys: root ? [] : trustedKeys, ...(root ? { root } : {}), models, limits: parseLimits(file.limits), expectedRate: expectedRate(flags.expectedRate, file.expectedRate), storageThread: storageThread(flags.storageThread, file.storageThread), rollout: resolveRollout(file, flags), decryptionKeys, ...(mqtt ? { mqtt } : {}), ...(relay ? { relay } : {}) };
 }

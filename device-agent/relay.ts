@@ -12,7 +12,8 @@
  *
  * It serves the release the store keeps for each model (releases/<model>/
  * <release>.img and .cose): at start (so a restarted relay goes on serving) and
- * after each install (the newer release replaces the older on the channel).
+ * after each install (the newer release replaces the older on the channel), or
+ * each encrypted release it keeps without a key to install it.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
@@ -69,9 +70,23 @@ export class Relay {
       this.#init.log.event('relay.failed', errorFields(err), `relay stopped: ${err.message}`);
     });
     for (const { model } of this.#init.models) {
-      const installed = this.#init.store.installed(model);
-      if (installed) this.serve(model, installed.releaseId);
+      // A relay holding no key for an encrypted release keeps it without installing it: the newest kept release goes out.
+      const id = this.#newestKept(model) ?? this.#init.store.installed(model)?.releaseId;
+      if (id) this.serve(model, id);
     }
+  }
+
+  #newestKept(model: string): string | undefined {
+    let newest: { id: string; seq: number } | undefined;
+    for (const id of this.#init.store.keptReleaseIds(model)) {
+      try {
+        const seq = decodeManifest(decodeCoseSign1(new Uint8Array(readFileSync(this.#init.store.keptRelease(model, id).manifest))).payload).seq;
+        if (!newest || seq > newest.seq) newest = { id, seq };
+      } catch {
+        // Unreadable: serve() says why if it is the one chosen; here it is passed over.
+      }
+    }
+    return newest?.id;
   }
 
   /**

@@ -217,6 +217,18 @@ export class Store {
     return { image: join(dir, `${releaseId}.img`), manifest: join(dir, `${releaseId}.cose`) };
   }
 
+  /** Ids of the releases of `model` the store keeps (a signed manifest in releases/<model>/). */
+  keptReleaseIds(model: string): string[] {
+    const dir = this.#releaseDir(model);
+    if (!existsSync(dir)) return [];
+    return readdirSync(dir).filter((n) => n.endsWith('.cose')).map((n) => n.slice(0, -'.cose'.length));
+  }
+
+  /** Where the decrypted image of a kept encrypted release lives: beside its ciphertext (the .img a relay serves). */
+  keptPlaintext(model: string, releaseId: string): string {
+    return join(this.#releaseDir(model), `${releaseId}.plain.img`);
+  }
+
   /** Moves a verified image into releases/<model>/ with its signed manifest. */
   keepRelease(model: string, releaseId: string, image: string, signedManifest: Uint8Array): string {
     const dir = this.#releaseDir(model);

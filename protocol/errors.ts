@@ -153,3 +153,26 @@ export class DelegationThresholdError extends FwcastError {
 export class InvalidHaltError extends FwcastError {
   readonly reason = 'bad-halt';
 }
+
+// Confidential firmware (protocol/encryption.ts): an encrypted release this
+// device cannot or must not decrypt.
+
+/** An encrypted release none of whose recipients is a key this device holds: it was left out, or holds no key. */
+export class NoDecryptionKeyError extends FwcastError {
+  readonly reason = 'no-decryption-key';
+}
+
+/** A recipient names a key this device holds, but its wrapped content key does not unwrap with it. */
+export class KeyUnwrapError extends FwcastError {
+  readonly reason = 'key-unwrap-failed';
+}
+
+/** A ciphertext chunk whose AES-GCM tag does not verify under the unwrapped content key. */
+export class DecryptionFailedError extends FwcastError {
+  readonly reason = 'decryption-failed';
+}
+
+/** An encryption block with more recipients than a receiver reads (MAX_RECIPIENTS). */
+export class TooManyRecipientsError extends FwcastError {
+  readonly reason = 'too-many-recipients';
+}

@@ -130,6 +130,9 @@ export const LOG_EVENTS = {
   'halt.received': { level: 'warn', fields: ['model', 'release', 'issued', 'kid', 'effect'] },
   'serve.halt-stored': { level: 'warn', fields: ['model', 'release', 'created'] },
   'publish.halt-loaded': { level: 'info', fields: ['file', 'model', 'release', 'channel'] },
+  // Confidential firmware (device-agent/decrypting-image.ts)
+  'release.decrypted': { level: 'info', fields: [...MODEL_RELEASE, 'kid', 'keyKind', 'plainSize', 'sha256', 'seconds'] },
+  'release.relay-only': { level: 'info', fields: [...MODEL_RELEASE, 'recipients'] },
 } as const satisfies Record<string, EventSpec>;
 
 export type LogEvent = keyof typeof LOG_EVENTS;

@@ -18,6 +18,7 @@ import { maxDataPieces } from './reed-solomon.js';
 import { RELEASE_ID_SIZE } from './packet.js';
 import { hexCut, quote } from './quote.js';
 import { decodeRolloutPolicy, encodeRolloutPolicy, type RolloutPolicy } from './rollout.js';
+import { decodeEncryptionBlock, encodeEncryptionBlock, type EncryptionBlock } from './encryption.js';
 
 export const MANIFEST_FORMAT = 1;
 /** RaptorQ's FEC Encoding ID (RFC 6330 §3.1). */
@@ -28,6 +29,7 @@ export const DIGEST_SHA256 = -16;
 const K = {
   format: 1, model: 2, seq: 3, version: 4, created: 5, expires: 6, size: 7, digest: 8, fec: 9,
   rollout: 10,
+  encryption: 11,
 } as const;
 const F = { encoding: 1, symbolSize: 2, segmentSize: 3, repair: 4, segments: 5, auth: 6 } as const;
 const A = { scheme: 1, digestLength: 2, chunkSymbols: 3, root: 4, groupChunks: 5, parityPerChunk: 6 } as const;
@@ -62,6 +64,8 @@ export interface Manifest {
   auth: AuthParams;
   /** Who installs when (key 10, protocol/rollout.ts); absent: every device, at once. */
   rollout?: RolloutPolicy;
+  /** Key 11, confidential firmware (encryption.ts): the image, its size and digests are ciphertext. */
+  encryption?: EncryptionBlock;
 }
 
 const MODEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$/;
@@ -141,6 +145,7 @@ export function encodeManifest(m: Manifest): Uint8Array {
     ])],
   ]));
   if (m.rollout) fields.set(K.rollout, encodeRolloutPolicy(m.rollout));
+  if (m.encryption) fields.set(K.encryption, encodeEncryptionBlock(m.encryption));
   return encodeCbor(fields);
 }
 
@@ -218,7 +223,8 @@ export function decodeManifest(payload: Uint8Array, limits: ReceiverLimits = DEF
   if (expires !== undefined && expires <= created) throw new InvalidManifestError('manifest expires before it was created');
   const auth = decodeAuthParams(fec.get(F.auth), segments);
   const rollout = map.has(K.rollout) ? decodeRolloutPolicy(map.get(K.rollout)) : undefined;
-  return { model, seq, version, created, ...(expires !== undefined ? { expires } : {}), imageSize, imageSha256, symbolSize, segmentSize, repairPercent, segments, auth, ...(rollout ? { rollout } : {}) };
+  const encryption = map.has(K.encryption) ? decodeEncryptionBlock(map.get(K.encryption), imageSize) : undefined;
+  return { model, seq, version, created, ...(expires !== undefined ? { expires } : {}), imageSize, imageSha256, symbolSize, segmentSize, repairPercent, segments, auth, ...(rollout ? { rollout } : {}), ...(encryption ? { encryption } : {}) };
 }
 
 function decodeAuthParams(value: unknown, segments: SegmentInfo[]): AuthParams {

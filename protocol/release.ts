@@ -14,6 +14,7 @@ import { authenticate, encodeSegments, type SymbolSet, type SymbolSetSegment } f
 import { InvalidManifestError } from './errors.js';
 import type { Signer } from './signer.js';
 import type { RolloutPolicy } from './rollout.js';
+import type { EncryptionBlock } from './encryption.js';
 
 /** Repair symbols published per segment, as a percentage of its source symbols. */
 export const DEFAULT_REPAIR_PERCENT = 200;
@@ -57,6 +58,8 @@ export interface ReleaseContent {
   chunkCoding?: ChunkCoding | false;
   /** Staged rollout (manifest key 10, protocol/rollout.ts); absent: every device installs at once. */
   rollout?: RolloutPolicy;
+  /** Confidential firmware: `image` is the ciphertext encryptImage made, this its block (manifest key 11). */
+  encryption?: EncryptionBlock;
 }
 
 /** A release signed with a seed in memory (tests, the agent's self-test). */
@@ -159,6 +162,7 @@ function completeRelease(init: ReleaseContent, plan: ReleasePlan, symbols: Uint8
     segments: plan.segments,
     auth: { scheme: AUTH_SCHEME_MERKLE_CHUNKS, digestLength, chunkSymbols, root: auth.tree.root, ...(coding ? { coding } : {}) },
     ...(init.rollout ? { rollout: init.rollout } : {}),
+    ...(init.encryption ? { encryption: init.encryption } : {}),
   };
   return { manifest, symbolSet: { symbolSize: plan.symbolSize, segments: symbols, ...auth } };
 }

@@ -43,6 +43,9 @@ import { addRootCommand } from './root-command.js';
 import { addListenerOptions, followListeners, openListeners } from './listener-options.js';
 import { addHaltCommand, addRolloutOptions, haltSummary, looksLikeHalt, readHaltFile, rolloutPolicy, rolloutSummary, type RolloutFlags } from './rollout-command.js';
 import { encodeHaltPacket } from '../protocol/packet.js';
+import { encryptForRecipients, encryptionSummary } from './encrypt-release.js';
+import { collectKeyFiles, readRecipientKeys, writeDeviceKeyPair, writeGroupKey } from '../cli/encryption-key-files.js';
+import { MAX_ENCRYPTION_CHUNK, MIN_ENCRYPTION_CHUNK } from '../protocol/encryption.js';
 
 function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
@@ -133,6 +136,7 @@ function manifestSummary(m: Manifest, releaseId: Uint8Array, kid: Uint8Array) {
     segments: m.segments.map((s) => ({ index: s.index, offset: s.offset, oti: { ...s.oti }, sourceSymbols: s.sourceSymbols, published: s.published, sha256: hex(s.sha256) })),
     auth: { digestLength: m.auth.digestLength, chunkSymbols: m.auth.chunkSymbols, coding: m.auth.coding ? `${m.auth.coding.groupChunks}:${m.auth.coding.parityPerChunk}` : 'off' },
     rollout: rolloutSummary(m.rollout),
+    ...(m.encryption ? { encryption: encryptionSummary(m.encryption) } : {}),
   };
 }
 
@@ -145,8 +149,21 @@ export function buildProgram(json = false): Command {
   addPkcs11Options(program.command('keygen')
     .description('create an Ed25519 publisher key pair: DIR/publisher.key (mode 0600) and DIR/publisher.pub; with --pkcs11-module, inside the token (non-extractable) and only DIR/publisher.pub')
     .requiredOption('--out <dir>', 'directory for the key files')
-    .option('--force', 'replace existing key files'))
-    .action(async (opts: { out: string; force?: boolean } & SignerFlags) => {
+    .option('--force', 'replace existing key files')
+    .addOption(new Option('--device', 'instead: an X25519 device key pair for confidential firmware, DIR/NAME.key (stays on the device) and DIR/NAME.pub (for `sign --encrypt-for`)').conflicts('group'))
+    .option('--group', 'instead: a group key for confidential firmware, DIR/NAME.key, for the publisher and every device of the group')
+    .option('--name <name>', 'file name of --device or --group keys, without extension (default: device or group)'))
+    .action(async (opts: { out: string; force?: boolean; device?: boolean; group?: boolean; name?: string } & SignerFlags) => {
+      if (opts.device) {
+        const r = writeDeviceKeyPair(opts.out, opts.name ?? 'device', opts.force ?? false);
+        process.stdout.write(`private key: ${r.privatePath} (stays on the device: its agent's --decryption-key)\npublic key:  ${r.publicPath} (give it to the publisher: sign --encrypt-for)\nkey id:      ${r.kid}\n`);
+        return;
+      }
+      if (opts.group) {
+        const r = writeGroupKey(opts.out, opts.name ?? 'group', opts.force ?? false);
+        process.stdout.write(`group key:   ${r.path} (secret: for sign --encrypt-for, and every device of the group's --decryption-key)\nkey id:      ${r.kid}\n`);
+        return;
+      }
       const ref = pkcs11Ref(opts);
       if (ref) {
         publicKeyPath(opts.out, opts.force ?? false);
@@ -173,11 +190,15 @@ export function buildProgram(json = false): Command {
     .addOption(new Option('--auth-coding <G:R|off>', 'AUTH chunks erasure-coded in groups of up to G chunks (never across a round) with R parity pieces per chunk')
       .argParser(chunkCoding).default(DEFAULT_CHUNK_CODING, `${DEFAULT_CHUNK_CODING.groupChunks}:${DEFAULT_CHUNK_CODING.parityPerChunk}`))
     .option('--root <file>', 'a signed root document (`fwcast root`) that delegates the signing key, carried inside the release file; repeat for the chain, oldest first', collectRoots)
+    .option('--encrypt-for <key>', 'confidential firmware: encrypt for a group key file or a device public key (`keygen --device`), or every *.pub/*.key in a directory (repeatable)', collectKeyFiles)
+    .option('--encryption-chunk <bytes>', 'plaintext bytes per AES-GCM chunk of an encrypted image', integer('--encryption-chunk', MIN_ENCRYPTION_CHUNK, MAX_ENCRYPTION_CHUNK))
     .option('--json', 'print the release made as JSON'))
-    .action(async (imagePath: string, opts: SignerFlags & RolloutFlags & { root?: string[]; model: string; version: string; seq: number; out: string; expires?: number; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false; json?: boolean }) => {
+    .action(async (imagePath: string, opts: SignerFlags & RolloutFlags & { root?: string[]; model: string; version: string; seq: number; out: string; expires?: number; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false; encryptFor?: string[]; encryptionChunk?: number; json?: boolean }) => {
       readableFile('IMAGE', imagePath);
-      const image = new Uint8Array(readFileSync(imagePath));
+      let image: Uint8Array = new Uint8Array(readFileSync(imagePath));
       const rootChain = opts.root ? readRootChainFiles(opts.root) : undefined;
+      const encrypted = opts.encryptFor ? encryptForRecipients(image, readRecipientKeys(opts.encryptFor), opts.encryptionChunk) : undefined;
+      if (encrypted) image = encrypted.ciphertext;
       // Before encoding, which may take a while: a wrong PIN or key label fails at once.
       const signer = await openSigner(opts);
       const created = Math.floor(Date.now() / 1000);
@@ -187,7 +208,7 @@ export function buildProgram(json = false): Command {
         image, signer, model: opts.model, version: opts.version, seq: opts.seq, created,
         ...(opts.expires ? { expires: created + opts.expires } : {}),
         segmentSize: opts.segmentSize, repairPercent: opts.repair, datagramSize: opts.datagramSize,
-        chunkCoding: opts.authCoding, ...(rollout ? { rollout } : {}),
+        chunkCoding: opts.authCoding, ...(rollout ? { rollout } : {}), ...(encrypted ? { encryption: encrypted.block } : {}),
       }, pool).finally(() => Promise.all([pool.close(), signer.close()]));
       // A chain whose newest root would not let this key sign this model makes a release every agent refuses.
       const pending = rootChain ? checkChainAuthorizes(rootChain, release.signed, created).pending : undefined;

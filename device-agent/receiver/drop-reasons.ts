@@ -36,6 +36,11 @@ export const DROP_REASONS = {
   'root-chain-too-long': 'a root chain of more versions than an agent walks (32)',
   'root-repeat': 'another copy of a root chain already heard',
   'root-ignored': 'a root datagram heard by an agent that trusts a fixed key list (--key) rather than a root',
+  // Confidential firmware (protocol/encryption.ts)
+  'no-decryption-key': 'an encrypted release none of whose recipients is a key this device holds (counted once per release)',
+  'encrypted-for-others': 'a datagram of a release refused for no-decryption-key, heard again',
+  'key-unwrap-failed': 'an encrypted release whose content key, wrapped for a key this device holds, does not unwrap with it',
+  'too-many-recipients': 'an encrypted release listing more recipients than a receiver reads (4096)',
   // Symbols and AUTH datagrams
   'unknown-release': 'a symbol or AUTH datagram of a release whose manifest has not been accepted (up to 1 MiB of them is kept, and used if that manifest is accepted soon after)',
   'bad-auth': 'an AUTH datagram or parity piece that fails its Merkle path or does not match its leaf',

@@ -32,7 +32,7 @@ import { createHash } from 'node:crypto';
 import { ChunkLayout, codedChunk, decodeChunkBody, decodeParityBody, leafHash, MerkleVerifier, NODE_SIZE, symbolMatches, type ChunkGroup } from '../../protocol/auth.js';
 import { recoverData } from '../../protocol/reed-solomon.js';
 import {
-  ExpiredManifestError, FwcastError, InvalidHaltError, MalformedPacketError, RollbackError, StoreError, WrongModelError,
+  ExpiredManifestError, FwcastError, InvalidHaltError, MalformedPacketError, NoDecryptionKeyError, RollbackError, StoreError, WrongModelError,
 } from '../../protocol/errors.js';
 import { hex } from '../../protocol/hex.js';
 import type { PublicKey } from '../../protocol/keys.js';
@@ -62,6 +62,8 @@ export interface ReceiverInit {
   limits?: ReceiverLimits;
   /** Where symbols of an accepted release go (default: in memory). */
   assemblerFor?: (release: VerifiedManifest) => SegmentAssembler;
+  /** Last check of a release before it is accepted; throws the FwcastError that refuses it (the agent's decryption keys). */
+  vet?: (release: VerifiedManifest) => void;
   /**
    * Events that happen between push() calls: those of an assembler that
    * decodes in another thread (segments settled, store errors, completion).
@@ -261,6 +263,7 @@ export class Receiver {
   #transfer: Transfer | undefined;
   #early = new EarlyBacklog<Uint8Array>((datagram) => datagram.byteLength);
   #assemblerFor: (release: VerifiedManifest) => SegmentAssembler;
+  #vet: ((release: VerifiedManifest) => void) | undefined;
   /** Events of the push() under way (NONE until there is one: most datagrams have none). */
   #events: ReceiverEvent[] = NONE;
   #emit = (e: ReceiverEvent): void => {
@@ -278,6 +281,7 @@ export class Receiver {
   constructor(init: ReceiverInit) {
     this.#late = init.onLateEvent ?? (() => {});
     this.#assemblerFor = init.assemblerFor ?? ((release) => new MemoryAssembler(release.manifest.symbolSize));
+    this.#vet = init.vet;
     this.model = init.model;
     this.#trusted = init.trusted;
     if (init.root) this.setRoot(init.root, 0);
@@ -480,10 +484,12 @@ export class Receiver {
       if (m.expires !== undefined && m.expires <= now) {
         throw new ExpiredManifestError(`release ${m.version} (seq ${m.seq}) expired at ${new Date(m.expires * 1000).toISOString()}`, { seq: m.seq, expires: m.expires });
       }
+      this.#vet?.(release);
     } catch (err) {
       const error = err instanceof FwcastError ? err : new MalformedPacketError(String(err));
       const reason = isDropReason(error.reason) ? error.reason : 'malformed';
-      this.#remember(id, reason);
+      // Counted once per release: its repeats are another name, so the counter says how many releases left this device out.
+      this.#remember(id, error instanceof NoDecryptionKeyError ? 'encrypted-for-others' : reason);
       this.#count(reason, 1);
       return this.#emit({ kind: 'rejected', releaseId: id, error });
     }

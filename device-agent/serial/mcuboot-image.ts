@@ -17,6 +17,11 @@ export const IMAGE_MAGIC = 0x96f3b83d;
 export const TLV_INFO_MAGIC = 0x6907;
 export const TLV_PROT_INFO_MAGIC = 0x6908;
 export const TLV_SHA256 = 0x10;
+/** ih_flags: the payload is encrypted (AES-CTR), with AES-128 or AES-256 (bootutil/image.h). */
+export const IMAGE_F_ENCRYPTED_AES128 = 0x04;
+export const IMAGE_F_ENCRYPTED_AES256 = 0x08;
+/** Key TLVs of an encrypted image: RSA-OAEP, AES-KW, ECIES-P256, ECIES-X25519 (SHA-256 and SHA-512). */
+export const TLV_ENC_KEYS = [0x30, 0x31, 0x32, 0x33, 0x34] as const;
 const HEADER_SIZE = 32;
 
 export interface McubootImageInfo {
@@ -24,8 +29,15 @@ export interface McubootImageInfo {
   version: string;
   /** The SHA-256 TLV value, which is what MCUboot reports as `hash`. */
   sha256Tlv: Uint8Array;
-  /** Whether the TLV matches the bytes it covers. */
+  /**
+   * Whether the TLV matches the bytes it covers. For an encrypted image it
+   * covers the plaintext, which only the device's bootloader sees: false here.
+   */
   hashValid: boolean;
+  /** The ENCRYPTED flag is set: MCUboot decrypts the payload itself, with the key in the image's key TLV. */
+  encrypted: boolean;
+  /** The encrypted image's key TLV type (0x30…0x34), if any. */
+  encryptionKeyTlv?: number;
   /** Header + payload + all TLV areas. */
   totalSize: number;
 }
@@ -43,6 +55,7 @@ export function parseMcubootImage(bytes: Uint8Array): McubootImageInfo {
   const hdrSize = view.getUint16(8, true);
   const protectSize = view.getUint16(10, true);
   const imgSize = view.getUint32(12, true);
+  const encrypted = (view.getUint32(16, true) & (IMAGE_F_ENCRYPTED_AES128 | IMAGE_F_ENCRYPTED_AES256)) !== 0;
   const version = formatVersion(view.getUint8(20), view.getUint8(21), view.getUint16(22, true), view.getUint32(24, true));
   const covered = hdrSize + imgSize + protectSize;
   let at = hdrSize + imgSize;
@@ -54,15 +67,17 @@ export function parseMcubootImage(bytes: Uint8Array): McubootImageInfo {
   const end = at + view.getUint16(at + 2, true);
   if (end > bytes.length) throw new McubootImageError(`TLV area runs past the end of the image (${end} > ${bytes.length})`);
   let sha256Tlv: Uint8Array | undefined;
+  let encryptionKeyTlv: number | undefined;
   for (let p = at + 4; p + 4 <= end; ) {
     const type = view.getUint16(p, true);
     const len = view.getUint16(p + 2, true);
     if (type === TLV_SHA256 && len === 32) sha256Tlv = bytes.slice(p + 4, p + 4 + len);
+    if ((TLV_ENC_KEYS as readonly number[]).includes(type)) encryptionKeyTlv = type;
     p += 4 + len;
   }
   if (!sha256Tlv) throw new McubootImageError('image has no SHA-256 TLV');
   const actual = createHash('sha256').update(bytes.subarray(0, covered)).digest();
-  return { version, sha256Tlv, hashValid: actual.equals(sha256Tlv), totalSize: end };
+  return { version, sha256Tlv, hashValid: actual.equals(sha256Tlv), totalSize: end, encrypted, ...(encryptionKeyTlv !== undefined ? { encryptionKeyTlv } : {}) };
 }
 
 function formatVersion(major: number, minor: number, revision: number, build: number): string {

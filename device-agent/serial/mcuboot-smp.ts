@@ -371,7 +371,9 @@ export function sizeLimit(device: SlotInfo | undefined, options: Pick<McubootFla
 /** Uploads an MCUboot image over serial recovery and proves it landed. */
 export async function flashMcuboot(options: McubootFlashOptions): Promise<McubootFlashResult> {
   const info: McubootImageInfo = parseMcubootImage(options.image);
-  if (!info.hashValid) throw new McubootImageError('the image SHA-256 TLV does not match its contents; MCUboot would refuse it');
+  // An MCUboot-encrypted image goes to the MCU as is: its hash covers the plaintext, which only the bootloader sees; slot 0 listing that hash after the upload is the proof.
+  if (info.encrypted && info.encryptionKeyTlv === undefined) throw new McubootImageError('the image is flagged ENCRYPTED but carries no key TLV (0x30…0x34); MCUboot could not decrypt it');
+  if (!info.hashValid && !info.encrypted) throw new McubootImageError('the image SHA-256 TLV does not match its contents; MCUboot would refuse it');
   const client = new McubootClient({ link: options.link, timeoutMs: options.timeoutMs, tries: options.tries, signal: options.signal });
   let sent = false;
   try {

@@ -13,6 +13,7 @@ import {
   ConsoleFrameDecoder, decodeCborMap, decodeSmpPacket, encodeCbor, encodeConsoleFrame, encodeSmpPacket, SmpOp,
   type CborValue, type SmpHeader,
 } from '../../device-agent/serial/smp-frame.js';
+import { createDecipheriv } from 'node:crypto';
 import { parseMcubootImage } from '../../device-agent/serial/mcuboot-image.js';
 import { FlashFile, memoryFlash, type FlashMemory } from './flash-file.js';
 
@@ -38,6 +39,14 @@ export interface SmpEmulatorInit {
   slotInfo?: boolean;
   /** Bytes at the end of the slot that MCUboot keeps for its image trailer; default one 4 KiB sector. */
   trailerSize?: number;
+  /**
+   * An MCUboot built with encrypted images (MCUBOOT_ENC_IMAGES): the AES key
+   * it would unwrap from an uploaded image's key TLV with its own private key
+   * (the emulator skips that unwrap). Once an upload flagged ENCRYPTED is
+   * complete, the payload is decrypted in place (AES-CTR, counter from 0), as
+   * serial recovery does (boot_serial_encryption.c).
+   */
+  imageKey?: Uint8Array;
 }
 
 /**
@@ -78,6 +87,9 @@ export class SmpEmulator {
   private readonly eraseMs: number;
   private readonly slotInfo: boolean;
   private readonly trailerSize: number;
+  private readonly imageKey: Uint8Array | undefined;
+  /** What the last complete upload wrote, before any in-place decryption: the bytes that reached the device. */
+  uploaded: Uint8Array | undefined;
   private uploadSize = 0;
   private uploadOffset = 0;
   readonly decoder: ConsoleFrameDecoder;
@@ -100,6 +112,7 @@ export class SmpEmulator {
     this.eraseMs = init.eraseMs ?? 0;
     this.slotInfo = init.slotInfo ?? false;
     this.trailerSize = init.trailerSize ?? 4096;
+    this.imageKey = init.imageKey;
     // The decoder's size check reproduces the recorded cut-off (1016-byte packets).
     this.decoder = new ConsoleFrameDecoder({ maxDecoded: this.receiveSize - 2 });
   }
@@ -160,6 +173,8 @@ export class SmpEmulator {
   private listImages(): CborValue[] {
     let info;
     try { info = parseMcubootImage(this.flash.bytes); } catch { return []; }
+    // An encrypted image it could not decrypt is listed by no one.
+    if (info.encrypted && !this.imageKey) return [];
     // MCUboot lists only an image whose hash checks; booleans only when true.
     // An image reaching into the trailer does not check either.
     if (!info.hashValid || info.totalSize > this.slotSize - this.trailerSize) return [];
@@ -188,7 +203,20 @@ export class SmpEmulator {
     const accepted = last ? data.length : data.length - (data.length % this.alignment);
     this.flash.write(this.uploadOffset, data.subarray(0, accepted));
     this.uploadOffset += accepted;
+    if (last) this.uploadComplete();
     return { payload: { rc: MGMT_ERR.OK, off: this.uploadOffset } };
+  }
+
+  private uploadComplete(): void {
+    this.uploaded = this.flash.bytes.slice(0, this.uploadSize);
+    let info;
+    try { info = parseMcubootImage(this.uploaded); } catch { return; }
+    if (!info.encrypted || !this.imageKey) return;
+    const view = new DataView(this.uploaded.buffer);
+    const hdrSize = view.getUint16(8, true);
+    const imgSize = view.getUint32(12, true);
+    const cipher = createDecipheriv(this.imageKey.length === 32 ? 'aes-256-ctr' : 'aes-128-ctr', this.imageKey, new Uint8Array(16));
+    this.flash.write(hdrSize, new Uint8Array(cipher.update(this.uploaded.subarray(hdrSize, hdrSize + imgSize))));
   }
 
   /** Serves lines from `link` until it closes. */
