@@ -101,7 +101,7 @@ export interface AgentEvents {
 
 /** What an install needs of a release: a verified manifest, or what the store's lifecycle record kept of one. */
 interface CandidateRelease {
-  manifest: Pick<VerifiedManifest['manifest'], 'model' | 'version' | 'seq' | 'imageSha256' | 'rollout' | 'encryption'>;
+  manifest: Pick<VerifiedManifest['manifest'], 'model' | 'version' | 'seq' | 'imageSha256' | 'rollout' | 'encryption' | 'expires'>;
   releaseId: Uint8Array;
   signed?: Uint8Array;
 }
@@ -474,6 +474,16 @@ class ModelWorker {
   #waitForRollout(c: Candidate): boolean {
     clearTimeout(this.#rolloutTimer);
     const now = this.agent.now();
+    const m = c.release.manifest;
+    // A release that expired while it waited for its time is not installed: its signer said until when it may be.
+    if (m.expires !== undefined && m.expires <= now) {
+      this.#next = undefined;
+      c.assembler?.destroy();
+      this.receiver.abandon(c.id, 'expired');
+      this.log.event('rollout.skipped', { model: m.model, version: m.version, seq: m.seq, release: c.id, reason: 'expired' },
+        `${m.model} ${m.version} (seq ${m.seq}) expired at ${new Date(m.expires * 1000).toISOString()} before its install time: not installed`);
+      return true;
+    }
     const d = this.agent.rollout.decide(c.release, now);
     if (!d.install) {
       this.#next = undefined;

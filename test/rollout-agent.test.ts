@@ -74,8 +74,8 @@ async function pump(carousel: Carousel | undefined, send: (d: Uint8Array) => voi
   }
 }
 
-function release(key: TestKey, seq: number, rollout?: RolloutPolicy): Release {
-  return buildRelease({ image: makeImage(60_000, seq), seed: key.seed, model: 'cam', version: `1.${seq}`, seq, created: T - 100, ...(rollout ? { rollout } : {}) });
+function release(key: TestKey, seq: number, rollout?: RolloutPolicy, expires?: number): Release {
+  return buildRelease({ image: makeImage(60_000, seq), seed: key.seed, model: 'cam', version: `1.${seq}`, seq, created: T - 100, ...(rollout ? { rollout } : {}), ...(expires !== undefined ? { expires } : {}) });
 }
 
 test('a complete release waits for its ramp point, then installs as the clock reaches it', async (t) => {
@@ -99,6 +99,20 @@ test('a complete release waits for its ramp point, then installs as the clock re
   t.is((await installed).seq, 1);
   t.deepEqual(r.installer.installs, [{ seq: 1, at: planned.at }]);
   t.is(rolloutStatus(r.store).scheduled.cam, undefined, 'the schedule is over once it installs');
+});
+
+test('regression: a release that expires while it waits for its ramp point is not installed when the point comes', async (t) => {
+  const key = await makeKey();
+  const device = { deviceId: 'pi-0003', cohorts: [], windows: [] };
+  // The ramp starts in a day; the release expires in an hour.
+  const rel = release(key, 4, { ramp: { start: T + 86400, duration: 3600 } }, T + 3600);
+  const r = await rig(t, key, device);
+  await pump(new Carousel({ ...rel }), r.send, () => r.lines.some((l) => l.event === 'rollout.scheduled') && r.agent.progress().length === 0);
+  r.clock.now = T + 86400 + 3600;
+  await pump(undefined, r.send, () => r.lines.some((l) => l.event === 'rollout.skipped'), 5000);
+  t.like(r.lines.find((l) => l.event === 'rollout.skipped')!.fields, { release: hex(rel.releaseId), reason: 'expired' });
+  await new Promise((res) => setTimeout(res, 200));
+  t.deepEqual(r.installer.installs, []);
 });
 
 test('a halt drops a waiting release, and after a restart the device still refuses it', async (t) => {

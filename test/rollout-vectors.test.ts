@@ -15,7 +15,9 @@ import { keyId } from '../protocol/keys.js';
 import { rolloutVectors, VECTOR_DEVICES, VECTOR_RELEASES } from '../scripts/rollout-vectors.js';
 
 const SPEC = readFileSync(new URL('../protocol/SPEC.md', import.meta.url), 'utf8');
-const section = SPEC.slice(SPEC.indexOf('### 17.6 Test vectors'));
+const from = SPEC.indexOf('### 17.6 Test vectors');
+// Up to the next top-level section (§18 has hex blocks of its own).
+const section = SPEC.slice(from, SPEC.indexOf('\n## ', from) >>> 0);
 const blocks = [...section.matchAll(/```\n([0-9a-f\n]+)```/g)].map((m) => new Uint8Array(Buffer.from(m[1]!.replace(/\n/g, ''), 'hex')));
 
 test('SPEC.md §17.6 holds exactly the generated vectors', async (t) => {

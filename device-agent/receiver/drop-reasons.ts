@@ -68,7 +68,7 @@ export const DROP_REASONS = {
 export type DropReason = keyof typeof DROP_REASONS;
 
 /** What the agent may set a release aside for (Receiver.abandon). */
-export type AbandonReason = Extract<DropReason, 'install-pending' | 'install-failed' | 'rolled-back' | 'halted' | 'not-in-cohort'>;
+export type AbandonReason = Extract<DropReason, 'install-pending' | 'install-failed' | 'rolled-back' | 'halted' | 'not-in-cohort' | 'expired'>;
 
 /** Drops decided by the receiver's pure bookkeeping (transfer-ledger.ts). */
 export type LedgerDropReason = Extract<DropReason, 'segment-complete' | 'auth-repeat' | 'pending-full' | 'pending-evicted' | 'bad-auth'>;
