@@ -22,6 +22,7 @@ import { SpillAssembler } from './spill-assembler.js';
 import { StorageThread, type ThreadedAssembler } from './threaded-assembler.js';
 import { sha256File, type InstalledRecord, type Store } from './store.js';
 import { hex } from '../protocol/hex.js';
+import { DeltaLane, type AppliedDelta, type ChannelCount } from './delta-lane.js';
 
 export interface AgentModel {
   model: string;
@@ -80,8 +81,8 @@ interface Candidate {
   release: VerifiedManifest;
   id: string;
   seq: number;
-  /** Until it is verified and kept: the transfer that holds its image. */
-  assembler?: TransferAssembler;
+  /** Until it is verified and kept: the transfer that holds its image (or the image rebuilt from a delta). */
+  assembler?: TransferAssembler | AppliedDelta;
   /** Once verified and kept in the store. */
   kept?: { imagePath: string; sha256: string };
   /** Install attempts that failed so far. */
@@ -98,6 +99,10 @@ interface Candidate {
  */
 class ModelWorker {
   readonly receiver: Receiver;
+  /** Deltas from the installed release, on its sub-channel (delta-lane.ts). */
+  readonly delta: DeltaLane;
+  /** What the model's channel delivered. */
+  readonly count: ChannelCount;
   readonly retryBaseMs: number;
   /** The transfer being received, if any. */
   #receiving: { id: string; assembler: TransferAssembler } | undefined;
@@ -126,6 +131,14 @@ class ModelWorker {
       this.#flusher.unref();
     }
     const root = agent.root;
+    this.count = { model: spec.model, channel: spec.channel.name, datagrams: 0, bytes: 0 };
+    this.delta = new DeltaLane({
+      model: spec.model, store: agent.store, transport: init.transport, log, port: spec.channel.port, trusted: init.trusted,
+      root: () => agent.root, ...(init.limits ? { limits: init.limits } : {}), signal: agent.signal, now: init.now ?? (() => Date.now() / 1000),
+      onImage: (release, image) => this.#offer({ release, id: hex(release.releaseId), seq: release.manifest.seq, assembler: image, attempt: 0 }),
+      onFallback: (id) => this.receiver.forget(id),
+      onRoot: (result) => agent.rootVerified(result, spec.model),
+    });
     this.receiver = new Receiver({
       model: spec.model,
       trusted: init.trusted,
@@ -134,6 +147,7 @@ class ModelWorker {
       ...(init.limits ? { limits: init.limits } : {}),
       assemblerFor: (release) => this.#openTransfer(release),
       onLateEvent: (e) => this.#handle(e),
+      objectOf: (release) => this.delta.choose(release),
     });
   }
 
@@ -188,6 +202,8 @@ class ModelWorker {
   }
 
   onDatagram(data: Uint8Array, now: number, from: string): void {
+    this.count.datagrams++;
+    this.count.bytes += data.length;
     this.#turnStarted = performance.now();
     try {
       for (const event of this.receiver.push(data, now, from)) this.#handle(event);
@@ -325,6 +341,7 @@ class ModelWorker {
       this.agent.store.recordInstalled(record);
       this.agent.store.pruneReleases(m.model, c.id);
       this.receiver.markInstalled(c.release);
+      void this.delta.follow(record);
       this.log.event('release.installed', { model: m.model, version: m.version, seq: m.seq, release: c.id, sha256, path: record.path },
         `installed ${m.model} ${m.version} (seq ${m.seq}) at ${record.path}`);
       this.agent.emit('installed', record);
@@ -382,6 +399,7 @@ class ModelWorker {
 
   async close(): Promise<void> {
     clearInterval(this.#flusher);
+    this.delta.close();
     if (this.#retry) clearTimeout(this.#retry.timer);
     this.#retry = undefined;
     this.receiver.close();
@@ -503,11 +521,17 @@ export class Agent extends EventEmitter<AgentEvents> {
         installedVersion: installed?.version, installedSeq: installed?.seq,
       }, `listening on ${spec.channel.name} [${spec.channel.group}]:${spec.channel.port} via ${this.#init.transport.description}` +
         (installed ? `; installed: ${installed.version} (seq ${installed.seq})` : '; nothing installed yet'));
+      await worker.delta.follow(installed);
     }
   }
 
   progress(): AgentProgress[] {
     return this.#workers.flatMap((w) => w.progress() ?? []);
+  }
+
+  /** Datagrams and bytes each joined channel delivered: the models' channels, then delta sub-channels. */
+  channelCounts(): ChannelCount[] {
+    return [...this.#workers.map((w) => ({ ...w.count })), ...this.#workers.flatMap((w) => w.delta.counts())];
   }
 
   stats(): Record<string, ReceiverStats> {

@@ -148,3 +148,8 @@ export class DelegationNotYetValidError extends FwcastError {
 export class DelegationThresholdError extends FwcastError {
   readonly reason = 'delegation-threshold';
 }
+
+/** A delta object (protocol/delta.ts) that breaks its format, or does not fit its base or the new image. */
+export class InvalidDeltaError extends FwcastError {
+  readonly reason = 'invalid-delta';
+}

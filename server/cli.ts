@@ -24,6 +24,7 @@ import type { TransportStats } from '../transport/transport.js';
 import { ExpiredManifestError } from '../protocol/errors.js';
 import { Carousel } from '../carousel/carousel.js';
 import { channelCounts, IPV6_UDP_HEADERS, Publisher, type ChannelStats } from '../carousel/publisher.js';
+import { deltaCarousels, deltaSummary, deltasFromFiles } from './delta-build.js';
 import { buildReleaseParallel, DEFAULT_REPAIR_PERCENT, readReleaseFile, readReleaseManifest, writeReleaseFile } from './release.js';
 import { symbolSizeFor } from '../protocol/release.js';
 import { CodecPool } from './codec-pool.js';
@@ -127,6 +128,7 @@ function manifestSummary(m: Manifest, releaseId: Uint8Array, kid: Uint8Array) {
     // Each segment's RaptorQ object as a decoder needs it: OTI fields as protocol/oti.ts names them (SPEC §6.2).
     segments: m.segments.map((s) => ({ index: s.index, offset: s.offset, oti: { ...s.oti }, sourceSymbols: s.sourceSymbols, published: s.published, sha256: hex(s.sha256) })),
     auth: { digestLength: m.auth.digestLength, chunkSymbols: m.auth.chunkSymbols, coding: m.auth.coding ? `${m.auth.coding.groupChunks}:${m.auth.coding.parityPerChunk}` : 'off' },
+    ...(m.deltas ? { deltas: deltaSummary(m) } : {}),
   };
 }
 
@@ -166,20 +168,26 @@ export function buildProgram(json = false): Command {
     .option('--datagram-size <bytes>', 'UDP payload size of symbol datagrams', integer('--datagram-size', 128, MAX_DATAGRAM_SIZE), DEFAULT_DATAGRAM_SIZE)
     .addOption(new Option('--auth-coding <G:R|off>', 'AUTH chunks erasure-coded in groups of up to G chunks (never across a round) with R parity pieces per chunk')
       .argParser(chunkCoding).default(DEFAULT_CHUNK_CODING, `${DEFAULT_CHUNK_CODING.groupChunks}:${DEFAULT_CHUNK_CODING.parityPerChunk}`))
+    .option('--delta-from <files...>', 'also make deltas from these earlier release files (agents holding one take its delta, on its own sub-channel)')
     .option('--json', 'print the release made as JSON')
-    .action(async (imagePath: string, opts: SignerFlags & { model: string; version: string; seq: number; out: string; expires?: number; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false; json?: boolean }) => {
+    .action(async (imagePath: string, opts: SignerFlags & { model: string; version: string; seq: number; out: string; expires?: number; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false; deltaFrom?: string[]; json?: boolean }) => {
       readableFile('IMAGE', imagePath);
       const image = new Uint8Array(readFileSync(imagePath));
       // Before encoding, which may take a while: a wrong PIN or key label fails at once.
       const signer = await openSigner(opts);
       const created = Math.floor(Date.now() / 1000);
       const pool = new CodecPool();
-      const release = await buildReleaseParallel({
-        image, signer, model: opts.model, version: opts.version, seq: opts.seq, created,
+      const content = {
+        image, model: opts.model, version: opts.version, seq: opts.seq, created,
         ...(opts.expires ? { expires: created + opts.expires } : {}),
         segmentSize: opts.segmentSize, repairPercent: opts.repair, datagramSize: opts.datagramSize,
         chunkCoding: opts.authCoding,
-      }, pool).finally(() => Promise.all([pool.close(), signer.close()]));
+      };
+      const release = await (async () => {
+        const deltas = await deltasFromFiles(opts.deltaFrom ?? [], content, pool);
+        const built = await buildReleaseParallel({ ...content, signer, ...(deltas.length > 0 ? { deltas: deltas.map((d) => d.entry) } : {}) }, pool);
+        return deltas.length > 0 ? { ...built, deltaObjects: deltas.map((d) => d.object) } : built;
+      })().finally(() => Promise.all([pool.close(), signer.close()]));
       writeReleaseFile(opts.out, release);
       const m = release.manifest;
       if (opts.json) {
@@ -284,6 +292,7 @@ export function buildProgram(json = false): Command {
             file, model: m.model, version: m.version, seq: m.seq, release: hex(release.releaseId), channel: name, group: channel.group, port: channel.port, symbols: source, ms,
           }, `${file}: ${m.model} ${m.version} seq ${m.seq} on ${name} [${channel.group}]:${channel.port}; symbols ${source === 'cache' ? 'from cache' : 'encoded'} in ${ms} ms`);
           entries.push({ channel, carousel: new Carousel({ ...release, symbolSet: set, ...(rootChain ? { rootChain } : {}) }) });
+          entries.push(...deltaCarousels(release, opts.port, rootChain ? { rootChain } : {}));
           maxDatagramSize = Math.max(maxDatagramSize, entries.at(-1)!.carousel.largestDatagram);
         }
       } finally {

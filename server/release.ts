@@ -30,11 +30,13 @@ export function encodeOnPool(pool: CodecPool, image: Uint8Array, symbolSize: num
 }
 
 /** Writes a release file durably: it replaces `path` whole or not at all (storage/durable-file.ts). */
-export function writeReleaseFile(path: string, release: Pick<Release, 'signed' | 'image'>): void {
+export function writeReleaseFile(path: string, release: Pick<Release, 'signed' | 'image' | 'deltaObjects'>): void {
   replaceFile(path, (fd) => {
     writeAll(fd, encodeReleaseHeader(release.signed.length));
     writeAll(fd, release.signed);
     writeAll(fd, release.image);
+    // The deltas the manifest lists (key 12), in its order, after the image.
+    for (const d of release.deltaObjects ?? []) writeAll(fd, d);
   });
 }
 
@@ -53,10 +55,21 @@ export function readReleaseFile(path: string): Release {
   const signed = bytes.slice(RELEASE_HEADER_SIZE, RELEASE_HEADER_SIZE + manifestLength);
   if (signed.length !== manifestLength) throw new MalformedPacketError(`${path}: truncated release file (manifest cut short)`);
   const manifest = decodeManifest(decodeCoseSign1(signed).payload);
-  const image = bytes.subarray(RELEASE_HEADER_SIZE + manifestLength);
-  if (image.length !== manifest.imageSize) throw new MalformedPacketError(`${path}: image is ${image.length} bytes, manifest says ${manifest.imageSize}`);
+  const deltaBytes = (manifest.deltas ?? []).reduce((n, d) => n + d.size, 0);
+  const image = bytes.subarray(RELEASE_HEADER_SIZE + manifestLength, bytes.length - deltaBytes);
+  if (bytes.length - RELEASE_HEADER_SIZE - manifestLength - deltaBytes !== manifest.imageSize) {
+    throw new MalformedPacketError(`${path}: image is ${bytes.length - RELEASE_HEADER_SIZE - manifestLength - deltaBytes} bytes, manifest says ${manifest.imageSize}`);
+  }
   if (Buffer.compare(sha256(image), manifest.imageSha256) !== 0) throw new MalformedPacketError(`${path}: image does not match the manifest's SHA-256`);
-  return { manifest, signed, releaseId: releaseIdOf(signed), image };
+  const deltaObjects: Uint8Array[] = [];
+  let at = RELEASE_HEADER_SIZE + manifestLength + image.length;
+  for (const [i, d] of (manifest.deltas ?? []).entries()) {
+    const object = bytes.subarray(at, at + d.size);
+    at += d.size;
+    if (Buffer.compare(sha256(object), d.sha256) !== 0) throw new MalformedPacketError(`${path}: delta ${i} does not match the manifest's SHA-256`);
+    deltaObjects.push(object);
+  }
+  return { manifest, signed, releaseId: releaseIdOf(signed), image, ...(manifest.deltas ? { deltaObjects } : {}) };
 }
 
 /** Reads only the signed manifest of a release file (for inspect on large files). */
