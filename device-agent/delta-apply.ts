@@ -71,8 +71,8 @@ export async function applyDelta(init: ApplyInit): Promise<string> {
       }
     } catch (err) {
       stream.destroy();
-      // Brotli's own complaint about a corrupt stream is the delta's fault.
-      if ((err as NodeJS.ErrnoException).code?.startsWith('ERR_BROTLI') || (err as NodeJS.ErrnoException).code?.startsWith('Z_')) {
+      // Brotli's complaint about a corrupt or cut stream (ERR__ERROR_FORMAT_…, Z_BUF_ERROR) is the delta's fault; a read error (EIO) is not.
+      if (/^(ERR_|Z_)/.test((err as NodeJS.ErrnoException).code ?? '')) {
         throw new InvalidDeltaError(`delta does not decompress: ${(err as Error).message}`);
       }
       throw err;
