@@ -341,7 +341,8 @@ class ModelWorker {
       this.agent.store.recordInstalled(record);
       this.agent.store.pruneReleases(m.model, c.id);
       this.receiver.markInstalled(c.release);
-      void this.delta.follow(record);
+      // A sub-channel that cannot be joined only means full images: the model's channel carries them.
+      this.delta.follow(record).catch(() => {});
       this.log.event('release.installed', { model: m.model, version: m.version, seq: m.seq, release: c.id, sha256, path: record.path },
         `installed ${m.model} ${m.version} (seq ${m.seq}) at ${record.path}`);
       this.agent.emit('installed', record);

@@ -28,7 +28,7 @@ import type { ReceiverLimits } from '../protocol/limits.js';
 import { errorFields, type Logger } from '../protocol/log.js';
 import type { DeltaEntry, VerifiedManifest } from '../protocol/manifest.js';
 import type { ChainResult, TrustedRoot } from '../protocol/root.js';
-import type { Channel, Transport } from '../transport/transport.js';
+import { TransportClosedError, type Channel, type Transport } from '../transport/transport.js';
 import { applyDelta } from './delta-apply.js';
 import type { DropReason } from './receiver/drop-reasons.js';
 import { Receiver, type ReceiverEvent } from './receiver/receiver.js';
@@ -113,7 +113,11 @@ export class DeltaLane {
     return join(this.init.store.dir, 'deltas', modelFileName(this.init.model));
   }
 
-  /** Follows what is installed: joins its delta sub-channel (leaving the previous one) if its image is kept. */
+  /**
+   * Follows what is installed: joins its delta sub-channel (leaving the
+   * previous one) if its image is kept. Resolves quietly if the agent stops
+   * meanwhile.
+   */
   async follow(installed: InstalledRecord | undefined): Promise<void> {
     if (this.#base?.record.releaseId === installed?.releaseId) return;
     this.#leave();
@@ -146,11 +150,18 @@ export class DeltaLane {
     const count: ChannelCount = this.#counts.get(name) ?? { model: this.init.model, channel: name, datagrams: 0, bytes: 0 };
     this.#counts.set(name, count);
     const signal = AbortSignal.any([this.init.signal, base.leave.signal]);
-    await this.init.transport.join(channel, (data, from) => {
-      count.datagrams++;
-      count.bytes += data.length;
-      for (const e of base.receiver.push(data, this.init.now(), from)) this.#handle(base, e);
-    }, signal);
+    try {
+      await this.init.transport.join(channel, (data, from) => {
+        count.datagrams++;
+        count.bytes += data.length;
+        for (const e of base.receiver.push(data, this.init.now(), from)) this.#handle(base, e);
+      }, signal);
+    } catch (err) {
+      // Stopping (the transport closed, the agent aborted), or the join failed: the full image is taken on the model's channel.
+      if (this.#base === base) this.#leave();
+      if (signal.aborted || err instanceof TransportClosedError) return;
+      throw err;
+    }
     this.init.log.event('delta.joined', { model: this.init.model, channel: name, group: channel.group, port: channel.port, baseRelease: installed.releaseId, baseVersion: installed.version },
       `listening for deltas from ${installed.version} on ${name} [${channel.group}]:${channel.port}`);
   }

@@ -100,8 +100,8 @@ export const LOG_EVENTS = {
   'serve.tls-reloaded': { level: 'info', fields: ['cert', 'fingerprint', 'expires'] },
   'serve.tls-reload-failed': { level: 'error', fields: ['cert', ...ERROR] },
   // Deltas (issue 19: protocol/delta.ts, device-agent/delta-lane.ts)
-  'delta.joined': { level: 'info', fields: ['model', 'channel', 'group', 'port', 'baseRelease', 'baseVersion'] },
-  'delta.left': { level: 'info', fields: ['model', 'channel'] },
+  'delta.joined': { level: 'debug', fields: ['model', 'channel', 'group', 'port', 'baseRelease', 'baseVersion'] },
+  'delta.left': { level: 'debug', fields: ['model', 'channel'] },
   'delta.accepted': { level: 'info', fields: [...MODEL_RELEASE, 'baseRelease', 'deltaSize', 'imageSize', 'segments'] },
   'delta.applied': { level: 'info', fields: [...MODEL_RELEASE, 'baseRelease', 'deltaSize', 'imageSize', 'ms'] },
   // The full image is received instead, from the model's channel.

@@ -49,7 +49,7 @@ function holding(storeDir: string, file: string): string {
 }
 
 function agentArgs(store: string, pub: string): string[] {
-  return [FWCAST_AGENT, '--model', 'rpi4', '--key', pub, '--iface', 'eth0', '--store', store, '--once', '--json', '--timeout', '90', '--log-format', 'json'];
+  return [FWCAST_AGENT, '--model', 'rpi4', '--key', pub, '--iface', 'eth0', '--store', store, '--once', '--json', '--timeout', '90', '--log-format', 'json', '--log-level', 'debug'];
 }
 
 interface ChannelStat {
