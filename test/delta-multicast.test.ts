@@ -142,3 +142,26 @@ test('kill -9 during a delta transfer: the restarted agent resumes the delta and
   t.is(sha256hex(readFileSync(result.path)), sha256hex(next));
   t.deepEqual(readdirSync(join(store, 'deltas', 'rpi4')), [], 'no delta transfer left behind');
 });
+
+test('a kept base that no longer matches its digest: the delta is refused after it arrives and the full image is installed', async (t) => {
+  const lab = NetLab.create(['pub', 'dev']);
+  t.teardown(() => lab.destroy());
+  const { dir, next, base, release, pub } = twoReleases(64 * 1024, 13);
+  const store = join(dir, 'store');
+  const baseId = holding(store, base);
+  // A bit flipped on the device's disk since it was installed.
+  const kept = join(store, 'releases', 'rpi4', `${baseId}.img`);
+  const bytes = readFileSync(kept);
+  bytes[12345]! ^= 0x01;
+  writeFileSync(kept, bytes);
+  const publisher = track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', release, '--iface', 'eth0', '--rate', '20mbit', '--duration', '90s', '--log-format', 'json']));
+  t.teardown(() => publisher.child.kill('SIGKILL'));
+  const agent = track(lab.spawn('dev', process.execPath, agentArgs(store, pub)));
+  t.is(await exitCode(agent, 80_000), 0, agent.stderr.slice(-3000));
+  t.is(events(agent.stderr, 'delta.failed', { seq: 2, reason: 'digest-mismatch', baseRelease: baseId }).length, 1, 'the base was checked before the delta was applied');
+  t.is(events(agent.stderr, 'delta.applied').length, 0);
+  t.is(events(agent.stderr, 'release.received', { seq: 2 }).length, 1, 'the full image was received on the model channel');
+  const result = JSON.parse(agent.stdout.trim()) as { sha256: string; path: string };
+  t.is(result.sha256, sha256hex(next));
+  t.is(sha256hex(readFileSync(result.path)), sha256hex(next));
+});
