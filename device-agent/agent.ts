@@ -55,6 +55,8 @@ export interface AgentInit {
    * Default: in the receiving thread.
    */
   storageThread?: boolean;
+  /** How long a refused full image waits for its delta to be heard on the sub-channel before it is taken (default 60 s). */
+  deltaWaitMs?: number;
 }
 
 /** A transfer's assembler: in this thread, or handing over to the storage thread. */
@@ -138,6 +140,7 @@ class ModelWorker {
       onImage: (release, image) => this.#offer({ release, id: hex(release.releaseId), seq: release.manifest.seq, assembler: image, attempt: 0 }),
       onFallback: (id) => this.receiver.forget(id),
       onRoot: (result) => agent.rootVerified(result, spec.model),
+      ...(init.deltaWaitMs !== undefined ? { waitMs: init.deltaWaitMs } : {}),
     });
     this.receiver = new Receiver({
       model: spec.model,

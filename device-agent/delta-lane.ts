@@ -66,6 +66,13 @@ export interface DeltaLaneInit {
   /** The delta of `releaseId` could not be used: take the full image. */
   onFallback: (releaseId: string) => void;
   onRoot: (result: ChainResult) => void;
+  /** How long the sub-channel may stay silent about a release whose full image was refused for its delta (default 60 s). */
+  waitMs?: number;
+}
+
+/** A delta the manifest lists, never heard on its sub-channel: a relay or publisher that sends full images only. */
+export class DeltaNotHeardError extends Error {
+  override name = 'DeltaNotHeardError';
 }
 
 interface Base {
@@ -86,6 +93,8 @@ export class DeltaLane {
   #failed = new Set<string>();
   #counts = new Map<string, ChannelCount>();
   #flusher: NodeJS.Timeout;
+  /** Releases whose full image was refused for their delta, until the sub-channel is heard accepting them. */
+  #waiting = new Map<string, NodeJS.Timeout>();
 
   constructor(private readonly init: DeltaLaneInit) {
     this.#flusher = setInterval(() => this.#flush(), 250);
@@ -99,7 +108,20 @@ export class DeltaLane {
 
   /** For the model's channel's receiver: the full image of a release whose delta this lane takes is refused. */
   choose(release: VerifiedManifest): VerifiedManifest | DropReason {
-    return this.#usable(release) ? 'delta-chosen' : release;
+    const base = this.#base;
+    if (!base || !this.#usable(release)) return release;
+    const id = hex(release.releaseId);
+    if (!this.#waiting.has(id) && !base.originals.has(id)) {
+      const timer = setTimeout(() => {
+        this.#waiting.delete(id);
+        if (this.#base !== base || base.originals.has(id)) return;
+        const m = release.manifest;
+        this.#fail(base, release, new DeltaNotHeardError(`nothing of the delta of ${m.version} was heard on ${base.channel.name} in ${(this.init.waitMs ?? 60_000) / 1000} s`));
+      }, this.init.waitMs ?? 60_000);
+      timer.unref();
+      this.#waiting.set(id, timer);
+    }
+    return 'delta-chosen';
   }
 
   #usable(release: VerifiedManifest): DeltaEntry | undefined {
@@ -210,6 +232,8 @@ export class DeltaLane {
         const id = hex(e.release.releaseId);
         const m = base.originals.get(id)?.release.manifest;
         if (!m) return;
+        clearTimeout(this.#waiting.get(id));
+        this.#waiting.delete(id);
         this.init.log.event('delta.accepted', { model, version: m.version, seq: m.seq, release: id, baseRelease: base.record.releaseId, deltaSize: e.release.manifest.imageSize, imageSize: m.imageSize, segments: e.release.manifest.segments.length },
           `receiving ${model} ${m.version} as a ${e.release.manifest.imageSize}-byte delta from ${base.record.version} (the image is ${m.imageSize} bytes)`);
         break;
@@ -241,6 +265,8 @@ export class DeltaLane {
     const outPath = join(this.#dir(), id, 'new.img');
     try {
       assembler.close();
+      // Its decoders lived only while it received: the codec's grown WASM memory goes back.
+      this.#codec.recycle();
       const basePath = this.init.store.keptRelease(this.init.model, base.record.releaseId).image;
       const baseSha = await sha256File(basePath);
       if (baseSha !== hex(delta.baseSha256)) throw new DigestMismatchError(`the kept image of ${base.record.version} has SHA-256 ${baseSha}, the delta's base ${hex(delta.baseSha256)}`);
@@ -248,12 +274,8 @@ export class DeltaLane {
       if (sha !== hex(m.imageSha256)) throw new DigestMismatchError(`the delta rebuilt an image with SHA-256 ${sha}, the manifest says ${hex(m.imageSha256)}`);
     } catch (err) {
       if (!(err instanceof FwcastError) && !(err as NodeJS.ErrnoException).code) throw err;
-      this.#failed.add(id);
       assembler.destroy();
-      this.init.log.event('delta.failed', { model: m.model, version: m.version, seq: m.seq, release: id, baseRelease: base.record.releaseId, ...errorFields(err) },
-        `the delta of ${m.version} from ${base.record.version} cannot be used (${(err as Error).message}); taking the full image`);
-      this.init.onFallback(id);
-      return;
+      return this.#fail(base, release, err);
     }
     const ms = Math.round(performance.now() - started);
     this.init.log.event('delta.applied', { model: m.model, version: m.version, seq: m.seq, release: id, baseRelease: base.record.releaseId, deltaSize: delta.size, imageSize: m.imageSize, ms },
@@ -261,8 +283,21 @@ export class DeltaLane {
     this.init.onImage(release, { imagePath: outPath, destroy: () => assembler.destroy(), close: () => {} });
   }
 
+  /** The delta of `release` cannot be used: the full image is taken from the model's channel. */
+  #fail(base: Base, release: VerifiedManifest, err: unknown): void {
+    const m = release.manifest;
+    const id = hex(release.releaseId);
+    this.#failed.add(id);
+    base.receiver.abandon(id, 'install-failed');
+    this.init.log.event('delta.failed', { model: m.model, version: m.version, seq: m.seq, release: id, baseRelease: base.record.releaseId, ...errorFields(err) },
+      `the delta of ${m.version} from ${base.record.version} cannot be used (${(err as Error).message}); taking the full image`);
+    this.init.onFallback(id);
+  }
+
   close(): void {
     clearInterval(this.#flusher);
+    for (const timer of this.#waiting.values()) clearTimeout(timer);
+    this.#waiting.clear();
     this.#leave();
   }
 }

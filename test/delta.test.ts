@@ -16,7 +16,14 @@ import { hex } from '../protocol/hex.js';
 import { decodeManifest, encodeManifest, openSignedManifest } from '../protocol/manifest.js';
 import { buildRelease } from '../protocol/release.js';
 import { applyDelta } from '../device-agent/delta-apply.js';
-import { diffImages, type DiffStats } from '../server/delta-build.js';
+import { buildDelta, diffImages, type DiffStats } from '../server/delta-build.js';
+import { CodecPool } from '../server/codec-pool.js';
+import { Agent } from '../device-agent/agent.js';
+import { CommandInstaller } from '../device-agent/installers/command-installer.js';
+import { Store, type InstalledRecord } from '../device-agent/store.js';
+import { Carousel } from '../carousel/carousel.js';
+import { MemoryHub, MemoryTransport } from '../transport/memory.js';
+import type { Logger } from '../protocol/log.js';
 import { encodeCbor, decodeCbor } from '../protocol/cbor.js';
 import { makeImage, sha256hex } from './helpers/fixtures.js';
 import { fixedKey } from './helpers/fuzz.js';
@@ -183,3 +190,53 @@ test('SPEC §19 vectors: the sub-channel of a base, and a delta object', (t) => 
   p.finish();
   t.deepEqual(ops.map((o) => o.kind === 'copy' ? `copy ${o.offset} ${o.length}` : `literal ${Buffer.from(o.bytes).toString()}`), ['copy 0 4', 'literal xy', 'copy 4 6']);
 });
+
+test('a release listing a delta that never comes on its sub-channel (a relay sending full images): the agent takes the full image after its wait', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-delta-wait-'));
+  const key = fixedKey(6);
+  const old = makeImage(100_000, 30);
+  const v1 = buildRelease({ image: old, seed: key.seed, model: 'rpi4', version: '1', seq: 1 });
+  const next = Uint8Array.from([...old.subarray(0, 50_000), 1, 2, 3, ...old.subarray(50_000)]);
+  const built = await buildDeltaInMemory(next, v1);
+  const v2 = buildRelease({ image: next, seed: key.seed, model: 'rpi4', version: '2', seq: 2, deltas: [built.entry] });
+  const store = new Store(join(dir, 'store'));
+  writeFileSync(join(dir, 'v1.img'), old);
+  const id = hex(v1.releaseId);
+  const path = store.keepRelease('rpi4', id, join(dir, 'v1.img'), v1.signed);
+  store.recordInstalled({ model: 'rpi4', seq: 1, version: '1', sha256: sha256hex(old), releaseId: id, installedAt: new Date().toISOString(), path });
+  const hub = new MemoryHub();
+  const channel = { name: 'fw/rpi4', group: 'ff1e::1', port: 4242 };
+  const lines: Array<Record<string, unknown>> = [];
+  const log: Logger = { event: (event, fields) => lines.push({ event, ...fields }), child: () => log };
+  const installer = new CommandInstaller('true');
+  const agent = new Agent({ models: [{ model: 'rpi4', channel, installer }], trusted: [key], store, transport: new MemoryTransport(hub), log, deltaWaitMs: 300 });
+  t.teardown(() => agent.stop());
+  const installed = new Promise<InstalledRecord>((resolve) => agent.once('installed', resolve));
+  await agent.start();
+  t.true(lines.some((l) => l.event === 'delta.joined' && l.channel === `fw/rpi4/delta/${id}`), 'the holder joined its base sub-channel');
+  // Only the model's channel: nobody sends the delta.
+  const carousel = new Carousel({ ...v2 });
+  const publisher = new MemoryTransport(hub);
+  await publisher.open();
+  let done = false;
+  void installed.then(() => { done = true; });
+  const deadline = Date.now() + 30_000;
+  while (!done && Date.now() < deadline) {
+    for (let i = 0; i < 50; i++) publisher.send(channel, carousel.next());
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const record = await installed;
+  t.is(record.seq, 2);
+  t.is(record.sha256, sha256hex(next));
+  t.true((agent.stats().rpi4!.dropped['delta-chosen'] ?? 0) > 0, 'the full image was refused while the delta was awaited');
+  t.like(lines.find((l) => l.event === 'delta.failed'), { seq: 2, error: 'DeltaNotHeardError' });
+});
+
+async function buildDeltaInMemory(next: Uint8Array, base: { releaseId: Uint8Array; image: Uint8Array }) {
+  const pool = new CodecPool();
+  try {
+    return await buildDelta({ image: next, model: 'rpi4', version: '2', seq: 2 }, { releaseId: base.releaseId, image: base.image, model: 'rpi4' }, pool);
+  } finally {
+    await pool.close();
+  }
+}
