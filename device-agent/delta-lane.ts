@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { channelGroup } from '../protocol/channel.js';
 import { deltaChannelName, deltaFrom, deltaView } from '../protocol/delta.js';
-import { DigestMismatchError, FwcastError } from '../protocol/errors.js';
+import { DigestMismatchError } from '../protocol/errors.js';
 import { RaptorqCodec } from '../protocol/fec.js';
 import { hex } from '../protocol/hex.js';
 import type { PublicKey } from '../protocol/keys.js';
@@ -273,8 +273,12 @@ export class DeltaLane {
       const sha = await applyDelta({ deltaPath: assembler.imagePath, basePath, outPath, baseSize: statSync(basePath).size, newSize: m.imageSize });
       if (sha !== hex(m.imageSha256)) throw new DigestMismatchError(`the delta rebuilt an image with SHA-256 ${sha}, the manifest says ${hex(m.imageSha256)}`);
     } catch (err) {
-      if (!(err instanceof FwcastError) && !(err as NodeJS.ErrnoException).code) throw err;
-      assembler.destroy();
+      // Whatever failed (a digest, the format, the disk), the full image remains: the error is logged with the fallback.
+      try {
+        assembler.destroy();
+      } catch {
+        // The next transfer's #open removes what is left.
+      }
       return this.#fail(base, release, err);
     }
     const ms = Math.round(performance.now() - started);
