@@ -18,6 +18,9 @@ import { buildRelease } from '../protocol/release.js';
 import { applyDelta } from '../device-agent/delta-apply.js';
 import { buildDelta, diffImages, type DiffStats } from '../server/delta-build.js';
 import { CodecPool } from '../server/codec-pool.js';
+import { readReleaseFile, writeReleaseFile } from '../server/release.js';
+import { RejectedError, ReleaseStore } from '../server/serve/release-store.js';
+import { Readable } from 'node:stream';
 import { Agent } from '../device-agent/agent.js';
 import { CommandInstaller } from '../device-agent/installers/command-installer.js';
 import { Store, type InstalledRecord } from '../device-agent/store.js';
@@ -240,3 +243,20 @@ async function buildDeltaInMemory(next: Uint8Array, base: { releaseId: Uint8Arra
     await pool.close();
   }
 }
+
+test('fwcast serve refuses a release with deltas with a clear reason, rather than as a truncated upload', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-delta-serve-'));
+  const key = fixedKey(7);
+  const old = makeImage(20_000, 40);
+  const v1 = buildRelease({ image: old, seed: key.seed, model: 'rpi4', version: '1', seq: 1 });
+  const next = Uint8Array.from([...old.subarray(0, 9000), 9, ...old.subarray(9000)]);
+  const built = await buildDeltaInMemory(next, v1);
+  const v2 = { ...buildRelease({ image: next, seed: key.seed, model: 'rpi4', version: '2', seq: 2, deltas: [built.entry] }), deltaObjects: [built.object] };
+  writeReleaseFile(join(dir, 'v2.fwc'), v2);
+  t.is(readReleaseFile(join(dir, 'v2.fwc')).deltaObjects?.length, 1, 'the release file carries its delta');
+  const store = new ReleaseStore({ dir: join(dir, 'serve'), trusted: [key], models: ['rpi4'] });
+  store.open();
+  const err = await t.throwsAsync(store.ingest(Readable.from([readFileSync(join(dir, 'v2.fwc'))]), 1 << 30), { instanceOf: RejectedError });
+  t.is(err?.reason, 'invalid-manifest');
+  t.regex(err?.message ?? '', /deltas/);
+});
