@@ -193,14 +193,16 @@ export function decodeManifest(payload: Uint8Array, limits: ReceiverLimits = DEF
   }
   const imageSha256 = sha256Bytes(digest[1], 'digest');
 
-  const fec = decodeFec(map.get(K.fec), imageSize, limits, 'fec');
+  // SPEC §8.3's order: `expires > created` is checked between the segments and the auth map.
+  const fec = decodeFec(map.get(K.fec), imageSize, limits, 'fec', () => {
+    if (expires !== undefined && expires <= created) throw new InvalidManifestError('manifest expires before it was created');
+  });
   const deltas = map.has(K.deltas) ? decodeDeltaList(map.get(K.deltas), limits) : undefined;
-  if (expires !== undefined && expires <= created) throw new InvalidManifestError('manifest expires before it was created');
   return { model, seq, version, created, ...(expires !== undefined ? { expires } : {}), imageSize, imageSha256, ...fec, ...(deltas ? { deltas } : {}) };
 }
 
 /** Decodes and checks an FEC map (`name` says where it is, in errors) for an object of `imageSize` bytes. */
-export function decodeFec(fec: unknown, imageSize: number, limits: ReceiverLimits, name: string): FecObject {
+export function decodeFec(fec: unknown, imageSize: number, limits: ReceiverLimits, name: string, beforeAuth?: () => void): FecObject {
   if (!(fec instanceof Map)) throw new InvalidManifestError(name === 'fec' ? 'manifest has no FEC parameters' : `${name} has no FEC parameters`);
   if (fec.get(F.encoding) !== FEC_RAPTORQ) throw new InvalidManifestError(`FEC encoding ${quote(fec.get(F.encoding))} is not RaptorQ (${FEC_RAPTORQ})`);
   const symbolSize = uint(fec.get(F.symbolSize), `${name}.symbol-size`, 65535);
@@ -229,6 +231,7 @@ export function decodeFec(fec: unknown, imageSize: number, limits: ReceiverLimit
     paddedBlockSize(k);
     return { index: i, offset: plan.offset, oti, sourceSymbols: k, published: publishedSymbols(k, repairPercent), sha256: sha256Bytes(entry[1], `segment ${i} digest`) };
   });
+  beforeAuth?.();
   const auth = decodeAuthParams(fec.get(F.auth), segments);
   return { symbolSize, segmentSize, repairPercent, segments, auth };
 }
