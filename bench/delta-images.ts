@@ -23,8 +23,13 @@ export interface ImagePair {
 }
 
 const PACKAGE = 'libssl3';
-/** Library trees copied into the root file system, as far as they exist here, up to `treeBytes`. */
-const TREES = ['/usr/lib/python3.11', '/usr/lib/x86_64-linux-gnu/perl', '/usr/share/perl', '/usr/lib/x86_64-linux-gnu/gconv', '/usr/share/zoneinfo'];
+/**
+ * Library trees copied into the root file system, as far as they exist here,
+ * until `treeBytes` is reached: the full run's image is about 80 MiB, the smoke
+ * run's about 20.
+ */
+export const FULL_TREES = ['/usr/lib/python3.11', '/usr/lib/x86_64-linux-gnu/perl', '/usr/share/perl', '/usr/lib/x86_64-linux-gnu/gconv', '/usr/share/zoneinfo'];
+export const SMOKE_TREES = ['/usr/share/zoneinfo', '/usr/lib/x86_64-linux-gnu/gconv', '/usr/share/perl'];
 
 function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): string {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], ...opts });
@@ -75,14 +80,14 @@ function ext4(tree: string, out: string, sizeKiB: number): Uint8Array {
 }
 
 /** Two ext4 root file systems, libssl3 at two versions, the rest alike; about `treeBytes` of files. */
-export function rootfsPair(treeBytes: number): ImagePair {
+export function rootfsPair(trees: readonly string[], treeBytes: number): ImagePair {
   const [older, newer] = twoVersions(PACKAGE);
   const debs = [debFor(PACKAGE, older), debFor(PACKAGE, newer)];
   const dir = mkdtempSync(join(tmpdir(), 'fwcast-bench-rootfs-'));
   try {
     const common = join(dir, 'common');
     mkdirSync(common);
-    for (const tree of TREES) {
+    for (const tree of trees) {
       if (!existsSync(tree) || duBytes(common) >= treeBytes) continue;
       cpSync(tree, join(common, tree), { recursive: true, dereference: false, verbatimSymlinks: true });
     }

@@ -19,7 +19,7 @@ import { IPV6_UDP_HEADERS } from '../carousel/pacer.js';
 import { CodecPool } from '../server/codec-pool.js';
 import { buildDelta, deltaCarousels, diffImages, type DiffStats } from '../server/delta-build.js';
 import { buildReleaseParallel, type Release } from '../server/release.js';
-import { firmwarePair, rootfsPair, type ImagePair } from './delta-images.js';
+import { firmwarePair, FULL_TREES, rootfsPair, SMOKE_TREES, type ImagePair } from './delta-images.js';
 
 const SEED = new Uint8Array(32).fill(7);
 
@@ -121,7 +121,7 @@ export async function measureDeltas(opts: { smoke: boolean }): Promise<DeltaMeas
     const results: DeltaMeasurement[] = [];
     // Made one at a time: each pair is dropped before the next is built.
     results.push(await measurePair(firmwarePair(), pool, idleMiB, true));
-    results.push(await measurePair(rootfsPair(opts.smoke ? 8 << 20 : 24 << 20), pool, idleMiB, true));
+    results.push(await measurePair(opts.smoke ? rootfsPair(SMOKE_TREES, 8 << 20) : rootfsPair(FULL_TREES, 24 << 20), pool, idleMiB, true));
     // The large image for the apply's memory only: coding 256 MiB twice would take minutes.
     if (!opts.smoke) results.push(await measurePair(largePair(), pool, idleMiB, false));
     return results;
