@@ -17,6 +17,7 @@ import { measureAgentRssRuns } from './agent-rss.js';
 import { measureAuthCost } from './auth-cost.js';
 import { measureCodec } from './codec.js';
 import { measureEncryptionCost } from './encryption-cost.js';
+import { measureDeltas } from './delta.js';
 import { measureSegmentSizes } from './segment-size.js';
 import { DEFAULT_DATAGRAM_SIZE, DEFAULT_SEGMENT_SIZE } from '../protocol/limits.js';
 import { segmentSizeFor, symbolSizeFor } from '../server/release.js';
@@ -31,7 +32,7 @@ const agentArgs = args['agent-arg'] ? { agentArgs: args['agent-arg'] } : {};
 const smoke = args.smoke!;
 const rssRuns = args['rss-runs'] ? Number(args['rss-runs']) : smoke ? 1 : 5;
 const only = args.only?.split(',');
-const SECTIONS = ['codec', 'segmentSize', 'authCost', 'encryption', 'wireEfficiency', 'maxRate', 'simulation', 'throughput', 'agentRss', 'serial', 'espSerial'];
+const SECTIONS = ['codec', 'segmentSize', 'authCost', 'encryption', 'wireEfficiency', 'maxRate', 'simulation', 'throughput', 'agentRss', 'serial', 'espSerial', 'delta'];
 for (const name of only ?? []) if (!SECTIONS.includes(name)) throw new Error(`--only: no section "${name}" (sections: ${SECTIONS.join(', ')})`);
 if (!(rssRuns >= 1 && Number.isInteger(rssRuns))) throw new Error(`--rss-runs: a positive integer, got ${args['rss-runs']}`);
 const outDir = new URL('./results/', import.meta.url);
@@ -196,6 +197,19 @@ const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]
 console.log(line(['benchmark', 'measured', 'baseline', 'ratio', 'target']) + '  pass');
 for (const r of rows) console.log(line([r.benchmark, r.measured, r.baseline, r.ratio, r.target]) + '  ' + (r.pass === null ? '-' : r.pass ? 'yes' : 'NO'));
 mkdirSync(outDir, { recursive: true });
+await section('delta', () => measureDeltas({ smoke }), (list) => {
+  const mib = (n: number): string => `${fixed(n / 2 ** 20, 2)} MiB`;
+  for (const r of list) {
+    // Issue 19's goal: a one-package change costs at most 10% of the full image's wire bytes; the MCU pair and the large image are reported.
+    const target = r.name === 'rootfs' ? '≤10% of full' : r.name === 'large' ? 'apply ≤96 MiB RSS' : '-';
+    const pass = r.name === 'rootfs' ? r.ratio <= 0.1 : r.name === 'large' ? r.applyPeakRssMiB <= 96 : null;
+    const apply = `apply ${fixed(r.applyMs / 1000)} s, peak RSS ${fixed(r.applyPeakRssMiB, 1)} MiB (idle node ${fixed(r.idleRssMiB, 1)})`;
+    rows.push(r.fullWireBytes > 0
+      ? { benchmark: `delta ${r.what} (${mib(r.imageBytes)})`, measured: `${r.deltaWireBytes} B on the wire (delta ${r.deltaBytes} B); ${apply}`, baseline: `${r.fullWireBytes} B full image`, ratio: `${fixed(r.ratio * 100, 2)}%`, target, pass }
+      : { benchmark: `delta apply, ${r.what}`, measured: `delta ${r.deltaBytes} B; ${apply}`, baseline: '', ratio: '', target, pass });
+  }
+});
+
 const file = new URL(`${smoke ? 'smoke-' : ''}${only ? 'partial-' : ''}${(results.startedAt as string).replace(/[:.]/g, '-')}.json`, outDir);
 writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
 console.log(`\nwritten: bench/results/${file.pathname.split('/').pop()}`);

@@ -30,6 +30,7 @@ import { RECHECK_SECONDS, RolloutGate } from './rollout-gate.js';
 import { defaultDeviceId } from './rollout-config.js';
 import type { DecryptionKey } from '../protocol/encryption.js';
 import { keepEncryptedRelease, vetEncryptedRelease } from './decrypting-image.js';
+import { DeltaLane, type AppliedDelta, type ChannelCount } from './delta-lane.js';
 
 export interface AgentModel {
   model: string;
@@ -72,6 +73,8 @@ export interface AgentInit {
   decryptionKeys?: readonly DecryptionKey[];
   /** Relay mode: an encrypted release this device holds no key for is kept as ciphertext and relayed (event `kept`), not refused. */
   relaying?: boolean;
+  /** How long a refused full image waits for its delta to be heard on the sub-channel before it is taken (default 60 s). */
+  deltaWaitMs?: number;
 }
 
 /** A transfer's assembler: in this thread, or handing over to the storage thread. */
@@ -111,8 +114,8 @@ interface Candidate {
   release: CandidateRelease;
   id: string;
   seq: number;
-  /** Until it is verified and kept: the transfer that holds its image. */
-  assembler?: TransferAssembler;
+  /** Until it is verified and kept: the transfer that holds its image (or the image rebuilt from a delta). */
+  assembler?: TransferAssembler | AppliedDelta;
   /** Once verified and kept in the store. */
   kept?: { imagePath: string; sha256: string };
   /** Install attempts that failed so far. */
@@ -131,6 +134,10 @@ interface Candidate {
  */
 class ModelWorker {
   readonly receiver: Receiver;
+  /** Deltas from the installed release, on its sub-channel (delta-lane.ts). */
+  readonly delta: DeltaLane;
+  /** What the model's channel delivered. */
+  readonly count: ChannelCount;
   readonly retryBaseMs: number;
   /** The transfer being received, if any. */
   #receiving: { id: string; assembler: TransferAssembler } | undefined;
@@ -163,6 +170,15 @@ class ModelWorker {
       this.#flusher.unref();
     }
     const root = agent.root;
+    this.count = { model: spec.model, channel: spec.channel.name, datagrams: 0, bytes: 0 };
+    this.delta = new DeltaLane({
+      model: spec.model, store: agent.store, transport: init.transport, log, port: spec.channel.port, trusted: init.trusted,
+      root: () => agent.root, ...(init.limits ? { limits: init.limits } : {}), signal: agent.signal, now: init.now ?? (() => Date.now() / 1000),
+      onImage: (release, image) => this.#offer({ release, id: hex(release.releaseId), seq: release.manifest.seq, assembler: image, attempt: 0 }),
+      onFallback: (id) => this.receiver.forget(id),
+      onRoot: (result) => agent.rootVerified(result, spec.model),
+      ...(init.deltaWaitMs !== undefined ? { waitMs: init.deltaWaitMs } : {}),
+    });
     this.receiver = new Receiver({
       model: spec.model,
       trusted: init.trusted,
@@ -172,6 +188,7 @@ class ModelWorker {
       assemblerFor: (release) => this.#openTransfer(release),
       vet: (release) => vetEncryptedRelease(release, init.decryptionKeys ?? [], init.relaying ?? false),
       onLateEvent: (e) => this.#handle(e),
+      objectOf: (release) => this.delta.choose(release),
     });
     if (spec.steps) this.#tried = new TriedInstall({ model: spec.model, steps: spec.steps, store: agent.store, log, signal: agent.signal, now: init.now ?? (() => Date.now() / 1000) });
     // Refused for good, not only until restart.
@@ -245,6 +262,8 @@ class ModelWorker {
   }
 
   onDatagram(data: Uint8Array, now: number, from: string): void {
+    this.count.datagrams++;
+    this.count.bytes += data.length;
     this.#turnStarted = performance.now();
     try {
       for (const event of this.receiver.push(data, now, from)) this.#handle(event);
@@ -398,6 +417,8 @@ class ModelWorker {
       this.agent.store.recordInstalled(record);
       this.agent.store.pruneReleases(m.model, c.id);
       this.receiver.markInstalled(c.release);
+      // A sub-channel that cannot be joined only means full images: the model's channel carries them.
+      this.delta.follow(record).catch(() => {});
       this.log.event('release.installed', { model: m.model, version: m.version, seq: m.seq, release: c.id, sha256, path: record.path },
         `installed ${m.model} ${m.version} (seq ${m.seq}) at ${record.path}`);
       this.agent.emit('installed', record);
@@ -583,6 +604,7 @@ class ModelWorker {
   async close(): Promise<void> {
     clearInterval(this.#flusher);
     clearTimeout(this.#rolloutTimer);
+    this.delta.close();
     if (this.#retry) clearTimeout(this.#retry.timer);
     this.#retry = undefined;
     this.receiver.close();
@@ -731,11 +753,17 @@ export class Agent extends EventEmitter<AgentEvents> {
         installedVersion: installed?.version, installedSeq: installed?.seq,
       }, `listening on ${spec.channel.name} [${spec.channel.group}]:${spec.channel.port} via ${this.#init.transport.description}` +
         (installed ? `; installed: ${installed.version} (seq ${installed.seq})` : '; nothing installed yet'));
+      await worker.delta.follow(installed);
     }
   }
 
   progress(): AgentProgress[] {
     return this.#workers.flatMap((w) => w.progress() ?? []);
+  }
+
+  /** Datagrams and bytes each joined channel delivered: the models' channels, then delta sub-channels. */
+  channelCounts(): ChannelCount[] {
+    return [...this.#workers.map((w) => ({ ...w.count })), ...this.#workers.flatMap((w) => w.delta.counts())];
   }
 
   stats(): Record<string, ReceiverStats> {

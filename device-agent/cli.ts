@@ -156,6 +156,7 @@ async function run(opts: RunOptions): Promise<void> {
       (receiveBufferDropped ? `, ${receiveBufferDropped} dropped by the kernel (receive buffer full)` : '') +
       (dropped.length > 0 ? `; dropped: ${dropped.map(([k, v]) => `${v} ${k}`).join(', ')}` : ''));
   }
+  for (const c of agent.channelCounts()) log.event('agent.channel-stats', { ...c }, `${c.channel}: ${c.datagrams} datagrams, ${c.bytes} bytes`);
   const mq = mqttSummary(transport);
   if (mq) log.child('mqtt').event('mqtt.stats', { ...mq }, `stats mqtt: ${mq.reconnects} reconnects`);
   await relay?.stop();

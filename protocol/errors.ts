@@ -176,3 +176,8 @@ export class DecryptionFailedError extends FwcastError {
 export class TooManyRecipientsError extends FwcastError {
   readonly reason = 'too-many-recipients';
 }
+
+/** A delta object (protocol/delta.ts) that breaks its format, or does not fit its base or the new image. */
+export class InvalidDeltaError extends FwcastError {
+  readonly reason = 'invalid-delta';
+}

@@ -133,6 +133,15 @@ export const LOG_EVENTS = {
   // Confidential firmware (device-agent/decrypting-image.ts)
   'release.decrypted': { level: 'info', fields: [...MODEL_RELEASE, 'kid', 'keyKind', 'plainSize', 'sha256', 'seconds'] },
   'release.relay-only': { level: 'info', fields: [...MODEL_RELEASE, 'recipients'] },
+  // Deltas (issue 19: protocol/delta.ts, device-agent/delta-lane.ts)
+  'delta.joined': { level: 'debug', fields: ['model', 'channel', 'group', 'port', 'baseRelease', 'baseVersion'] },
+  'delta.left': { level: 'debug', fields: ['model', 'channel'] },
+  'delta.accepted': { level: 'info', fields: [...MODEL_RELEASE, 'baseRelease', 'deltaSize', 'imageSize', 'segments'] },
+  'delta.applied': { level: 'info', fields: [...MODEL_RELEASE, 'baseRelease', 'deltaSize', 'imageSize', 'ms'] },
+  // The full image is received instead, from the model's channel.
+  'delta.failed': { level: 'warn', fields: [...MODEL_RELEASE, 'baseRelease', ...ERROR] },
+  // At exit: what each joined channel delivered (the model's channel and delta sub-channels).
+  'agent.channel-stats': { level: 'info', fields: ['model', 'channel', 'datagrams', 'bytes'] },
 } as const satisfies Record<string, EventSpec>;
 
 export type LogEvent = keyof typeof LOG_EVENTS;

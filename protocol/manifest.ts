@@ -30,6 +30,7 @@ const K = {
   format: 1, model: 2, seq: 3, version: 4, created: 5, expires: 6, size: 7, digest: 8, fec: 9,
   rollout: 10,
   encryption: 11,
+  deltas: 12,
 } as const;
 const F = { encoding: 1, symbolSize: 2, segmentSize: 3, repair: 4, segments: 5, auth: 6 } as const;
 const A = { scheme: 1, digestLength: 2, chunkSymbols: 3, root: 4, groupChunks: 5, parityPerChunk: 6 } as const;
@@ -66,7 +67,12 @@ export interface Manifest {
   rollout?: RolloutPolicy;
   /** Key 11, confidential firmware (encryption.ts): the image, its size and digests are ciphertext. */
   encryption?: EncryptionBlock;
+  /** Deltas from earlier releases (key 12, protocol/delta.ts), each sent on its base's sub-channel. */
+  deltas?: DeltaEntry[];
 }
+
+/** What the FEC map (key 9) says: how an object is cut, coded and authenticated. */
+export type FecObject = Pick<Manifest, 'symbolSize' | 'segmentSize' | 'repairPercent' | 'segments' | 'auth'>;
 
 const MODEL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$/;
 
@@ -119,18 +125,9 @@ export function checkFecParameters(symbolSize: number, segmentSize: number): voi
   }
 }
 
-export function encodeManifest(m: Manifest): Uint8Array {
-  const fields = new Map<number, unknown>([
-    [K.format, MANIFEST_FORMAT],
-    [K.model, m.model],
-    [K.seq, m.seq],
-    [K.version, m.version],
-    [K.created, m.created],
-  ]);
-  if (m.expires !== undefined) fields.set(K.expires, m.expires);
-  fields.set(K.size, m.imageSize);
-  fields.set(K.digest, [DIGEST_SHA256, m.imageSha256]);
-  fields.set(K.fec, new Map<number, unknown>([
+/** The FEC map (key 9, and a delta's key 5): how an object of `imageSize` bytes is cut, coded and authenticated. */
+export function encodeFec(m: FecObject): Map<number, unknown> {
+  return new Map<number, unknown>([
     [F.encoding, FEC_RAPTORQ],
     [F.symbolSize, m.symbolSize],
     [F.segmentSize, m.segmentSize],
@@ -143,9 +140,24 @@ export function encodeManifest(m: Manifest): Uint8Array {
       [A.root, m.auth.root],
       ...(m.auth.coding ? [[A.groupChunks, m.auth.coding.groupChunks], [A.parityPerChunk, m.auth.coding.parityPerChunk]] as const : []),
     ])],
-  ]));
+  ]);
+}
+
+export function encodeManifest(m: Manifest): Uint8Array {
+  const fields = new Map<number, unknown>([
+    [K.format, MANIFEST_FORMAT],
+    [K.model, m.model],
+    [K.seq, m.seq],
+    [K.version, m.version],
+    [K.created, m.created],
+  ]);
+  if (m.expires !== undefined) fields.set(K.expires, m.expires);
+  fields.set(K.size, m.imageSize);
+  fields.set(K.digest, [DIGEST_SHA256, m.imageSha256]);
+  fields.set(K.fec, encodeFec(m));
   if (m.rollout) fields.set(K.rollout, encodeRolloutPolicy(m.rollout));
   if (m.encryption) fields.set(K.encryption, encodeEncryptionBlock(m.encryption));
+  if (m.deltas) fields.set(K.deltas, m.deltas.map(encodeDeltaEntry));
   return encodeCbor(fields);
 }
 
@@ -191,14 +203,28 @@ export function decodeManifest(payload: Uint8Array, limits: ReceiverLimits = DEF
   }
   const imageSha256 = sha256Bytes(digest[1], 'digest');
 
-  const fec = map.get(K.fec);
-  if (!(fec instanceof Map)) throw new InvalidManifestError('manifest has no FEC parameters');
+  // SPEC §8.3's order: `expires > created` is checked between the segments and the auth map.
+  const fec = decodeFec(map.get(K.fec), imageSize, limits, 'fec', () => {
+    if (expires !== undefined && expires <= created) throw new InvalidManifestError('manifest expires before it was created');
+  });
+  const rollout = map.has(K.rollout) ? decodeRolloutPolicy(map.get(K.rollout)) : undefined;
+  const encryption = map.has(K.encryption) ? decodeEncryptionBlock(map.get(K.encryption), imageSize) : undefined;
+  const deltas = map.has(K.deltas) ? decodeDeltaList(map.get(K.deltas), limits) : undefined;
+  return {
+    model, seq, version, created, ...(expires !== undefined ? { expires } : {}), imageSize, imageSha256, ...fec,
+    ...(rollout ? { rollout } : {}), ...(encryption ? { encryption } : {}), ...(deltas ? { deltas } : {}),
+  };
+}
+
+/** Decodes and checks an FEC map (`name` says where it is, in errors) for an object of `imageSize` bytes. */
+export function decodeFec(fec: unknown, imageSize: number, limits: ReceiverLimits, name: string, beforeAuth?: () => void): FecObject {
+  if (!(fec instanceof Map)) throw new InvalidManifestError(name === 'fec' ? 'manifest has no FEC parameters' : `${name} has no FEC parameters`);
   if (fec.get(F.encoding) !== FEC_RAPTORQ) throw new InvalidManifestError(`FEC encoding ${quote(fec.get(F.encoding))} is not RaptorQ (${FEC_RAPTORQ})`);
-  const symbolSize = uint(fec.get(F.symbolSize), 'fec.symbol-size', 65535);
+  const symbolSize = uint(fec.get(F.symbolSize), `${name}.symbol-size`, 65535);
   if (symbolSize > limits.maxSymbolSize) throw new LimitExceededError(`symbol size ${symbolSize} exceeds the limit of ${limits.maxSymbolSize}`);
-  const segmentSize = uint(fec.get(F.segmentSize), 'fec.segment-size');
+  const segmentSize = uint(fec.get(F.segmentSize), `${name}.segment-size`);
   checkFecParameters(symbolSize, segmentSize);
-  const repairPercent = uint(fec.get(F.repair), 'fec.repair', 10000);
+  const repairPercent = uint(fec.get(F.repair), `${name}.repair`, 10000);
   const list = fec.get(F.segments);
   const segmentCount = Math.ceil(Math.ceil(imageSize / symbolSize) / (segmentSize / symbolSize));
   if (segmentCount > limits.maxSegments) throw new LimitExceededError(`${segmentCount} segments exceed the limit of ${limits.maxSegments}`);
@@ -220,11 +246,9 @@ export function decodeManifest(payload: Uint8Array, limits: ReceiverLimits = DEF
     paddedBlockSize(k);
     return { index: i, offset: plan.offset, oti, sourceSymbols: k, published: publishedSymbols(k, repairPercent), sha256: sha256Bytes(entry[1], `segment ${i} digest`) };
   });
-  if (expires !== undefined && expires <= created) throw new InvalidManifestError('manifest expires before it was created');
+  beforeAuth?.();
   const auth = decodeAuthParams(fec.get(F.auth), segments);
-  const rollout = map.has(K.rollout) ? decodeRolloutPolicy(map.get(K.rollout)) : undefined;
-  const encryption = map.has(K.encryption) ? decodeEncryptionBlock(map.get(K.encryption), imageSize) : undefined;
-  return { model, seq, version, created, ...(expires !== undefined ? { expires } : {}), imageSize, imageSha256, symbolSize, segmentSize, repairPercent, segments, auth, ...(rollout ? { rollout } : {}), ...(encryption ? { encryption } : {}) };
+  return { symbolSize, segmentSize, repairPercent, segments, auth };
 }
 
 function decodeAuthParams(value: unknown, segments: SegmentInfo[]): AuthParams {
@@ -296,4 +320,60 @@ export function openSignedManifest(signed: Uint8Array, trusted: readonly PublicK
     if (co && !counted && verifyCountersignature(cose, c, co.publicKey)) cosigners.push(c.kid);
   }
   return { manifest: decodeManifest(cose.payload, limits), kid: cose.kid, cosigners, releaseId: releaseIdOf(signed), signed };
+}
+
+/** Keys of a delta entry in the manifest's list of deltas (key 12). */
+const D = { baseRelease: 1, baseDigest: 2, size: 3, digest: 4, fec: 5 } as const;
+/** Deltas one manifest may list: each is a sub-channel the publisher sends. */
+export const MAX_DELTAS = 16;
+
+/**
+ * A delta from an earlier release (protocol/delta.ts): an object of its own,
+ * cut, coded and authenticated as an image is, whose bytes rebuild this
+ * release's image from the base release's image.
+ */
+export interface DeltaEntry extends FecObject {
+  /** The base release's id (8 bytes): its sub-channel's name is derived from it. */
+  baseReleaseId: Uint8Array;
+  /** SHA-256 of the base release's image: the base a device holds must match it exactly. */
+  baseSha256: Uint8Array;
+  /** The delta object's size and SHA-256. */
+  size: number;
+  sha256: Uint8Array;
+}
+
+function encodeDeltaEntry(d: DeltaEntry): Map<number, unknown> {
+  return new Map<number, unknown>([
+    [D.baseRelease, d.baseReleaseId],
+    [D.baseDigest, [DIGEST_SHA256, d.baseSha256]],
+    [D.size, d.size],
+    [D.digest, [DIGEST_SHA256, d.sha256]],
+    [D.fec, encodeFec(d)],
+  ]);
+}
+
+function digestField(value: unknown, name: string): Uint8Array {
+  if (!Array.isArray(value) || value.length !== 2 || value[0] !== DIGEST_SHA256) throw new InvalidManifestError(`${name} must be [-16 (SHA-256), digest]`);
+  return sha256Bytes(value[1], name);
+}
+
+function decodeDeltaList(value: unknown, limits: ReceiverLimits): DeltaEntry[] {
+  if (!Array.isArray(value) || value.length === 0 || value.length > MAX_DELTAS) throw new InvalidManifestError(`manifest field "deltas" must be a list of 1..${MAX_DELTAS} delta entries`);
+  const seen = new Set<string>();
+  return value.map((entry: unknown, i): DeltaEntry => {
+    const name = `deltas[${i}]`;
+    if (!(entry instanceof Map)) throw new InvalidManifestError(`${name} is not a CBOR map`);
+    const base = entry.get(D.baseRelease);
+    if (!(base instanceof Uint8Array) || base.length !== RELEASE_ID_SIZE) throw new InvalidManifestError(`${name}.base-release must be a ${RELEASE_ID_SIZE}-byte release id`);
+    const key = Buffer.from(base).toString('hex');
+    if (seen.has(key)) throw new InvalidManifestError(`${name} repeats the base release ${key}: one delta per base`);
+    seen.add(key);
+    const size = uint(entry.get(D.size), `${name}.size`);
+    if (size === 0) throw new InvalidManifestError(`${name} declares an empty delta`);
+    if (size > limits.maxImageSize) throw new LimitExceededError(`delta of ${size} bytes exceeds the limit of ${limits.maxImageSize}`);
+    return {
+      baseReleaseId: new Uint8Array(base), baseSha256: digestField(entry.get(D.baseDigest), `${name}.base-digest`),
+      size, sha256: digestField(entry.get(D.digest), `${name}.digest`), ...decodeFec(entry.get(D.fec), size, limits, `${name}.fec`),
+    };
+  });
 }

@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { DEFAULT_DATAGRAM_SIZE, DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MAX_SOURCE_SYMBOLS, SYMBOL_ALIGNMENT } from './limits.js';
-import { checkFecParameters, checkModelName, planSegments, publishedSymbols, releaseIdOf, signManifest, signManifestWith, type Manifest, type SegmentInfo } from './manifest.js';
+import { checkFecParameters, checkModelName, planSegments, publishedSymbols, releaseIdOf, signManifest, signManifestWith, type DeltaEntry, type FecObject, type Manifest, type SegmentInfo } from './manifest.js';
 import { segmentOti, sourceSymbolCount } from './fec.js';
 import { AUTH_OVERHEAD, SYMBOL_OVERHEAD } from './packet.js';
 import { AUTH_SCHEME_MERKLE_CHUNKS, ChunkLayout, chunkSymbolsFor, DEFAULT_CHUNK_CODING, DEFAULT_DIGEST_LENGTH, type ChunkCoding, type LayoutSegment } from './auth.js';
@@ -60,6 +60,8 @@ export interface ReleaseContent {
   rollout?: RolloutPolicy;
   /** Confidential firmware: `image` is the ciphertext encryptImage made, this its block (manifest key 11). */
   encryption?: EncryptionBlock;
+  /** Deltas from earlier releases (server/delta-build.ts), listed in the manifest (key 12). */
+  deltas?: DeltaEntry[];
 }
 
 /** A release signed with a seed in memory (tests, the agent's self-test). */
@@ -79,6 +81,8 @@ export interface Release {
   image: Uint8Array;
   /** Present when the release was just built: saves encoding it again to send it. */
   symbolSet?: SymbolSet;
+  /** The delta objects the manifest lists (key 12), in its order. */
+  deltaObjects?: Uint8Array[];
 }
 
 /**
@@ -142,12 +146,24 @@ export function planRelease(init: ReleaseContent): ReleasePlan {
   };
 }
 
-/** The manifest once the symbols, and so the authentication root, are known; and the symbols' authentication. */
-function completeRelease(init: ReleaseContent, plan: ReleasePlan, symbols: Uint8Array[]): { manifest: Manifest; symbolSet: SymbolSet } {
+/** An object's FEC map (how it is cut, coded and authenticated) and its symbol set, once its symbols are encoded: an image's, or a delta's. */
+export function codeObject(init: Pick<ReleaseContent, 'digestLength' | 'chunkCoding'>, plan: ReleasePlan, symbols: Uint8Array[]): { fec: FecObject; symbolSet: SymbolSet } {
   const digestLength = init.digestLength ?? DEFAULT_DIGEST_LENGTH;
   const coding = init.chunkCoding === false ? undefined : (init.chunkCoding ?? DEFAULT_CHUNK_CODING);
   const chunkSymbols = chunkSymbolsForRelease(plan.segments, plan.datagramSize, digestLength, coding);
   const auth = authenticate(symbols, plan.symbolSize, plan.segments, digestLength, chunkSymbols, coding);
+  return {
+    fec: {
+      symbolSize: plan.symbolSize, segmentSize: plan.segmentSize, repairPercent: plan.repairPercent, segments: plan.segments,
+      auth: { scheme: AUTH_SCHEME_MERKLE_CHUNKS, digestLength, chunkSymbols, root: auth.tree.root, ...(coding ? { coding } : {}) },
+    },
+    symbolSet: { symbolSize: plan.symbolSize, segments: symbols, ...auth },
+  };
+}
+
+/** The manifest once the symbols, and so the authentication root, are known; and the symbols' authentication. */
+function completeRelease(init: ReleaseContent, plan: ReleasePlan, symbols: Uint8Array[]): { manifest: Manifest; symbolSet: SymbolSet } {
+  const { fec, symbolSet } = codeObject(init, plan, symbols);
   const manifest: Manifest = {
     model: init.model,
     seq: init.seq,
@@ -156,15 +172,12 @@ function completeRelease(init: ReleaseContent, plan: ReleasePlan, symbols: Uint8
     ...(init.expires !== undefined ? { expires: init.expires } : {}),
     imageSize: init.image.length,
     imageSha256: sha256(init.image),
-    symbolSize: plan.symbolSize,
-    segmentSize: plan.segmentSize,
-    repairPercent: plan.repairPercent,
-    segments: plan.segments,
-    auth: { scheme: AUTH_SCHEME_MERKLE_CHUNKS, digestLength, chunkSymbols, root: auth.tree.root, ...(coding ? { coding } : {}) },
+    ...fec,
     ...(init.rollout ? { rollout: init.rollout } : {}),
     ...(init.encryption ? { encryption: init.encryption } : {}),
+    ...(init.deltas ? { deltas: init.deltas } : {}),
   };
-  return { manifest, symbolSet: { symbolSize: plan.symbolSize, segments: symbols, ...auth } };
+  return { manifest, symbolSet };
 }
 
 /** Signs the manifest once the symbols, and so the authentication root, are known. */

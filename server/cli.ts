@@ -25,6 +25,7 @@ import { ExpiredManifestError } from '../protocol/errors.js';
 import { Carousel } from '../carousel/carousel.js';
 import { channelCounts, IPV6_UDP_HEADERS, Publisher, type ChannelStats, type PublisherEntry } from '../carousel/publisher.js';
 import { HaltCarousel } from '../carousel/halt-carousel.js';
+import { deltaCarousels, deltaSummary, deltasFromFiles } from './delta-build.js';
 import { buildReleaseParallel, DEFAULT_REPAIR_PERCENT, readReleaseFile, readReleaseManifest, writeReleaseFile } from './release.js';
 import { symbolSizeFor } from '../protocol/release.js';
 import { CodecPool } from './codec-pool.js';
@@ -137,6 +138,7 @@ function manifestSummary(m: Manifest, releaseId: Uint8Array, kid: Uint8Array) {
     auth: { digestLength: m.auth.digestLength, chunkSymbols: m.auth.chunkSymbols, coding: m.auth.coding ? `${m.auth.coding.groupChunks}:${m.auth.coding.parityPerChunk}` : 'off' },
     rollout: rolloutSummary(m.rollout),
     ...(m.encryption ? { encryption: encryptionSummary(m.encryption) } : {}),
+    ...(m.deltas ? { deltas: deltaSummary(m) } : {}),
   };
 }
 
@@ -192,8 +194,11 @@ export function buildProgram(json = false): Command {
     .option('--root <file>', 'a signed root document (`fwcast root`) that delegates the signing key, carried inside the release file; repeat for the chain, oldest first', collectRoots)
     .option('--encrypt-for <key>', 'confidential firmware: encrypt for a group key file or a device public key (`keygen --device`), or every *.pub/*.key in a directory (repeatable)', collectKeyFiles)
     .option('--encryption-chunk <bytes>', 'plaintext bytes per AES-GCM chunk of an encrypted image', integer('--encryption-chunk', MIN_ENCRYPTION_CHUNK, MAX_ENCRYPTION_CHUNK))
+    .option('--delta-from <files...>', 'also make deltas from these earlier release files (agents holding one take its delta, on its own sub-channel)')
     .option('--json', 'print the release made as JSON'))
-    .action(async (imagePath: string, opts: SignerFlags & RolloutFlags & { root?: string[]; model: string; version: string; seq: number; out: string; expires?: number; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false; encryptFor?: string[]; encryptionChunk?: number; json?: boolean }) => {
+    .action(async (imagePath: string, opts: SignerFlags & RolloutFlags & { root?: string[]; model: string; version: string; seq: number; out: string; expires?: number; segmentSize: number; repair: number; datagramSize: number; authCoding: ChunkCoding | false; encryptFor?: string[]; encryptionChunk?: number; deltaFrom?: string[]; json?: boolean }) => {
+      // A delta of ciphertext against ciphertext is as large as the image: the two are not combined (yet).
+      if (opts.deltaFrom && opts.encryptFor) throw new UsageError('--delta-from and --encrypt-for cannot be combined: a delta between two encrypted images saves nothing');
       readableFile('IMAGE', imagePath);
       let image: Uint8Array = new Uint8Array(readFileSync(imagePath));
       const rootChain = opts.root ? readRootChainFiles(opts.root) : undefined;
@@ -204,12 +209,17 @@ export function buildProgram(json = false): Command {
       const created = Math.floor(Date.now() / 1000);
       const rollout = rolloutPolicy(opts, created);
       const pool = new CodecPool();
-      const release = await buildReleaseParallel({
-        image, signer, model: opts.model, version: opts.version, seq: opts.seq, created,
+      const content = {
+        image, model: opts.model, version: opts.version, seq: opts.seq, created,
         ...(opts.expires ? { expires: created + opts.expires } : {}),
         segmentSize: opts.segmentSize, repairPercent: opts.repair, datagramSize: opts.datagramSize,
         chunkCoding: opts.authCoding, ...(rollout ? { rollout } : {}), ...(encrypted ? { encryption: encrypted.block } : {}),
-      }, pool).finally(() => Promise.all([pool.close(), signer.close()]));
+      };
+      const release = await (async () => {
+        const deltas = await deltasFromFiles(opts.deltaFrom ?? [], content, pool);
+        const built = await buildReleaseParallel({ ...content, signer, ...(deltas.length > 0 ? { deltas: deltas.map((d) => d.entry) } : {}) }, pool);
+        return deltas.length > 0 ? { ...built, deltaObjects: deltas.map((d) => d.object) } : built;
+      })().finally(() => Promise.all([pool.close(), signer.close()]));
       // A chain whose newest root would not let this key sign this model makes a release every agent refuses.
       const pending = rootChain ? checkChainAuthorizes(rootChain, release.signed, created).pending : undefined;
       writeReleaseFile(opts.out, { ...release, ...(rootChain ? { rootChain } : {}) });
@@ -353,6 +363,7 @@ export function buildProgram(json = false): Command {
           }, `${file}: ${m.model} ${m.version} seq ${m.seq} on ${name} [${channel.group}]:${channel.port}; symbols ${source === 'cache' ? 'from cache' : 'encoded'} in ${ms} ms`);
           const carried = rootChain ?? release.rootChain;
           entries.push({ channel, carousel: new Carousel({ ...release, symbolSet: set, ...(carried ? { rootChain: carried } : {}), ...(halts.has(m.model) ? { halts: halts.get(m.model)! } : {}) }) });
+          entries.push(...deltaCarousels(release, opts.port, carried ? { rootChain: carried } : {}));
           maxDatagramSize = Math.max(maxDatagramSize, entries.at(-1)!.carousel.largestDatagram);
         }
         // Halts of models with no release here go out alone.

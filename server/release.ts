@@ -34,13 +34,15 @@ export function encodeOnPool(pool: CodecPool, image: Uint8Array, symbolSize: num
 export type ReleaseFile = Release & { rootChain?: Uint8Array };
 
 /** Writes a release file durably: it replaces `path` whole or not at all (storage/durable-file.ts). */
-export function writeReleaseFile(path: string, release: Pick<ReleaseFile, 'signed' | 'image' | 'rootChain'>): void {
+export function writeReleaseFile(path: string, release: Pick<ReleaseFile, 'signed' | 'image' | 'rootChain' | 'deltaObjects'>): void {
   const chain = release.rootChain;
   replaceFile(path, (fd) => {
     writeAll(fd, encodeReleaseHeader(release.signed.length, chain?.length ?? 0));
     writeAll(fd, release.signed);
     if (chain) writeAll(fd, chain);
     writeAll(fd, release.image);
+    // The deltas the manifest lists (key 12), in its order, after the image.
+    for (const d of release.deltaObjects ?? []) writeAll(fd, d);
   });
 }
 
@@ -75,10 +77,21 @@ export function readReleaseFile(path: string): ReleaseFile {
   if (rootChain && rootChain.length !== layout.rootChainLength) throw new MalformedPacketError(`${path}: truncated release file (root chain cut short)`);
   const manifest = decodeManifest(decodeCoseSign1(signed).payload);
   if (rootChain) checkRootChainShape(path, rootChain);
-  const image = bytes.subarray(layout.imageOffset);
-  if (image.length !== manifest.imageSize) throw new MalformedPacketError(`${path}: image is ${image.length} bytes, manifest says ${manifest.imageSize}`);
+  // The deltas the manifest lists (key 12) follow the image, in its order.
+  const deltaBytes = (manifest.deltas ?? []).reduce((n, d) => n + d.size, 0);
+  const imageLength = bytes.length - layout.imageOffset - deltaBytes;
+  if (imageLength !== manifest.imageSize) throw new MalformedPacketError(`${path}: image is ${imageLength} bytes, manifest says ${manifest.imageSize}`);
+  const image = bytes.subarray(layout.imageOffset, layout.imageOffset + imageLength);
   if (Buffer.compare(sha256(image), manifest.imageSha256) !== 0) throw new MalformedPacketError(`${path}: image does not match the manifest's SHA-256`);
-  return { manifest, signed, releaseId: releaseIdOf(signed), image, ...(rootChain ? { rootChain } : {}) };
+  const deltaObjects: Uint8Array[] = [];
+  let at = layout.imageOffset + image.length;
+  for (const [i, d] of (manifest.deltas ?? []).entries()) {
+    const object = bytes.subarray(at, at + d.size);
+    at += d.size;
+    if (Buffer.compare(sha256(object), d.sha256) !== 0) throw new MalformedPacketError(`${path}: delta ${i} does not match the manifest's SHA-256`);
+    deltaObjects.push(object);
+  }
+  return { manifest, signed, releaseId: releaseIdOf(signed), image, ...(rootChain ? { rootChain } : {}), ...(manifest.deltas ? { deltaObjects } : {}) };
 }
 
 /** Reads only the signed manifest of a release file, and the root chain it carries (for inspect and serve, on large files). */

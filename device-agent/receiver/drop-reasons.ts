@@ -23,6 +23,9 @@ export const DROP_REASONS = {
   'install-pending': 'a release received while its install runs',
   'install-failed': 'a release whose install failed (refused until the agent restarts)',
   'rolled-back': 'a release this device tried and rolled back (refused for good: the store lists it)',
+  // Deltas (protocol/delta.ts)
+  'delta-chosen': "a release's full image, while the agent takes its delta from the installed release on the delta's sub-channel",
+  'no-delta': 'a release heard on a delta sub-channel that lists no delta from the installed release, or whose base image differs from it',
   // Root of trust (protocol/root.ts)
   'revoked-key': 'a manifest signed by a key an earlier root delegated and the current root no longer does',
   'key-out-of-scope': 'a manifest for a model its signing key is not delegated for',

@@ -69,6 +69,11 @@ export interface ReceiverInit {
    * decodes in another thread (segments settled, store errors, completion).
    */
   onLateEvent?: (e: ReceiverEvent) => void;
+  /**
+   * What to receive of an accepted release (deltas, device-agent/delta-lane.ts):
+   * the release itself, another view of it (its delta), or a reason to refuse it.
+   */
+  objectOf?: (release: VerifiedManifest) => VerifiedManifest | DropReason;
 }
 
 export type ReceiverEvent =
@@ -275,11 +280,13 @@ export class Receiver {
   };
 
   #late: (e: ReceiverEvent) => void;
+  #objectOf: ((release: VerifiedManifest) => VerifiedManifest | DropReason) | undefined;
   /** Inside push(): events go out with its result, not through onLateEvent. */
   #pushing = false;
 
   constructor(init: ReceiverInit) {
     this.#late = init.onLateEvent ?? (() => {});
+    this.#objectOf = init.objectOf;
     this.#assemblerFor = init.assemblerFor ?? ((release) => new MemoryAssembler(release.manifest.symbolSize));
     this.#vet = init.vet;
     this.model = init.model;
@@ -355,6 +362,11 @@ export class Receiver {
   abandon(releaseId: string, reason: AbandonReason): void {
     this.#remember(releaseId, reason);
     if (this.#transfer?.id === releaseId) this.#dropTransfer();
+  }
+
+  /** Judges release `releaseId` (hex) afresh when next heard, whatever refused it. */
+  forget(releaseId: string): void {
+    this.#refused.delete(releaseId);
   }
 
   close(): void {
@@ -492,6 +504,14 @@ export class Receiver {
       this.#remember(id, error instanceof NoDecryptionKeyError ? 'encrypted-for-others' : reason);
       this.#count(reason, 1);
       return this.#emit({ kind: 'rejected', releaseId: id, error });
+    }
+    if (this.#objectOf) {
+      const object = this.#objectOf(release);
+      if (typeof object === 'string') {
+        this.#remember(id, object);
+        return this.#count(object, 1);
+      }
+      release = object;
     }
     const current = this.#transfer?.release.manifest.seq;
     if (current !== undefined && release.manifest.seq <= current) {
