@@ -9,7 +9,7 @@
  *    MQTT, on multicast, and a downstream agent with the key installs it.
  */
 import test from 'ava';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NetLab } from '../scripts/lab/netlab.js';
@@ -37,6 +37,20 @@ function sign(dir: string, image: Uint8Array, seq: number, encryptFor: string[])
   fwcast('sign', imagePath, '--key', join(dir, 'publisher.key'), '--model', 'rpi4', '--version', `2.0.${seq}`, '--seq', String(seq), '--out', release,
     ...encryptFor.flatMap((k) => ['--encrypt-for', k]));
   return release;
+}
+
+/** Bytes of the files below `dir` (0 if it does not exist yet). */
+function bytesUnder(dir: string): number {
+  if (!existsSync(dir)) return 0;
+  let bytes = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    try {
+      if (e.isFile()) bytes += statSync(join(e.parentPath, e.name)).size;
+    } catch {
+      // Removed meanwhile (a segment done, a transfer finished): not progress to count.
+    }
+  }
+  return bytes;
 }
 
 function agent(lab: NetLab, host: string, dir: string, decryptionKeys: string[], extra: string[] = []): Tracked {
@@ -208,7 +222,12 @@ test('kill -9 at 8 random moments of an encrypted transfer: it resumes and insta
   for (let kills = 0; kills < 8 && !finished; kills++) {
     const a = agent(lab, 'dev', dir, [join(dir, 'devices/b.key')], ['--once', ...(kills % 2 === 1 ? ['--storage-thread'] : [])]);
     await waitForEvent(a, 'release.accepted', { seq: 7 }, 60_000);
-    await new Promise((r) => setTimeout(r, 400 + random() * 900));
+    // Each kill lands after this run put something of its own on disk (on a loaded machine the first
+    // flush can come late), so that the next run has progress to resume.
+    const before = bytesUnder(join(dir, 'store-dev', 'incoming'));
+    const deadline = Date.now() + 10_000;
+    while (bytesUnder(join(dir, 'store-dev', 'incoming')) <= before && a.child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, random() * 900));
     if (a.child.exitCode !== null) {
       finished = a;
       break;
