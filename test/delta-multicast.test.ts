@@ -15,6 +15,7 @@ import { Store } from '../device-agent/store.js';
 import { NetLab } from '../scripts/lab/netlab.js';
 import { makeImage, prng, sha256hex } from './helpers/fixtures.js';
 import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, track, waitForEvent, type Tracked } from './helpers/processes.js';
+import { push, serveConfig, startServe, TOKEN } from './helpers/serve.js';
 
 /** Two releases a change apart: seq 1, and seq 2 with a delta from seq 1. */
 function twoReleases(changed: number, seed: number): { dir: string; next: Uint8Array; base: string; release: string; pub: string } {
@@ -164,4 +165,23 @@ test('a kept base that no longer matches its digest: the delta is refused after 
   const result = JSON.parse(agent.stdout.trim()) as { sha256: string; path: string };
   t.is(result.sha256, sha256hex(next));
   t.is(sha256hex(readFileSync(result.path)), sha256hex(next));
+});
+
+test('fwcast serve sends the deltas of a pushed release on their sub-channels: an agent holding the base takes the delta, one holding nothing the full image', async (t) => {
+  const lab = NetLab.create(['srv', 'a', 'c']);
+  t.teardown(() => lab.destroy());
+  const { dir, next, base, release, pub } = twoReleases(64 * 1024, 9);
+  const baseId = holding(join(dir, 'store-a'), base);
+  const server = await startServe(lab, 'srv', serveConfig({ dir, pub }));
+  t.teardown(() => server.child.kill('SIGKILL'));
+  const pushed = await push(lab, 'srv', release, TOKEN);
+  t.is(pushed.code, 0, pushed.stderr);
+  const agents = ['a', 'c'].map((h) => track(lab.spawn(h, process.execPath, agentArgs(join(dir, `store-${h}`), pub))));
+  const codes = await Promise.all(agents.map((a) => exitCode(a, 100_000)));
+  t.deepEqual(codes, [0, 0], agents.map((a) => a.stderr.slice(-2000)).join('\n'));
+  for (const a of agents) t.is(sha256hex(readFileSync((JSON.parse(a.stdout.trim()) as { path: string }).path)), sha256hex(next));
+  const [holder, empty] = agents as [Tracked, Tracked];
+  t.like(events(holder.stderr, 'delta.applied')[0], { seq: 2, baseRelease: baseId });
+  t.deepEqual(events(empty.stderr, 'delta.applied'), []);
+  t.false(channelStats(empty).some((c) => c.channel.startsWith('fw/rpi4/delta/') && c.bytes > 0), 'the agent holding nothing heard no delta byte');
 });

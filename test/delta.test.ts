@@ -244,7 +244,7 @@ async function buildDeltaInMemory(next: Uint8Array, base: { releaseId: Uint8Arra
   }
 }
 
-test('fwcast serve refuses a release with deltas with a clear reason, rather than as a truncated upload', async (t) => {
+test('fwcast serve stores a release with deltas, every object checked; a delta that does not match its digest is refused, nothing stored', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'fwcast-delta-serve-'));
   const key = fixedKey(7);
   const old = makeImage(20_000, 40);
@@ -256,7 +256,17 @@ test('fwcast serve refuses a release with deltas with a clear reason, rather tha
   t.is(readReleaseFile(join(dir, 'v2.fwc')).deltaObjects?.length, 1, 'the release file carries its delta');
   const store = new ReleaseStore({ dir: join(dir, 'serve'), trusted: [key], models: ['rpi4'] });
   store.open();
-  const err = await t.throwsAsync(store.ingest(Readable.from([readFileSync(join(dir, 'v2.fwc'))]), 1 << 30), { instanceOf: RejectedError });
-  t.is(err?.reason, 'invalid-manifest');
-  t.regex(err?.message ?? '', /deltas/);
+  // The last byte of the file is the delta's: flipped, the upload is refused and nothing is stored.
+  const bytes = readFileSync(join(dir, 'v2.fwc'));
+  const tampered = Buffer.from(bytes);
+  tampered[tampered.length - 1]! ^= 1;
+  const err = await t.throwsAsync(store.ingest(Readable.from([tampered]), 1 << 30), { instanceOf: RejectedError });
+  t.is(err?.reason, 'malformed');
+  t.regex(err?.message ?? '', /delta 0 does not match/);
+  t.deepEqual(store.list(), []);
+  const { release, created } = await store.ingest(Readable.from([bytes]), 1 << 30);
+  t.true(created);
+  t.like(release, { seq: 2, state: 'live' });
+  const loaded = store.load(release.releaseId);
+  t.true(Buffer.from(loaded.deltaObjects![0]!).equals(Buffer.from(built.object)), 'served from the store with its delta');
 });

@@ -331,9 +331,17 @@ export class ReleaseStore {
     if (m.expires !== undefined && m.expires * 1000 <= this.#now()) throw reject('expired', `release expired at ${new Date(m.expires * 1000).toISOString()}`);
     const high = this.#highWater.get(m.model);
     if (high !== undefined && m.seq <= high) throw reject('rollback', `sequence ${m.seq} is not above ${high}, the highest stored for "${m.model}"; sign with a higher --seq`);
-    if (m.deltas) throw reject('invalid-manifest', 'the release lists deltas (fwcast sign --delta-from), which fwcast serve does not send: publish it with fwcast publish, or sign it without --delta-from');
-    if (image.size !== m.imageSize) throw reject('malformed', `the image is ${image.size} bytes, its manifest says ${m.imageSize} (truncated upload?)`);
-    if (!image.sha256.equals(m.imageSha256)) throw reject('digest-mismatch', 'the image does not match the SHA-256 its manifest signs');
+    if (m.deltas) {
+      // The deltas follow the image in the file, so the digest taken while streaming covered both: read it back, every object checked.
+      try {
+        readReleaseFile(part);
+      } catch (err) {
+        throw asRejection(err);
+      }
+    } else {
+      if (image.size !== m.imageSize) throw reject('malformed', `the image is ${image.size} bytes, its manifest says ${m.imageSize} (truncated upload?)`);
+      if (!image.sha256.equals(m.imageSha256)) throw reject('digest-mismatch', 'the image does not match the SHA-256 its manifest signs');
+    }
     const path = this.#path(id);
     renameSync(part, path);
     fsyncDir(this.#releaseDir);

@@ -23,6 +23,7 @@ import { readTlsIdentity, type Listener, type TlsIdentity } from './http-listene
 import { ServeMetrics } from './metrics.js';
 import { ReleaseStore, type StoredRelease } from './release-store.js';
 import { RootKeeper } from './root-keeper.js';
+import { deltaCarousels } from '../delta-build.js';
 import { ListenerFollower, ListenerGate } from '../../carousel/listener-gate.js';
 import { openListenerSource } from '../../transport/listeners.js';
 import { HaltStore } from './halt-store.js';
@@ -35,6 +36,8 @@ interface OnAir {
   release: StoredRelease;
   since: string;
   carousel: Carousel;
+  /** The release's delta sub-channels (fwcast sign --delta-from), and their carousels. */
+  deltas: Array<{ channel: string; carousel: Carousel }>;
   /** HALT datagrams carried with it. */
   halts: number;
 }
@@ -190,6 +193,8 @@ export class FwcastServer {
     if (live?.releaseId === current?.release.releaseId && halts.length === (current?.halts ?? this.#haltsAlone.get(model) ?? 0)) return;
     const log = this.#log.child('serve:publisher');
     this.#haltsAlone.delete(model);
+    // The sub-channels of the release going off the air (a newer one brings its own).
+    for (const d of current?.deltas ?? []) this.#publisher.remove(d.channel);
     if (!live && halts.length > 0) {
       // A halted release taken off the air: the devices still holding it must hear the halt.
       this.#publisher.set({ channel: served.channel, carousel: new HaltCarousel(halts) });
@@ -220,9 +225,15 @@ export class FwcastServer {
       await pool?.close();
     }
     if (this.#store.live(model)?.releaseId !== live.releaseId) return; // superseded meanwhile: the next change is queued
-    const carousel = new Carousel({ ...release, symbolSet: symbols.set, ...(this.#roots ? { rootChain: this.#roots.chain } : {}), halts });
+    const rootChain = this.#roots ? { rootChain: this.#roots.chain } : {};
+    const carousel = new Carousel({ ...release, symbolSet: symbols.set, ...rootChain, halts });
     this.#publisher.set({ channel: served.channel, carousel });
-    this.#onAir.set(model, { release: live, since: new Date().toISOString(), carousel, halts: halts.length });
+    // Each delta on its base's sub-channel: only devices holding that base join it.
+    const deltas = deltaCarousels(release, served.channel.port, rootChain).map((e) => {
+      this.#publisher.set(e);
+      return { channel: e.channel.name, carousel: e.carousel as Carousel };
+    });
+    this.#onAir.set(model, { release: live, since: new Date().toISOString(), carousel, halts: halts.length, deltas });
     const ms = Math.round(performance.now() - started);
     log.event('serve.on-air', {
       model, version: live.version, seq: live.seq, release: live.releaseId, channel: served.channel.name, group: served.channel.group, port: served.channel.port, symbols: symbols.source, ms,
@@ -240,7 +251,7 @@ export class FwcastServer {
   /** A newer root is trusted: every channel carries the new chain from its next manifest copy. */
   #rootsAdopted(applied: number[], source: 'push' | 'upload'): void {
     const roots = this.#roots!;
-    for (const { carousel } of this.#onAir.values()) carousel.setRootChain(roots.chain);
+    for (const air of this.#onAir.values()) for (const c of [air.carousel, ...air.deltas.map((d) => d.carousel)]) c.setRootChain(roots.chain);
     this.#log.child('serve:roots').event('serve.root-adopted', {
       rootVersion: roots.version, previousVersion: applied[0]! - 1, applied: applied.length, source, expires: roots.root.signed.root.expires,
     }, `root version ${roots.version} trusted (${source}); carried on every channel`);
