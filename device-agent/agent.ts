@@ -471,7 +471,10 @@ class ModelWorker {
       this.agent.store.markBad(m.model, { releaseId: c.id, seq: m.seq, version: m.version, at: new Date().toISOString(), cause: `device-${state}` });
     } catch (storeErr) {
       // Not kept: the installer's own memory still stops retries until the agent restarts.
-      this.log.event('store.failed', { model: m.model, store: this.agent.store.dir, ...errorFields(storeErr) }, `cannot remember ${m.version} as bad: ${(storeErr as Error).message}`);
+      const error = StoreError.wrap(storeErr, this.agent.store.dir, 'remember a bad release in');
+      if (!(error instanceof StoreError)) throw error;
+      this.log.event('store.failed', { model: m.model, store: this.agent.store.dir, path: error.facts.path, code: error.facts.code, ...errorFields(error) },
+        `cannot remember ${m.version} as bad in the store (${error.message}); it is not retried until the agent restarts`);
     }
     this.log.event('lifecycle.rolled-back', {
       model: m.model, version: m.version, seq: m.seq, release: c.id, cause: `device-${state}`, detail: `${err.name}: ${err.message}`, rollbackOk: state !== 'self-confirmed',
