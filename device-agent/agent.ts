@@ -190,7 +190,12 @@ class ModelWorker {
       onLateEvent: (e) => this.#handle(e),
       objectOf: (release) => this.delta.choose(release),
     });
-    if (spec.steps) this.#tried = new TriedInstall({ model: spec.model, steps: spec.steps, store: agent.store, log, signal: agent.signal, now: init.now ?? (() => Date.now() / 1000) });
+    if (spec.steps) {
+      this.#tried = new TriedInstall({
+        model: spec.model, steps: spec.steps, store: agent.store, log, signal: agent.signal, now: init.now ?? (() => Date.now() / 1000),
+        isHalted: (id) => agent.rollout.isHalted(spec.model, id),
+      });
+    }
     // Refused for good, not only until restart.
     for (const bad of agent.store.badReleases(spec.model)) this.receiver.abandon(bad.releaseId, 'rolled-back');
     for (const id of agent.rollout.halts(spec.model)) this.receiver.abandon(id, 'halted');
@@ -537,13 +542,16 @@ class ModelWorker {
       clearTimeout(this.#retry.timer);
       this.#retry.candidate.assembler?.destroy();
       this.#retry = undefined;
+    } else if (this.#tried?.halted(id)) {
+      // Being tried (installing or pending): rolled back before it is committed.
+      effect = 'rolling-back';
     } else if (this.#running?.id === id || this.agent.store.installed(this.spec.model)?.releaseId === id) {
       effect = 'installed';
     }
     if (isNew) this.agent.emit('halt', { model: this.spec.model, releaseId: id });
     if (!isNew && effect === 'refused') return;
     this.log.event('halt.received', { model: this.spec.model, release: id, issued: v.halt.issued, kid: hex(v.kid), effect },
-      `halt of ${this.spec.model} release ${id} (signed by key ${hex(v.kid)}): ${effect === 'installed' ? 'already installed here, nothing to stop' : effect === 'dropped' ? 'the waiting release is dropped' : 'it will not be installed'}`);
+      `halt of ${this.spec.model} release ${id} (signed by key ${hex(v.kid)}): ${HALT_EFFECTS[effect]}`);
   }
 
   /** Hashes the received image against the signed digest and moves it into the store's kept releases. */
@@ -617,6 +625,14 @@ class ModelWorker {
     await this.#storage?.stop();
   }
 }
+
+/** What a verified halt did here (halt.received `effect`). */
+const HALT_EFFECTS: Record<string, string> = {
+  installed: 'already installed here, nothing to stop',
+  dropped: 'the waiting release is dropped',
+  refused: 'it will not be installed',
+  'rolling-back': 'it is being tried: rolled back before it is committed',
+};
 
 /** What a device reports when it tried an image itself and did not keep it (MCUboot test-and-confirm): the release is bad. */
 const DEVICE_REFUSED = new Set(['reverted', 'unconfirmed', 'self-confirmed']);

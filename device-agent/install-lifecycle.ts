@@ -28,7 +28,9 @@ export type RollbackCause =
   /** The commit command kept failing: a release that cannot be kept is not left half-kept. */
   | 'commit-failed'
   /** The agent restarted more than `maxRestarts` times while the release was pending (a crash loop). */
-  | 'restarts';
+  | 'restarts'
+  /** A signed halt (SPEC §17.5) named the release before it was committed: the fleet's emergency stop. */
+  | 'halted';
 
 /** The release a lifecycle is about: what the steps get in their environment. */
 export interface LifecycleRelease {
@@ -73,6 +75,7 @@ export type LifecycleEvent =
   | { kind: 'activate-failed'; detail: string }
   | { kind: 'healthy' }
   | { kind: 'unhealthy'; detail: string }
+  | { kind: 'halted'; detail: string }
   | { kind: 'restarted' }
   | { kind: 'commit-failed'; detail: string }
   | { kind: 'committed' }
@@ -128,6 +131,9 @@ export function transition(record: LifecycleRecord | undefined, event: Lifecycle
     case 'unhealthy':
       if (!pendingUndecided(r)) refuse(r, event);
       return decideRollback(r, 'unhealthy', event.detail, now);
+    case 'halted':
+      if (!pendingUndecided(r)) refuse(r, event);
+      return decideRollback(r, 'halted', event.detail, now);
     case 'restarted': {
       if (!pendingUndecided(r)) refuse(r, event);
       const restarts = (r.restarts ?? 0) + 1;

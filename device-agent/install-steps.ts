@@ -133,6 +133,8 @@ export interface TriedInstallInit {
   signal: AbortSignal;
   /** Unix seconds. */
   now: () => number;
+  /** Whether a verified halt names the release (the rollout gate): a halted release is rolled back before it is kept. */
+  isHalted?: (releaseId: string) => boolean;
 }
 
 /** One model's install lifecycle: persisted transitions, their log events, and the steps' commands. */
@@ -218,15 +220,21 @@ export class TriedInstall {
       r = this.#apply({ kind: 'activating' });
       this.#init.log.event('lifecycle.pending', { ...this.#fields(r), healthDeadline: healthDeadline(r, this.steps), restarts: 0 },
         `activating ${r.release.version} (seq ${r.release.seq}); it must be healthy by ${new Date(healthDeadline(r, this.steps) * 1000).toISOString()}`);
-      if (this.steps.activate) {
+      // Halted while its installer ran: never activated, rolled back.
+      const halted = this.#haltedNow();
+      if (halted) r = halted;
+      else if (this.steps.activate) {
         const res = await runCommand('activate', this.steps.activate, stepEnvironment('activate', r, previous), this.steps.stepTimeoutSeconds * 1000, signal);
         if (signal.aborted) return 'stopped';
-        if (!res.ok) {
+        // A halt may have decided the rollback while activate ran.
+        if (!res.ok && this.record?.decision === undefined) {
           this.#stepFailed(r, 'activate', 1, res);
           r = this.#decideRollback({ kind: 'activate-failed', detail: res.detail });
         }
       }
     }
+    // Activation may have taken a while: a halt heard meanwhile decided a rollback already.
+    r = this.record!;
     if (r.state === 'pending' && r.decision === undefined) {
       const checked = await this.#checkHealth(r, previous);
       if (checked === 'stopped') return 'stopped';
@@ -273,12 +281,18 @@ export class TriedInstall {
     const deadline = healthDeadline(r, this.steps);
     let last = 'no health check ran';
     for (let attempt = 1; ; attempt++) {
+      // A halt decides the rollback, heard now or while the last check or wait ran.
+      const halted = this.#haltedNow() ?? (this.record?.decision !== undefined ? this.record : undefined);
+      if (halted) return halted;
       const remaining = deadline - now();
       if (remaining <= 0) {
         return this.#decideRollback({ kind: 'unhealthy', detail: `not healthy within ${this.steps.healthTimeoutSeconds} s after activation (${attempt - 1} checks; last: ${last})` });
       }
       const res = await runCommand('health', command, stepEnvironment('health', r, previous, { FWCAST_HEALTH_ATTEMPT: String(attempt), FWCAST_HEALTH_DEADLINE: String(Math.floor(deadline)) }), remaining * 1000, signal);
       if (signal.aborted) return 'stopped';
+      // A halt heard while the check ran decided already.
+      const decided = this.record;
+      if (decided?.decision !== undefined) return decided;
       if (res.ok) return this.#healthy(r, attempt);
       last = res.detail;
       const wait = Math.max(0, Math.min(this.steps.healthIntervalSeconds, deadline - now()));
@@ -286,6 +300,25 @@ export class TriedInstall {
         `health check ${attempt} of ${r.release.version} failed (${res.detail}); next in ${wait} s, until ${new Date(deadline * 1000).toISOString()}`);
       await sleep(wait * 1000, signal);
     }
+  }
+
+  /**
+   * A halt heard for the release being tried: it is rolled back, before it is
+   * committed (from pending), whatever its health. Returns the record with
+   * the decision, or undefined if nothing is halted.
+   */
+  #haltedNow(): LifecycleRecord | undefined {
+    const r = this.record;
+    if (!r || r.state !== 'pending' || r.decision !== undefined || !this.#init.isHalted?.(r.release.releaseId)) return undefined;
+    return this.#decideRollback({ kind: 'halted', detail: `a signed halt named ${r.release.version} (release ${r.release.releaseId}) before it was committed` });
+  }
+
+  /** A halt heard now for the release being tried: decided at once when it waits for health; else at the next check. */
+  halted(releaseId: string): boolean {
+    const r = this.record;
+    if (!r || r.release.releaseId !== releaseId || r.state === 'committed' || r.state === 'rolled-back' || r.decision === 'commit') return false;
+    this.#haltedNow();
+    return true;
   }
 
   #healthy(r: LifecycleRecord, checks: number): LifecycleRecord {

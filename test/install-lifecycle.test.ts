@@ -19,6 +19,9 @@ import { hex } from '../protocol/hex.js';
 import type { Logger, LogEvent, LogFields } from '../protocol/log.js';
 import { buildRelease } from '../server/release.js';
 import { MemoryHub, MemoryTransport } from '../transport/memory.js';
+import { signHaltWith } from '../protocol/halt.js';
+import { encodeHaltPacket } from '../protocol/packet.js';
+import { seedSigner } from '../protocol/signer.js';
 import { makeImage, makeKey, sha256hex, type TestKey } from './helpers/fixtures.js';
 
 const POLICY = { healthTimeoutSeconds: 60, maxRestarts: 2 };
@@ -156,7 +159,8 @@ async function lifecycleAgent(t: { teardown: (fn: () => void) => void }, steps: 
     return sent;
   };
   const seen = (event: LogEvent, seq?: number): boolean => events.some((e) => e.event === event && (seq === undefined || e.fields.seq === seq));
-  return { agent, events, store, release, air, seen, key };
+  const send = (datagram: Uint8Array): void => publisher.send(channel, datagram);
+  return { agent, events, store, release, air, seen, key, send };
 }
 
 test('a healthy release: activate, health, commit run in order with the release in their environment; the sequence counts only after commit', async (t) => {
@@ -217,6 +221,29 @@ test('a failing health check: rollback runs, the previous release stays, the fai
   await air(release(3), () => seen('lifecycle.committed', 3));
   t.is(store.installed('rpi4')?.seq, 3);
   t.deepEqual(journal(dir).slice(-3), ['activate 3 1.0.3 1', 'health 3 1.0.3 1', 'commit 3 1.0.3 1']);
+});
+
+test('a halt heard while a release is pending (activated, health not yet good) rolls it back at once, cause halted; it is never tried again', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-tried-'));
+  writeFileSync(join(dir, 'running'), '1.0.0\n');
+  // Health fails for seq 2 until a deadline far away: without the halt it would stay pending for 60 s.
+  const { store, release, air, seen, events, key, send } = await lifecycleAgent(t, journalSteps(dir, [2], { healthTimeoutSeconds: 60 }), dir);
+  await air(release(1), () => seen('lifecycle.committed', 1));
+  const r2 = release(2);
+  await air(r2, () => seen('lifecycle.health-failed', 2));
+  const halt = encodeHaltPacket({ releaseId: r2.releaseId, signed: await signHaltWith({ model: 'rpi4', releaseId: r2.releaseId, issued: Math.floor(Date.now() / 1000) }, seedSigner(key.seed)) });
+  const deadline = Date.now() + 10_000;
+  while (!seen('lifecycle.rolled-back', 2) && Date.now() < deadline) {
+    send(halt);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  t.like(events.find((e) => e.event === 'halt.received')?.fields, { release: hex(r2.releaseId), effect: 'rolling-back' });
+  t.like(events.find((e) => e.event === 'lifecycle.rolled-back')?.fields, { seq: 2, cause: 'halted', rollbackOk: true });
+  t.is(readFileSync(join(dir, 'cause'), 'utf8').trim(), 'halted', 'the rollback step was told why');
+  t.is(readFileSync(join(dir, 'running'), 'utf8').trim(), '1.0.1');
+  t.is(store.installed('rpi4')?.seq, 1);
+  t.deepEqual(store.badReleases('rpi4').map((b) => [b.releaseId, b.cause]), [[hex(r2.releaseId), 'halted']]);
+  t.false(journal(dir).includes('commit 2 1.0.2 1'), 'never committed');
 });
 
 test('a rolled-back release stays refused after a restart (the store lists it); the lifecycle resumes nothing', async (t) => {
