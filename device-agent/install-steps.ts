@@ -153,15 +153,6 @@ export class TriedInstall {
     return this.#init.store.lifecycle(this.model);
   }
 
-  /** The release ids rolled back on this device. */
-  badReleases(): BadRelease[] {
-    return this.#init.store.badReleases(this.model);
-  }
-
-  isBad(releaseId: string): BadRelease | undefined {
-    return this.badReleases().find((b) => b.releaseId === releaseId);
-  }
-
   #apply(event: LifecycleEvent, bad?: BadRelease): LifecycleRecord {
     const next = transition(this.record, event, this.#init.now(), this.steps);
     this.#init.store.saveLifecycle(next, bad);

@@ -169,18 +169,31 @@ export function createHttpApi(init: HttpApiInit): Listener {
     dropBody(req);
   };
 
-  const pushRoot = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const offer = init.offerRoot;
-    if (!offer) return refuseUpload(req, res, new RejectedError(REJECTIONS['no-root'], 'no-root', 'this server carries no root of trust (configure "roots" first)'));
+  /**
+   * The whole body of a small upload (a root, a halt), or undefined once it
+   * passes `max` bytes: then it is refused as too-large, like any upload.
+   */
+  const readSmall = async (req: IncomingMessage, res: ServerResponse, max: number, what: string): Promise<Uint8Array | undefined> => {
     const chunks: Buffer[] = [];
     let size = 0;
     for await (const chunk of req as AsyncIterable<Buffer>) {
       size += chunk.length;
-      if (size > MAX_ROOT_CHAIN_SIZE) return refuseUpload(req, res, new RejectedError(REJECTIONS['too-large'], 'too-large', `a root or chain is at most ${MAX_ROOT_CHAIN_SIZE} bytes`));
+      if (size > max) {
+        refuseUpload(req, res, new RejectedError(REJECTIONS['too-large'], 'too-large', `${what} is at most ${max} bytes`));
+        return undefined;
+      }
       chunks.push(chunk);
     }
+    return new Uint8Array(Buffer.concat(chunks));
+  };
+
+  const pushRoot = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const offer = init.offerRoot;
+    if (!offer) return refuseUpload(req, res, new RejectedError(REJECTIONS['no-root'], 'no-root', 'this server carries no root of trust (configure "roots" first)'));
+    const body = await readSmall(req, res, MAX_ROOT_CHAIN_SIZE, 'a root or chain');
+    if (!body) return;
     try {
-      const { applied, root } = offer(new Uint8Array(Buffer.concat(chunks)));
+      const { applied, root } = offer(body);
       send(res, applied.length > 0 ? 201 : 200, { applied, root });
     } catch (err) {
       if (!(err instanceof FwcastError)) throw err;
@@ -191,28 +204,17 @@ export function createHttpApi(init: HttpApiInit): Listener {
 
   /** A halt is small: read whole (bounded), verified, kept, and put on its channel. */
   const storeHalt = async (req: IncomingMessage, res: ServerResponse, halts: HaltStore): Promise<void> => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > MAX_HALT_UPLOAD) {
-        metrics.countRejection('too-large');
-        send(res, 413, { error: 'too-large', message: `a halt upload is at most ${MAX_HALT_UPLOAD} bytes` }, { connection: 'close' });
-        return dropBody(req);
-      }
-      chunks.push(chunk);
-    }
+    const body = await readSmall(req, res, MAX_HALT_UPLOAD, 'a halt upload');
+    if (!body) return;
     try {
-      const { stored, created } = halts.add(new Uint8Array(Buffer.concat(chunks)));
+      const { stored, created } = halts.add(body);
       log.event('serve.halt-stored', { model: stored.model, release: stored.releaseId, created },
         `${created ? 'stored' : 'already stored'}: halt of ${stored.model} release ${stored.releaseId}`);
       send(res, created ? 201 : 200, { stored: created, halt: stored });
       if (created) init.onChange(stored.model);
     } catch (err) {
       if (!(err instanceof RejectedError)) throw err;
-      metrics.countRejection(err.reason);
-      log.event('serve.upload-refused', { reason: err.reason, status: err.status, remote: req.socket.remoteAddress, detail: err.message }, `refused halt: ${err.message}`);
-      send(res, err.status, { error: err.reason, message: err.message });
+      refuseUpload(req, res, err);
     }
   };
 

@@ -356,7 +356,7 @@ export class ReleaseStore {
     if (!this.#roots) return;
     try {
       const applied = this.#roots.offer(chain, this.#now() / 1000);
-      if (applied.length > 0) this.#onRoots(applied);
+      if (applied.length > 0) this.onRootsAdopted(applied);
     } catch (err) {
       if (!(err instanceof RootRollbackError)) throw err;
     }
@@ -364,10 +364,6 @@ export class ReleaseStore {
 
   /** Called when an upload made newer roots trusted (set by the server, which re-carries the chain). */
   onRootsAdopted: (versions: number[]) => void = () => undefined;
-
-  #onRoots(versions: number[]): void {
-    this.onRootsAdopted(versions);
-  }
 
   /** Stops publishing a release; its signed manifest is kept so its seq can never be reused. */
   retire(id: string): Promise<StoredRelease | undefined> {
