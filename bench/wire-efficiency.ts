@@ -61,7 +61,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -599,10 +599,24 @@ async function runUftp(opts: WireOptions, p: Prepared, c: WireCase): Promise<{ r
     const endT = timedOut ? end.t : exitedAt;
     const start = counter.firstRise('fwd_udp', base.counters.fwd_udp!.bytes) ?? end.t;
     const want = sha256hex(p.image);
-    let ok = 0;
-    for (const d of dests) {
+    const verified = (d: string): boolean => {
       const f = join(d, basename(p.imagePath));
-      if (existsSync(f) && sha256hex(readFileSync(f)) === want) ok++;
+      return existsSync(f) && sha256hex(readFileSync(f)) === want;
+    };
+    // The server ends when every receiver reported completion; uftpd (a daemon
+    // that stays up) may still be writing its file out, so look again for a while.
+    for (let tries = 0; tries < 50 && !dests.every(verified); tries++) await sleep(100);
+    let ok = 0;
+    const failed: string[] = [];
+    for (const [i, d] of dests.entries()) {
+      const f = join(d, basename(p.imagePath));
+      if (verified(d)) {
+        ok++;
+        continue;
+      }
+      const r = receivers[i]!;
+      const size = existsSync(f) ? `${statSync(f).size} bytes` : 'no file';
+      failed.push(`${agents[i]}: ${size}, uftpd: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
     }
     const d = (name: string, field: 'bytes' | 'packets'): number => end.counters[name]![field] - base.counters[name]![field];
     const bytes = d('fwd_ip6', 'bytes') - l2 * d('fwd_ip6', 'packets');
@@ -611,6 +625,7 @@ async function runUftp(opts: WireOptions, p: Prepared, c: WireCase): Promise<{ r
     const ideal = idealBytes(p.facts, loss);
     let note = timedOut ? `uftp did not finish within ${TRANSFER_LIMIT_MS / 1000} s; ` : `uftp exit ${String(code)}; `;
     note += `-R ${uftpKbps(opts.rate)} kbit/s payload, -b ${UFTP_BLOCK}`;
+    if (failed.length > 0) note += `; not verified: ${failed.join('; ')}; server: ${server.stderr.trim().split('\n').slice(-6).join(' | ')}`;
     return {
       row: {
         tool: 'uftp', agents: c.agents, loss, bytes, ratioToImage: bytes / p.facts.imageSize, ratioToIdeal: bytes / ideal,

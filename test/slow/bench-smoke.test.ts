@@ -25,7 +25,7 @@ test('npm run bench -- --smoke runs every benchmark and writes its results', (t)
   const transfers = r.wireEfficiency.rows.filter((row: { tool: string }) => row.tool !== 'ideal');
   t.deepEqual(transfers.map((row: { tool: string; agents: number; loss: number }) => `${row.tool} ${row.agents} ${row.loss}`), ['fwcast 2 0', 'fwcast 2 0.1', 'uftp 2 0.1']);
   for (const row of transfers) {
-    t.is(row.agentsOk, row.agents, `${row.tool} at ${row.loss}: every agent verified`);
+    t.is(row.agentsOk, row.agents, `${row.tool} at ${row.loss}: every agent verified (${row.note})`);
     t.true(row.drops.length === row.agents && row.drops.every((d: number) => Number.isInteger(d) && d >= 0), `${row.tool} at ${row.loss}: drops counted per agent (${row.drops})`);
   }
   t.true(r.wireEfficiency.targets.some((x: { kind: string }) => x.kind === 'vs-uftp'), 'fwcast is checked against uftp in the same run');
