@@ -8,13 +8,13 @@
  *                                          [b1] [b2]                    [c1] [c2]
  */
 import test from 'ava';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Carousel } from '../carousel/carousel.js';
 import { readReleaseFile } from '../server/release.js';
 import { LinkLab } from './helpers/links.js';
-import { sha256hex } from './helpers/fixtures.js';
-import { events, exitCode, FWCAST, FWCAST_AGENT, signedRelease, track, waitForEvent, type Tracked } from './helpers/processes.js';
+import { makeImage, sha256hex } from './helpers/fixtures.js';
+import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, signedRelease, track, waitForEvent, type Tracked } from './helpers/processes.js';
 
 const BUDGET = { A: 8e6, B: 6e6, C: 4e6 };
 
@@ -102,5 +102,55 @@ test('relay tree over three links: every agent installs, each link carries the r
     const w = window[i]!;
     const bits = ((w.bytes - linkLayer * w.packets) * 8) / w.seconds;
     t.true(bits <= BUDGET[link] * 1.1 && bits >= BUDGET[link] * 0.6, `link ${link}: ${(bits / 1e6).toFixed(2)} Mbit/s over ${w.seconds.toFixed(2)} s for a budget of ${BUDGET[link] / 1e6} (link layer ${linkLayer.toFixed(1)} bytes a packet)`);
+  }
+});
+
+test('cutting link B\'s relay cuts link C off: a new release reaches neither link until that relay is back, then every agent below installs it', async (t) => {
+  const lab = LinkLab.create({ A: {}, B: {}, C: {} }, { pub: ['A'], relay1: ['A', 'B'], b1: ['B'], relay2: ['B', 'C'], c1: ['C'] });
+  t.teardown(() => lab.destroy());
+  const { dir, release, pub } = signedRelease('fwcast-relay-cut-', 300_000, { seed: 52, version: '4.0.0', seq: 4 });
+  const image2 = makeImage(300_000, 53);
+  writeFileSync(join(dir, 'image2.bin'), image2);
+  const release2 = join(dir, 'release2.fwc');
+  fwcast('sign', join(dir, 'image2.bin'), '--key', join(dir, 'publisher.key'), '--model', 'rpi4', '--version', '5.0.0', '--seq', '5', '--out', release2);
+  const spawnAgent = (host: string, extra: string[]): Tracked => track(lab.spawn(host, process.execPath, [FWCAST_AGENT, '--model', 'rpi4', '--key', pub, '--iface', 'eth0',
+    '--store', join(dir, `store-${host}`), '--json', '--log-format', 'json', ...extra]));
+  const relay = (host: string, rate: number): Tracked => spawnAgent(host, ['--relay-iface', 'eth1', '--relay-rate', String(rate)]);
+  const publish = (file: string): Tracked => track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', file, '--iface', 'eth0', '--rate', String(BUDGET.A), '--duration', '180s', '--no-cache', '--log-format', 'json']));
+  const all: Tracked[] = [];
+  t.teardown(() => {
+    for (const p of all) p.child.kill('SIGKILL');
+  });
+
+  let relay1 = relay('relay1', BUDGET.B);
+  const relay2 = relay('relay2', BUDGET.C);
+  const [b1, c1] = ['b1', 'c1'].map((h) => spawnAgent(h, []));
+  all.push(relay1, relay2, b1!, c1!);
+  let publisher = publish(release);
+  all.push(publisher);
+  for (const a of [b1!, c1!]) await waitForEvent(a, 'release.installed', { version: '4.0.0' }, 90_000);
+
+  // Cut link B's relay and put the next release on link A.
+  relay1.child.kill('SIGKILL');
+  await exitCode(relay1, 10_000);
+  publisher.child.kill('SIGKILL');
+  publisher = publish(release2);
+  all.push(publisher);
+  await waitForEvent(publisher, 'publish.round', {}, 30_000);
+  const beforeB = lab.linkCount('B').packets;
+  const beforeA = lab.linkCount('A').packets;
+  await new Promise((r) => setTimeout(r, 6000));
+  t.true(lab.linkCount('A').packets - beforeA > 1000, 'link A carries release 5.0.0');
+  t.is(lab.linkCount('B').packets, beforeB, 'with its relay cut, link B carries nothing');
+  for (const p of [b1!, relay2, c1!]) t.deepEqual(events(p.stderr, 'release.accepted', { version: '5.0.0' }), [], 'nobody below the cut hears of release 5.0.0');
+
+  // The relay comes back with its kept store: release 5.0.0 flows down both links.
+  relay1 = relay('relay1', BUDGET.B);
+  all.push(relay1);
+  await waitForEvent(relay1, 'relay.serving', { version: '5.0.0' }, 60_000);
+  await waitForEvent(relay2, 'relay.serving', { version: '5.0.0' }, 60_000);
+  for (const a of [b1!, c1!]) {
+    const installed = await waitForEvent(a, 'release.installed', { version: '5.0.0' }, 90_000);
+    t.is(sha256hex(readFileSync(String(installed.path))), sha256hex(image2), 'installed the exact new image');
   }
 });
