@@ -17,7 +17,7 @@ import { createHash } from 'node:crypto';
 import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { ConfigError } from '../protocol/errors.js';
+import { ConfigError, StoreError } from '../protocol/errors.js';
 import { decodeRootChain, encodeRootChain } from '../protocol/root.js';
 import { LIFECYCLE_STATES, type LifecycleRecord } from './install-lifecycle.js';
 import { fsyncDir, writeFileAtomic } from '../storage/durable-file.js';
@@ -152,8 +152,7 @@ export class Store {
       format: 1,
       models: { ...file.models, [model]: { record, bad: bad ? [...previous.filter((b) => b.releaseId !== bad.releaseId), bad].slice(-MAX_BAD_RELEASES) : previous } },
     };
-    writeFileAtomic(join(this.dir, 'lifecycle.json'), JSON.stringify(next, null, 2) + '\n');
-    this.#lifecycle = next;
+    this.#writeLifecycle(next);
   }
 
   /**
@@ -167,7 +166,17 @@ export class Store {
       format: 1,
       models: { ...file.models, [model]: { ...(entry?.record ? { record: entry.record } : {}), bad: [...(entry?.bad ?? []).filter((b) => b.releaseId !== bad.releaseId), bad].slice(-MAX_BAD_RELEASES) } },
     };
-    writeFileAtomic(join(this.dir, 'lifecycle.json'), JSON.stringify(next, null, 2) + '\n');
+    this.#writeLifecycle(next);
+  }
+
+  /** Writes lifecycle.json (atomically); a file error is a StoreError naming it. */
+  #writeLifecycle(next: LifecycleFile): void {
+    const path = join(this.dir, 'lifecycle.json');
+    try {
+      writeFileAtomic(path, JSON.stringify(next, null, 2) + '\n');
+    } catch (err) {
+      throw StoreError.wrap(err, path, 'write');
+    }
     this.#lifecycle = next;
   }
 

@@ -1,6 +1,6 @@
 /** The agent with an in-memory transport: installation, retries, store. */
 import test from 'ava';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent } from '../device-agent/agent.js';
@@ -165,4 +165,47 @@ test('regression: release.received counts the stall of the turn that completed t
   t.log(`the completing datagram took ${completingMs!.toFixed(1)} ms; release.received says the longest stall was ${received.stallMs} ms`);
   t.true(completingMs! > 5, 'the completing datagram did measurable work');
   t.true(Number(received.stallMs) >= 0.8 * completingMs!, `stallMs ${received.stallMs} covers the completing turn (${completingMs!.toFixed(1)} ms)`);
+});
+
+test('a release the device refused itself, with a store that cannot remember it: store.failed names the path, the rollback is logged, the agent stays up and does not install it again', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fwcast-agent-'));
+  const key = await makeKey();
+  const release = buildRelease({ image: makeImage(120_000, 9), seed: key.seed, model: 'rpi4', version: '2.0.0', seq: 2 });
+  const hub = new MemoryHub();
+  const channel = { name: 'fw/rpi4', group: 'ff1e::1', port: 4242 };
+  const store = join(dir, 'store');
+  // lifecycle.json is a directory with something in it: the store's atomic rename onto it fails.
+  mkdirSync(join(store, 'lifecycle.json'), { recursive: true });
+  writeFileSync(join(store, 'lifecycle.json', 'occupied'), '');
+  let installs = 0;
+  // What a serial installer throws when MCUboot reverted the test image (device-agent/serial/mcuboot-test-confirm.ts).
+  const installer = {
+    description: 'an MCU that reverts every test image',
+    async install(): Promise<void> {
+      installs++;
+      throw Object.assign(new Error('the test image did not answer; MCUboot reverted it'), { deviceState: 'reverted' });
+    },
+  };
+  const events: Array<{ event: string; fields: Record<string, unknown> }> = [];
+  const log: Logger = { event: (event, fields) => void events.push({ event, fields }), child: () => log };
+  const agent = new Agent({ models: [{ model: 'rpi4', channel, installer }], trusted: [key], store: new Store(store), transport: new MemoryTransport(hub), log, retryBaseMs: 50 });
+  t.teardown(() => agent.stop());
+  await agent.start();
+  const carousel = new Carousel({ ...release });
+  const publisher = new MemoryTransport(hub);
+  await publisher.open();
+  // Keep the release on the air well past several retry periods.
+  const deadline = Date.now() + 3000;
+  while (Date.now() < deadline) {
+    for (let i = 0; i < 100; i++) publisher.send(channel, carousel.next());
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const failed = events.filter((e) => e.event === 'store.failed');
+  t.is(failed.length, 1, JSON.stringify(events.map((e) => e.event)));
+  t.like(failed[0]!.fields, { model: 'rpi4', store });
+  t.regex(String(failed[0]!.fields.path), /lifecycle\.json/);
+  t.like(events.find((e) => e.event === 'lifecycle.rolled-back')?.fields, { model: 'rpi4', seq: 2, cause: 'device-reverted' });
+  t.is(installs, 1, 'tried once: the device reverted it, so it is not tried again while the agent runs');
+  t.is(agent.stats().rpi4 !== undefined, true, 'the agent is still running');
+  t.deepEqual(events.filter((e) => e.event === 'release.installed'), []);
 });
