@@ -20,6 +20,10 @@
  * owed the past nor owing it. Channels can be added, replaced and removed at
  * any time (the long-running server swaps in new releases this way), and held
  * (paused, keeping their carousel and counters: nobody listens) and resumed.
+ *
+ * A source may cap its own rate (`maxRate`): a channel that only repeats a
+ * few small datagrams (halts, halt-carousel.ts) needs a few a second, not an
+ * equal share; what it leaves goes to the other channels.
  */
 import type { Channel } from '../transport/transport.js';
 import { hex } from '../protocol/hex.js';
@@ -29,6 +33,8 @@ export interface DatagramSource {
   /** Completed rounds. */
   readonly round: number;
   readonly largestDatagram: number;
+  /** At most this many bits per second on the wire for this channel (default: its equal share). */
+  readonly maxRate?: number;
   next(): Uint8Array;
 }
 
@@ -70,6 +76,8 @@ interface Slot extends PublisherEntry {
   stats: ChannelStats;
   /** Wire bytes sent, on a scale shared by all channels: the turn goes to the lowest. */
   level: number;
+  /** With a `maxRate`: its bytes per ms, and when it may send next. */
+  cap?: { bytesPerMs: number; readyAt: number };
 }
 
 export class Pacer {
@@ -101,10 +109,12 @@ export class Pacer {
   /** Starts (or replaces) the carousel on a channel, keyed by channel name. */
   set(entry: PublisherEntry): void {
     const name = entry.channel.name;
-    let level = Infinity;
-    for (const slot of this.#order) if (slot.channel.name !== name) level = Math.min(level, slot.level);
+    const level = this.#furthestBehind(name);
     const stats = { channel: name, releaseId: hex(entry.carousel.releaseId), packets: 0, bytes: 0, rounds: 0 };
-    this.#slots.set(name, { channel: entry.channel, carousel: entry.carousel, stats, level: level === Infinity ? 0 : level });
+    const { maxRate } = entry.carousel;
+    if (maxRate !== undefined && !(maxRate > 0 && Number.isFinite(maxRate))) throw new RangeError(`maxRate must be a positive number of bits per second, got ${maxRate}`);
+    const cap = maxRate === undefined ? undefined : { bytesPerMs: maxRate / 8 / 1000, readyAt: -Infinity };
+    this.#slots.set(name, { channel: entry.channel, carousel: entry.carousel, stats, level: level === Infinity ? 0 : level, ...(cap ? { cap } : {}) });
     this.#rebuild();
   }
 
@@ -120,13 +130,24 @@ export class Pacer {
     } else {
       this.#held.delete(channelName);
       const slot = this.#slots.get(channelName);
-      if (slot && this.#order.length > 0) slot.level = Math.min(...this.#order.map((s) => s.level));
+      const level = this.#furthestBehind(channelName);
+      if (slot && level !== Infinity) slot.level = level;
     }
     this.#rebuild();
   }
 
   held(channelName: string): boolean {
     return this.#held.has(channelName);
+  }
+
+  /**
+   * The lowest level of the sending channels other than `except`, Infinity if
+   * none. Capped channels lag by design and do not count while others send.
+   */
+  #furthestBehind(except: string): number {
+    const others = this.#order.filter((s) => s.channel.name !== except);
+    const uncapped = others.filter((s) => !s.cap);
+    return Math.min(...(uncapped.length > 0 ? uncapped : others).map((s) => s.level));
   }
 
   #rebuild(): void {
@@ -161,19 +182,30 @@ export class Pacer {
     if (!(now >= last)) throw new RangeError(`time went backwards: ${now} after ${last}`);
     this.#budget = Math.min(this.burstBytes, this.#budget + (now - last) * this.#bytesPerMs);
     this.#last = now;
-    while (this.#budget >= 0 && this.#order.length > 0) this.#budget -= this.#sendOne(send);
-    return this.#order.length === 0 ? Infinity : now - this.#budget / this.#bytesPerMs;
+    for (let slot; this.#budget >= 0 && (slot = this.#turn(now)); ) this.#budget -= this.#sendOne(slot, send, now);
+    if (this.#order.length === 0) return Infinity;
+    // The budget's time, or later if every channel is capped and waiting.
+    const ready = Math.min(...this.#order.map((s) => (s.cap ? s.cap.readyAt : -Infinity)));
+    return Math.max(now - this.#budget / this.#bytesPerMs, ready);
   }
 
-  /** Sends the next datagram of the channel whose turn it is; returns its cost in wire bytes. */
-  #sendOne(send: Send): number {
-    const order = this.#order;
-    let slot = order[0]!;
-    for (let i = 1; i < order.length; i++) if (order[i]!.level < slot.level) slot = order[i]!;
+  /** The channel whose turn it is at `now`: the lowest level among those not waiting on their own cap. */
+  #turn(now: number): Slot | undefined {
+    let turn: Slot | undefined;
+    for (const slot of this.#order) {
+      if (slot.cap && slot.cap.readyAt > now) continue;
+      if (!turn || slot.level < turn.level) turn = slot;
+    }
+    return turn;
+  }
+
+  /** Sends the next datagram of `slot`; returns its cost in wire bytes. */
+  #sendOne(slot: Slot, send: Send, now: number): number {
     const datagram = slot.carousel.next();
     send(slot.channel, datagram);
     const cost = datagram.length + IPV6_UDP_HEADERS;
     slot.level += cost;
+    if (slot.cap) slot.cap.readyAt = Math.max(slot.cap.readyAt, now) + cost / slot.cap.bytesPerMs;
     slot.stats.packets++;
     slot.stats.bytes += datagram.length;
     slot.stats.rounds = slot.carousel.round;

@@ -2,6 +2,7 @@ import test from 'ava';
 import { Carousel } from '../carousel/carousel.js';
 import { Pacer, type Send } from '../carousel/pacer.js';
 import { Publisher } from '../carousel/publisher.js';
+import { HALTS_PER_SECOND, HaltCarousel } from '../carousel/halt-carousel.js';
 import { hex } from '../protocol/hex.js';
 import { HEADER_SIZE, RELEASE_ID_SIZE } from '../protocol/packet.js';
 import { buildRelease, type Release } from '../server/release.js';
@@ -243,4 +244,48 @@ test('a carousel whose datagrams are longer than the transport carries is refuse
   const roomy = new Publisher({ transport: new MemoryTransport(hub, { maxDatagramSize: 1400 }), rate: 1e6 });
   roomy.set({ channel: channelOf('fw/rpi4', 0), carousel: new Carousel({ ...wide }) });
   t.false(roomy.idle);
+});
+
+test('a channel that carries only halts sends each halt HALTS_PER_SECOND times a second; the release channels beside it keep the rest of the rate, and a channel that comes later starts level with them', async (t) => {
+  const rate = 8e6; // 1000 bytes per ms
+  const pacer = new Pacer({ rate });
+  const [a, b] = await releases([400_000, 400_000]);
+  // Two halts of 200 bytes (their content does not matter to the pacer).
+  const halts = new HaltCarousel([new Uint8Array(200).fill(1), new Uint8Array(200).fill(2)]);
+  pacer.set({ channel: channelOf('fw/halted', 0), carousel: halts });
+  pacer.set({ channel: channelOf('fw/a', 1), carousel: new Carousel({ ...a! }) });
+  const wire = new Wire();
+  let now = 0;
+  for (; now <= 2000; now++) pacer.due(now, wire.send);
+  const haltDatagrams = wire.sent.filter((d) => d.channel === 'fw/halted').length;
+  // 2 s, two halts each HALTS_PER_SECOND times a second (the first pair at once).
+  t.true(Math.abs(haltDatagrams - 2 * HALTS_PER_SECOND * 2) <= 2, `${haltDatagrams} halt datagrams in 2 s`);
+  const total = wire.total;
+  t.true(wire.bytes('fw/a') > total * 0.99, `the release channel sent ${wire.bytes('fw/a')} of ${total} bytes`);
+  t.true(total > 2_000_000 && total - wire.lastCost <= 2_001_000, 'the rate is all used');
+
+  // A release channel that comes now shares evenly with fw/a from its first datagram, not owed the halts' lag.
+  pacer.set({ channel: channelOf('fw/b', 2), carousel: new Carousel({ ...b! }) });
+  const from = wire.sent.length;
+  for (; now <= 3000; now++) pacer.due(now, wire.send);
+  const ab = [wire.bytes('fw/a', from), wire.bytes('fw/b', from)];
+  t.true(Math.abs(ab[0]! - ab[1]!) <= wire.largest, `fw/a ${ab[0]} and fw/b ${ab[1]} bytes in the next second`);
+
+  // Halts alone: nothing is due before the next halt, and due() says when that is.
+  pacer.remove('fw/a');
+  pacer.remove('fw/b');
+  const before = wire.sent.length;
+  const next = pacer.due(now, wire.send);
+  t.true(next > now && next <= now + 1000 / HALTS_PER_SECOND, `next halt at ${next} (now ${now})`);
+  pacer.due(Math.floor(next) - 1 > now ? Math.floor(next) - 1 : now, wire.send);
+  t.is(wire.sent.length, before, 'nothing is sent before then');
+  pacer.due(next, wire.send);
+  t.true(wire.sent.length > before, 'a halt goes out when due');
+});
+
+test('a maxRate that is not a positive rate is refused', async (t) => {
+  const pacer = new Pacer({ rate: 1e6 });
+  for (const maxRate of [0, -1, Number.NaN, Infinity]) {
+    t.throws(() => pacer.set({ channel: channelOf('fw/x', 0), carousel: { releaseId: new Uint8Array(16), round: 0, largestDatagram: 10, maxRate, next: () => new Uint8Array(10) } }), { instanceOf: RangeError });
+  }
 });
