@@ -134,9 +134,9 @@ test('kill -9 at seeded random moments between install and commit: each restart 
     const config = agentConfig(s, `dev${n}`, {
       activate: `${note('activate-start')}; sleep 0.3; ${note('activate-end')}`,
       health: `${note('health')}; sleep 0.2; ${healthy ? 'true' : 'false'}`,
-      // Long enough that a kill up to 0.4 s after `lifecycle.healthy` lands in it even when that line is read late.
+      // Long enough that a kill up to 0.4 s after `lifecycle.healthy` (or `rolling-back`) lands in it even when that line is read late.
       commit: `${note('commit-start')}; sleep 1.5; ${note('commit-end')}`,
-      rollback: `${note('rollback-start')}; sleep 0.4; ${note('rollback-end')}`,
+      rollback: `${note('rollback-start')}; sleep 1.5; ${note('rollback-end')}`,
       healthTimeoutSeconds: 1.5,
       healthIntervalSeconds: 0.2,
       maxRestarts: 10,
@@ -164,8 +164,8 @@ test('kill -9 at seeded random moments between install and commit: each restart 
       } else {
         agent = start();
         await waitForEvent(agent, 'agent.listening', { model: 'rpi4' }, 30_000);
-        // What is left takes at most about 2 s when healthy (activate 0.3 s, health 0.2 s, commit 1.5 s), 2.5 s when not.
-        await new Promise((r) => setTimeout(r, random() * (healthy ? 2000 : 2500)));
+        // What is left takes at most about 2 s when healthy (activate 0.3 s, health 0.2 s, commit 1.5 s), 3.3 s when not (health times out at 1.5 s, rollback 1.5 s).
+        await new Promise((r) => setTimeout(r, random() * (healthy ? 2000 : 3300)));
       }
       const before = lifecycle();
       agent.child.kill('SIGKILL');
