@@ -15,7 +15,7 @@
  * full release relayed alone: the agents below wait for it, then take the
  * full image (delta-lane.ts).
  */
-import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { channelGroup } from '../protocol/channel.js';
 import { deltaChannelName, deltaView } from '../protocol/delta.js';
@@ -93,6 +93,8 @@ export class RelayDeltas {
     this.#receiving.set(model, current);
     for (const [key, r] of current) if (!wanted.has(key)) this.#end(r, true);
     const dir = this.#init.store.relayDeltaTransfers(model);
+    // A relay whose releases list no deltas leaves no trace in the store.
+    if (wanted.size === 0 && !existsSync(dir)) return;
     try {
       mkdirSync(dir, { recursive: true });
       for (const name of readdirSync(dir)) if (!wanted.has(name)) rmSync(join(dir, name), { recursive: true, force: true });
