@@ -32,14 +32,19 @@ import { Receiver, type ReceiverEvent } from './receiver/receiver.js';
 import { SpillAssembler } from './spill-assembler.js';
 import { sha256File, type Store } from './store.js';
 
-export interface RelayDeltasInit {
-  store: Store;
-  /** Where the agent receives (upstream): the deltas' sub-channels are joined there. */
+/** Where the agent receives, and what it trusts: the deltas' sub-channels are joined there. */
+export interface Upstream {
   transport: Transport;
   trusted: readonly PublicKey[];
   /** The root in force (the agent's), if it has one; rootChanged() brings receptions under way up to date. */
   root: () => TrustedRoot | undefined;
   limits?: ReceiverLimits;
+}
+
+export interface RelayDeltasInit {
+  store: Store;
+  /** Without: nothing is received (the relay serves the deltas its store already keeps). */
+  upstream?: Upstream;
   log: Logger;
   /** A delta was received, matched its signed digest and is kept in the store. */
   onKept: (model: string, releaseId: string, baseReleaseId: string) => void;
@@ -87,6 +92,8 @@ export class RelayDeltas {
    * removed.
    */
   receive(model: string, port: number, release: RelayedRelease, missing: readonly DeltaEntry[]): void {
+    const upstream = this.#init.upstream;
+    if (!upstream) return;
     const releaseId = hex(release.releaseId);
     const wanted = new Map(missing.map((d) => [`${releaseId}.${hex(d.baseReleaseId)}`, d]));
     const current = this.#receiving.get(model) ?? new Map<string, Reception>();
@@ -101,12 +108,12 @@ export class RelayDeltas {
     } catch (err) {
       const error = StoreError.wrap(err, dir, 'receive deltas in');
       if (!(error instanceof StoreError)) throw error;
-      this.#storeFailed(model, error);
+      this.storeFailed(model, error);
       return;
     }
     for (const [key, delta] of wanted) {
       if (current.has(key)) continue;
-      void this.#start(model, port, release, delta, join(dir, key));
+      void this.#start(upstream, model, port, release, delta, join(dir, key));
     }
   }
 
@@ -117,7 +124,7 @@ export class RelayDeltas {
 
   /** The agent trusts a newer root (or loaded its own at start): receptions under way judge by it. */
   rootChanged(): void {
-    const root = this.#init.root();
+    const root = this.#init.upstream?.root();
     if (!root) return;
     for (const model of this.#receiving.values()) for (const r of model.values()) r.receiver.setRoot(root, this.#now());
   }
@@ -131,18 +138,18 @@ export class RelayDeltas {
     return (this.#init.now ?? (() => Date.now() / 1000))();
   }
 
-  async #start(model: string, port: number, release: RelayedRelease, delta: DeltaEntry, transferDir: string): Promise<void> {
+  async #start(upstream: Upstream, model: string, port: number, release: RelayedRelease, delta: DeltaEntry, transferDir: string): Promise<void> {
     const releaseId = hex(release.releaseId);
     const baseReleaseId = hex(delta.baseReleaseId);
     const name = deltaChannelName(model, delta.baseReleaseId);
-    const root = this.#init.root();
+    const root = upstream.root();
     const r: Reception = {
       model, releaseId, baseReleaseId, delta, channel: { name, group: channelGroup(name), port }, leave: new AbortController(), assembler: undefined,
       receiver: new Receiver({
         model,
-        trusted: this.#init.trusted,
+        trusted: upstream.trusted,
         ...(root ? { root } : {}),
-        ...(this.#init.limits ? { limits: this.#init.limits } : {}),
+        ...(upstream.limits ? { limits: upstream.limits } : {}),
         // Only the relayed release's delta: the store keeps nothing else.
         objectOf: (heard: VerifiedManifest) => (hex(heard.releaseId) === releaseId ? deltaView(heard, delta) : 'superseded'),
         assemblerFor: (view) => {
@@ -160,7 +167,7 @@ export class RelayDeltas {
     this.#receiving.get(model)!.set(`${releaseId}.${baseReleaseId}`, r);
     const signal = r.leave.signal;
     try {
-      await this.#init.transport.join(r.channel, (data, from) => {
+      await upstream.transport.join(r.channel, (data, from) => {
         for (const e of r.receiver.push(data, this.#now(), from)) this.#handle(r, e);
       }, signal);
     } catch (err) {
@@ -188,9 +195,9 @@ export class RelayDeltas {
   #handle(r: Reception, e: ReceiverEvent): void {
     switch (e.kind) {
       case 'store-error':
-        this.#storeFailed(r.model, e.error);
+        this.storeFailed(r.model, e.error);
         break;
-      case 'segment':
+      // Not on a decoded segment: the spill files may work while keeping the delta fails (the failure that matters here).
       case 'store-ok':
         this.#storeWorks(r.model);
         break;
@@ -228,7 +235,7 @@ export class RelayDeltas {
     } catch (err) {
       assembler.destroy();
       if (r.leave.signal.aborted) return;
-      if (err instanceof StoreError) this.#storeFailed(model, err);
+      if (err instanceof StoreError) this.storeFailed(model, err);
       else {
         this.#init.log.event('relay.delta-failed', { model, release: releaseId, baseRelease: baseReleaseId, ...errorFields(err) },
           `relay: the delta of release ${releaseId} from ${baseReleaseId} cannot be kept (${(err as Error).message}); receiving it again`);
@@ -249,16 +256,17 @@ export class RelayDeltas {
     for (const [model, receptions] of this.#receiving) {
       for (const r of receptions.values()) {
         try {
-          if ((r.assembler?.flush() ?? 0) > 0) this.#storeWorks(model);
+          r.assembler?.flush();
         } catch (err) {
           if (!(err instanceof StoreError)) throw err;
-          this.#storeFailed(model, err);
+          this.storeFailed(model, err);
         }
       }
     }
   }
 
-  #storeFailed(model: string, error: StoreError): void {
+  /** Logs a failure of the store (store.failed) once, until it works again: the relay's own reads of kept deltas report here too. */
+  storeFailed(model: string, error: StoreError): void {
     const failures = this.#storeDown.get(model);
     if (failures !== undefined) return void this.#storeDown.set(model, failures + 1);
     this.#storeDown.set(model, 1);

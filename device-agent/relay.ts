@@ -24,20 +24,17 @@
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { decodeCoseSign1 } from '../protocol/cose-sign1.js';
-import { DigestMismatchError } from '../protocol/errors.js';
+import { DigestMismatchError, StoreError } from '../protocol/errors.js';
 import { hex } from '../protocol/hex.js';
 import { errorFields, type Logger } from '../protocol/log.js';
 import { decodeManifest, releaseIdOf, type DeltaEntry, type Manifest } from '../protocol/manifest.js';
 import { channelGroup } from '../protocol/channel.js';
 import { deltaChannelName, deltaView } from '../protocol/delta.js';
-import type { PublicKey } from '../protocol/keys.js';
-import type { ReceiverLimits } from '../protocol/limits.js';
-import type { TrustedRoot } from '../protocol/root.js';
 import { Carousel } from '../carousel/carousel.js';
 import { channelCounts, Publisher, type ChannelStats } from '../carousel/publisher.js';
 import type { Channel, Transport } from '../transport/transport.js';
 import type { Store } from './store.js';
-import { RelayDeltas } from './relay-deltas.js';
+import { RelayDeltas, type Upstream } from './relay-deltas.js';
 
 export interface RelayInit {
   /** Where to send onward (not the transport the agent receives on, or it hears itself). */
@@ -62,7 +59,7 @@ export interface RelayInit {
    * the deltas its releases list, to carry them too. Without: full releases
    * only (and deltas the store already keeps).
    */
-  upstream?: { transport: Transport; trusted: readonly PublicKey[]; root: () => TrustedRoot | undefined; limits?: ReceiverLimits };
+  upstream?: Upstream;
 }
 
 interface Serving {
@@ -81,22 +78,20 @@ export class Relay {
   #abort = new AbortController();
   #running: Promise<void> | undefined;
   #serving = new Map<string, Serving>();
-  #deltas: RelayDeltas | undefined;
+  #deltas: RelayDeltas;
 
   constructor(init: RelayInit) {
     if (!(init.rate > 0)) throw new RangeError('rate must be positive');
     this.#init = init;
     this.#publisher = new Publisher({ transport: init.transport, rate: init.rate });
-    if (init.upstream) {
-      this.#deltas = new RelayDeltas({
-        store: init.store, ...init.upstream, log: init.log,
-        onKept: (model, releaseId, baseReleaseId) => {
-          const s = this.#serving.get(model);
-          const d = s?.releaseId === releaseId ? s.manifest.deltas?.find((x) => hex(x.baseReleaseId) === baseReleaseId) : undefined;
-          if (s && d) this.#serveDelta(model, s, d);
-        },
-      });
-    }
+    this.#deltas = new RelayDeltas({
+      store: init.store, ...(init.upstream ? { upstream: init.upstream } : {}), log: init.log,
+      onKept: (model, releaseId, baseReleaseId) => {
+        const s = this.#serving.get(model);
+        const d = s?.releaseId === releaseId ? s.manifest.deltas?.find((x) => hex(x.baseReleaseId) === baseReleaseId) : undefined;
+        if (s && d) this.#serveDelta(model, s, d);
+      },
+    });
   }
 
   /**
@@ -169,7 +164,7 @@ export class Relay {
     const serving = this.#serving.get(model)!;
     // Each delta it lists: from the store if kept there, otherwise received upstream first (and served once kept).
     const missing = (serving.manifest.deltas ?? []).filter((d) => !serving.deltas.has(deltaChannelName(model, d.baseReleaseId)) && !this.#serveDelta(model, serving, d));
-    if (this.#deltas) this.#deltas.receive(model, spec.channel.port, { manifest: serving.manifest, signed: serving.signed, releaseId: serving.id }, missing);
+    this.#deltas.receive(model, spec.channel.port, { manifest: serving.manifest, signed: serving.signed, releaseId: serving.id }, missing);
     return true;
   }
 
@@ -195,9 +190,19 @@ export class Relay {
       this.#publisher.set({ channel: { name, group: channelGroup(name), port: spec.channel.port }, carousel });
       s.deltas.set(name, carousel);
     } catch (err) {
-      this.#init.log.event('relay.delta-failed', { model, release: s.releaseId, baseRelease: base, ...errorFields(err) },
-        `relay: cannot relay the delta of ${model} release ${s.releaseId} from ${base} (${(err as Error).message}); it is received again`);
-      rmSync(path, { force: true });
+      const error = StoreError.wrap(err, path, 'read the kept delta');
+      if (error instanceof StoreError) this.#deltas.storeFailed(model, error);
+      else {
+        this.#init.log.event('relay.delta-failed', { model, release: s.releaseId, baseRelease: base, ...errorFields(error) },
+          `relay: cannot relay the delta of ${model} release ${s.releaseId} from ${base} (${(error as Error).message}); removed, it goes out once kept again`);
+      }
+      try {
+        rmSync(path, { force: true });
+      } catch (rmErr) {
+        // Left where it is: keeping the delta received again reports the store's state.
+        const e = StoreError.wrap(rmErr, path, 'remove the kept delta');
+        if (!(e instanceof StoreError)) throw e;
+      }
       return false;
     }
     const m = s.manifest;
@@ -210,7 +215,7 @@ export class Relay {
   rootChanged(): void {
     const chain = this.#init.rootChain?.();
     for (const { carousel, deltas } of this.#serving.values()) for (const c of [carousel, ...deltas.values()]) c.setRootChain(chain);
-    this.#deltas?.rootChanged();
+    this.#deltas.rootChanged();
   }
 
   stats(): ChannelStats[] {
@@ -220,7 +225,7 @@ export class Relay {
   /** Stops sending and logs each relayed channel's totals. */
   async stop(): Promise<void> {
     this.#abort.abort();
-    this.#deltas?.close();
+    this.#deltas.close();
     await this.#running;
     await this.#init.transport.close();
     for (const s of this.stats()) {

@@ -7,7 +7,7 @@
  * test/relay-delta.test.ts.
  */
 import test, { type ExecutionContext } from 'ava';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { channelGroup } from '../protocol/channel.js';
@@ -60,6 +60,18 @@ async function listen(hub: MemoryHub, names: string[]): Promise<Map<string, numb
   return counts;
 }
 
+/** Upstream, the publisher's carousel of the delta on its sub-channel, until `done` (or 2000 bursts). */
+async function publishDelta(up: MemoryHub, r: Awaited<ReturnType<typeof relayedRelease>>, done: () => boolean): Promise<void> {
+  const [entry] = deltaCarousels(r.v2, channel.port);
+  const publisher = new MemoryTransport(up);
+  await publisher.open();
+  for (let i = 0; i < 2000 && !done(); i++) {
+    for (let j = 0; j < 20; j++) publisher.send(entry!.channel, entry!.carousel.next());
+    await new Promise((res) => setTimeout(res, 5));
+  }
+  await publisher.close();
+}
+
 async function until(what: () => boolean, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
   while (!what() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -74,19 +86,13 @@ test('the relay receives the listed delta upstream, keeps it beside the release 
   t.teardown(() => relay.stop());
   const heard = await listen(down, [channel.name, r.sub]);
   await relay.start();
+  await until(() => r.lines.some((l) => l.event === 'relay.delta-joined'), 5000);
   t.like(r.lines.find((l) => l.event === 'relay.delta-joined'), { model: 'rpi4', release: r.id, baseRelease: r.baseId, channel: r.sub });
   await until(() => heard.get(channel.name)! > 100, 5000);
   t.is(heard.get(r.sub), 0, 'nothing on the sub-channel before the delta is kept');
 
-  // Upstream, the publisher's carousel of the delta on its sub-channel.
-  const [entry] = deltaCarousels(r.v2, channel.port);
-  const publisher = new MemoryTransport(up);
-  await publisher.open();
   const kept = r.store.keptDelta('rpi4', r.id, r.baseId);
-  for (let i = 0; i < 400 && !existsSync(kept); i++) {
-    for (let j = 0; j < 20; j++) publisher.send(entry!.channel, entry!.carousel.next());
-    await new Promise((res) => setTimeout(res, 5));
-  }
+  await publishDelta(up, r, () => existsSync(kept));
   t.deepEqual(new Uint8Array(readFileSync(kept)), r.object, 'the kept delta is the signed object');
   t.like(r.lines.find((l) => l.event === 'relay.delta-kept'), { release: r.id, baseRelease: r.baseId, size: r.object.length, path: kept });
   t.like(r.lines.find((l) => l.event === 'relay.delta-serving'), { release: r.id, seq: 2, baseRelease: r.baseId, channel: r.sub });
@@ -129,4 +135,30 @@ test('a relay restarted with a kept delta serves it at once, receiving nothing',
   t.like(r.lines.find((l) => l.event === 'relay.delta-serving'), { release: r.id, baseRelease: r.baseId, channel: r.sub, size: r.object.length });
   t.is(r.lines.filter((l) => l.event === 'relay.delta-joined').length, 0);
   t.true(await until(() => heard.get(r.sub)! > 50 && heard.get(channel.name)! > 50, 5000), 'both carousels share the relay\'s rate');
+});
+
+test('a store that cannot keep the delta: store.failed once, the full release relayed meanwhile; once it can, the delta is received again and kept', async (t) => {
+  const r = await relayedRelease(t);
+  const up = new MemoryHub();
+  const relay = new Relay({ transport: new MemoryTransport(new MemoryHub()), rate: 50e6, store: r.store, models: [{ model: 'rpi4', channel }], log: r.log, upstream: { transport: new MemoryTransport(up), trusted: [r.key], root: () => undefined } });
+  t.teardown(() => relay.stop());
+  // A directory where the delta goes: the rename that keeps it fails, as on a broken disk.
+  const kept = r.store.keptDelta('rpi4', r.id, r.baseId);
+  mkdirSync(kept);
+  await relay.start();
+  await publishDelta(up, r, () => r.lines.some((l) => l.event === 'store.failed'));
+  // Many more rounds of the delta: each is received and fails to be kept again.
+  let bursts = 0;
+  await publishDelta(up, r, () => ++bursts > 300);
+  t.like(r.lines.find((l) => l.event === 'store.failed'), { model: 'rpi4', store: r.store.dir, path: kept, reason: 'store-error' });
+  t.is(r.lines.filter((l) => l.event === 'store.failed').length, 1, 'logged once while it fails');
+  t.is(r.lines.filter((l) => l.event === 'relay.delta-serving').length, 0);
+  t.like(r.lines.find((l) => l.event === 'relay.serving'), { release: r.id }, 'the full release is relayed');
+
+  rmSync(kept, { recursive: true });
+  await publishDelta(up, r, () => r.lines.some((l) => l.event === 'relay.delta-serving'));
+  t.like(r.lines.find((l) => l.event === 'store.recovered'), { model: 'rpi4' });
+  t.like(r.lines.find((l) => l.event === 'relay.delta-kept'), { release: r.id, path: kept });
+  t.deepEqual(new Uint8Array(readFileSync(kept)), r.object);
+  t.like(r.lines.find((l) => l.event === 'relay.delta-serving'), { release: r.id, baseRelease: r.baseId });
 });
