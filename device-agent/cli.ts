@@ -92,7 +92,9 @@ async function run(opts: RunOptions): Promise<void> {
   const agent = new Agent({ models, trusted, ...(root ? { root } : {}), store, transport, log, limits: config.limits, storageThread: config.storageThread, rollout: config.rollout, decryptionKeys, relaying: config.relay !== undefined });
   // Relay mode: each verified install is carouselled onward (device-agent/relay.ts).
   const relay = config.relay
-    ? new Relay({ transport: new ChannelTransport({ transport: createTransport({ iface: config.relay.iface, mqtt: config.relay.mqtt }, log.child('relay:mqtt'), 'relay.mqtt') }), rate: config.relay.rate, store, models, log: log.child('relay'), rootChain: () => agent.rootChain, halts: (model) => agent.rollout.haltDatagrams(model) })
+    ? new Relay({ transport: new ChannelTransport({ transport: createTransport({ iface: config.relay.iface, mqtt: config.relay.mqtt }, log.child('relay:mqtt'), 'relay.mqtt') }), rate: config.relay.rate, store, models, log: log.child('relay'), rootChain: () => agent.rootChain, halts: (model) => agent.rollout.haltDatagrams(model),
+      // The deltas its releases list are received where the agent receives, and carried on too.
+      upstream: { transport, trusted, root: () => agent.root, limits: config.limits } })
     : undefined;
   if (relay) {
     agent.on('installed', (record) => relay.serve(record.model, record.releaseId));

@@ -5,6 +5,11 @@
  *   incoming/<release>/         a transfer in progress (see spill-assembler.ts)
  *   releases/<model>/<release>.img, .cose
  *                               the last verified release: image and signed manifest
+ *   releases/<model>/<release>.delta-<base release>
+ *                               relay mode: a delta the release lists, verified, kept to
+ *                               relay (relay-deltas.ts); removed with its release
+ *   relay-deltas/<model>/<release>.<base release>/
+ *                               relay mode: a delta being received (spill-assembler.ts)
  *   root-chain.cbor             the root versions verified after the provisioned root
  *                               (protocol/root.ts encodeRootChain; written atomically)
  *   lifecycle.json              per model: the install being tried (install-lifecycle.ts)
@@ -252,7 +257,27 @@ export class Store {
     return kept.image;
   }
 
-  /** Removes the kept releases of `model` other than `keepReleaseId`. */
+  /** Where relay mode keeps the delta of kept release `releaseId` from `baseReleaseId`: beside the release, so it goes with it. */
+  keptDelta(model: string, releaseId: string, baseReleaseId: string): string {
+    return join(this.#releaseDir(model), `${releaseId}.delta-${baseReleaseId}`);
+  }
+
+  /** Moves a verified delta of a kept release into releases/<model>/ (by rename: a power cut leaves it whole or absent). */
+  keepDelta(model: string, releaseId: string, baseReleaseId: string, file: string): string {
+    const dir = this.#releaseDir(model);
+    mkdirSync(dir, { recursive: true });
+    const kept = this.keptDelta(model, releaseId, baseReleaseId);
+    renameSync(file, kept);
+    fsyncDir(dir);
+    return kept;
+  }
+
+  /** Where relay mode receives the deltas of `model`'s releases (one directory per delta, spill-assembler.ts). */
+  relayDeltaTransfers(model: string): string {
+    return join(this.dir, 'relay-deltas', modelFileName(model));
+  }
+
+  /** Removes the kept releases of `model` other than `keepReleaseId` (with their deltas). */
   pruneReleases(model: string, keepReleaseId: string): void {
     const dir = this.#releaseDir(model);
     for (const name of readdirSync(dir)) {

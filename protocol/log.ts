@@ -142,6 +142,11 @@ export const LOG_EVENTS = {
   'delta.failed': { level: 'warn', fields: [...MODEL_RELEASE, 'baseRelease', ...ERROR] },
   // At exit: what each joined channel delivered (the model's channel and delta sub-channels).
   'agent.channel-stats': { level: 'info', fields: ['model', 'channel', 'datagrams', 'bytes'] },
+  // Relays carry deltas (issue 19: device-agent/relay-deltas.ts, relay.ts)
+  'relay.delta-joined': { level: 'debug', fields: ['model', 'release', 'baseRelease', 'channel'] },
+  'relay.delta-kept': { level: 'info', fields: ['model', 'release', 'baseRelease', 'channel', 'size', 'path'] },
+  'relay.delta-serving': { level: 'info', fields: [...MODEL_RELEASE, 'baseRelease', 'channel', 'size'] },
+  'relay.delta-failed': { level: 'warn', fields: ['model', 'release', 'baseRelease', ...ERROR] },
 } as const satisfies Record<string, EventSpec>;
 
 export type LogEvent = keyof typeof LOG_EVENTS;

@@ -40,6 +40,27 @@ test('keepRelease puts image and manifest where keptRelease says; pruneReleases 
   t.deepEqual(readdirSync(join(dir, 'incoming')), []);
 });
 
+test('relay mode: keepDelta puts a delta beside its release, where keptDelta says; pruneReleases removes the deltas of the releases it removes, not those of the kept one', (t) => {
+  const dir = storeDir(t);
+  const store = new Store(dir);
+  const file = (name: string, text: string): string => {
+    const path = join(dir, 'incoming', name);
+    writeFileSync(path, text);
+    return path;
+  };
+  for (const id of ['00000000000000aa', '00000000000000bb']) {
+    store.keepRelease('acme/sensor', id, file(`${id}.part`, `image ${id}`), new TextEncoder().encode(`manifest ${id}`));
+    store.keepDelta('acme/sensor', id, '0000000000000001', file(`${id}.delta`, `delta of ${id}`));
+  }
+  const kept = store.keptDelta('acme/sensor', '00000000000000bb', '0000000000000001');
+  t.is(dirname(kept), dirname(store.keptRelease('acme/sensor', '00000000000000bb').image));
+  t.is(readFileSync(kept, 'utf8'), 'delta of 00000000000000bb');
+  t.deepEqual(store.keptReleaseIds('acme/sensor').sort(), ['00000000000000aa', '00000000000000bb'], 'a delta is not a release');
+  t.true(store.relayDeltaTransfers('acme/sensor').startsWith(join(dir, 'relay-deltas')));
+  store.pruneReleases('acme/sensor', '00000000000000bb');
+  t.deepEqual(readdirSync(dirname(kept)).sort(), ['00000000000000bb.cose', '00000000000000bb.delta-0000000000000001', '00000000000000bb.img']);
+});
+
 test('a state.json that is not a state file is a ConfigError naming the file, whatever its JSON', (t) => {
   for (const text of ['{not json', 'null', '[]', '"x"', '{"format":2,"models":{}}', '{"format":1}', '{"format":1,"models":null}', '{"format":1,"models":[]}']) {
     const dir = storeDir(t);
