@@ -121,3 +121,43 @@ test('a relay restarted (kill -9) after keeping a delta serves it from its store
   t.deepEqual(events(relay.stderr, 'relay.delta-joined'), [], 'the restarted relay received nothing: it served what it kept');
   t.deepEqual(events(relay.stderr, 'relay.delta-failed'), []);
 });
+
+test('a relay tree carries the delta down two relays: the second relay keeps it from the first relay\'s sub-channel, and an agent on link C installs by it', async (t) => {
+  const lab = LinkLab.create({ A: {}, B: {}, C: {} }, { pub: ['A'], relay1: ['A', 'B'], relay2: ['B', 'C'], c1: ['C'] });
+  t.teardown(() => lab.destroy());
+  const r = twoReleases(64 * 1024, 35);
+  let baseId = '';
+  for (const h of ['relay1', 'relay2', 'c1']) baseId = holding(join(r.dir, `store-${h}`), r.base);
+  const deltaChannel = `fw/rpi4/delta/${baseId}`;
+  const inspected = JSON.parse(fwcast('inspect', r.release, '--key', r.pub, '--json')) as Inspected;
+  const all: Tracked[] = [];
+  t.teardown(() => {
+    for (const p of all) p.child.kill('SIGKILL');
+  });
+  const spawn = (host: string, extra: string[]): Tracked => {
+    const p = track(lab.spawn(host, process.execPath, [FWCAST_AGENT, '--model', 'rpi4', '--key', r.pub, '--iface', 'eth0',
+      '--store', join(r.dir, `store-${host}`), '--json', '--log-format', 'json', ...extra]));
+    all.push(p);
+    return p;
+  };
+  const relays = [spawn('relay1', ['--relay-iface', 'eth1', '--relay-rate', '6mbit']), spawn('relay2', ['--relay-iface', 'eth1', '--relay-rate', '4mbit'])];
+  const c1 = spawn('c1', ['--once', '--timeout', '100']);
+  for (const p of [...relays, c1]) await waitForEvent(p, 'agent.listening', { channel: 'fw/rpi4' }, 30_000);
+  const publisher = track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', r.release, '--iface', 'eth0', '--rate', '8mbit', '--duration', '150s', '--log-format', 'json']));
+  all.push(publisher);
+
+  for (const relay of relays) {
+    const kept = await waitForEvent(relay, 'relay.delta-kept', { baseRelease: baseId, channel: deltaChannel }, 90_000);
+    t.is(sha256hex(readFileSync(kept.path as string)), sha256hex(readReleaseFile(r.release).deltaObjects![0]!), 'each relay keeps the signed delta');
+    await waitForEvent(relay, 'relay.delta-serving', { seq: 2, baseRelease: baseId, channel: deltaChannel }, 10_000);
+  }
+  t.is(await exitCode(c1, 100_000), 0, c1.stderr.slice(-3000));
+  const result = JSON.parse(c1.stdout.trim()) as { seq: number; path: string };
+  t.is(result.seq, 2);
+  t.is(sha256hex(readFileSync(result.path)), sha256hex(r.next), 'installed the exact new image');
+  t.is(events(c1.stderr, 'delta.applied', { seq: 2, baseRelease: baseId }).length, 1, 'rebuilt from the delta');
+  t.deepEqual(events(c1.stderr, 'release.received', { seq: 2 }), [], 'never received the full image');
+  t.true(channelBytes(c1, deltaChannel) > inspected.deltas[0]!.size, 'heard the delta on link C');
+  // Link C is reached only through relay2, which heard the delta only through relay1.
+  t.true(lab.linkCount('C').packets > 0 && lab.linkCount('B').packets > 0);
+});
