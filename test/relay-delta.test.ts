@@ -14,6 +14,8 @@ import { join } from 'node:path';
 import { readReleaseFile } from '../server/release.js';
 import { holding, twoReleases } from './helpers/deltas.js';
 import { LinkLab } from './helpers/links.js';
+import { NetLab } from '../scripts/lab/netlab.js';
+import { Broker, requireMosquitto } from './helpers/broker.js';
 import { sha256hex } from './helpers/fixtures.js';
 import { events, exitCode, FWCAST, FWCAST_AGENT, fwcast, track, waitForEvent, type Tracked } from './helpers/processes.js';
 
@@ -160,4 +162,42 @@ test('a relay tree carries the delta down two relays: the second relay keeps it 
   t.true(channelBytes(c1, deltaChannel) > inspected.deltas[0]!.size, 'heard the delta on link C');
   // Link C is reached only through relay2, which heard the delta only through relay1.
   t.true(lab.linkCount('C').packets > 0 && lab.linkCount('B').packets > 0);
+});
+
+test('a relay onto an MQTT broker (--relay-mqtt) carries the delta too: an MQTT-only agent holding the base installs by it', async (t) => {
+  requireMosquitto();
+  const lab = NetLab.create(['pub', 'relay', 'd']);
+  t.teardown(() => lab.destroy());
+  const r = twoReleases(64 * 1024, 37);
+  let baseId = '';
+  for (const h of ['relay', 'd']) baseId = holding(join(r.dir, `store-${h}`), r.base);
+  const deltaChannel = `fw/rpi4/delta/${baseId}`;
+  const inspected = JSON.parse(fwcast('inspect', r.release, '--key', r.pub, '--json')) as Inspected;
+  // The site broker runs on the relay host; the agent on "d" reaches it over the bridge.
+  const port = 18850;
+  const broker = await Broker.start({ port, address: '::', spawn: (cmd, args) => lab.spawn('relay', cmd, args) });
+  t.teardown(() => broker.stop());
+  const all: Tracked[] = [];
+  t.teardown(() => {
+    for (const p of all) p.child.kill('SIGKILL');
+  });
+  const spawn = (host: string, args: string[]): Tracked => {
+    const p = track(lab.spawn(host, process.execPath, args));
+    all.push(p);
+    return p;
+  };
+  const agentArgs = (host: string, extra: string[]): string[] => [FWCAST_AGENT, '--model', 'rpi4', '--key', r.pub, '--store', join(r.dir, `store-${host}`), '--json', '--log-format', 'json', ...extra];
+  const d = spawn('d', agentArgs('d', ['--mqtt', `mqtt://[fd00:fc::2]:${port}`, '--once', '--timeout', '100']));
+  const relay = spawn('relay', agentArgs('relay', ['--iface', 'eth0', '--relay-mqtt', `mqtt://[::1]:${port}`, '--relay-rate', '8mbit']));
+  for (const p of [d, relay]) await waitForEvent(p, 'agent.listening', { channel: 'fw/rpi4' }, 60_000);
+  spawn('pub', [FWCAST, 'publish', r.release, '--iface', 'eth0', '--rate', '8mbit', '--duration', '150s', '--log-format', 'json']);
+
+  await waitForEvent(relay, 'relay.delta-serving', { seq: 2, baseRelease: baseId, channel: deltaChannel }, 90_000);
+  t.is(await exitCode(d, 100_000), 0, d.stderr.slice(-3000));
+  const result = JSON.parse(d.stdout.trim()) as { seq: number; path: string };
+  t.is(result.seq, 2);
+  t.is(sha256hex(readFileSync(result.path)), sha256hex(r.next), 'installed the exact new image');
+  t.is(events(d.stderr, 'delta.applied', { seq: 2, baseRelease: baseId }).length, 1, 'rebuilt from the delta');
+  t.deepEqual(events(d.stderr, 'release.received', { seq: 2 }), [], 'never received the full image');
+  t.true(channelBytes(d, deltaChannel) > inspected.deltas[0]!.size, 'heard the delta through the broker');
 });
