@@ -28,13 +28,14 @@ function channelBytes(a: Tracked, channel: string): number {
   return events(a.stderr, 'agent.channel-stats', { channel }).reduce((n, l) => n + (l.bytes as number), 0);
 }
 
-/** The lab, two releases (seq 2 with a delta from seq 1), and CLIs to run in it; the relay and agents below hold seq 1. */
-function setup(t: ExecutionContext, seed: number) {
-  const lab = LinkLab.create({ A: {}, B: {} }, { pub: ['A'], relay: ['A', 'B'], b1: ['B'], b2: ['B'] });
-  t.teardown(() => lab.destroy());
+/**
+ * Two releases (seq 2 with a delta from seq 1) with `holders`' stores holding
+ * seq 1, and CLIs to run in `lab` (each killed at the end of the test).
+ */
+function deltaReleases(t: ExecutionContext, lab: { spawn: NetLab['spawn'] }, holders: string[], seed: number) {
   const r = twoReleases(64 * 1024, seed);
-  const baseId = holding(join(r.dir, 'store-relay'), r.base);
-  for (const h of ['b1', 'b2']) holding(join(r.dir, `store-${h}`), r.base);
+  let baseId = '';
+  for (const h of holders) baseId = holding(join(r.dir, `store-${h}`), r.base);
   const inspected = JSON.parse(fwcast('inspect', r.release, '--key', r.pub, '--json')) as Inspected;
   const all: Tracked[] = [];
   t.teardown(() => {
@@ -45,18 +46,28 @@ function setup(t: ExecutionContext, seed: number) {
     all.push(p);
     return p;
   };
-  const agentArgs = (host: string, extra: string[]): string[] => [FWCAST_AGENT, '--model', 'rpi4', '--key', r.pub, '--iface', 'eth0',
-    '--store', join(r.dir, `store-${host}`), '--json', '--log-format', 'json', '--log-level', 'debug', ...extra];
   return {
-    lab, ...r, baseId, inspected, deltaChannel: `fw/rpi4/delta/${baseId}`,
-    relay: () => spawn('relay', agentArgs('relay', ['--relay-iface', 'eth1', '--relay-rate', '6mbit'])),
-    agent: (host: string) => spawn(host, agentArgs(host, ['--once', '--timeout', '100'])),
+    ...r, baseId, inspected, deltaChannel: `fw/rpi4/delta/${baseId}`, spawn,
+    /** fwcast-agent for model rpi4 with its own store, trusting the publisher, logging JSON; `extra` says how it listens. */
+    agent: (host: string, extra: string[]) => spawn(host, [FWCAST_AGENT, '--model', 'rpi4', '--key', r.pub, '--store', join(r.dir, `store-${host}`), '--json', '--log-format', 'json', ...extra]),
     publish: () => spawn('pub', [FWCAST, 'publish', r.release, '--iface', 'eth0', '--rate', '8mbit', '--duration', '150s', '--log-format', 'json']),
   };
 }
 
+/** The two-link lab; the relay and agents below hold seq 1. */
+function setup(t: ExecutionContext, seed: number) {
+  const lab = LinkLab.create({ A: {}, B: {} }, { pub: ['A'], relay: ['A', 'B'], b1: ['B'], b2: ['B'] });
+  t.teardown(() => lab.destroy());
+  const s = deltaReleases(t, lab, ['relay', 'b1', 'b2'], seed);
+  return {
+    ...s, lab,
+    relay: () => s.agent('relay', ['--iface', 'eth0', '--log-level', 'debug', '--relay-iface', 'eth1', '--relay-rate', '6mbit']),
+    agent: (host: string) => s.agent(host, ['--iface', 'eth0', '--log-level', 'debug', '--once', '--timeout', '100']),
+  };
+}
+
 /** The agent installed seq 2 by its delta, heard on the delta sub-channel from the relay, and never took the full image. */
-function installedByDelta(t: ExecutionContext, a: Tracked, s: ReturnType<typeof setup>): void {
+function installedByDelta(t: ExecutionContext, a: Tracked, s: Pick<ReturnType<typeof deltaReleases>, 'next' | 'baseId' | 'deltaChannel' | 'inspected'>): void {
   const result = JSON.parse(a.stdout.trim()) as { seq: number; sha256: string; path: string };
   t.is(result.seq, 2);
   t.is(sha256hex(readFileSync(result.path)), sha256hex(s.next), 'installed the exact new image');
@@ -127,39 +138,19 @@ test('a relay restarted (kill -9) after keeping a delta serves it from its store
 test('a relay tree carries the delta down two relays: the second relay keeps it from the first relay\'s sub-channel, and an agent on link C installs by it', async (t) => {
   const lab = LinkLab.create({ A: {}, B: {}, C: {} }, { pub: ['A'], relay1: ['A', 'B'], relay2: ['B', 'C'], c1: ['C'] });
   t.teardown(() => lab.destroy());
-  const r = twoReleases(64 * 1024, 35);
-  let baseId = '';
-  for (const h of ['relay1', 'relay2', 'c1']) baseId = holding(join(r.dir, `store-${h}`), r.base);
-  const deltaChannel = `fw/rpi4/delta/${baseId}`;
-  const inspected = JSON.parse(fwcast('inspect', r.release, '--key', r.pub, '--json')) as Inspected;
-  const all: Tracked[] = [];
-  t.teardown(() => {
-    for (const p of all) p.child.kill('SIGKILL');
-  });
-  const spawn = (host: string, extra: string[]): Tracked => {
-    const p = track(lab.spawn(host, process.execPath, [FWCAST_AGENT, '--model', 'rpi4', '--key', r.pub, '--iface', 'eth0',
-      '--store', join(r.dir, `store-${host}`), '--json', '--log-format', 'json', ...extra]));
-    all.push(p);
-    return p;
-  };
-  const relays = [spawn('relay1', ['--relay-iface', 'eth1', '--relay-rate', '6mbit']), spawn('relay2', ['--relay-iface', 'eth1', '--relay-rate', '4mbit'])];
-  const c1 = spawn('c1', ['--once', '--timeout', '100']);
+  const s = deltaReleases(t, lab, ['relay1', 'relay2', 'c1'], 35);
+  const relays = [s.agent('relay1', ['--iface', 'eth0', '--relay-iface', 'eth1', '--relay-rate', '6mbit']), s.agent('relay2', ['--iface', 'eth0', '--relay-iface', 'eth1', '--relay-rate', '4mbit'])];
+  const c1 = s.agent('c1', ['--iface', 'eth0', '--once', '--timeout', '100']);
   for (const p of [...relays, c1]) await waitForEvent(p, 'agent.listening', { channel: 'fw/rpi4' }, 30_000);
-  const publisher = track(lab.spawn('pub', process.execPath, [FWCAST, 'publish', r.release, '--iface', 'eth0', '--rate', '8mbit', '--duration', '150s', '--log-format', 'json']));
-  all.push(publisher);
+  s.publish();
 
   for (const relay of relays) {
-    const kept = await waitForEvent(relay, 'relay.delta-kept', { baseRelease: baseId, channel: deltaChannel }, 90_000);
-    t.is(sha256hex(readFileSync(kept.path as string)), sha256hex(readReleaseFile(r.release).deltaObjects![0]!), 'each relay keeps the signed delta');
-    await waitForEvent(relay, 'relay.delta-serving', { seq: 2, baseRelease: baseId, channel: deltaChannel }, 10_000);
+    const kept = await waitForEvent(relay, 'relay.delta-kept', { baseRelease: s.baseId, channel: s.deltaChannel }, 90_000);
+    t.is(sha256hex(readFileSync(kept.path as string)), sha256hex(readReleaseFile(s.release).deltaObjects![0]!), 'each relay keeps the signed delta');
+    await waitForEvent(relay, 'relay.delta-serving', { seq: 2, baseRelease: s.baseId, channel: s.deltaChannel }, 10_000);
   }
   t.is(await exitCode(c1, 100_000), 0, c1.stderr.slice(-3000));
-  const result = JSON.parse(c1.stdout.trim()) as { seq: number; path: string };
-  t.is(result.seq, 2);
-  t.is(sha256hex(readFileSync(result.path)), sha256hex(r.next), 'installed the exact new image');
-  t.is(events(c1.stderr, 'delta.applied', { seq: 2, baseRelease: baseId }).length, 1, 'rebuilt from the delta');
-  t.deepEqual(events(c1.stderr, 'release.received', { seq: 2 }), [], 'never received the full image');
-  t.true(channelBytes(c1, deltaChannel) > inspected.deltas[0]!.size, 'heard the delta on link C');
+  installedByDelta(t, c1, s);
   // Link C is reached only through relay2, which heard the delta only through relay1.
   t.true(lab.linkCount('C').packets > 0 && lab.linkCount('B').packets > 0);
 });
@@ -168,36 +159,17 @@ test('a relay onto an MQTT broker (--relay-mqtt) carries the delta too: an MQTT-
   requireMosquitto();
   const lab = NetLab.create(['pub', 'relay', 'd']);
   t.teardown(() => lab.destroy());
-  const r = twoReleases(64 * 1024, 37);
-  let baseId = '';
-  for (const h of ['relay', 'd']) baseId = holding(join(r.dir, `store-${h}`), r.base);
-  const deltaChannel = `fw/rpi4/delta/${baseId}`;
-  const inspected = JSON.parse(fwcast('inspect', r.release, '--key', r.pub, '--json')) as Inspected;
+  const s = deltaReleases(t, lab, ['relay', 'd'], 37);
   // The site broker runs on the relay host; the agent on "d" reaches it over the bridge.
   const port = 18850;
   const broker = await Broker.start({ port, address: '::', spawn: (cmd, args) => lab.spawn('relay', cmd, args) });
   t.teardown(() => broker.stop());
-  const all: Tracked[] = [];
-  t.teardown(() => {
-    for (const p of all) p.child.kill('SIGKILL');
-  });
-  const spawn = (host: string, args: string[]): Tracked => {
-    const p = track(lab.spawn(host, process.execPath, args));
-    all.push(p);
-    return p;
-  };
-  const agentArgs = (host: string, extra: string[]): string[] => [FWCAST_AGENT, '--model', 'rpi4', '--key', r.pub, '--store', join(r.dir, `store-${host}`), '--json', '--log-format', 'json', ...extra];
-  const d = spawn('d', agentArgs('d', ['--mqtt', `mqtt://[fd00:fc::2]:${port}`, '--once', '--timeout', '100']));
-  const relay = spawn('relay', agentArgs('relay', ['--iface', 'eth0', '--relay-mqtt', `mqtt://[::1]:${port}`, '--relay-rate', '8mbit']));
+  const d = s.agent('d', ['--mqtt', `mqtt://[fd00:fc::2]:${port}`, '--once', '--timeout', '100']);
+  const relay = s.agent('relay', ['--iface', 'eth0', '--relay-mqtt', `mqtt://[::1]:${port}`, '--relay-rate', '8mbit']);
   for (const p of [d, relay]) await waitForEvent(p, 'agent.listening', { channel: 'fw/rpi4' }, 60_000);
-  spawn('pub', [FWCAST, 'publish', r.release, '--iface', 'eth0', '--rate', '8mbit', '--duration', '150s', '--log-format', 'json']);
+  s.publish();
 
-  await waitForEvent(relay, 'relay.delta-serving', { seq: 2, baseRelease: baseId, channel: deltaChannel }, 90_000);
+  await waitForEvent(relay, 'relay.delta-serving', { seq: 2, baseRelease: s.baseId, channel: s.deltaChannel }, 90_000);
   t.is(await exitCode(d, 100_000), 0, d.stderr.slice(-3000));
-  const result = JSON.parse(d.stdout.trim()) as { seq: number; path: string };
-  t.is(result.seq, 2);
-  t.is(sha256hex(readFileSync(result.path)), sha256hex(r.next), 'installed the exact new image');
-  t.is(events(d.stderr, 'delta.applied', { seq: 2, baseRelease: baseId }).length, 1, 'rebuilt from the delta');
-  t.deepEqual(events(d.stderr, 'release.received', { seq: 2 }), [], 'never received the full image');
-  t.true(channelBytes(d, deltaChannel) > inspected.deltas[0]!.size, 'heard the delta through the broker');
+  installedByDelta(t, d, s);
 });
