@@ -185,7 +185,8 @@ export class Pacer {
     for (let slot; this.#budget >= 0 && (slot = this.#turn(now)); ) this.#budget -= this.#sendOne(slot, send, now);
     if (this.#order.length === 0) return Infinity;
     // The budget's time, or later if every channel is capped and waiting.
-    const ready = Math.min(...this.#order.map((s) => (s.cap ? s.cap.readyAt : -Infinity)));
+    let ready = Infinity;
+    for (const s of this.#order) ready = Math.min(ready, s.cap ? s.cap.readyAt : -Infinity);
     return Math.max(now - this.#budget / this.#bytesPerMs, ready);
   }
 
